@@ -1,0 +1,337 @@
+//! The marker: what ties a captured packet back to the probe that caused it.
+//!
+//! Every probe carries a 26-byte *payload marker* and, where a gateway may
+//! strip or rewrite the payload, a *header marker* spread over header fields.
+//! Both are authenticated by a truncated SipHash-2-4 MAC under a per-run key,
+//! so random traffic never decodes as a probe.
+//!
+//! Payload marker layout (all integers big-endian):
+//!
+//! | bytes  | field                                             |
+//! |--------|---------------------------------------------------|
+//! | 0..4   | [`MAGIC`]                                         |
+//! | 4      | [`VERSION`]                                       |
+//! | 5      | key mode: 0 = open, 1 = shared secret             |
+//! | 6..14  | run id                                            |
+//! | 14..18 | probe `seq` (see [`crate::catalogue`])            |
+//! | 18..26 | tag = SipHash-2-4(run key, bytes 0..18), 64 bits  |
+//!
+//! Header marker: a 128-bit SipHash-2-4 of `"hdr" || seq` under the run key,
+//! cut into the fields below ([`HeaderTag`]). A header-only match needs at
+//! least [`HEADER_MIN_BITS`] matching tag bits.
+//!
+//! Run keys: in *open* mode (the default) the run key is derived from the run
+//! id with a public constant, so a watcher needs no shared state; a random
+//! packet still matches a 64-bit tag with probability 2^-64. In *shared* mode
+//! the run key is derived from a 128-bit secret given to both probe and
+//! watcher, so nobody without the secret can forge a marker.
+
+use siphasher::sip::SipHasher24;
+use siphasher::sip128::{Hasher128, SipHasher24 as SipHasher24x128};
+use std::collections::HashMap;
+use std::hash::Hasher;
+
+/// First bytes of every payload marker.
+pub const MAGIC: [u8; 4] = [0x4c, 0x6b, 0x54, 0xa7];
+/// Marker format version.
+pub const VERSION: u8 = 1;
+/// Length of the payload marker in bytes.
+pub const MARKER_LEN: usize = 26;
+/// Fewest matching header-tag bits for a header-only attribution.
+pub const HEADER_MIN_BITS: u32 = 31;
+
+const OPEN_DOMAIN_KEY: [u8; 16] = *b"leaktest-open-v1";
+
+/// How a run key was derived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyMode {
+    /// From the run id and a public constant: anyone can verify.
+    Open,
+    /// From a secret shared by probe and watcher.
+    Shared,
+}
+
+impl KeyMode {
+    fn byte(self) -> u8 {
+        match self {
+            KeyMode::Open => 0,
+            KeyMode::Shared => 1,
+        }
+    }
+}
+
+/// The key of one probe run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RunKey {
+    pub run_id: u64,
+    pub mode: KeyMode,
+    key: [u8; 16],
+}
+
+impl std::fmt::Debug for RunKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key itself.
+        f.debug_struct("RunKey")
+            .field("run_id", &format_args!("{:016x}", self.run_id))
+            .field("mode", &self.mode)
+            .field("fingerprint", &self.fingerprint())
+            .finish()
+    }
+}
+
+fn sip128(key: &[u8; 16], parts: &[&[u8]]) -> u128 {
+    let mut h = SipHasher24x128::new_with_key(key);
+    for p in parts {
+        h.write(p);
+    }
+    h.finish128().as_u128()
+}
+
+impl RunKey {
+    /// The open-mode key of `run_id`.
+    pub fn open(run_id: u64) -> RunKey {
+        let key = sip128(&OPEN_DOMAIN_KEY, &[b"run", &run_id.to_be_bytes()]).to_be_bytes();
+        RunKey {
+            run_id,
+            mode: KeyMode::Open,
+            key,
+        }
+    }
+
+    /// The shared-mode key of `run_id` under `secret`.
+    pub fn shared(secret: &[u8; 16], run_id: u64) -> RunKey {
+        let key = sip128(secret, &[b"run", &run_id.to_be_bytes()]).to_be_bytes();
+        RunKey {
+            run_id,
+            mode: KeyMode::Shared,
+            key,
+        }
+    }
+
+    /// A short public name of the key (16 hex digits); reveals nothing of it.
+    pub fn fingerprint(&self) -> String {
+        let mut h = SipHasher24::new_with_key(&self.key);
+        h.write(b"fingerprint");
+        format!("{:016x}", h.finish())
+    }
+
+    fn tag(&self, head: &[u8]) -> u64 {
+        let mut h = SipHasher24::new_with_key(&self.key);
+        h.write(head);
+        h.finish()
+    }
+
+    /// The payload marker of probe `seq`.
+    pub fn payload_marker(&self, seq: u32) -> [u8; MARKER_LEN] {
+        let mut m = [0u8; MARKER_LEN];
+        m[0..4].copy_from_slice(&MAGIC);
+        m[4] = VERSION;
+        m[5] = self.mode.byte();
+        m[6..14].copy_from_slice(&self.run_id.to_be_bytes());
+        m[14..18].copy_from_slice(&seq.to_be_bytes());
+        let tag = self.tag(&m[..18]);
+        m[18..26].copy_from_slice(&tag.to_be_bytes());
+        m
+    }
+
+    /// The header marker of probe `seq`.
+    pub fn header_tag(&self, seq: u32) -> HeaderTag {
+        HeaderTag(sip128(&self.key, &[b"hdr", &seq.to_be_bytes()]))
+    }
+}
+
+/// The header marker of one probe: 128 bits cut into header fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderTag(pub u128);
+
+impl HeaderTag {
+    fn bits(self, from: u32, width: u32) -> u128 {
+        (self.0 >> from) & ((1u128 << width) - 1)
+    }
+    /// IPv4 identification (16 bits, never 0: a raw socket would replace 0).
+    pub fn ipv4_id(self) -> u16 {
+        (self.bits(0, 16) as u16).max(1)
+    }
+    /// IPv6 flow label (20 bits).
+    pub fn flow_label(self) -> u32 {
+        self.bits(16, 20) as u32
+    }
+    /// TCP sequence number (32 bits).
+    pub fn tcp_seq(self) -> u32 {
+        self.bits(36, 32) as u32
+    }
+    /// ICMP echo-style identifier and sequence (16 + 16 bits), for every ICMP type.
+    pub fn icmp_id_seq(self) -> (u16, u16) {
+        (self.bits(68, 16) as u16, self.bits(84, 16) as u16)
+    }
+    /// TCP/UDP source port (15 bits, in 32768..=65535).
+    pub fn src_port(self) -> u16 {
+        32768 + self.bits(100, 15) as u16
+    }
+}
+
+/// A payload marker read from bytes, not yet verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Marker {
+    pub mode: KeyMode,
+    pub run_id: u64,
+    pub seq: u32,
+    pub tag: u64,
+}
+
+impl Marker {
+    /// Reads a marker at the start of `bytes` (format only, no MAC check).
+    pub fn read(bytes: &[u8]) -> Option<Marker> {
+        let m = bytes.get(..MARKER_LEN)?;
+        if m[0..4] != MAGIC || m[4] != VERSION {
+            return None;
+        }
+        let mode = match m[5] {
+            0 => KeyMode::Open,
+            1 => KeyMode::Shared,
+            _ => return None,
+        };
+        Some(Marker {
+            mode,
+            run_id: u64::from_be_bytes(m[6..14].try_into().ok()?),
+            seq: u32::from_be_bytes(m[14..18].try_into().ok()?),
+            tag: u64::from_be_bytes(m[18..26].try_into().ok()?),
+        })
+    }
+
+    /// Finds and verifies the first authentic payload marker anywhere in `bytes`.
+    pub fn find_verified(bytes: &[u8], keys: &mut MarkerKeys) -> Option<(Marker, RunKey)> {
+        for pos in memchr::memmem::find_iter(bytes, &MAGIC) {
+            if let Some(m) = Marker::read(&bytes[pos..]) {
+                if let Some(key) = keys.key_for(m.mode, m.run_id) {
+                    if key.tag(&bytes[pos..pos + 18]) == m.tag {
+                        keys.learn(key);
+                        return Some((m, key));
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The keys a watcher verifies markers with: every open-mode run, shared-mode
+/// runs if it holds the secret, and the runs seen so far (for header-only
+/// matches, which carry no run id).
+#[derive(Clone, Debug, Default)]
+pub struct MarkerKeys {
+    secret: Option<[u8; 16]>,
+    cache: HashMap<(KeyMode, u64), RunKey>,
+    known: Vec<RunKey>,
+}
+
+impl MarkerKeys {
+    /// Keys that accept open-mode markers only.
+    pub fn open() -> MarkerKeys {
+        MarkerKeys::default()
+    }
+
+    /// Keys that also accept shared-mode markers made with `secret`.
+    pub fn with_secret(secret: [u8; 16]) -> MarkerKeys {
+        MarkerKeys {
+            secret: Some(secret),
+            ..MarkerKeys::default()
+        }
+    }
+
+    /// The run key for a marker's mode and run id, if these keys can verify it.
+    pub fn key_for(&mut self, mode: KeyMode, run_id: u64) -> Option<RunKey> {
+        if let Some(k) = self.cache.get(&(mode, run_id)) {
+            return Some(*k);
+        }
+        let key = match mode {
+            KeyMode::Open => RunKey::open(run_id),
+            KeyMode::Shared => RunKey::shared(self.secret.as_ref()?, run_id),
+        };
+        if self.cache.len() >= 4096 {
+            // Bounded memory however many forged run ids arrive.
+            self.cache.clear();
+        }
+        self.cache.insert((mode, run_id), key);
+        Some(key)
+    }
+
+    /// Remembers a run, so that header-only markers of it can be matched.
+    pub fn learn(&mut self, key: RunKey) {
+        if !self.known.contains(&key) && self.known.len() < 64 {
+            self.known.push(key);
+        }
+    }
+
+    /// Runs learnt so far (or added with [`MarkerKeys::learn`]).
+    pub fn known_runs(&self) -> &[RunKey] {
+        &self.known
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn payload_marker_vector() {
+        let key = RunKey::open(0x0102030405060708);
+        let m = key.payload_marker(0x0010_0203);
+        assert_eq!(
+            &m[..18],
+            &[0x4c, 0x6b, 0x54, 0xa7, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0x00, 0x10, 0x02, 0x03]
+        );
+        let read = Marker::read(&m).unwrap();
+        assert_eq!(
+            (read.run_id, read.seq, read.mode),
+            (0x0102030405060708, 0x0010_0203, KeyMode::Open)
+        );
+    }
+
+    #[test]
+    fn shared_marker_needs_the_secret() {
+        let key = RunKey::shared(&[7; 16], 42);
+        let m = key.payload_marker(9);
+        assert!(Marker::find_verified(&m, &mut MarkerKeys::open()).is_none());
+        assert!(Marker::find_verified(&m, &mut MarkerKeys::with_secret([8; 16])).is_none());
+        let (got, k) = Marker::find_verified(&m, &mut MarkerKeys::with_secret([7; 16])).unwrap();
+        assert_eq!((got.seq, k.run_id), (9, 42));
+    }
+
+    #[test]
+    fn header_tag_fields_are_in_range() {
+        let t = RunKey::open(1).header_tag(5);
+        assert!(t.ipv4_id() != 0);
+        assert!(t.flow_label() < 1 << 20);
+        assert!(t.src_port() >= 32768);
+    }
+
+    proptest! {
+        #[test]
+        fn marker_round_trips_anywhere_in_a_buffer(run in any::<u64>(), seq in any::<u32>(),
+                prefix in proptest::collection::vec(any::<u8>(), 0..64),
+                suffix in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let key = RunKey::open(run);
+            let mut buf = prefix.clone();
+            buf.extend_from_slice(&key.payload_marker(seq));
+            buf.extend_from_slice(&suffix);
+            let (m, k) = Marker::find_verified(&buf, &mut MarkerKeys::open()).unwrap();
+            prop_assert_eq!((m.run_id, m.seq), (run, seq));
+            prop_assert_eq!(k, key);
+        }
+
+        #[test]
+        fn any_flipped_bit_breaks_the_marker(run in any::<u64>(), seq in any::<u32>(), bit in 0usize..(MARKER_LEN * 8)) {
+            let mut m = RunKey::open(run).payload_marker(seq);
+            m[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(Marker::find_verified(&m, &mut MarkerKeys::open()).is_none());
+        }
+
+        #[test]
+        fn random_bytes_never_verify(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            prop_assert!(Marker::find_verified(&bytes, &mut MarkerKeys::with_secret([1; 16])).is_none());
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per subcommand: argument parsing and wiring only; the work is
+//! done by the library crates.
+
+pub mod lab;
+pub mod probe;
+pub mod tor;
+pub mod watch;

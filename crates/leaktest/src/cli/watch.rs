@@ -1,0 +1,10 @@
+//! `leaktest watch`.
+
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`leaktest watch` is not implemented yet")
+}
