@@ -10,7 +10,7 @@ pkgs=(
   build-essential pkg-config libpcap-dev # building the pcap crate
   iproute2 nftables procps util-linux    # namespaces, veth, firewall, setpriv
   tor                                    # the lab's private Tor network and gateway
-  tshark nmap                            # independent readers/peers in tests and benchmarks
+  tshark nmap iputils-ping               # independent readers/peers in tests and benchmarks
 )
 missing=()
 for p in "${pkgs[@]}"; do
