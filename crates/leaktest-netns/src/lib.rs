@@ -84,13 +84,15 @@ fn io_err(what: impl Into<String>, source: io::Error) -> Error {
     }
 }
 
-/// A name prefix unique to this process and call: `tag` + PID (base 36) + a per-process
-/// counter (base 36) + 2 random characters, all lowercase alphanumerics.
+/// A name prefix unique to this process and call: `tag` + PID (5 base-36 digits) + a
+/// per-process counter (2 base-36 digits) + 2 random base-36 digits, all lowercase.
 ///
-/// With a tag of up to 4 characters the prefix stays within 11 characters, so a prefix plus a
-/// 4-character suffix is still a valid interface name (≤ 15). Parallel test binaries differ
-/// by PID; tests in one binary differ by counter; the random part guards against PID reuse
-/// after a crash that left namespaces behind.
+/// The fields after the tag have fixed widths, so no prefix of one run is a prefix of another
+/// run's names ([`cleanup_prefix`] of one run never touches another). The prefix is the tag
+/// plus 9 characters: with a tag of up to 4 characters a 2-character suffix still gives a
+/// valid interface name (≤ 15). Parallel test binaries differ by PID; tests in one binary
+/// differ by counter; the random part guards against PID reuse after a crash that left
+/// namespaces behind.
 pub fn unique_prefix(tag: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -102,13 +104,20 @@ pub fn unique_prefix(tag: &str) -> String {
             .map_or(0, |d| d.subsec_nanos());
         rnd = (t as u16).to_le_bytes();
     }
-    let r = u32::from(u16::from_le_bytes(rnd)) % (36 * 36);
+    let r = u32::from(u16::from_le_bytes(rnd));
     format!(
-        "{tag}{}{}{:0>2}",
-        base36(std::process::id()),
-        base36(n),
-        base36(r)
+        "{tag}{}{}{}",
+        base36_fixed(std::process::id(), 5),
+        base36_fixed(n, 2),
+        base36_fixed(r, 2)
     )
+}
+
+/// `v` modulo 36^width in exactly `width` base-36 digits.
+fn base36_fixed(v: u32, width: u32) -> String {
+    let m = 36u64.pow(width);
+    let s = base36((u64::from(v) % m) as u32);
+    format!("{s:0>w$}", w = width as usize)
 }
 
 fn base36(mut v: u32) -> String {
@@ -996,10 +1005,23 @@ mod tests {
         assert_ne!(a, b);
         for p in [&a, &b] {
             assert!(p.starts_with("lt"));
-            assert!(p.len() <= 11, "{p} too long");
-            check_ifname(&format!("{p}abcd")).unwrap();
+            assert_eq!(p.len(), 11, "{p}");
+            check_ifname(&format!("ltnx{}ab", &p[2..])).unwrap();
             check_ns_name(p).unwrap();
         }
+    }
+
+    #[test]
+    fn prefixes_never_prefix_each_other() {
+        // All of one tag have the same length, so one starts with another only if equal;
+        // within 1296 calls the counter field alone keeps them distinct.
+        let ps: Vec<String> = (0..1296).map(|_| unique_prefix("lt")).collect();
+        assert!(ps.iter().all(|p| p.len() == 11));
+        let distinct: std::collections::HashSet<_> = ps.iter().collect();
+        assert_eq!(distinct.len(), ps.len());
+        assert_eq!(base36_fixed(5, 2), "05");
+        assert_eq!(base36_fixed(36 * 36 + 1, 2), "01");
+        assert_eq!(base36_fixed(4_194_304, 5), "2hwcg");
     }
 
     #[test]
