@@ -1,0 +1,733 @@
+//! The frame decoder: what a captured frame is, and which probe it came from.
+//!
+//! [`FrameSummary::parse`] reads an Ethernet frame (with 802.1Q / 802.1ad
+//! tags) or a bare IP packet into the fields a classifier needs: addresses,
+//! upper-layer protocol (after IPv6 extension headers), ports, TCP flags,
+//! ICMP type and code, fragment fields, and for ICMP / ICMPv6 errors the
+//! summary of the quoted packet. ARP is recognised. Parsing is lax and
+//! bounds-checked by hand: a truncated or malformed frame gives the fields
+//! that could be read and never a panic.
+//!
+//! [`attribute`] names the probe a frame came from:
+//!
+//! 1. the payload marker anywhere in the frame ([`Marker::find_verified`]):
+//!    survives NAT, ICMP quoting, tunnels and fragments that hold the marker;
+//! 2. else, for runs already known ([`MarkerKeys::known_runs`]), the header
+//!    marker: the probe `seq` is recomputed from the headers (of the packet,
+//!    and of the packet quoted in an ICMP error) and the header-tag fields are
+//!    compared. A field counts only if it matches in full; the match is
+//!    accepted with at least [`HEADER_MIN_BITS`] bits. No field is required,
+//!    so a NAT that rewrites the source address, source port, IPv4 ID or
+//!    checksums only removes the bits of the fields it rewrote.
+//!
+//! Bits each probe shape can give from headers alone: IPv4 ID 16, IPv6 flow
+//! label 20, TCP sequence 32, TCP/UDP source port 15, ICMP id/seq 32, IPv6
+//! fragment identification 32. So `ip`-suite probes (16 or 20 bits) and IPv4
+//! non-first fragments (16 bits) can only be attributed by their payload, and
+//! an IPv4 UDP probe only if both its ID and its source port are intact.
+
+use crate::build::frag_ident;
+use crate::catalogue::{
+    Family, FragKind, ProbeKind, ProbeSpec, TcpFlags, FRAG_PORT, TCP_FLAG_SETS,
+};
+use crate::marker::{HeaderTag, Marker, MarkerKeys, RunKey, HEADER_MIN_BITS};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// What a captured frame starts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LinkType {
+    /// An Ethernet II header (optionally VLAN tagged).
+    Ethernet,
+    /// A bare IPv4 or IPv6 packet (the version nibble says which).
+    RawIp,
+}
+
+impl LinkType {
+    /// The link type of a pcap data link type (DLT / LINKTYPE number).
+    pub fn from_dlt(dlt: i32) -> Option<LinkType> {
+        match dlt {
+            1 => Some(LinkType::Ethernet),
+            // DLT_RAW (12 on Linux, 14 on some BSDs), LINKTYPE_RAW, IPV4, IPV6.
+            12 | 14 | 101 | 228 | 229 => Some(LinkType::RawIp),
+            _ => None,
+        }
+    }
+}
+
+/// EtherType of ARP.
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+
+/// The IP-level fields of a packet (the outer one, or one quoted in an ICMP error).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IpFields {
+    pub family: Option<Family>,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    /// TTL / hop limit.
+    pub ttl: Option<u8>,
+    /// IPv4 identification.
+    pub ip_id: Option<u16>,
+    /// IPv6 flow label.
+    pub flow_label: Option<u32>,
+    /// The protocol / next header field of the IP header itself.
+    pub header_protocol: Option<u8>,
+    /// The upper-layer protocol (IPv6: after the extension headers that could
+    /// be walked; if one is truncated, its own number).
+    pub protocol: Option<u8>,
+    /// Fragment offset in bytes (0 if not a fragment).
+    pub frag_offset: u16,
+    /// More-fragments flag.
+    pub more_fragments: bool,
+    /// IPv6 Fragment header identification, if the packet has one.
+    pub frag_ident: Option<u32>,
+    pub src_port: Option<u16>,
+    pub dst_port: Option<u16>,
+    pub tcp_flags: Option<TcpFlags>,
+    pub tcp_seq: Option<u32>,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    /// ICMP / ICMPv6 bytes 4..8 as (identifier, sequence), for every type.
+    pub icmp_id_seq: Option<(u16, u16)>,
+}
+
+impl IpFields {
+    /// Whether the packet is a fragment (or carries an IPv6 Fragment header).
+    pub fn is_fragment(&self) -> bool {
+        self.frag_offset != 0 || self.more_fragments || self.frag_ident.is_some()
+    }
+}
+
+/// The summary of one captured frame. Fields that could not be read are `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameSummary {
+    /// Length of the frame as given.
+    pub len: usize,
+    pub l2_src: Option<[u8; 6]>,
+    pub l2_dst: Option<[u8; 6]>,
+    /// EtherType after any VLAN tags.
+    pub ethertype: Option<u16>,
+    /// VLAN id of the outermost 802.1Q / 802.1ad tag.
+    pub vlan: Option<u16>,
+    /// ARP operation (1 request, 2 reply) if the frame is ARP.
+    pub arp_op: Option<u16>,
+    /// Offset of the IP header in the frame.
+    pub ip_offset: Option<usize>,
+    pub family: Option<Family>,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub ttl: Option<u8>,
+    pub ip_id: Option<u16>,
+    pub flow_label: Option<u32>,
+    pub header_protocol: Option<u8>,
+    pub protocol: Option<u8>,
+    pub frag_offset: u16,
+    pub more_fragments: bool,
+    pub frag_ident: Option<u32>,
+    pub src_port: Option<u16>,
+    pub dst_port: Option<u16>,
+    pub tcp_flags: Option<TcpFlags>,
+    pub tcp_seq: Option<u32>,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    pub icmp_id_seq: Option<(u16, u16)>,
+    /// For ICMP / ICMPv6 errors: the packet they quote, as far as quoted.
+    pub quoted: Option<IpFields>,
+}
+
+impl FrameSummary {
+    /// Summarises `frame`. Never panics; unreadable fields stay `None`.
+    pub fn parse(frame: &[u8], link: LinkType) -> FrameSummary {
+        let mut s = FrameSummary {
+            len: frame.len(),
+            ..FrameSummary::default()
+        };
+        let ip_at = match link {
+            LinkType::RawIp => Some(0),
+            LinkType::Ethernet => s.parse_ethernet(frame),
+        };
+        if let Some(at) = ip_at {
+            if let Some(ip) = frame.get(at..) {
+                if let Some((f, quoted)) = parse_ip(ip, true) {
+                    s.ip_offset = Some(at);
+                    s.set_ip(f);
+                    s.quoted = quoted;
+                }
+            }
+        }
+        s
+    }
+
+    /// Reads the Ethernet header; returns the IP header offset if IP follows.
+    fn parse_ethernet(&mut self, frame: &[u8]) -> Option<usize> {
+        let hdr = frame.get(..14)?;
+        self.l2_dst = Some(hdr[0..6].try_into().ok()?);
+        self.l2_src = Some(hdr[6..12].try_into().ok()?);
+        let mut ethertype = be16(frame, 12)?;
+        let mut at = 14;
+        // At most two tags (802.1ad + 802.1Q); more is not a frame we send.
+        for _ in 0..2 {
+            if !matches!(ethertype, 0x8100 | 0x88a8 | 0x9100) {
+                break;
+            }
+            let tci = be16(frame, at)?;
+            self.vlan.get_or_insert(tci & 0x0fff);
+            ethertype = be16(frame, at + 2)?;
+            at += 4;
+        }
+        self.ethertype = Some(ethertype);
+        match ethertype {
+            0x0800 | 0x86dd => Some(at),
+            ETHERTYPE_ARP => {
+                self.arp_op = be16(frame, at + 6);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn set_ip(&mut self, f: IpFields) {
+        self.family = f.family;
+        self.src = f.src;
+        self.dst = f.dst;
+        self.ttl = f.ttl;
+        self.ip_id = f.ip_id;
+        self.flow_label = f.flow_label;
+        self.header_protocol = f.header_protocol;
+        self.protocol = f.protocol;
+        self.frag_offset = f.frag_offset;
+        self.more_fragments = f.more_fragments;
+        self.frag_ident = f.frag_ident;
+        self.src_port = f.src_port;
+        self.dst_port = f.dst_port;
+        self.tcp_flags = f.tcp_flags;
+        self.tcp_seq = f.tcp_seq;
+        self.icmp_type = f.icmp_type;
+        self.icmp_code = f.icmp_code;
+        self.icmp_id_seq = f.icmp_id_seq;
+    }
+
+    /// The IP-level fields of the outer packet.
+    pub fn ip(&self) -> IpFields {
+        IpFields {
+            family: self.family,
+            src: self.src,
+            dst: self.dst,
+            ttl: self.ttl,
+            ip_id: self.ip_id,
+            flow_label: self.flow_label,
+            header_protocol: self.header_protocol,
+            protocol: self.protocol,
+            frag_offset: self.frag_offset,
+            more_fragments: self.more_fragments,
+            frag_ident: self.frag_ident,
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            tcp_flags: self.tcp_flags,
+            tcp_seq: self.tcp_seq,
+            icmp_type: self.icmp_type,
+            icmp_code: self.icmp_code,
+            icmp_id_seq: self.icmp_id_seq,
+        }
+    }
+
+    /// Whether the frame is ARP.
+    pub fn is_arp(&self) -> bool {
+        self.ethertype == Some(ETHERTYPE_ARP)
+    }
+
+    /// Whether the outer packet is a fragment (or carries an IPv6 Fragment header).
+    pub fn is_fragment(&self) -> bool {
+        self.ip().is_fragment()
+    }
+}
+
+fn be16(d: &[u8], at: usize) -> Option<u16> {
+    let b = d.get(at..at.checked_add(2)?)?;
+    Some(u16::from_be_bytes([b[0], b[1]]))
+}
+
+fn be32(d: &[u8], at: usize) -> Option<u32> {
+    let b = d.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Parses an IP packet at the start of `d`. `outer` allows one level of ICMP
+/// quoting (a quoted packet's own quotes are not followed).
+fn parse_ip(d: &[u8], outer: bool) -> Option<(IpFields, Option<IpFields>)> {
+    match d.first()? >> 4 {
+        4 => parse_ipv4(d, outer),
+        6 => parse_ipv6(d, outer),
+        _ => None,
+    }
+}
+
+fn parse_ipv4(d: &[u8], outer: bool) -> Option<(IpFields, Option<IpFields>)> {
+    let h = d.get(..20)?;
+    let ihl = (h[0] & 0x0f) as usize * 4;
+    let frag = u16::from_be_bytes([h[6], h[7]]);
+    let mut f = IpFields {
+        family: Some(Family::V4),
+        src: Some(IpAddr::V4(Ipv4Addr::new(h[12], h[13], h[14], h[15]))),
+        dst: Some(IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19]))),
+        ttl: Some(h[8]),
+        ip_id: Some(u16::from_be_bytes([h[4], h[5]])),
+        header_protocol: Some(h[9]),
+        protocol: Some(h[9]),
+        frag_offset: (frag & 0x1fff) * 8,
+        more_fragments: frag & 0x2000 != 0,
+        ..IpFields::default()
+    };
+    if ihl < 20 || ihl > d.len() {
+        // A quoted packet always holds its whole IP header: this is not one.
+        return if outer { Some((f, None)) } else { None };
+    }
+    // Trust the total length only if it fits what was captured (a quoted
+    // packet or a snapped capture is shorter; Ethernet padding is longer).
+    let total = u16::from_be_bytes([h[2], h[3]]) as usize;
+    let end = if total >= ihl && total <= d.len() {
+        total
+    } else {
+        d.len()
+    };
+    let quoted = match d.get(ihl..end) {
+        Some(l4) if f.frag_offset == 0 => parse_l4(&mut f, l4, outer),
+        _ => None,
+    };
+    Some((f, quoted))
+}
+
+fn parse_ipv6(d: &[u8], outer: bool) -> Option<(IpFields, Option<IpFields>)> {
+    let h = d.get(..40)?;
+    let src: [u8; 16] = h[8..24].try_into().ok()?;
+    let dst: [u8; 16] = h[24..40].try_into().ok()?;
+    let mut f = IpFields {
+        family: Some(Family::V6),
+        src: Some(IpAddr::V6(Ipv6Addr::from(src))),
+        dst: Some(IpAddr::V6(Ipv6Addr::from(dst))),
+        ttl: Some(h[7]),
+        flow_label: Some(u32::from_be_bytes([0, h[1] & 0x0f, h[2], h[3]])),
+        header_protocol: Some(h[6]),
+        ..IpFields::default()
+    };
+    let plen = u16::from_be_bytes([h[4], h[5]]) as usize;
+    let end = if plen != 0 && 40 + plen <= d.len() {
+        40 + plen
+    } else {
+        d.len()
+    };
+    let mut nh = h[6];
+    let mut at = 40;
+    let mut walked = true;
+    // Extension headers, bounded: a chain longer than this is not ours.
+    for _ in 0..16 {
+        let len = match nh {
+            0 | 43 | 60 | 135 | 139 | 140 => d.get(at + 1).map(|l| (*l as usize + 1) * 8),
+            51 => d.get(at + 1).map(|l| (*l as usize + 2) * 4),
+            44 => Some(8),
+            _ => break,
+        };
+        let Some(len) = len.filter(|l| at + l <= end) else {
+            // Truncated extension header: report its number as the protocol.
+            walked = false;
+            break;
+        };
+        if nh == 44 {
+            let off = be16(d, at + 2)?;
+            f.frag_offset = off & 0xfff8;
+            f.more_fragments = off & 1 != 0;
+            f.frag_ident = be32(d, at + 4);
+        }
+        nh = d[at];
+        at += len;
+    }
+    f.protocol = Some(nh);
+    let quoted = match d.get(at..end) {
+        Some(l4) if walked && f.frag_offset == 0 => parse_l4(&mut f, l4, outer),
+        _ => None,
+    };
+    Some((f, quoted))
+}
+
+/// Reads the upper-layer fields that are present; returns the quoted packet
+/// of an ICMP error if `outer`.
+fn parse_l4(f: &mut IpFields, l4: &[u8], outer: bool) -> Option<IpFields> {
+    let proto = f.protocol?;
+    let icmp = f.family.map(Family::icmp_protocol);
+    match proto {
+        // TCP, UDP, DCCP, SCTP, UDP-Lite: ports first.
+        6 | 17 | 33 | 132 | 136 => {
+            f.src_port = be16(l4, 0);
+            f.dst_port = be16(l4, 2);
+            if proto == 6 {
+                f.tcp_seq = be32(l4, 4);
+                f.tcp_flags = l4.get(13).map(|b| TcpFlags(*b));
+            }
+            None
+        }
+        p if Some(p) == icmp => {
+            f.icmp_type = l4.first().copied();
+            f.icmp_code = l4.get(1).copied();
+            if let (Some(id), Some(sq)) = (be16(l4, 4), be16(l4, 6)) {
+                f.icmp_id_seq = Some((id, sq));
+            }
+            let is_error = match (f.family, f.icmp_type) {
+                (Some(Family::V4), Some(t)) => matches!(t, 3 | 4 | 5 | 11 | 12),
+                (Some(Family::V6), Some(t)) => matches!(t, 1..=4),
+                _ => false,
+            };
+            if outer && is_error {
+                // An error quotes a packet of its own family.
+                let inner = l4.get(8..)?;
+                let quoted = match f.family? {
+                    Family::V4 if inner.first()? >> 4 == 4 => parse_ipv4(inner, false),
+                    Family::V6 if inner.first()? >> 4 == 6 => parse_ipv6(inner, false),
+                    _ => None,
+                };
+                quoted.map(|(q, _)| q)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// How a frame was tied to a probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Evidence {
+    /// An authentic payload marker was found in the frame.
+    Payload,
+    /// Header fields matched the header marker of a known run.
+    Header,
+}
+
+/// The probe a frame came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attribution {
+    pub spec: ProbeSpec,
+    pub seq: u32,
+    pub run: RunKey,
+    pub evidence: Evidence,
+}
+
+/// Names the probe `frame` came from, or `None`. Never panics.
+pub fn attribute(frame: &[u8], link: LinkType, keys: &mut MarkerKeys) -> Option<Attribution> {
+    if let Some((m, run)) = Marker::find_verified(frame, keys) {
+        if let Some(spec) = ProbeSpec::from_seq(m.seq) {
+            return Some(Attribution {
+                spec,
+                seq: m.seq,
+                run,
+                evidence: Evidence::Payload,
+            });
+        }
+    }
+    let runs = keys.known_runs();
+    if runs.is_empty() {
+        return None;
+    }
+    let s = FrameSummary::parse(frame, link);
+    let mut best: Option<(u32, ProbeSpec, RunKey)> = None;
+    header_match(&s.ip(), runs, &mut best);
+    if let Some(q) = &s.quoted {
+        header_match(q, runs, &mut best);
+    }
+    let (bits, spec, run) = best?;
+    (bits >= HEADER_MIN_BITS).then(|| Attribution {
+        spec,
+        seq: spec.seq(),
+        run,
+        evidence: Evidence::Header,
+    })
+}
+
+/// Scores every probe the headers of `f` could be against every known run.
+fn header_match(f: &IpFields, runs: &[RunKey], best: &mut Option<(u32, ProbeSpec, RunKey)>) {
+    let mut cands = [None; 8];
+    header_candidates(f, &mut cands);
+    for spec in cands.into_iter().flatten() {
+        if max_header_bits(&spec) < HEADER_MIN_BITS {
+            continue;
+        }
+        for run in runs {
+            let bits = header_bits(f, &spec, run.header_tag(spec.seq()));
+            if best.is_none_or(|(b, _, _)| bits > b) {
+                *best = Some((bits, spec, *run));
+            }
+        }
+    }
+}
+
+/// The probes whose headers `f` could be (at most 8).
+fn header_candidates(f: &IpFields, out: &mut [Option<ProbeSpec>; 8]) {
+    let (Some(family), Some(protocol)) = (f.family, f.protocol) else {
+        return;
+    };
+    let mut n = 0;
+    let mut push = |kind| {
+        if let Some(slot) = out.get_mut(n) {
+            *slot = Some(ProbeSpec { family, kind });
+            n += 1;
+        }
+    };
+    let first = f.frag_offset == 0;
+    match protocol {
+        p if p == family.icmp_protocol() && first => {
+            if let (Some(icmp_type), Some(0)) = (f.icmp_type, f.icmp_code) {
+                push(ProbeKind::Icmp { icmp_type });
+            }
+        }
+        6 if first => {
+            let Some(dst_port) = f.dst_port else { return };
+            match f.tcp_flags {
+                Some(flags) if TCP_FLAG_SETS.contains(&flags) => {
+                    push(ProbeKind::Tcp { flags, dst_port })
+                }
+                Some(_) => {}
+                // An ICMP error may quote only 8 bytes of TCP: no flags.
+                None => {
+                    for flags in TCP_FLAG_SETS {
+                        push(ProbeKind::Tcp { flags, dst_port });
+                    }
+                }
+            }
+        }
+        17 if first => {
+            let Some(dst_port) = f.dst_port else { return };
+            push(ProbeKind::Udp { dst_port });
+            if dst_port == FRAG_PORT {
+                push(ProbeKind::Frag {
+                    frag: FragKind::First,
+                });
+            }
+        }
+        17 => push(ProbeKind::Frag {
+            frag: FragKind::NonFirst,
+        }),
+        _ => {}
+    }
+}
+
+/// The most header-tag bits a probe can show from headers alone.
+fn max_header_bits(spec: &ProbeSpec) -> u32 {
+    let ip = match spec.family {
+        Family::V4 => 16,
+        Family::V6 => 20,
+    };
+    let l4 = match (spec.kind, spec.family) {
+        (ProbeKind::Icmp { .. }, _) => 32,
+        (ProbeKind::Tcp { .. }, _) => 32 + 15,
+        (ProbeKind::Udp { .. }, _) => 15,
+        (
+            ProbeKind::Frag {
+                frag: FragKind::First,
+            },
+            Family::V4,
+        ) => 15,
+        (
+            ProbeKind::Frag {
+                frag: FragKind::First,
+            },
+            Family::V6,
+        ) => 15 + 32,
+        (ProbeKind::Frag { .. }, Family::V4) => 0,
+        (ProbeKind::Frag { .. }, Family::V6) => 32,
+        (ProbeKind::Ip { .. }, _) => 0,
+    };
+    ip + l4
+}
+
+/// Header-tag bits of `tag` that `f` shows in full-field matches.
+fn header_bits(f: &IpFields, spec: &ProbeSpec, tag: HeaderTag) -> u32 {
+    let mut bits = 0;
+    match spec.family {
+        Family::V4 if f.ip_id == Some(tag.ipv4_id()) => bits += 16,
+        Family::V6 if f.flow_label == Some(tag.flow_label()) => bits += 20,
+        _ => {}
+    }
+    let port = if f.src_port == Some(tag.src_port()) {
+        15
+    } else {
+        0
+    };
+    let ident = if f.frag_ident == Some(frag_ident(tag)) {
+        32
+    } else {
+        0
+    };
+    bits += match spec.kind {
+        ProbeKind::Icmp { .. } => {
+            if f.icmp_id_seq == Some(tag.icmp_id_seq()) {
+                32
+            } else {
+                0
+            }
+        }
+        ProbeKind::Tcp { .. } => {
+            port + if f.tcp_seq == Some(tag.tcp_seq()) {
+                32
+            } else {
+                0
+            }
+        }
+        ProbeKind::Udp { .. } => port,
+        ProbeKind::Frag {
+            frag: FragKind::First,
+        } => port + ident,
+        ProbeKind::Frag {
+            frag: FragKind::NonFirst,
+        } => ident,
+        ProbeKind::Ip { .. } => 0,
+    };
+    bits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::tests::{assert_checksums, builder, MACS};
+    use crate::build::{MAX_PROBE_FRAME, PROBE_TTL};
+    use crate::catalogue::Suite;
+    use crate::marker::{MAGIC, MARKER_LEN};
+
+    fn run() -> RunKey {
+        RunKey::open(0x0102030405060708)
+    }
+
+    /// Keys that know the test run (as after seeing one of its payload markers).
+    fn knowing_keys() -> MarkerKeys {
+        let mut k = MarkerKeys::open();
+        k.learn(run());
+        k
+    }
+
+    /// Checks the summary of a freshly built probe against its spec.
+    fn check_summary(spec: &ProbeSpec, s: &FrameSummary) {
+        let tag = run().header_tag(spec.seq());
+        assert_eq!(s.family, Some(spec.family));
+        assert_eq!(s.ttl, Some(PROBE_TTL));
+        match spec.family {
+            Family::V4 => assert_eq!(s.ip_id, Some(tag.ipv4_id())),
+            Family::V6 => assert_eq!(s.flow_label, Some(tag.flow_label())),
+        }
+        match spec.kind {
+            ProbeKind::Icmp { icmp_type } => {
+                assert_eq!(s.protocol, Some(spec.family.icmp_protocol()));
+                assert_eq!((s.icmp_type, s.icmp_code), (Some(icmp_type), Some(0)));
+                assert_eq!(s.icmp_id_seq, Some(tag.icmp_id_seq()));
+                assert!(!s.is_fragment());
+            }
+            ProbeKind::Ip { protocol } => {
+                assert_eq!(s.header_protocol, Some(protocol));
+                // An IPv6 extension-header number makes the marker parse as that header.
+                let ext = matches!(protocol, 0 | 43 | 44 | 51 | 60 | 135 | 139 | 140);
+                if spec.family == Family::V4 || !ext {
+                    assert_eq!(s.protocol, Some(protocol));
+                }
+            }
+            ProbeKind::Tcp { flags, dst_port } => {
+                assert_eq!(s.protocol, Some(6));
+                assert_eq!(
+                    (s.src_port, s.dst_port),
+                    (Some(tag.src_port()), Some(dst_port))
+                );
+                assert_eq!(s.tcp_flags, Some(flags));
+                assert_eq!(s.tcp_seq, Some(tag.tcp_seq()));
+            }
+            ProbeKind::Udp { dst_port } => {
+                assert_eq!(s.protocol, Some(17));
+                assert_eq!(
+                    (s.src_port, s.dst_port),
+                    (Some(tag.src_port()), Some(dst_port))
+                );
+                assert!(!s.is_fragment());
+            }
+            ProbeKind::Frag { frag } => {
+                assert_eq!(s.protocol, Some(17));
+                assert!(s.is_fragment());
+                if spec.family == Family::V6 {
+                    assert_eq!(s.header_protocol, Some(44));
+                    assert_eq!(s.frag_ident, Some(frag_ident(tag)));
+                }
+                match frag {
+                    FragKind::First => {
+                        assert!(s.more_fragments);
+                        assert_eq!(s.frag_offset, 0);
+                        assert_eq!(
+                            (s.src_port, s.dst_port),
+                            (Some(tag.src_port()), Some(FRAG_PORT))
+                        );
+                    }
+                    FragKind::NonFirst => {
+                        assert!(!s.more_fragments);
+                        assert!(s.frag_offset > 0);
+                        assert_eq!(s.dst_port, None);
+                    }
+                }
+            }
+        }
+        assert_eq!(s.quoted, None);
+    }
+
+    /// Offset of the payload marker in a frame.
+    fn marker_at(frame: &[u8]) -> usize {
+        memchr::memmem::find(frame, &MAGIC).unwrap()
+    }
+
+    fn can_match_headers(spec: &ProbeSpec) -> bool {
+        max_header_bits(spec) >= HEADER_MIN_BITS
+    }
+
+    /// Every probe of the catalogue, both families (787k probes): built,
+    /// checksums verified independently, parsed back, attributed by payload
+    /// and, with the marker wiped, by headers where the headers carry enough.
+    #[test]
+    fn whole_catalogue_round_trips() {
+        let eth = builder(Some(MACS));
+        let raw = builder(None);
+        let mut open = MarkerKeys::open();
+        let mut knowing = knowing_keys();
+        let mut buf = [0u8; MAX_PROBE_FRAME];
+        let mut counts = [0u32; 3];
+        for family in Family::BOTH {
+            for suite in Suite::ALL {
+                for spec in ProbeSpec::all(family, suite) {
+                    // Alternate the link type so both are covered in every suite.
+                    let (b, link, at) = if spec.seq() % 2 == 0 {
+                        (&eth, LinkType::Ethernet, 14)
+                    } else {
+                        (&raw, LinkType::RawIp, 0)
+                    };
+                    let n = b.write(&spec, &mut buf);
+                    assert!(n > at, "{spec:?}");
+                    let frame = &mut buf[..n];
+                    assert_checksums(&spec, &frame[at..]);
+                    let s = FrameSummary::parse(frame, link);
+                    check_summary(&spec, &s);
+                    let a = attribute(frame, link, &mut open).expect("payload attribution");
+                    assert_eq!(
+                        (a.spec, a.seq, a.run, a.evidence),
+                        (spec, spec.seq(), run(), Evidence::Payload)
+                    );
+                    counts[0] += 1;
+                    // Payload stripped: only the header marker is left.
+                    let m = marker_at(frame);
+                    frame[m..m + MARKER_LEN].fill(0);
+                    let h = attribute(frame, link, &mut knowing);
+                    if can_match_headers(&spec) {
+                        let h = h.unwrap_or_else(|| panic!("header attribution of {spec:?}"));
+                        assert_eq!((h.spec, h.evidence), (spec, Evidence::Header));
+                        counts[1] += 1;
+                    } else {
+                        assert_eq!(h, None, "{spec:?}");
+                        counts[2] += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(counts[0], 2 * (512 + 6 * 65536 + 2));
+        // Not by headers: the ip suite (2 x 256) and the IPv4 non-first fragment.
+        assert_eq!(counts[2], 2 * 256 + 1);
+    }
+}
