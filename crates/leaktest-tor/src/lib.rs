@@ -1,1 +1,26 @@
-//! A small Tor control-port client: authentication, the relay allowlist from the consensus, NEWCONSENSUS events, and a journaled, reversible port restriction.
+//! A small, synchronous Tor control-port client written for leaktest, and what the watcher
+//! needs from Tor:
+//!
+//! * [`Controller`]: TCP or unix-socket control connection, `PROTOCOLINFO`, authentication
+//!   (NULL, COOKIE, SAFECOOKIE with the server hash verified, HASHEDPASSWORD), `GETINFO`,
+//!   `GETCONF`, `SETCONF`, `RESETCONF`, `SETEVENTS`, asynchronous events queued between replies,
+//!   a deadline on every read.
+//! * [`Allowlist`]: the TCP endpoints Tor may legitimately use, and pure parsers that build it
+//!   from `ns/all`, `config/defaults`, `DirAuthority`, `FallbackDir`, `Bridge` and `--allow`.
+//! * [`AllowlistFeed`]: the allowlist kept current on `NEWCONSENSUS` in a background thread,
+//!   with a health state the verdict depends on.
+//!
+//! No controller crate is used: the existing ones are unmaintained or pull in an async runtime.
+
+pub mod allowlist;
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod feed;
+pub mod reply;
+
+pub use allowlist::{fetch_allowlist, parse_allow, parse_allow_list, Allowlist, SourceCounts};
+pub use auth::{AuthMethod, ProtocolInfo};
+pub use client::{ConnectOptions, ControlTarget, Controller, DEFAULT_CONTROL, DEFAULT_TIMEOUT};
+pub use error::{Result, TorError};
+pub use feed::{AllowlistFeed, AllowlistReader, FeedHealth, Outage};

@@ -1,0 +1,539 @@
+//! The set of TCP endpoints the gateway's own Tor may legitimately talk to, and pure parsers that
+//! build it from what the control port says: relays of the consensus (`GETINFO ns/all`),
+//! directory authorities and fallback directories (`GETINFO config/defaults`, `GETCONF
+//! DirAuthority`/`FallbackDir`), bridges (`GETCONF Bridge`), upstream proxies, and static
+//! `--allow ADDR:PORT` entries.
+//!
+//! Parsers skip lines they cannot read (a Tor newer than this code may add fields); they never
+//! fail and never panic on input.
+
+use crate::client::Controller;
+use crate::error::{Result, TorError};
+use crate::reply::maybe_unquote;
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// A set of TCP endpoints (address, port).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allowlist {
+    set: HashSet<SocketAddr>,
+}
+
+/// IPv6 socket addresses compare flow info and scope id too; a captured packet's endpoint has
+/// neither, so both are cleared on the way in and on lookup.
+fn normalize(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V4(_) => a,
+        SocketAddr::V6(v6) => {
+            // An IPv4-mapped address is the IPv4 endpoint.
+            if let Some(v4) = v6.ip().to_ipv4_mapped() {
+                SocketAddr::V4(SocketAddrV4::new(v4, v6.port()))
+            } else {
+                SocketAddr::V6(SocketAddrV6::new(*v6.ip(), v6.port(), 0, 0))
+            }
+        }
+    }
+}
+
+impl Allowlist {
+    pub fn new() -> Self {
+        Allowlist::default()
+    }
+    pub fn insert(&mut self, a: SocketAddr) {
+        // Port 0 means "no such port" in Tor's formats; it is never a real endpoint.
+        if a.port() != 0 {
+            self.set.insert(normalize(a));
+        }
+    }
+    pub fn contains(&self, a: &SocketAddr) -> bool {
+        match a {
+            SocketAddr::V4(_) => self.set.contains(a),
+            SocketAddr::V6(v6)
+                if v6.flowinfo() == 0
+                    && v6.scope_id() == 0
+                    && v6.ip().to_ipv4_mapped().is_none() =>
+            {
+                self.set.contains(a)
+            }
+            SocketAddr::V6(_) => self.set.contains(&normalize(*a)),
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+    pub fn extend(&mut self, other: &Allowlist) {
+        self.set.extend(other.set.iter().copied());
+    }
+    /// The endpoints, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &SocketAddr> {
+        self.set.iter()
+    }
+    /// The endpoints sorted (for stable output).
+    pub fn sorted(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self.set.iter().copied().collect();
+        v.sort();
+        v
+    }
+}
+
+impl FromIterator<SocketAddr> for Allowlist {
+    fn from_iter<T: IntoIterator<Item = SocketAddr>>(iter: T) -> Self {
+        let mut a = Allowlist::new();
+        for s in iter {
+            a.insert(s);
+        }
+        a
+    }
+}
+
+/// Parses one `--allow` value: `1.2.3.4:443` or `[2001:db8::1]:443`.
+pub fn parse_allow(s: &str) -> Result<SocketAddr> {
+    let s = s.trim();
+    match s.parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(a),
+        _ => Err(TorError::BadAllow(s.to_string())),
+    }
+}
+
+/// Parses several `--allow` values into an allowlist.
+pub fn parse_allow_list<S: AsRef<str>>(values: &[S]) -> Result<Allowlist> {
+    let mut list = Allowlist::new();
+    for v in values {
+        list.insert(parse_allow(v.as_ref())?);
+    }
+    Ok(list)
+}
+
+/// `GETINFO ns/all` (or a NEWCONSENSUS event body): every `r` line gives the IPv4 ORPort and,
+/// if nonzero, the DirPort; every `a` line an (IPv6) ORPort.
+pub fn parse_ns_all(text: &str) -> Allowlist {
+    let mut list = Allowlist::new();
+    for line in text.lines() {
+        let mut words = line.split_ascii_whitespace();
+        match words.next() {
+            Some("r") => {
+                // `r NICK ID DIGEST DATE TIME IP ORPORT DIRPORT`; the microdescriptor flavour has
+                // no DIGEST, so read the address and ports from the end.
+                let w: Vec<&str> = words.collect();
+                if w.len() < 6 {
+                    continue;
+                }
+                let n = w.len();
+                let (Ok(ip), Ok(or), Ok(dir)) = (
+                    w[n - 3].parse::<Ipv4Addr>(),
+                    w[n - 2].parse::<u16>(),
+                    w[n - 1].parse::<u16>(),
+                ) else {
+                    continue;
+                };
+                list.insert(SocketAddr::new(IpAddr::V4(ip), or));
+                list.insert(SocketAddr::new(IpAddr::V4(ip), dir));
+            }
+            Some("a") => {
+                if let Some(Ok(a)) = words.next().map(str::parse::<SocketAddr>) {
+                    list.insert(a);
+                }
+            }
+            _ => {}
+        }
+    }
+    list
+}
+
+/// Reads `ADDR[:PORT]` (IPv4) of a DirAuthority/FallbackDir line.
+fn ipv4_with_optional_port(w: &str) -> Option<(Ipv4Addr, u16)> {
+    if let Ok(a) = w.parse::<SocketAddrV4>() {
+        return Some((*a.ip(), a.port()));
+    }
+    w.parse::<Ipv4Addr>().ok().map(|ip| (ip, 0))
+}
+
+/// Endpoints of one directory-server line (the value of `DirAuthority` or `FallbackDir`):
+/// `[NICK] [flags] IPV4[:DIRPORT] [FINGERPRINT]` with flags `orport=N`, `ipv6=[ADDR]:PORT`,
+/// `id=`, `v3ident=`, `weight=`, `no-v2`, `bridge`, ...: the DirPort and the ORPort on the IPv4
+/// address, and the IPv6 ORPort.
+pub fn parse_dir_server_line(value: &str) -> Vec<SocketAddr> {
+    let mut ipv4: Option<(Ipv4Addr, u16)> = None;
+    let mut orport: Option<u16> = None;
+    let mut out = Vec::new();
+    for w in value.split_ascii_whitespace() {
+        if let Some(p) = w.strip_prefix("orport=") {
+            orport = p.parse().ok();
+        } else if let Some(a) = w.strip_prefix("ipv6=") {
+            if let Ok(a) = a.parse::<SocketAddr>() {
+                out.push(a);
+            }
+        } else if ipv4.is_none() && !w.contains('=') {
+            ipv4 = ipv4_with_optional_port(w);
+        }
+    }
+    if let Some((ip, dirport)) = ipv4 {
+        if dirport != 0 {
+            out.push(SocketAddr::new(IpAddr::V4(ip), dirport));
+        }
+        if let Some(or) = orport.filter(|&p| p != 0) {
+            out.push(SocketAddr::new(IpAddr::V4(ip), or));
+        }
+    }
+    out
+}
+
+/// Endpoint of one `Bridge` value: `[TRANSPORT] ADDR[:PORT] [FINGERPRINT] [k=v ...]`; a missing
+/// port is 443 (as in Tor).
+pub fn parse_bridge_line(value: &str) -> Option<SocketAddr> {
+    let mut words = value.split_ascii_whitespace();
+    let first = words.next()?;
+    let addr = match bridge_addr(first) {
+        Some(a) => a,
+        None => bridge_addr(words.next()?)?,
+    };
+    Some(addr)
+}
+
+fn bridge_addr(w: &str) -> Option<SocketAddr> {
+    if let Ok(a) = w.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    if let Ok(ip) = w.parse::<Ipv4Addr>() {
+        return Some(SocketAddr::new(IpAddr::V4(ip), 443));
+    }
+    let inner = w.strip_prefix('[')?.strip_suffix(']')?;
+    inner
+        .parse::<std::net::Ipv6Addr>()
+        .ok()
+        .map(|ip| SocketAddr::new(IpAddr::V6(ip), 443))
+}
+
+/// Endpoint of an upstream proxy option (`HTTPSProxy`, `Socks4Proxy`, `Socks5Proxy`): only IP
+/// literals (a host name would need DNS); default port 443 for HTTPS, 1080 for SOCKS.
+pub fn parse_proxy(value: &str, default_port: u16) -> Option<SocketAddr> {
+    let w = value.split_ascii_whitespace().next()?;
+    if let Ok(a) = w.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    if let Ok(ip) = w.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, default_port));
+    }
+    let inner = w.strip_prefix('[')?.strip_suffix(']')?;
+    inner
+        .parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, default_port))
+}
+
+/// `GETINFO config/defaults`: lines `Option "value"` (older Tor: unquoted); the compiled-in
+/// `DirAuthority` and `FallbackDir` entries.
+pub fn parse_config_defaults(text: &str) -> Allowlist {
+    let mut list = Allowlist::new();
+    for line in text.lines() {
+        let Some((key, value)) = line.trim().split_once(' ') else {
+            continue;
+        };
+        if key.eq_ignore_ascii_case("DirAuthority") || key.eq_ignore_ascii_case("FallbackDir") {
+            for a in parse_dir_server_line(&maybe_unquote(value.trim())) {
+                list.insert(a);
+            }
+        }
+    }
+    list
+}
+
+/// Values of `GETCONF DirAuthority` / `GETCONF FallbackDir`.
+pub fn parse_dir_server_values<S: AsRef<str>>(values: &[S]) -> Allowlist {
+    values
+        .iter()
+        .flat_map(|v| parse_dir_server_line(v.as_ref()))
+        .collect()
+}
+
+/// Values of `GETCONF Bridge`.
+pub fn parse_bridge_values<S: AsRef<str>>(values: &[S]) -> Allowlist {
+    values
+        .iter()
+        .filter_map(|v| parse_bridge_line(v.as_ref()))
+        .collect()
+}
+
+/// How many endpoints each source contributed (before de-duplication).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SourceCounts {
+    pub consensus: usize,
+    pub default_dirs: usize,
+    pub dir_authorities: usize,
+    pub fallback_dirs: usize,
+    pub bridges: usize,
+    pub proxies: usize,
+}
+
+/// Everything Tor's control port says Tor may connect to.
+pub fn fetch_allowlist(ctl: &mut Controller) -> Result<(Allowlist, SourceCounts)> {
+    let mut list = Allowlist::new();
+    let mut counts = SourceCounts::default();
+
+    let ns = parse_ns_all(&ctl.getinfo_one("ns/all")?);
+    counts.consensus = ns.len();
+    list.extend(&ns);
+
+    let defaults = parse_config_defaults(&ctl.getinfo_one("config/defaults")?);
+    counts.default_dirs = defaults.len();
+    list.extend(&defaults);
+
+    let auth = parse_dir_server_values(&ctl.getconf_values("DirAuthority")?);
+    counts.dir_authorities = auth.len();
+    list.extend(&auth);
+
+    let fallback = parse_dir_server_values(&ctl.getconf_values("FallbackDir")?);
+    counts.fallback_dirs = fallback.len();
+    list.extend(&fallback);
+
+    let bridges = parse_bridge_values(&ctl.getconf_values("Bridge")?);
+    counts.bridges = bridges.len();
+    list.extend(&bridges);
+
+    let mut proxies = Allowlist::new();
+    for (key, port) in [
+        ("HTTPSProxy", 443),
+        ("Socks4Proxy", 1080),
+        ("Socks5Proxy", 1080),
+    ] {
+        for v in ctl.getconf_values(key)? {
+            if let Some(a) = parse_proxy(&v, port) {
+                proxies.insert(a);
+            }
+        }
+    }
+    counts.proxies = proxies.len();
+    list.extend(&proxies);
+
+    Ok((list, counts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// `GETINFO ns/all` as a client with a current consensus prints it (three relays: one with a
+    /// DirPort, one with an IPv6 ORPort, one in the microdescriptor form without digest).
+    const NS_ALL: &str = "\
+r seele AAoQ1DAR6kkoo19hBAX5K0QztNw 5pWVo+vGpyKuCYh6+tt2mGC9JDY 2026-11-26 23:01:47 104.53.221.159 9001 0
+s Running Stable V2Dir Valid
+w Bandwidth=1490
+r CalyxInstitute14 ABG9JIWtRdmE7EFZyI/AZuXjMA4 TT0ZnCVFx2b8Hqu1cv3MaV8uGTA 2026-11-27 01:32:13 162.247.74.201 443 80
+a [2610:1c0:0:5::201]:443
+s Exit Fast Guard HSDir Running Stable V2Dir Valid
+w Bandwidth=29000
+r mdflavour AB0TKPrqnpuA7Yt3WQ7Hup2OAY8 2026-11-27 03:12:40 185.220.101.7 9000 0
+a [2a0b:f4c2:2::7]:9000
+s Fast Running Valid
+w Bandwidth=8500
+r broken ABCD 2026-11-27 03:12:40 not-an-ip 9000 0
+a garbage
+r short 1.2.3.4
+";
+
+    #[test]
+    fn ns_all_vector() {
+        let l = parse_ns_all(NS_ALL);
+        let want = [
+            "104.53.221.159:9001",
+            "162.247.74.201:443",
+            "162.247.74.201:80",
+            "[2610:1c0:0:5::201]:443",
+            "185.220.101.7:9000",
+            "[2a0b:f4c2:2::7]:9000",
+        ];
+        assert_eq!(l.len(), want.len(), "{:?}", l.sorted());
+        for w in want {
+            assert!(l.contains(&sa(w)), "{w}");
+        }
+        // DirPort 0 is not an endpoint; a relay's other ports are not allowed.
+        assert!(!l.contains(&sa("104.53.221.159:0")));
+        assert!(!l.contains(&sa("104.53.221.159:443")));
+        assert!(parse_ns_all("").is_empty());
+    }
+
+    #[test]
+    fn newconsensus_event_body_uses_the_same_parser() {
+        let body = "r moria1 lpXfw1/+uGEym58asExGOXAgzjE IpcU7dolas8+Q+oAzwgvZIWx7PA 2026-11-27 04:00:00 128.31.0.39 9201 9231\ns Authority Fast Running Stable V2Dir Valid\n";
+        let l = parse_ns_all(body);
+        assert!(l.contains(&sa("128.31.0.39:9201")));
+        assert!(l.contains(&sa("128.31.0.39:9231")));
+    }
+
+    /// The complete `GETINFO config/defaults` of Debian 12's tor 0.4.9.11.
+    const CONFIG_DEFAULTS: &str = include_str!("../testdata/config-defaults-0.4.9.11.txt");
+
+    #[test]
+    fn config_defaults_vector() {
+        let l = parse_config_defaults(CONFIG_DEFAULTS);
+        // moria1: DirPort 9231 and ORPort 9201 on 128.31.0.39.
+        assert!(l.contains(&sa("128.31.0.39:9231")));
+        assert!(l.contains(&sa("128.31.0.39:9201")));
+        // tor26 with IPv6.
+        assert!(l.contains(&sa("217.196.147.77:80")));
+        assert!(l.contains(&sa("217.196.147.77:443")));
+        assert!(l.contains(&sa("[2a02:16a8:662:2203::1]:443")));
+        // maatuska: ORPort 80, DirPort 443 (swapped from the usual).
+        assert!(l.contains(&sa("171.25.193.9:443")));
+        assert!(l.contains(&sa("171.25.193.9:80")));
+        // The bridge authority Serge.
+        assert!(l.contains(&sa("66.111.2.131:9030")));
+        assert!(l.contains(&sa("66.111.2.131:9001")));
+        // Fallbacks in the new form: address without DirPort, orport=, ipv6=.
+        assert!(l.contains(&sa("64.65.62.122:443")));
+        assert!(l.contains(&sa("185.183.157.214:9100")));
+        assert!(l.contains(&sa("[2a03:4000:1d:b7a:782f:17ff:fef0:a708]:9100")));
+        assert!(l.contains(&sa("85.215.249.184:443")));
+        assert!(!l.contains(&sa("64.65.62.122:80")));
+        // Nothing from other options (e.g. ControlPort defaults) sneaks in.
+        let authorities = CONFIG_DEFAULTS
+            .lines()
+            .filter(|l| l.starts_with("DirAuthority "))
+            .count();
+        let fallbacks = CONFIG_DEFAULTS
+            .lines()
+            .filter(|l| l.starts_with("FallbackDir "))
+            .count();
+        let fallback_v6 = CONFIG_DEFAULTS
+            .lines()
+            .filter(|l| l.starts_with("FallbackDir ") && l.contains("ipv6="))
+            .count();
+        let authority_v6 = CONFIG_DEFAULTS
+            .lines()
+            .filter(|l| l.starts_with("DirAuthority ") && l.contains("ipv6="))
+            .count();
+        assert_eq!(authorities, 10);
+        assert!(fallbacks > 150);
+        // Each authority: DirPort + ORPort (+ IPv6); each fallback: ORPort (+ IPv6); no overlap
+        // in this vector.
+        assert_eq!(
+            l.len(),
+            2 * authorities + authority_v6 + fallbacks + fallback_v6
+        );
+    }
+
+    #[test]
+    fn old_style_fallback_and_unquoted_defaults() {
+        let text = "FallbackDir 193.11.114.43:9030 orport=9001 id=12AD30E5D25AA67F519780E2111E611A455FDC89 ipv6=[2001:6b0:30:1000::99]:9050\nDirAuthority moria1 orport=9101 v3ident=D586D18309DED4CD6D57C18FDB97EFA96D330566 128.31.0.39:9131 9695 DFC3 5FFE B861 329B 9F1A B04C 4639 7020 CE31\n";
+        let l = parse_config_defaults(text);
+        for w in [
+            "193.11.114.43:9030",
+            "193.11.114.43:9001",
+            "[2001:6b0:30:1000::99]:9050",
+            "128.31.0.39:9131",
+            "128.31.0.39:9101",
+        ] {
+            assert!(l.contains(&sa(w)), "{w}");
+        }
+        assert_eq!(l.len(), 5);
+    }
+
+    #[test]
+    fn getconf_dir_authority_of_a_private_network() {
+        // The lab's torrc lines, as GETCONF DirAuthority returns them.
+        let values = [
+            "auth1 orport=5001 v3ident=8B3E1A0D5A76C1B0A1C6D1F9E1E2C9B1D3A4F501 203.0.113.11:7001 3F2B 5C1A 9D0E 7A61 4B2C 8E9F 0A1B 2C3D 4E5F 6A7B",
+            "auth2 orport=5002 v3ident=9C4F2B1E6B87D2C1B2D7E2FAF2F3DAC2E4B5A602 203.0.113.12:7002 1111 2222 3333 4444 5555 6666 7777 8888 9999 AAAA",
+        ];
+        let l = parse_dir_server_values(&values);
+        assert_eq!(l.len(), 4);
+        assert!(l.contains(&sa("203.0.113.11:7001")));
+        assert!(l.contains(&sa("203.0.113.11:5001")));
+        assert!(l.contains(&sa("203.0.113.12:5002")));
+    }
+
+    #[test]
+    fn bridges_with_and_without_transport() {
+        // Recorded from GETCONF Bridge on tor 0.4.9.11.
+        let values = [
+            "obfs4 192.0.2.10:443 0123456789ABCDEF0123456789ABCDEF01234567 cert=abc iat-mode=0",
+            "198.51.100.7:9001",
+            "[2001:db8::7]:9002 0123456789ABCDEF0123456789ABCDEF01234567",
+            "203.0.113.9",
+            "webtunnel [2001:db8:1::2]:443 AAAA url=https://example.invalid/x",
+            "snowflake",
+        ];
+        let l = parse_bridge_values(&values);
+        for w in [
+            "192.0.2.10:443",
+            "198.51.100.7:9001",
+            "[2001:db8::7]:9002",
+            "203.0.113.9:443",
+            "[2001:db8:1::2]:443",
+        ] {
+            assert!(l.contains(&sa(w)), "{w}");
+        }
+        assert_eq!(l.len(), 5);
+    }
+
+    #[test]
+    fn proxies() {
+        assert_eq!(
+            parse_proxy("203.0.113.5:3128", 443),
+            Some(sa("203.0.113.5:3128"))
+        );
+        assert_eq!(
+            parse_proxy("203.0.113.5", 1080),
+            Some(sa("203.0.113.5:1080"))
+        );
+        assert_eq!(
+            parse_proxy("[2001:db8::5]", 1080),
+            Some(sa("[2001:db8::5]:1080"))
+        );
+        assert_eq!(parse_proxy("proxy.example:8080", 443), None);
+    }
+
+    #[test]
+    fn static_allow_entries() {
+        assert_eq!(parse_allow("1.2.3.4:443").unwrap(), sa("1.2.3.4:443"));
+        assert_eq!(
+            parse_allow(" [2001:db8::1]:443 ").unwrap(),
+            sa("[2001:db8::1]:443")
+        );
+        for bad in [
+            "1.2.3.4",
+            "1.2.3.4:0",
+            "2001:db8::1:443",
+            "host:443",
+            "",
+            "1.2.3.4:70000",
+        ] {
+            assert!(
+                matches!(parse_allow(bad), Err(TorError::BadAllow(_))),
+                "{bad}"
+            );
+        }
+        let l = parse_allow_list(&["1.2.3.4:443", "[2001:db8::1]:8443"]).unwrap();
+        assert_eq!(l.len(), 2);
+    }
+
+    #[test]
+    fn allowlist_semantics() {
+        let mut a = Allowlist::new();
+        assert!(a.is_empty());
+        a.insert(sa("[2001:db8::1]:443"));
+        a.insert(sa("1.2.3.4:0"));
+        assert_eq!(a.len(), 1);
+        // Flow info and scope id of a looked-up endpoint do not matter.
+        let with_flow =
+            SocketAddr::V6(SocketAddrV6::new("2001:db8::1".parse().unwrap(), 443, 7, 3));
+        assert!(a.contains(&with_flow));
+        // IPv4-mapped addresses are their IPv4 endpoint.
+        a.insert(sa("[::ffff:5.6.7.8]:9001"));
+        assert!(a.contains(&sa("5.6.7.8:9001")));
+        assert!(a.contains(&sa("[::ffff:5.6.7.8]:9001")));
+        let mut b = Allowlist::new();
+        b.insert(sa("1.2.3.4:443"));
+        b.extend(&a);
+        assert_eq!(b.len(), 3);
+        assert!(!b.contains(&sa("1.2.3.4:444")));
+        assert_eq!(b.sorted().len(), 3);
+    }
+}

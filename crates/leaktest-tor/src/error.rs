@@ -1,0 +1,56 @@
+//! Typed errors of the control-port client, the allowlist builders and the restriction journal.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything that can go wrong talking to Tor or handling the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum TorError {
+    /// The control port could not be reached at all.
+    #[error("cannot connect to Tor's control port {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A read or write on an established control connection failed.
+    #[error("control-port I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// Tor did not complete a reply in time.
+    #[error("Tor's control port did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Tor closed the control connection.
+    #[error("Tor closed the control connection")]
+    Closed,
+    /// A reply that does not follow control-spec.
+    #[error("malformed control-port reply: {0}")]
+    Protocol(String),
+    /// Tor answered a command with an error status (4xx/5xx).
+    #[error("Tor refused {command}: {code} {message}")]
+    Refused {
+        command: String,
+        code: u16,
+        message: String,
+    },
+    /// No usable authentication method, or Tor rejected our credentials.
+    #[error("control-port authentication failed: {0}")]
+    Auth(String),
+    /// A `--tor-control` value that is neither an address nor a path.
+    #[error("bad control-port target {0:?}: expected HOST:PORT (e.g. 127.0.0.1:9051) or a unix socket path")]
+    BadTarget(String),
+    /// A `--allow` value that is not `ADDR:PORT`.
+    #[error(
+        "bad allowlist entry {0:?}: expected ADDR:PORT such as 1.2.3.4:443 or [2001:db8::1]:443"
+    )]
+    BadAllow(String),
+    /// Reading, writing or interpreting the restriction journal failed.
+    #[error("restriction journal {}: {message}", path.display())]
+    Journal { path: PathBuf, message: String },
+    /// Tor's ports are already restricted by a journal that is still in force.
+    #[error("Tor is already restricted (journal {}, written by pid {pid}); run `leaktest tor restore` first", path.display())]
+    AlreadyRestricted { path: PathBuf, pid: u32 },
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = TorError> = std::result::Result<T, E>;
