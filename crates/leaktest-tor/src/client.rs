@@ -115,6 +115,16 @@ impl ConnectOptions {
         }
     }
 
+    /// From the command line: `--tor-control` (default [`DEFAULT_CONTROL`]) and
+    /// `--tor-password-env` (the variable must be set).
+    pub fn from_cli(target: Option<&str>, password_env: Option<&str>) -> Result<ConnectOptions> {
+        let opts = ConnectOptions::new(ControlTarget::parse(target.unwrap_or(DEFAULT_CONTROL))?);
+        match password_env {
+            Some(var) => opts.password_from_env(var),
+            None => Ok(opts),
+        }
+    }
+
     pub fn with_timeout(mut self, timeout: Duration) -> ConnectOptions {
         self.timeout = timeout;
         self

@@ -9,6 +9,9 @@
 //!   from `ns/all`, `config/defaults`, `DirAuthority`, `FallbackDir`, `Bridge` and `--allow`.
 //! * [`AllowlistFeed`]: the allowlist kept current on `NEWCONSENSUS` in a background thread,
 //!   with a health state the verdict depends on.
+//! * [`restrict`]: the seed's Step 0 / Step 9 (Tor restricted to ports 80/443 and restored),
+//!   journaled so a crash never leaves Tor restricted ([`recover_leftover`] at every start,
+//!   [`RestrictGuard`] for `watch --restrict-tor`).
 //!
 //! No controller crate is used: the existing ones are unmaintained or pull in an async runtime.
 
@@ -18,9 +21,11 @@ pub mod client;
 pub mod error;
 pub mod feed;
 pub mod reply;
+pub mod restrict;
 
 pub use allowlist::{fetch_allowlist, parse_allow, parse_allow_list, Allowlist, SourceCounts};
 pub use auth::{AuthMethod, ProtocolInfo};
 pub use client::{ConnectOptions, ControlTarget, Controller, DEFAULT_CONTROL, DEFAULT_TIMEOUT};
 pub use error::{Result, TorError};
 pub use feed::{AllowlistFeed, AllowlistReader, FeedHealth, Outage};
+pub use restrict::{recover_leftover, JournalMode, RestrictGuard};

@@ -59,6 +59,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .without_time()
         .init();
+    // A Tor restriction left by a leaktest that was killed (kill -9, crash) is undone first.
+    match leaktest_tor::recover_leftover() {
+        Ok(Some(message)) => eprintln!("leaktest: {message}"),
+        Ok(None) => {}
+        Err(e) => eprintln!("leaktest: warning: {e}"),
+    }
     let result = match cli.command {
         Command::Probe(args) => cli::probe::run(args),
         Command::Watch(args) => cli::watch::run(args),

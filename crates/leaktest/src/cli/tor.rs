@@ -1,10 +1,206 @@
-//! `leaktest tor`.
+//! `leaktest tor`: the seed's Step 0 / Step 9 (restrict Tor to ports 80 and 443 through the
+//! control port, journaled, and restore), and a look at the allowlist the watcher would use.
 
+use anyhow::Context;
+use leaktest_tor::restrict::{self, Journal, JournalMode, RESTRICTION};
+use leaktest_tor::{fetch_allowlist, parse_allow_list, ConnectOptions, ControlTarget, Controller};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: TorCommand,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`leaktest tor` is not implemented yet")
+#[derive(clap::Subcommand)]
+enum TorCommand {
+    /// Restrict Tor to ports 80/443 at run time (Step 0), saving the previous values first.
+    ///
+    /// Sets ReachableDirAddresses *:80, ReachableORAddresses *:443 and FascistFirewall 1 with
+    /// SETCONF (nothing is written to torrc). Unnecessary with the watcher's Tor-aware
+    /// allowlist, and it changes which guards Tor picks: undo it with `leaktest tor restore`.
+    Restrict(ControlArgs),
+    /// Put back the values saved by `leaktest tor restrict` (Step 9)
+    Restore(RestoreArgs),
+    /// Print the endpoints Tor may use, as the watcher's allowlist sees them
+    Allowlist(AllowlistArgs),
+}
+
+#[derive(clap::Args)]
+struct ControlArgs {
+    /// Tor's control port: HOST:PORT or a unix socket path [default: 127.0.0.1:9051; for
+    /// restore: the one recorded in the journal]
+    #[arg(long, value_name = "ADDR|PATH")]
+    tor_control: Option<String>,
+    /// Name of an environment variable holding the control-port password (HASHEDPASSWORD)
+    #[arg(long, value_name = "VAR")]
+    tor_password_env: Option<String>,
+    /// Journal file [default: $LEAKTEST_STATE_DIR/tor-restrict.json, else
+    /// /var/lib/leaktest/tor-restrict.json]
+    #[arg(long, value_name = "FILE")]
+    journal: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct RestoreArgs {
+    #[command(flatten)]
+    control: ControlArgs,
+    /// Delete the journal without contacting Tor (for a Tor that no longer exists)
+    #[arg(long)]
+    forget: bool,
+    /// Restore even though the leaktest that restricted Tor is still running
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(clap::Args)]
+struct AllowlistArgs {
+    /// Tor's control port: HOST:PORT or a unix socket path [default: 127.0.0.1:9051]
+    #[arg(long, value_name = "ADDR|PATH")]
+    tor_control: Option<String>,
+    /// Name of an environment variable holding the control-port password (HASHEDPASSWORD)
+    #[arg(long, value_name = "VAR")]
+    tor_password_env: Option<String>,
+    /// Extra endpoints, as for `leaktest watch --allow`
+    #[arg(long, value_name = "ADDR:PORT")]
+    allow: Vec<String>,
+    /// Print every endpoint, one per line
+    #[arg(long)]
+    list: bool,
+    /// Print JSON: {"endpoints": N, "sources": {...}, "list": [...]}
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        TorCommand::Restrict(a) => run_restrict(a),
+        TorCommand::Restore(a) => run_restore(a),
+        TorCommand::Allowlist(a) => run_allowlist(a),
+    }
+}
+
+fn journal_path(arg: &Option<PathBuf>) -> PathBuf {
+    arg.clone().unwrap_or_else(restrict::default_journal_path)
+}
+
+fn run_restrict(a: ControlArgs) -> anyhow::Result<ExitCode> {
+    let opts = ConnectOptions::from_cli(a.tor_control.as_deref(), a.tor_password_env.as_deref())?;
+    let path = journal_path(&a.journal);
+    let mut ctl = Controller::connect(&opts)?;
+    let journal = restrict::restrict(&mut ctl, &path, JournalMode::Manual)?;
+    ctl.quit();
+    let set: Vec<String> = RESTRICTION
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!("Tor restricted: {}", set.join(", "));
+    println!("previous values saved in {}:", path.display());
+    for p in &journal.previous {
+        println!("  {}", describe(p));
+    }
+    println!("undo with `leaktest tor restore`");
+    eprintln!(
+        "note: `leaktest watch` reads Tor's relays from the control port, so this restriction is \
+         not needed; it also changes Tor's guard selection while it lasts"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(p: &restrict::PreviousValue) -> String {
+    if p.was_default {
+        format!(
+            "{} (default{})",
+            p.key,
+            if p.values.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", p.values.join(", "))
+            }
+        )
+    } else {
+        format!("{} {}", p.key, p.values.join(", "))
+    }
+}
+
+fn run_restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let path = journal_path(&a.control.journal);
+    let Some(journal) = Journal::load(&path)? else {
+        println!("nothing to restore: no journal at {}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    };
+    if a.forget {
+        Journal::remove(&path)?;
+        println!(
+            "deleted {} without contacting Tor (written by pid {})",
+            path.display(),
+            journal.pid
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if journal.mode == JournalMode::Guard && journal.owner_alive() && !a.force {
+        anyhow::bail!(
+            "leaktest pid {} holds this restriction and restores it when it ends (use --force to restore now)",
+            journal.pid
+        );
+    }
+    let target = a
+        .control
+        .tor_control
+        .as_deref()
+        .map(ControlTarget::parse)
+        .transpose()?;
+    let opts =
+        restrict::journal_connect_options(&journal, target, a.control.tor_password_env.as_deref())?;
+    let mut ctl = Controller::connect(&opts)?;
+    restrict::restore(&mut ctl, &path).context("restoring Tor's configuration")?;
+    ctl.quit();
+    println!("Tor's configuration restored:");
+    for p in &journal.previous {
+        println!("  {}", describe(p));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_allowlist(a: AllowlistArgs) -> anyhow::Result<ExitCode> {
+    let opts = ConnectOptions::from_cli(a.tor_control.as_deref(), a.tor_password_env.as_deref())?;
+    let mut list = parse_allow_list(&a.allow)?;
+    let mut ctl = Controller::connect(&opts)?;
+    let version = ctl
+        .protocol_info_cached()
+        .and_then(|p| p.tor_version.clone());
+    let (fresh, counts) = fetch_allowlist(&mut ctl)?;
+    ctl.quit();
+    list.extend(&fresh);
+    let sorted = list.sorted();
+    if a.json {
+        let v = serde_json::json!({
+            "tor_version": version,
+            "endpoints": sorted.len(),
+            "sources": counts,
+            "list": sorted.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} endpoints (Tor {}): consensus {}, compiled-in directories {}, DirAuthority {}, \
+         FallbackDir {}, bridges {}, proxies {}, --allow {}",
+        sorted.len(),
+        version.as_deref().unwrap_or("?"),
+        counts.consensus,
+        counts.default_dirs,
+        counts.dir_authorities,
+        counts.fallback_dirs,
+        counts.bridges,
+        counts.proxies,
+        a.allow.len()
+    );
+    if a.list {
+        for s in sorted {
+            println!("{s}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,578 @@
+//! The seed's Step 0 / Step 9 done safely: restrict Tor to ports 80 and 443 at run time
+//! (`ReachableDirAddresses *:80`, `ReachableORAddresses *:443`, `FascistFirewall 1`, as Whonix
+//! also sets) through `SETCONF`, with the previous values written to a journal *first*, so that
+//! a crash or `kill -9` never leaves Tor restricted: every leaktest start calls
+//! [`recover_leftover`], which restores a journal whose owner is gone.
+//!
+//! With the Tor-aware allowlist this restriction is unnecessary; it also changes which guards
+//! Tor picks (only relays on 80/443 qualify), so use it only to reproduce the seed's procedure.
+//!
+//! The journal (JSON, mode 0600, in `$LEAKTEST_STATE_DIR` or `/var/lib/leaktest`) records the
+//! previous values, the owner's pid and start time, and how to reach the control port (address
+//! or path, authentication method, and for password authentication only the *name* of the
+//! environment variable holding it — never a secret).
+//!
+//! ## Using [`RestrictGuard`] from a watch session with signal handling
+//! Restore on drop must run in normal code, not in a signal handler (it does I/O and takes
+//! locks). Install SIGINT/SIGTERM handlers that only set a flag (`signal_hook::flag::register`),
+//! create the guard with [`RestrictGuard::restrict`] before the capture starts, let the capture
+//! loop end when the flag is set, then call [`RestrictGuard::restore`] (to report a failure) or
+//! simply drop the guard; a panic unwinding through the session drops it too. Only `kill -9`
+//! or a crash skips it, and the next leaktest start repairs that.
+
+use crate::auth::AuthMethod;
+use crate::client::{ConnectOptions, ControlTarget, Controller};
+use crate::error::{Result, TorError};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The options changed and the values they get.
+pub const RESTRICTION: [(&str, &str); 3] = [
+    ("ReachableDirAddresses", "*:80"),
+    ("ReachableORAddresses", "*:443"),
+    ("FascistFirewall", "1"),
+];
+
+/// Default state directory (overridden by `LEAKTEST_STATE_DIR`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/leaktest";
+/// Journal file name inside the state directory.
+pub const JOURNAL_FILE: &str = "tor-restrict.json";
+const JOURNAL_VERSION: u32 = 1;
+
+/// `$LEAKTEST_STATE_DIR/tor-restrict.json`, or `/var/lib/leaktest/tor-restrict.json`.
+pub fn default_journal_path() -> PathBuf {
+    let dir = std::env::var_os("LEAKTEST_STATE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    dir.join(JOURNAL_FILE)
+}
+
+/// Who is responsible for restoring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalMode {
+    /// A running leaktest (watch `--restrict-tor`) restores when it ends; if it died, the next
+    /// leaktest start restores.
+    Guard,
+    /// `leaktest tor restrict`: stays until `leaktest tor restore`.
+    Manual,
+}
+
+/// One option's value before the restriction.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PreviousValue {
+    pub key: String,
+    /// The GETCONF values, in order (empty when unset).
+    pub values: Vec<String>,
+    /// Not set in Tor's configuration: restored with RESETCONF.
+    pub was_default: bool,
+}
+
+/// How to reach the control port again.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ControlRecord {
+    pub target: ControlTarget,
+    /// The method that worked (`NULL`, `COOKIE`, `SAFECOOKIE`, `HASHEDPASSWORD`).
+    pub auth: Option<String>,
+    /// For password authentication: the environment variable to read it from again.
+    pub password_env: Option<String>,
+}
+
+/// The journal file's content.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Journal {
+    pub version: u32,
+    pub pid: u32,
+    /// The owner's start time in clock ticks since boot (`/proc/PID/stat` field 22), so a
+    /// recycled pid is not mistaken for the owner.
+    pub process_start: Option<u64>,
+    pub process_name: Option<String>,
+    pub mode: JournalMode,
+    pub created_unix: u64,
+    pub control: ControlRecord,
+    pub previous: Vec<PreviousValue>,
+}
+
+fn journal_err(path: &Path, message: impl Into<String>) -> TorError {
+    TorError::Journal {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// (state, start time, name) of a process from `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> Option<(char, u64, String)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?.to_string();
+    let fields: Vec<&str> = stat.get(close + 1..)?.split_ascii_whitespace().collect();
+    // fields[0] is field 3 (state); field 22 (starttime) is fields[19].
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start, name))
+}
+
+impl Journal {
+    /// Reads the journal; `Ok(None)` if there is none.
+    pub fn load(path: &Path) -> Result<Option<Journal>> {
+        let text = match fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(journal_err(path, format!("cannot read: {e}"))),
+        };
+        let j: Journal = serde_json::from_str(&text).map_err(|e| {
+            journal_err(
+                path,
+                format!("unreadable ({e}); inspect it and delete it by hand"),
+            )
+        })?;
+        if j.version != JOURNAL_VERSION {
+            return Err(journal_err(
+                path,
+                format!("unknown journal version {}", j.version),
+            ));
+        }
+        Ok(Some(j))
+    }
+
+    /// Writes the journal durably: temporary file, fsync, rename, fsync of the directory.
+    pub fn store(&self, path: &Path) -> Result<()> {
+        let err = |m: String| journal_err(path, m);
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        let text = serde_json::to_string_pretty(self).map_err(|e| err(e.to_string()))?;
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            fs::rename(&tmp, path)?;
+            File::open(dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            err(format!("cannot write: {e}"))
+        })
+    }
+
+    /// Deletes the journal at `path` (and syncs its directory); no error if it is gone.
+    pub fn remove(path: &Path) -> Result<()> {
+        remove_journal(path)
+    }
+
+    /// True when the process that wrote this journal still runs (same pid *and* start time).
+    pub fn owner_alive(&self) -> bool {
+        match proc_stat(self.pid) {
+            None => false,
+            Some(('Z', _, _)) | Some(('X', _, _)) => false,
+            Some((_, start, name)) => match self.process_start {
+                Some(s) => s == start,
+                None => self.process_name.as_deref() == Some(name.as_str()),
+            },
+        }
+    }
+}
+
+/// Removes the journal (and syncs its directory).
+fn remove_journal(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(journal_err(path, format!("cannot delete: {e}"))),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Options set in Tor's configuration (`GETINFO config-text` lists those that differ from the
+/// defaults).
+fn configured_keys(ctl: &mut Controller) -> Result<Vec<String>> {
+    let text = ctl.getinfo_one("config-text")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_ascii_whitespace().next())
+        .map(str::to_ascii_lowercase)
+        .collect())
+}
+
+/// Reads the current values of the restricted options.
+pub fn current_values(ctl: &mut Controller) -> Result<Vec<PreviousValue>> {
+    let configured = configured_keys(ctl)?;
+    let keys: Vec<&str> = RESTRICTION.iter().map(|(k, _)| *k).collect();
+    let values = ctl.getconf(&keys)?;
+    Ok(keys
+        .iter()
+        .map(|key| {
+            let vals: Vec<String> = values
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(key))
+                .filter_map(|(_, v)| v.clone())
+                .collect();
+            let was_default = vals.is_empty() || !configured.contains(&key.to_ascii_lowercase());
+            PreviousValue {
+                key: key.to_string(),
+                values: vals,
+                was_default,
+            }
+        })
+        .collect())
+}
+
+/// Records the current values in the journal (fsynced), then applies the restriction.
+/// Refuses if a journal already exists.
+pub fn restrict(ctl: &mut Controller, journal_path: &Path, mode: JournalMode) -> Result<Journal> {
+    if let Some(j) = Journal::load(journal_path)? {
+        return Err(TorError::AlreadyRestricted {
+            path: journal_path.to_path_buf(),
+            pid: j.pid,
+        });
+    }
+    let previous = current_values(ctl)?;
+    let me = proc_stat(std::process::id());
+    let journal = Journal {
+        version: JOURNAL_VERSION,
+        pid: std::process::id(),
+        process_start: me.as_ref().map(|m| m.1),
+        process_name: me.map(|m| m.2),
+        mode,
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        control: ControlRecord {
+            target: ctl.target().clone(),
+            auth: ctl.auth_method().map(|m| m.to_string()),
+            password_env: ctl.password_env().map(str::to_string),
+        },
+        previous,
+    };
+    journal.store(journal_path)?;
+    let pairs: Vec<(&str, Option<&str>)> =
+        RESTRICTION.iter().map(|(k, v)| (*k, Some(*v))).collect();
+    if let Err(e) = ctl.setconf(&pairs) {
+        // Nothing changed: the journal would only cause a pointless restore later.
+        let _ = remove_journal(journal_path);
+        return Err(e);
+    }
+    Ok(journal)
+}
+
+/// Puts the journal's values back in one atomic `RESETCONF` (bare keys for options that were
+/// default, `Key=value` for the others) and checks with `GETCONF` that they are back exactly.
+pub fn apply_previous(ctl: &mut Controller, previous: &[PreviousValue]) -> Result<()> {
+    let mut pairs: Vec<(&str, Option<&str>)> = Vec::new();
+    for p in previous {
+        if p.was_default || p.values.is_empty() {
+            pairs.push((&p.key, None));
+        } else {
+            pairs.extend(p.values.iter().map(|v| (p.key.as_str(), Some(v.as_str()))));
+        }
+    }
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    ctl.resetconf(&pairs)?;
+    let keys: Vec<&str> = previous.iter().map(|p| p.key.as_str()).collect();
+    let now = ctl.getconf(&keys)?;
+    for p in previous {
+        let got: Vec<String> = now
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(&p.key))
+            .filter_map(|(_, v)| v.clone())
+            .collect();
+        if got != p.values {
+            return Err(TorError::Protocol(format!(
+                "after restoring, {} is {:?}, expected {:?}",
+                p.key, got, p.values
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Restores from the journal at `journal_path` over `ctl` and deletes the journal.
+/// `Ok(None)` if there was no journal.
+pub fn restore(ctl: &mut Controller, journal_path: &Path) -> Result<Option<Journal>> {
+    let Some(j) = Journal::load(journal_path)? else {
+        return Ok(None);
+    };
+    apply_previous(ctl, &j.previous)?;
+    remove_journal(journal_path)?;
+    Ok(Some(j))
+}
+
+/// Connection options to reach the Tor a journal was written for: its recorded target (unless
+/// `target` overrides it) and, for password authentication, the password from the recorded
+/// environment variable (unless `password_env` names another).
+pub fn journal_connect_options(
+    j: &Journal,
+    target: Option<ControlTarget>,
+    password_env: Option<&str>,
+) -> Result<ConnectOptions> {
+    let opts = ConnectOptions::new(target.unwrap_or_else(|| j.control.target.clone()));
+    let wants_password = j.control.auth.as_deref() == Some(&AuthMethod::HashedPassword.to_string());
+    match password_env.or(j.control.password_env.as_deref()) {
+        Some(var) if std::env::var_os(var).is_some() => opts.password_from_env(var),
+        Some(var) if wants_password => Err(TorError::Auth(format!(
+            "Tor's control port wants a password: set {var} (or another variable named with --tor-password-env)"
+        ))),
+        None if wants_password => Err(TorError::Auth(
+            "Tor's control port wants a password: name its environment variable with --tor-password-env".into(),
+        )),
+        _ => Ok(opts),
+    }
+}
+
+/// A lock on the journal file, so two leaktest processes starting at once do not both restore.
+struct JournalLock {
+    /// Held (not read) so the lock lasts as long as this value.
+    _file: File,
+}
+
+impl JournalLock {
+    fn take(path: &Path) -> Option<JournalLock> {
+        let f = File::open(path).ok()?;
+        // SAFETY: flock on a valid, owned descriptor; released when the file is closed.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        (rc == 0).then_some(JournalLock { _file: f })
+    }
+}
+
+/// At every leaktest start: restores a journal left by a leaktest that did not clean up (crash,
+/// `kill -9`) and says so. Leaves alone a journal whose owner still runs, and a manual one
+/// (`leaktest tor restrict`, undone by `leaktest tor restore`).
+pub fn recover_leftover() -> Result<Option<String>> {
+    recover_leftover_at(&default_journal_path())
+}
+
+/// [`recover_leftover`] with an explicit journal path.
+pub fn recover_leftover_at(path: &Path) -> Result<Option<String>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let Some(_lock) = JournalLock::take(path) else {
+        return Ok(None);
+    };
+    // Re-read under the lock: another process may have restored it meanwhile.
+    let Some(j) = Journal::load(path)? else {
+        return Ok(None);
+    };
+    if j.mode == JournalMode::Manual || j.owner_alive() {
+        return Ok(None);
+    }
+    let opts = journal_connect_options(&j, None, None).map_err(|e| {
+        journal_err(
+            path,
+            format!(
+                "Tor is still restricted by an earlier run (pid {}) and cannot be restored automatically: {e}; run `leaktest tor restore`",
+                j.pid
+            ),
+        )
+    })?;
+    let mut ctl = Controller::connect(&opts).map_err(|e| {
+        journal_err(
+            path,
+            format!(
+                "Tor may still be restricted by an earlier run (pid {}): {e}; run `leaktest tor restore` once Tor's control port answers (or `leaktest tor restore --forget` if that Tor is gone)",
+                j.pid
+            ),
+        )
+    })?;
+    apply_previous(&mut ctl, &j.previous)?;
+    remove_journal(path)?;
+    Ok(Some(format!(
+        "restored Tor's configuration left restricted by an earlier run (pid {})",
+        j.pid
+    )))
+}
+
+/// Restricts Tor for its lifetime (`watch --restrict-tor`) and restores on [`restore`] or drop.
+///
+/// [`restore`]: RestrictGuard::restore
+pub struct RestrictGuard {
+    opts: ConnectOptions,
+    journal: PathBuf,
+    active: bool,
+}
+
+impl std::fmt::Debug for RestrictGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestrictGuard")
+            .field("target", &self.opts.target)
+            .field("journal", &self.journal)
+            .field("active", &self.active)
+            .finish()
+    }
+}
+
+impl RestrictGuard {
+    /// Connects, journals, restricts. The restore uses a fresh connection with the same options.
+    pub fn restrict(opts: &ConnectOptions, journal: &Path) -> Result<RestrictGuard> {
+        let mut ctl = Controller::connect(opts)?;
+        restrict(&mut ctl, journal, JournalMode::Guard)?;
+        ctl.quit();
+        Ok(RestrictGuard {
+            opts: opts.clone(),
+            journal: journal.to_path_buf(),
+            active: true,
+        })
+    }
+
+    pub fn journal_path(&self) -> &Path {
+        &self.journal
+    }
+
+    /// Restores now and reports failure (the journal then stays for the next start).
+    pub fn restore(mut self) -> Result<()> {
+        self.active = false;
+        self.restore_inner()
+    }
+
+    fn restore_inner(&self) -> Result<()> {
+        let mut ctl = Controller::connect(&self.opts)?;
+        let r = restore(&mut ctl, &self.journal).map(|_| ());
+        ctl.quit();
+        r
+    }
+}
+
+impl Drop for RestrictGuard {
+    fn drop(&mut self) {
+        if self.active {
+            self.active = false;
+            if let Err(e) = self.restore_inner() {
+                tracing::error!(
+                    "could not restore Tor's configuration ({e}); the journal {} stays and the next leaktest start retries",
+                    self.journal.display()
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(pid: u32, start: Option<u64>) -> Journal {
+        Journal {
+            version: JOURNAL_VERSION,
+            pid,
+            process_start: start,
+            process_name: Some("leaktest".into()),
+            mode: JournalMode::Guard,
+            created_unix: 1,
+            control: ControlRecord {
+                target: ControlTarget::Unix("/run/tor/control".into()),
+                auth: Some("SAFECOOKIE".into()),
+                password_env: None,
+            },
+            previous: vec![PreviousValue {
+                key: "FascistFirewall".into(),
+                values: vec!["0".into()],
+                was_default: true,
+            }],
+        }
+    }
+
+    #[test]
+    fn journal_round_trip_and_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/tor-restrict.json");
+        assert_eq!(Journal::load(&path).unwrap(), None);
+        let j = sample(1, None);
+        j.store(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(Journal::load(&path).unwrap(), Some(j));
+        remove_journal(&path).unwrap();
+        assert!(!path.exists());
+        fs::write(&path, "{not json").unwrap();
+        assert!(matches!(
+            Journal::load(&path),
+            Err(TorError::Journal { .. })
+        ));
+    }
+
+    #[test]
+    fn owner_liveness_uses_pid_and_start_time() {
+        let me = proc_stat(std::process::id()).unwrap();
+        assert!(sample(std::process::id(), Some(me.1)).owner_alive());
+        // Same pid, different start time: a recycled pid, not the owner.
+        assert!(!sample(std::process::id(), Some(me.1 + 1)).owner_alive());
+        // A child that has exited and been reaped.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!sample(pid, Some(0)).owner_alive());
+    }
+
+    #[test]
+    fn manual_and_live_journals_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tor-restrict.json");
+        let me = proc_stat(std::process::id()).unwrap();
+        sample(std::process::id(), Some(me.1)).store(&path).unwrap();
+        assert_eq!(recover_leftover_at(&path).unwrap(), None);
+        let mut j = sample(1, Some(0));
+        j.mode = JournalMode::Manual;
+        j.store(&path).unwrap();
+        assert_eq!(recover_leftover_at(&path).unwrap(), None);
+        assert!(path.exists());
+        assert_eq!(
+            recover_leftover_at(&dir.path().join("none.json")).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn leftover_with_unreachable_tor_is_an_error_and_keeps_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tor-restrict.json");
+        let mut j = sample(1, Some(0));
+        j.control.target = ControlTarget::Unix(dir.path().join("no-such-socket"));
+        j.store(&path).unwrap();
+        let e = recover_leftover_at(&path).unwrap_err().to_string();
+        assert!(e.contains("pid 1"), "{e}");
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn password_journal_needs_the_variable() {
+        let mut j = sample(1, None);
+        j.control.auth = Some("HASHEDPASSWORD".into());
+        j.control.password_env = Some("LEAKTEST_TEST_SURELY_UNSET_VAR".into());
+        assert!(matches!(
+            journal_connect_options(&j, None, None),
+            Err(TorError::Auth(_))
+        ));
+        j.control.auth = Some("SAFECOOKIE".into());
+        assert!(journal_connect_options(&j, None, None).is_ok());
+    }
+}
