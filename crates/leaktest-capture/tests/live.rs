@@ -1,0 +1,199 @@
+//! Live capture tests in a network namespace this test creates (a veth pair
+//! made inside it, no link to any real interface; deleted on drop).
+//! Needs root; skipped with a message otherwise.
+
+use leaktest_capture::canary::CanarySighting;
+use leaktest_capture::{
+    Canary, CanaryInjector, CaptureConfig, IfaceInfo, IfaceMonitor, LiveCapture,
+};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Option<Netns> {
+        let name = format!(
+            "ltcap-{tag}-{}-{:08x}",
+            std::process::id(),
+            getrandom::u32().unwrap()
+        );
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .ok()?
+            .success();
+        if !ok {
+            eprintln!("skipping: cannot create a network namespace (need root)");
+            return None;
+        }
+        let ns = Netns(name);
+        ns.ip(&["link", "add", "lca", "type", "veth", "peer", "name", "lcb"]);
+        ns.ip(&["link", "set", "lca", "up"]);
+        ns.ip(&["link", "set", "lcb", "up"]);
+        Some(ns)
+    }
+    fn ip(&self, args: &[&str]) {
+        let st = Command::new("ip")
+            .arg("-n")
+            .arg(&self.0)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip -n {} {args:?}", self.0);
+    }
+    /// Runs `f` on a thread that has entered the namespace.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap();
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a valid namespace fd; affects this thread only.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            // Carrier comes up asynchronously after `ip link set up`.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while !["lca", "lcb"]
+                .iter()
+                .all(|i| IfaceInfo::read(i).is_some_and(|i| i.is_up()))
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Drains until `done` or the deadline; returns whether `done` became true.
+fn drain_until(
+    cap: &mut LiveCapture,
+    canary: &mut Canary,
+    secs: u64,
+    done: impl Fn(&Canary) -> bool,
+) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        cap.drain(|f| {
+            canary.observe(f.data);
+        })
+        .unwrap();
+        if done(canary) {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn sees_every_canary_and_drops_nothing() {
+    let Some(ns) = Netns::new("can") else { return };
+    ns.run(|| {
+        let mut cap = LiveCapture::open(&CaptureConfig::new("lca")).unwrap();
+        let inj = CanaryInjector::open("lca").unwrap();
+        let mut canary = Canary::new(inj.mac()).unwrap();
+        for _ in 0..500 {
+            inj.send_next(&mut canary, Instant::now()).unwrap();
+        }
+        assert!(
+            drain_until(&mut cap, &mut canary, 5, |c| c.seen() == 500),
+            "seen {} of {}",
+            canary.seen(),
+            canary.sent()
+        );
+        assert!(canary.missing().is_empty());
+        assert_eq!(canary.duplicates(), 0);
+        let stats = cap.stats().unwrap();
+        assert_eq!(stats.dropped, 0);
+        assert!(stats.received >= 500, "{stats:?}");
+    });
+}
+
+#[test]
+fn inbound_frames_are_not_captured() {
+    let Some(ns) = Netns::new("dir") else { return };
+    ns.run(|| {
+        let mut cap = LiveCapture::open(&CaptureConfig::new("lca")).unwrap();
+        // Frames sent from the peer arrive on lca as inbound.
+        let peer = CanaryInjector::open("lcb").unwrap();
+        let mut theirs = Canary::new(peer.mac()).unwrap();
+        let mine_inj = CanaryInjector::open("lca").unwrap();
+        let mut mine = Canary::new(mine_inj.mac()).unwrap();
+        for _ in 0..50 {
+            peer.send_next(&mut theirs, Instant::now()).unwrap();
+        }
+        // One outbound canary at the end, to know the ring was drained past them.
+        mine_inj.send_next(&mut mine, Instant::now()).unwrap();
+        let mut inbound_seen = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while mine.seen() == 0 && Instant::now() < deadline {
+            cap.drain(|f| {
+                if matches!(
+                    theirs.observe(f.data),
+                    CanarySighting::Ours(_) | CanarySighting::Duplicate(_)
+                ) {
+                    inbound_seen += 1;
+                }
+                mine.observe(f.data);
+            })
+            .unwrap();
+        }
+        assert_eq!(mine.seen(), 1);
+        assert_eq!(inbound_seen, 0, "the capture saw inbound frames");
+    });
+}
+
+#[test]
+fn notices_the_interface_disappearing() {
+    let Some(ns) = Netns::new("del") else { return };
+    let name = ns.0.clone();
+    ns.run(move || {
+        let mut cap = LiveCapture::open(&CaptureConfig::new("lca")).unwrap();
+        let mut mon = IfaceMonitor::new("lca").unwrap();
+        assert_eq!(mon.check(), None);
+        let st = Command::new("ip")
+            .args(["-n", &name, "link", "del", "lca"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let problem = mon.check().expect("monitor notices");
+        assert!(problem.contains("disappeared"), "{problem}");
+        // Reported once per episode.
+        assert_eq!(mon.check(), None);
+        // libpcap reports an error (and never blocks forever).
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut errored = false;
+        while Instant::now() < deadline {
+            if cap.drain(|_| {}).is_err() {
+                errored = true;
+                break;
+            }
+        }
+        assert!(errored, "libpcap kept reading a deleted interface without error");
+    });
+}
+
+#[test]
+fn notices_the_interface_going_down() {
+    let Some(ns) = Netns::new("down") else { return };
+    let name = ns.0.clone();
+    ns.run(move || {
+        let mut mon = IfaceMonitor::new("lca").unwrap();
+        assert_eq!(mon.check(), None);
+        let st = Command::new("ip")
+            .args(["-n", &name, "link", "set", "lca", "down"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let problem = mon.check().expect("monitor notices");
+        assert!(problem.contains("went down"), "{problem}");
+    });
+}
