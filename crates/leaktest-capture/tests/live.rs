@@ -177,7 +177,10 @@ fn notices_the_interface_disappearing() {
                 break;
             }
         }
-        assert!(errored, "libpcap kept reading a deleted interface without error");
+        assert!(
+            errored,
+            "libpcap kept reading a deleted interface without error"
+        );
     });
 }
 
