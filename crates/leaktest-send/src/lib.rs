@@ -1,1 +1,64 @@
-//! The probe sender: route and neighbour lookup, AF_PACKET and raw IP sockets, sendmmsg batches and rate limiting.
+//! The probe sender: everything between a planned probe and the wire.
+//!
+//! * [`path`]: target sanity checks, and where packets to a target go (egress
+//!   interface, source address, next hop and its MAC) from the kernel's
+//!   routing and neighbour tables over rtnetlink ([`netlink`]).
+//! * [`socket`]: the AF_PACKET ([`PacketSender`]) and raw IP
+//!   ([`RawIpSender`]) senders, both batching with `sendmmsg`.
+//! * [`rate`]: the token-bucket rate limiter and `--rate` parsing.
+//! * [`run`]: the run driver that builds every planned probe into reused
+//!   buffers and sends it, with counts per family and suite.
+//!
+//! Everything works in the calling thread's network namespace, which is how
+//! tests drive it inside namespaces of their own.
+
+pub mod netlink;
+pub mod path;
+pub mod rate;
+pub mod run;
+pub mod socket;
+
+pub use path::{lookup_path, MacPair, Path, PathOptions};
+pub use rate::{Rate, RateLimiter};
+pub use run::{run, Lane, Plan, ProbeWriter, Progress, RunConfig, RunFailure, RunStats};
+pub use socket::{Batch, FrameSender, PacketSender, RawIpSender, SendOutcome};
+
+use std::net::IpAddr;
+
+/// Errors of the sender. Messages are one line and say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    BadTarget(String),
+    #[error("no route to {target}: {why}")]
+    NoRoute { target: IpAddr, why: String },
+    #[error("target {0} is an address of this host: probes must leave through the gateway")]
+    LocalTarget(IpAddr),
+    #[error("no interface named {0:?}")]
+    NoSuchInterface(String),
+    #[error("interface {0} is down")]
+    InterfaceDown(String),
+    #[error(
+        "no MAC address for next hop {next_hop} on {iface} after 1 s (neighbour state {state}): \
+         is it up and on that link? Give it with --gateway-mac"
+    )]
+    NeighbourUnresolved {
+        next_hop: IpAddr,
+        iface: String,
+        state: &'static str,
+    },
+    #[error("needs root or CAP_NET_RAW to open {0}")]
+    Permission(&'static str),
+    #[error("cannot open {0}: {1}")]
+    Socket(&'static str, #[source] std::io::Error),
+    #[error("sending failed: {0}")]
+    Send(#[source] std::io::Error),
+    #[error("a {0}-byte probe frame exceeds the interface MTU")]
+    FrameTooBig(usize),
+    #[error("the interface stopped taking frames ({errno}) for over 2 s")]
+    Stalled { errno: String },
+    #[error("route lookup: {0}")]
+    Netlink(#[source] netlink::NetlinkError),
+    #[error("{0}")]
+    Io(#[source] std::io::Error),
+}

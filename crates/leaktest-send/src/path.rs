@@ -1,0 +1,342 @@
+//! Where probes to a target leave this host: target sanity checks, then the
+//! route (egress interface, source address, next hop) and, for AF_PACKET
+//! sending, the link-layer addresses (the interface's MAC and the next
+//! hop's MAC from the neighbour table, resolved on demand).
+//!
+//! Resolution is triggered by exactly one empty UDP datagram to the next
+//! hop's own address, port 9 (discard), and never touches any other address.
+
+use crate::netlink::{self, Link, Netlink, NetlinkError};
+use crate::Error;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::time::{Duration, Instant};
+
+/// How long to wait for the next hop's MAC after triggering resolution.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The UDP port of the datagram that triggers neighbour resolution (discard).
+pub const DISCARD_PORT: u16 = 9;
+
+/// What the caller may force instead of asking the kernel.
+#[derive(Clone, Debug, Default)]
+pub struct PathOptions {
+    /// Send out of this interface (the route is looked up with it as `oif`).
+    pub iface: Option<String>,
+    /// Destination MAC to use instead of the neighbour table's.
+    pub gateway_mac: Option<[u8; 6]>,
+    /// Resolve link-layer addresses (needed for AF_PACKET, not for raw IP).
+    pub link_layer: bool,
+    /// Wait this long for neighbour resolution ([`RESOLVE_TIMEOUT`] if `None`).
+    pub resolve_timeout: Option<Duration>,
+}
+
+/// The link-layer header probes to a target carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MacPair {
+    pub src: [u8; 6],
+    pub dst: [u8; 6],
+}
+
+/// The way out to one target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Path {
+    pub target: IpAddr,
+    pub ifindex: u32,
+    pub iface: String,
+    pub mtu: Option<u32>,
+    /// Source address the kernel would use for this target.
+    pub source: IpAddr,
+    /// The gateway, or the target itself when it is on link.
+    pub next_hop: IpAddr,
+    pub via_gateway: bool,
+    /// Ethernet addresses; `None` when not resolved (raw IP sending) or when
+    /// the interface has no Ethernet header (tun, wireguard, ...).
+    pub macs: Option<MacPair>,
+    /// True if the interface carries Ethernet frames.
+    pub ethernet: bool,
+}
+
+/// Why a target is refused before any lookup, or `None` if it is a
+/// plausible unicast destination. Link-local targets need `iface`.
+pub fn target_problem(target: IpAddr, iface: Option<&str>) -> Option<String> {
+    match target {
+        IpAddr::V4(a) => v4_problem(a, iface),
+        IpAddr::V6(a) => v6_problem(a, iface),
+    }
+}
+
+fn v4_problem(a: Ipv4Addr, iface: Option<&str>) -> Option<String> {
+    let o = a.octets();
+    let why = if a.is_unspecified() || o[0] == 0 {
+        "is unspecified (0.0.0.0/8 means \"this host\", not a destination)"
+    } else if a.is_loopback() {
+        "is a loopback address: probes must leave the host through the gateway"
+    } else if a.is_multicast() {
+        "is a multicast address: give the gateway's unicast address"
+    } else if a.is_broadcast() {
+        "is the broadcast address: give the gateway's unicast address"
+    } else if o[0] >= 240 {
+        "is in the reserved range 240.0.0.0/4"
+    } else if a.is_link_local() && iface.is_none() {
+        "is link-local (169.254.0.0/16): name the interface with --iface"
+    } else {
+        return None;
+    };
+    Some(format!("target {a} {why}"))
+}
+
+fn v6_problem(a: Ipv6Addr, iface: Option<&str>) -> Option<String> {
+    let s = a.segments();
+    let why = if a.is_unspecified() {
+        "is unspecified (::)"
+    } else if a.is_loopback() {
+        "is the loopback address: probes must leave the host through the gateway"
+    } else if a.is_multicast() {
+        "is a multicast address: give the gateway's unicast address"
+    } else if a.to_ipv4_mapped().is_some() {
+        "is an IPv4-mapped address: give IPv4 targets with --target"
+    } else if (s[0] & 0xffc0) == 0xfe80 && iface.is_none() {
+        "is link-local (fe80::/10) and needs a zone: name the interface with --iface"
+    } else {
+        return None;
+    };
+    Some(format!("target {a} {why}"))
+}
+
+/// Looks up the path to `target` in the calling thread's network namespace.
+pub fn lookup_path(target: IpAddr, opts: &PathOptions) -> Result<Path, Error> {
+    if let Some(why) = target_problem(target, opts.iface.as_deref()) {
+        return Err(Error::BadTarget(why));
+    }
+    let mut nl = Netlink::open().map_err(Error::Netlink)?;
+    let forced = match &opts.iface {
+        Some(name) => Some(ifindex_of(name)?),
+        None => None,
+    };
+    let route = match nl.route_get(target, forced) {
+        Ok(r) => r,
+        Err(NetlinkError::Kernel(e))
+            if e == libc::ENETUNREACH || e == libc::EHOSTUNREACH || e == libc::EINVAL =>
+        {
+            return Err(Error::NoRoute {
+                target,
+                why: std::io::Error::from_raw_os_error(e).to_string(),
+            })
+        }
+        Err(e) => return Err(Error::Netlink(e)),
+    };
+    match route.kind {
+        netlink::RTN_UNICAST => {}
+        netlink::RTN_LOCAL => return Err(Error::LocalTarget(target)),
+        k => {
+            return Err(Error::NoRoute {
+                target,
+                why: format!("the route is of type {}", netlink::rtn_name(k)),
+            })
+        }
+    }
+    let oif = route.oif.ok_or(Error::NoRoute {
+        target,
+        why: "the route names no output interface".into(),
+    })?;
+    let link = nl.link_get(oif).map_err(Error::Netlink)?;
+    if link.kind == netlink::ARPHRD_LOOPBACK {
+        return Err(Error::LocalTarget(target));
+    }
+    if link.flags & libc::IFF_UP as u32 == 0 {
+        return Err(Error::InterfaceDown(link.name.clone()));
+    }
+    let source = match route.prefsrc {
+        Some(s) if s.is_ipv4() == target.is_ipv4() => s,
+        _ => kernel_source(target, oif)?,
+    };
+    let next_hop = route.gateway.unwrap_or(target);
+    let ethernet = link.kind == netlink::ARPHRD_ETHER && link.mac().is_some();
+    let macs = if opts.link_layer && ethernet {
+        let src = link.mac().unwrap_or_default();
+        let dst = match opts.gateway_mac {
+            Some(m) => m,
+            None => resolve_mac(
+                &mut nl,
+                &link,
+                next_hop,
+                opts.resolve_timeout.unwrap_or(RESOLVE_TIMEOUT),
+            )?,
+        };
+        Some(MacPair { src, dst })
+    } else {
+        None
+    };
+    Ok(Path {
+        target,
+        ifindex: oif,
+        iface: link.name.clone(),
+        mtu: link.mtu,
+        source,
+        next_hop,
+        via_gateway: route.gateway.is_some(),
+        macs,
+        ethernet,
+    })
+}
+
+/// The interface index of `name`.
+pub fn ifindex_of(name: &str) -> Result<u32, Error> {
+    let c = std::ffi::CString::new(name).map_err(|_| Error::NoSuchInterface(name.into()))?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        return Err(Error::NoSuchInterface(name.into()));
+    }
+    Ok(i)
+}
+
+/// The source address the kernel picks for `target` (a UDP `connect` sends
+/// nothing; used when the route reply has no preferred source).
+fn kernel_source(target: IpAddr, oif: u32) -> Result<IpAddr, Error> {
+    let dst = match target {
+        IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80 => {
+            SocketAddr::V6(SocketAddrV6::new(a, DISCARD_PORT, 0, oif))
+        }
+        _ => SocketAddr::new(target, DISCARD_PORT),
+    };
+    let bind: SocketAddr = match target {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let s = std::net::UdpSocket::bind(bind).map_err(Error::Io)?;
+    s.connect(dst).map_err(|e| Error::NoRoute {
+        target,
+        why: e.to_string(),
+    })?;
+    Ok(s.local_addr().map_err(Error::Io)?.ip())
+}
+
+/// The MAC of `next_hop` on `link`: from the neighbour table, or after
+/// triggering resolution with one UDP datagram to the next hop itself.
+fn resolve_mac(
+    nl: &mut Netlink,
+    link: &Link,
+    next_hop: IpAddr,
+    timeout: Duration,
+) -> Result<[u8; 6], Error> {
+    let lookup = |nl: &mut Netlink| -> Result<(Option<[u8; 6]>, u16), Error> {
+        let n = nl
+            .neighbour_get(link.index, next_hop)
+            .map_err(Error::Netlink)?;
+        Ok(match n {
+            Some(n) => (n.usable_mac(), n.state),
+            None => (None, 0),
+        })
+    };
+    if let (Some(mac), _) = lookup(nl)? {
+        return Ok(mac);
+    }
+    trigger_resolution(link, next_hop);
+    let deadline = Instant::now() + timeout;
+    let mut state = 0;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        let (mac, s) = lookup(nl)?;
+        if let Some(mac) = mac {
+            return Ok(mac);
+        }
+        state = s;
+    }
+    Err(Error::NeighbourUnresolved {
+        next_hop,
+        iface: link.name.clone(),
+        state: netlink::nud_name(state),
+    })
+}
+
+/// Sends one empty UDP datagram to `next_hop`:9 out of `link`, so that the
+/// kernel resolves the next hop's MAC. Best effort: a failure shows up as an
+/// unresolved neighbour afterwards.
+fn trigger_resolution(link: &Link, next_hop: IpAddr) {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let (domain, dst) = match next_hop {
+        IpAddr::V4(a) => (Domain::IPV4, SocketAddr::new(a.into(), DISCARD_PORT)),
+        IpAddr::V6(a) => {
+            let scope = if (a.segments()[0] & 0xffc0) == 0xfe80 {
+                link.index
+            } else {
+                0
+            };
+            (
+                Domain::IPV6,
+                SocketAddr::V6(SocketAddrV6::new(a, DISCARD_PORT, 0, scope)),
+            )
+        }
+    };
+    let Ok(s) = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)) else {
+        return;
+    };
+    // Binding to the device needs CAP_NET_RAW; the route already points there.
+    let _ = s.bind_device(Some(link.name.as_bytes()));
+    let _ = s.send_to(&[], &SockAddr::from(dst));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(s: &str, iface: Option<&str>) -> Option<String> {
+        target_problem(s.parse().unwrap(), iface)
+    }
+
+    #[test]
+    fn refuses_nonsense_targets() {
+        for t in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "127.0.0.1",
+            "127.8.9.10",
+            "224.0.0.1",
+            "239.255.255.250",
+            "255.255.255.255",
+            "240.0.0.1",
+            "169.254.1.1",
+            "::",
+            "::1",
+            "ff02::1",
+            "::ffff:10.152.152.10",
+            "fe80::1",
+        ] {
+            assert!(problem(t, None).is_some(), "{t} must be refused");
+        }
+        assert!(problem("127.0.0.1", None).unwrap().contains("loopback"));
+        assert!(problem("ff02::1", None).unwrap().contains("multicast"));
+        assert!(problem("::", None).unwrap().contains("unspecified"));
+    }
+
+    #[test]
+    fn accepts_unicast_targets() {
+        for t in [
+            "10.152.152.10",
+            "203.0.113.5",
+            "192.168.1.1",
+            "8.8.8.8",
+            "fd19:c33d:88bc::10",
+            "2001:db8::1",
+        ] {
+            assert_eq!(problem(t, None), None, "{t} must be accepted");
+        }
+        // Link-local is fine once the zone is given.
+        assert_eq!(problem("fe80::1", Some("eth0")), None);
+        assert_eq!(problem("169.254.3.4", Some("eth0")), None);
+    }
+
+    #[test]
+    fn unknown_interface_is_a_clear_error() {
+        let e = ifindex_of("nosuchif-lt0").unwrap_err();
+        assert!(e.to_string().contains("nosuchif-lt0"));
+    }
+
+    #[test]
+    fn loopback_route_is_refused_before_sending() {
+        // Refused by the sanity check without any lookup.
+        let e = lookup_path("127.0.0.1".parse().unwrap(), &PathOptions::default()).unwrap_err();
+        assert!(matches!(e, Error::BadTarget(_)));
+    }
+}
