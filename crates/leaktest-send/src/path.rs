@@ -24,7 +24,10 @@ pub struct PathOptions {
     pub iface: Option<String>,
     /// Destination MAC to use instead of the neighbour table's.
     pub gateway_mac: Option<[u8; 6]>,
-    /// Resolve link-layer addresses (needed for AF_PACKET, not for raw IP).
+    /// Link-layer addresses are required (AF_PACKET): a missing neighbour
+    /// entry is resolved, and failing that is an error. Without it (raw IP
+    /// sending) the neighbour table is only read, never provoked, because on
+    /// a gateway the resolution datagram would itself leave the host.
     pub link_layer: bool,
     /// Wait this long for neighbour resolution ([`RESOLVE_TIMEOUT`] if `None`).
     pub resolve_timeout: Option<Duration>,
@@ -49,8 +52,9 @@ pub struct Path {
     /// The gateway, or the target itself when it is on link.
     pub next_hop: IpAddr,
     pub via_gateway: bool,
-    /// Ethernet addresses; `None` when not resolved (raw IP sending) or when
-    /// the interface has no Ethernet header (tun, wireguard, ...).
+    /// Ethernet addresses; `None` when the interface has no Ethernet header
+    /// (tun, wireguard, ...) or, for raw IP sending, when the next hop has no
+    /// usable neighbour entry yet.
     pub macs: Option<MacPair>,
     /// True if the interface carries Ethernet frames.
     pub ethernet: bool,
@@ -152,8 +156,10 @@ pub fn lookup_path(target: IpAddr, opts: &PathOptions) -> Result<Path, Error> {
     };
     let next_hop = route.gateway.unwrap_or(target);
     let ethernet = link.kind == netlink::ARPHRD_ETHER && link.mac().is_some();
-    let macs = if opts.link_layer && ethernet {
-        let src = link.mac().unwrap_or_default();
+    let src_mac = link.mac().unwrap_or_default();
+    let macs = if !ethernet {
+        None
+    } else if opts.link_layer {
         let dst = match opts.gateway_mac {
             Some(m) => m,
             None => resolve_mac(
@@ -163,9 +169,12 @@ pub fn lookup_path(target: IpAddr, opts: &PathOptions) -> Result<Path, Error> {
                 opts.resolve_timeout.unwrap_or(RESOLVE_TIMEOUT),
             )?,
         };
-        Some(MacPair { src, dst })
+        Some(MacPair { src: src_mac, dst })
     } else {
-        None
+        nl.neighbour_get(link.index, next_hop)
+            .map_err(Error::Netlink)?
+            .and_then(|n| n.usable_mac())
+            .map(|dst| MacPair { src: src_mac, dst })
     };
     Ok(Path {
         target,

@@ -22,7 +22,11 @@ pub trait ProbeWriter: Send {
     fn write(&self, spec: &ProbeSpec, buf: &mut [u8]) -> usize;
 }
 
-// WIRE-PENDING: impl ProbeWriter for leaktest_wire::ProbeBuilder
+impl ProbeWriter for leaktest_wire::ProbeBuilder {
+    fn write(&self, spec: &ProbeSpec, buf: &mut [u8]) -> usize {
+        leaktest_wire::ProbeBuilder::write(self, spec, buf)
+    }
+}
 
 /// Which probes a run sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,7 +91,7 @@ impl Default for RunConfig {
         RunConfig {
             rate: Rate::Pps(10_000),
             max_batch: MAX_BATCH,
-            slot: 256, // WIRE-PENDING: leaktest_wire::MAX_PROBE_FRAME
+            slot: leaktest_wire::MAX_PROBE_FRAME,
         }
     }
 }

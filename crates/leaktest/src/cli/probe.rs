@@ -1,10 +1,903 @@
-//! `leaktest probe`.
+//! `leaktest probe`: send every marker-tagged probe of the chosen suites to
+//! the gateway, as fast as asked, and report what went out.
+//!
+//! Argument checks ([`Settings::from_args`]) are pure and unit-tested; the
+//! sending is `leaktest_send`'s.
 
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use leaktest_send::{
+    lookup_path, FrameSender, Lane, PacketSender, Path, PathOptions, Plan, Rate, RawIpSender,
+    RunConfig, RunStats,
+};
+use leaktest_wire::{Endpoints, Family, ProbeBuilder, RunKey, Suite, L2};
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::SystemTime;
 
-#[derive(clap::Args)]
-pub struct Args {}
+const LONG_ABOUT: &str = "\
+Send marker-tagged probes of every kind to the gateway, from the workstation side.
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`leaktest probe` is not implemented yet")
+Every probe carries an authenticated marker (run id + probe number, keyed per run) in its \
+payload and in header fields, so `leaktest watch` on the gateway's external interface can name \
+the exact probe behind any packet that leaks. The default is the whole catalogue, both families:
+
+  icmp  ICMP / ICMPv6 messages of every type 0-255 (code 0)            256 per family
+  ip    every IP protocol / IPv6 next header 0-255, marker as payload  256 per family
+  tcp   every port 0-65535 with SYN, ACK, FIN+ACK, RST and no flags  327,680 per family
+  udp   every port 0-65535                                            65,536 per family
+  frag  a first and a non-first fragment of a UDP datagram to port 53     2 per family
+
+That is 393,730 probes per family, 787,460 for both.
+
+Probes go to the target you name (normally the gateway's internal address, e.g. 10.152.152.10 \
+on Whonix) through the interface and next hop the kernel's routing table chooses for it. With \
+the default `--socket packet`, leaktest writes complete Ethernet frames on that interface \
+(AF_PACKET, batches of up to 128 per sendmmsg call), addressed to the next hop's MAC from the \
+neighbour table; if the entry is missing it sends one empty UDP datagram to the next hop's own \
+address, port 9, to make the kernel resolve it. `--socket raw` sends through this host's own IP \
+stack and firewall instead (raw IP sockets): use it on the gateway itself to test its own output \
+path; packets its firewall drops are counted as refused locally.";
+
+const AFTER_LONG_HELP: &str = "\
+Families: with both --target and --target6, the default `--family both` probes both. If only \
+--target is given and --family is not, leaktest probes IPv4 only and says so on stderr (likewise \
+IPv6 only with just --target6). An explicit `--family both` needs both targets.
+
+Refused targets: loopback, multicast, unspecified, broadcast and reserved (240/4) addresses, \
+addresses of this host, IPv4-mapped IPv6 addresses, and link-local addresses without --iface.
+
+Output: a progress bar on stderr when it is a terminal, and one summary line on stdout, e.g.
+  sent 787,460 probes (ipv4 393,730, ipv6 393,730) in 1.42 s, 554,000 pps, run 3f09c4e1a2b3c4d5, key open 5d0c6e3a9b8f7e21
+--json FILE writes: run_id (16 hex digits), key {mode, fingerprint}, targets {ipv4, ipv6}, \
+interface, socket, rate (pps or \"max\"), families, suites, paths (per family: interface, \
+source, next_hop, via_gateway, src_mac, dst_mac), planned, sent, counts {ipv4: {total, icmp, \
+...}, ipv6: ...}, suite_totals, refused, refused_total, unbuilt, retries, complete, started and \
+finished (RFC 3339 UTC), seconds, pps. It is written also when the run fails or is interrupted \
+(complete: false).
+
+Keys: by default the run is signed with an open key derived from a random run id (anyone can \
+verify the marker; the watcher needs nothing). With --key-file both sides share a secret: \
+create one with `openssl rand -hex 16 > leaktest.key` and give the same file to `leaktest watch`.
+
+Examples:
+  leaktest probe --target 10.152.152.10                           # IPv4, 10,000 pps, ~40 s
+  leaktest probe --target 10.152.152.10 --target6 fd19:c33d:88bc::10 --rate max --json run.json
+  leaktest probe --target 10.152.152.10 --suite udp,frag --rate 50k
+  leaktest probe --target 203.0.113.1 --socket raw                # on the gateway itself
+
+Needs root or CAP_NET_RAW. Exit status 0 when every planned probe was handed to the kernel, \
+2 on any error (bad option, no privilege, no route, unresolvable next hop, interrupted).";
+
+/// Which families `--family` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FamilyArg {
+    #[value(name = "4")]
+    V4,
+    #[value(name = "6")]
+    V6,
+    Both,
+}
+
+/// How probes leave the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SocketKind {
+    /// AF_PACKET: whole Ethernet frames on the egress interface (workstation side)
+    Packet,
+    /// Raw IP sockets through this host's own stack and firewall (gateway side)
+    Raw,
+}
+
+impl SocketKind {
+    fn name(self) -> &'static str {
+        match self {
+            SocketKind::Packet => "packet",
+            SocketKind::Raw => "raw",
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+#[command(long_about = LONG_ABOUT, after_long_help = AFTER_LONG_HELP)]
+pub struct Args {
+    /// IPv4 address to probe (normally the gateway's internal address). Required for IPv4 probes;
+    /// leaktest never guesses a destination
+    #[arg(long, value_name = "IPV4")]
+    pub target: Option<Ipv4Addr>,
+
+    /// IPv6 address to probe (the gateway's internal IPv6 address). Required for IPv6 probes
+    #[arg(long, value_name = "IPV6")]
+    pub target6: Option<Ipv6Addr>,
+
+    /// Comma-separated suites: icmp, ip, tcp, udp, frag, or all
+    #[arg(long, value_name = "LIST", default_value = "all", value_parser = parse_suites)]
+    pub suite: SuiteList,
+
+    /// Families to probe [default: both when both targets are given, else the one given]
+    #[arg(long, value_enum, value_name = "4|6|both")]
+    pub family: Option<FamilyArg>,
+
+    /// Probes per second (e.g. 10000, 50k, 1.5m), or "max" for as fast as the interface takes
+    /// them (labs and dedicated links only)
+    #[arg(long, value_name = "PPS|max", default_value = "10000")]
+    pub rate: Rate,
+
+    /// Write a JSON report of the run to FILE
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Sign the markers with the shared secret in FILE (32 hex digits) instead of the open key;
+    /// give the same file to `leaktest watch`
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// Use this run id (16 hex digits) instead of a random one
+    #[arg(long, value_name = "HEX", value_parser = parse_run_id)]
+    pub run_id: Option<u64>,
+
+    /// packet: Ethernet frames via AF_PACKET (workstation); raw: raw IP sockets through the local
+    /// stack and firewall (a gateway testing its own output)
+    #[arg(long, value_enum, default_value = "packet")]
+    pub socket: SocketKind,
+
+    /// Send out of IFACE instead of the interface the routing table chooses
+    #[arg(long, value_name = "IFACE")]
+    pub iface: Option<String>,
+
+    /// Destination MAC of every frame (aa:bb:cc:dd:ee:ff) instead of the next hop's from the
+    /// neighbour table (packet socket only)
+    #[arg(long, value_name = "MAC", value_parser = parse_mac)]
+    pub gateway_mac: Option<[u8; 6]>,
+}
+
+/// The suites of `--suite`, in catalogue order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SuiteList(pub Vec<Suite>);
+
+fn parse_suites(s: &str) -> Result<SuiteList, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        if part.eq_ignore_ascii_case("all") {
+            out.extend(Suite::ALL);
+            continue;
+        }
+        match Suite::from_name(&part.to_ascii_lowercase()) {
+            Some(x) => out.push(x),
+            None => {
+                return Err(format!(
+                    "unknown suite {part:?}: choose from icmp, ip, tcp, udp, frag, all"
+                ))
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(SuiteList(out))
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    let bad = || format!("invalid MAC {s:?}: expected six hex bytes like 02:00:00:00:00:01");
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        if p.is_empty() || p.len() > 2 {
+            return Err(bad());
+        }
+        *m = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if mac[0] & 1 != 0 {
+        return Err(format!("MAC {s} is a multicast/broadcast address"));
+    }
+    Ok(mac)
+}
+
+fn parse_run_id(s: &str) -> Result<u64, String> {
+    let t = s.trim_start_matches("0x");
+    if t.is_empty() || t.len() > 16 {
+        return Err(format!("invalid run id {s:?}: up to 16 hex digits"));
+    }
+    u64::from_str_radix(t, 16).map_err(|_| format!("invalid run id {s:?}: up to 16 hex digits"))
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The checked request: what to probe, where, how.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub families: Vec<Family>,
+    pub target4: Option<Ipv4Addr>,
+    pub target6: Option<Ipv6Addr>,
+    /// Things to tell the user on stderr before starting.
+    pub notes: Vec<String>,
+}
+
+impl Settings {
+    /// Resolves the family choice against the targets given. Pure.
+    pub fn from_args(a: &Args) -> Result<Settings> {
+        if a.target.is_none() && a.target6.is_none() {
+            bail!(
+                "no target: give --target IPV4 (and --target6 IPV6 for IPv6 probes); \
+                 leaktest never guesses a destination"
+            );
+        }
+        if a.suite.0.is_empty() {
+            bail!("--suite is empty: choose from icmp, ip, tcp, udp, frag, all");
+        }
+        let mut notes = Vec::new();
+        let families = match (a.family, a.target, a.target6) {
+            (None, Some(_), Some(_)) | (Some(FamilyArg::Both), Some(_), Some(_)) => {
+                Family::BOTH.to_vec()
+            }
+            (Some(FamilyArg::Both), None, _) => {
+                bail!("--family both needs --target IPV4 too (or use --family 6)")
+            }
+            (Some(FamilyArg::Both), _, None) => {
+                bail!("--family both needs --target6 IPV6 too (or use --family 4)")
+            }
+            (None, Some(_), None) => {
+                notes.push(
+                    "no --target6 given: probing IPv4 only (add --target6 IPV6 to probe IPv6 too)"
+                        .to_string(),
+                );
+                vec![Family::V4]
+            }
+            (None, None, Some(_)) => {
+                notes.push(
+                    "no --target given: probing IPv6 only (add --target IPV4 to probe IPv4 too)"
+                        .to_string(),
+                );
+                vec![Family::V6]
+            }
+            (Some(FamilyArg::V4), None, _) => bail!("--family 4 needs --target IPV4"),
+            (Some(FamilyArg::V6), _, None) => bail!("--family 6 needs --target6 IPV6"),
+            (Some(FamilyArg::V4), Some(_), t6) => {
+                if t6.is_some() {
+                    notes.push("--family 4: --target6 is not used".to_string());
+                }
+                vec![Family::V4]
+            }
+            (Some(FamilyArg::V6), t4, Some(_)) => {
+                if t4.is_some() {
+                    notes.push("--family 6: --target is not used".to_string());
+                }
+                vec![Family::V6]
+            }
+            (None, None, None) => unreachable!("checked above"),
+        };
+        if a.gateway_mac.is_some() && a.socket == SocketKind::Raw {
+            bail!("--gateway-mac only applies to --socket packet");
+        }
+        let target4 = a.target.filter(|_| families.contains(&Family::V4));
+        let target6 = a.target6.filter(|_| families.contains(&Family::V6));
+        for t in [target4.map(IpAddr::V4), target6.map(IpAddr::V6)]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(why) = leaktest_send::path::target_problem(t, a.iface.as_deref()) {
+                bail!("{why}");
+            }
+        }
+        Ok(Settings {
+            families,
+            target4,
+            target6,
+            notes,
+        })
+    }
+
+    fn target(&self, f: Family) -> Option<IpAddr> {
+        match f {
+            Family::V4 => self.target4.map(IpAddr::V4),
+            Family::V6 => self.target6.map(IpAddr::V6),
+        }
+    }
+}
+
+/// Reads a shared secret: 32 hex digits (whitespace around is ignored).
+pub fn read_key_file(path: &std::path::Path) -> Result<[u8; 16]> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read key file {}", path.display()))?;
+    let t = text.trim();
+    let mut key = [0u8; 16];
+    if t.len() != 32 || hex::decode_to_slice(t, &mut key).is_err() {
+        bail!(
+            "key file {} must hold exactly 32 hex digits (a 16-byte secret), e.g. from \
+             `openssl rand -hex 16`",
+            path.display()
+        );
+    }
+    Ok(key)
+}
+
+fn random_run_id() -> Result<u64> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness for the run id: {e}"))?;
+    Ok(u64::from_be_bytes(b))
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// RFC 3339 UTC with milliseconds, from the system clock.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Everything the summary line and the JSON report need.
+pub struct Report<'a> {
+    pub key: &'a RunKey,
+    pub settings: &'a Settings,
+    pub plan: &'a Plan,
+    pub socket: SocketKind,
+    pub rate: Rate,
+    pub paths: &'a [(Family, Path)],
+    pub stats: &'a RunStats,
+    pub started: SystemTime,
+    pub finished: SystemTime,
+}
+
+impl Report<'_> {
+    /// The one summary line.
+    pub fn summary(&self) -> String {
+        let s = self.stats;
+        let fams: Vec<String> = self
+            .plan
+            .families()
+            .iter()
+            .map(|f| format!("{f} {}", thousands(s.sent_family(*f))))
+            .collect();
+        let mut line = format!(
+            "sent {} probes ({}) in {:.2} s, {} pps",
+            thousands(s.sent_total()),
+            fams.join(", "),
+            s.elapsed.as_secs_f64(),
+            thousands(s.pps().round() as u64),
+        );
+        if s.refused_total() > 0 {
+            let _ = write!(
+                line,
+                ", {} refused by the local stack",
+                thousands(s.refused_total())
+            );
+        }
+        if !s.complete {
+            let _ = write!(line, ", INCOMPLETE ({} planned)", thousands(self.plan.total()));
+        }
+        let _ = write!(
+            line,
+            ", run {:016x}, key {} {}",
+            self.key.run_id,
+            mode_name(self.key),
+            self.key.fingerprint()
+        );
+        line
+    }
+
+    /// The JSON report (see the `--help` text for the fields).
+    pub fn json(&self) -> serde_json::Value {
+        use serde_json::{json, Map, Value};
+        let s = self.stats;
+        let per = |m: &std::collections::BTreeMap<Family, std::collections::BTreeMap<Suite, u64>>| {
+            let mut out = Map::new();
+            for &f in self.plan.families() {
+                let mut fm = Map::new();
+                let sub = m.get(&f);
+                fm.insert(
+                    "total".into(),
+                    json!(sub.map_or(0, |x| x.values().sum::<u64>())),
+                );
+                for &su in self.plan.suites() {
+                    fm.insert(
+                        su.name().into(),
+                        json!(sub.and_then(|x| x.get(&su)).copied().unwrap_or(0)),
+                    );
+                }
+                out.insert(f.name().into(), Value::Object(fm));
+            }
+            Value::Object(out)
+        };
+        let mut suite_totals = Map::new();
+        for &su in self.plan.suites() {
+            suite_totals.insert(su.name().into(), json!(s.sent_suite(su)));
+        }
+        let mut paths = Map::new();
+        for (f, p) in self.paths {
+            paths.insert(
+                f.name().into(),
+                json!({
+                    "interface": p.iface,
+                    "target": p.target,
+                    "source": p.source,
+                    "next_hop": p.next_hop,
+                    "via_gateway": p.via_gateway,
+                    "src_mac": p.macs.map(|m| fmt_mac(&m.src)),
+                    "dst_mac": p.macs.map(|m| fmt_mac(&m.dst)),
+                }),
+            );
+        }
+        let mut ifaces: Vec<&str> = self.paths.iter().map(|(_, p)| p.iface.as_str()).collect();
+        ifaces.dedup();
+        json!({
+            "tool": "leaktest probe",
+            "version": env!("CARGO_PKG_VERSION"),
+            "run_id": format!("{:016x}", self.key.run_id),
+            "key": { "mode": self.key.mode, "fingerprint": self.key.fingerprint() },
+            "targets": { "ipv4": self.settings.target4, "ipv6": self.settings.target6 },
+            "interface": ifaces.join(","),
+            "socket": self.socket.name(),
+            "rate": match self.rate { Rate::Max => json!("max"), Rate::Pps(p) => json!(p) },
+            "families": self.plan.families(),
+            "suites": self.plan.suites(),
+            "paths": paths,
+            "planned": self.plan.total(),
+            "sent": s.sent_total(),
+            "counts": per(&s.sent),
+            "suite_totals": suite_totals,
+            "refused": per(&s.refused),
+            "refused_total": s.refused_total(),
+            "unbuilt": s.unbuilt,
+            "retries": s.retries,
+            "complete": s.complete,
+            "started": rfc3339(self.started),
+            "finished": rfc3339(self.finished),
+            "seconds": s.elapsed.as_secs_f64(),
+            "pps": s.pps().round(),
+        })
+    }
+}
+
+fn mode_name(k: &RunKey) -> &'static str {
+    match k.mode {
+        leaktest_wire::marker::KeyMode::Open => "open",
+        leaktest_wire::marker::KeyMode::Shared => "shared",
+    }
+}
+
+fn write_json(path: &std::path::Path, v: &serde_json::Value) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(v)?;
+    text.push('\n');
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn progress_bar(total: u64) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(10));
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{bar:36}] {human_pos}/{human_len} {per_sec:>12} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    Some(pb)
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let settings = Settings::from_args(&args)?;
+    for n in &settings.notes {
+        eprintln!("leaktest: note: {n}");
+    }
+    // Check the key file before touching the network.
+    let run_id = match args.run_id {
+        Some(id) => id,
+        None => random_run_id()?,
+    };
+    let key = match &args.key_file {
+        Some(p) => RunKey::shared(&read_key_file(p)?, run_id),
+        None => RunKey::open(run_id),
+    };
+    let opts = PathOptions {
+        iface: args.iface.clone(),
+        gateway_mac: args.gateway_mac,
+        link_layer: args.socket == SocketKind::Packet,
+        resolve_timeout: None,
+    };
+    let mut paths = Vec::new();
+    let mut lanes = Vec::new();
+    for &family in &settings.families {
+        let target = settings.target(family).expect("settings has the family's target");
+        let path = lookup_path(target, &opts)?;
+        if args.socket == SocketKind::Raw && path.ethernet && path.macs.is_none() {
+            eprintln!(
+                "leaktest: note: next hop {} on {} has no neighbour entry yet: the kernel \
+                 resolves it with the first {family} probes and may drop a few meanwhile",
+                path.next_hop, path.iface
+            );
+        }
+        let ends = match (path.source, target) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => Endpoints {
+                src4: Some(s),
+                dst4: Some(d),
+                ..Endpoints::default()
+            },
+            (IpAddr::V6(s), IpAddr::V6(d)) => Endpoints {
+                src6: Some(s),
+                dst6: Some(d),
+                ..Endpoints::default()
+            },
+            _ => bail!("the kernel chose a {} source for {target}", path.source),
+        };
+        let (sender, l2): (Box<dyn FrameSender>, Option<L2>) = match args.socket {
+            SocketKind::Packet => (
+                Box::new(PacketSender::open(path.ifindex, path.ethernet)?),
+                path.macs.map(|m| L2 {
+                    src: m.src,
+                    dst: m.dst,
+                }),
+            ),
+            SocketKind::Raw => (
+                Box::new(RawIpSender::open(target, args.iface.as_deref())?),
+                None,
+            ),
+        };
+        if sender.wants_ethernet() && l2.is_none() {
+            bail!("interface {} needs Ethernet addresses that could not be found", path.iface);
+        }
+        lanes.push(Lane {
+            family,
+            writer: Box::new(ProbeBuilder::new(key, ends, l2)),
+            sender,
+        });
+        paths.push((family, path));
+    }
+    let plan = Plan::new(&settings.families, &args.suite.0);
+    let cfg = RunConfig {
+        rate: args.rate,
+        ..RunConfig::default()
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("cannot install signal handler")?;
+    }
+    let pb = progress_bar(plan.total());
+    let started = SystemTime::now();
+    let result = leaktest_send::run(&plan, &mut lanes, &cfg, Some(&stop), &mut |p| {
+        if let Some(pb) = &pb {
+            pb.set_position(p.done);
+            pb.set_message(format!("{} {}", p.family, p.suite));
+        }
+    });
+    let finished = SystemTime::now();
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    let (stats, error) = match result {
+        Ok(s) => (s, None),
+        Err(f) => (*f.stats, Some(f.error)),
+    };
+    let report = Report {
+        key: &key,
+        settings: &settings,
+        plan: &plan,
+        socket: args.socket,
+        rate: args.rate,
+        paths: &paths,
+        stats: &stats,
+        started,
+        finished,
+    };
+    println!("{}", report.summary());
+    if let Some(path) = &args.json {
+        write_json(path, &report.json())?;
+    }
+    if let Some(e) = error {
+        return Err(anyhow::Error::new(e).context(format!(
+            "stopped after {} of {} probes",
+            thousands(stats.sent_total()),
+            thousands(plan.total())
+        )));
+    }
+    if !stats.complete {
+        bail!(
+            "interrupted after {} of {} probes",
+            thousands(stats.sent_total()),
+            thousands(plan.total())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::time::Duration;
+
+    #[derive(Parser, Debug)]
+    struct T {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        T::try_parse_from(std::iter::once("probe").chain(argv.iter().copied())).map(|t| t.args)
+    }
+
+    fn settings(argv: &[&str]) -> Result<Settings> {
+        Settings::from_args(&parse(argv).map_err(|e| anyhow::anyhow!("{e}"))?)
+    }
+
+    #[test]
+    fn defaults() {
+        let a = parse(&["--target", "10.152.152.10"]).unwrap();
+        assert_eq!(a.rate, Rate::Pps(10_000));
+        assert_eq!(a.suite.0, Suite::ALL.to_vec());
+        assert_eq!(a.socket, SocketKind::Packet);
+        assert_eq!(a.family, None);
+    }
+
+    #[test]
+    fn refuses_without_a_target() {
+        let e = settings(&[]).unwrap_err().to_string();
+        assert!(e.contains("no target"), "{e}");
+        let e = settings(&["--family", "both", "--rate", "max"]).unwrap_err();
+        assert!(e.to_string().contains("no target"));
+    }
+
+    #[test]
+    fn family_defaults_follow_the_targets() {
+        let s = settings(&["--target", "10.152.152.10"]).unwrap();
+        assert_eq!(s.families, vec![Family::V4]);
+        assert!(s.notes[0].contains("IPv4 only"));
+        let s = settings(&["--target", "10.152.152.10", "--target6", "fd19:c33d:88bc::10"]).unwrap();
+        assert_eq!(s.families, Family::BOTH.to_vec());
+        assert!(s.notes.is_empty());
+        let s = settings(&["--target6", "fd19:c33d:88bc::10"]).unwrap();
+        assert_eq!(s.families, vec![Family::V6]);
+        assert_eq!(s.target4, None);
+    }
+
+    #[test]
+    fn explicit_families_need_their_targets() {
+        let e = settings(&["--target", "10.152.152.10", "--family", "both"]).unwrap_err();
+        assert!(e.to_string().contains("--target6"), "{e}");
+        let e = settings(&["--target", "10.152.152.10", "--family", "6"]).unwrap_err();
+        assert!(e.to_string().contains("--target6"), "{e}");
+        let e = settings(&["--target6", "2001:db8::1", "--family", "4"]).unwrap_err();
+        assert!(e.to_string().contains("--target IPV4"), "{e}");
+        let s = settings(&[
+            "--target",
+            "10.152.152.10",
+            "--target6",
+            "2001:db8::1",
+            "--family",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(s.families, vec![Family::V4]);
+        assert_eq!(s.target6, None);
+        assert!(s.notes[0].contains("not used"));
+    }
+
+    #[test]
+    fn refuses_nonsense_targets_clearly() {
+        for (t, word) in [
+            ("127.0.0.1", "loopback"),
+            ("224.0.0.1", "multicast"),
+            ("0.0.0.0", "unspecified"),
+            ("255.255.255.255", "broadcast"),
+            ("169.254.1.1", "--iface"),
+        ] {
+            let e = settings(&["--target", t]).unwrap_err().to_string();
+            assert!(e.contains(word), "{t}: {e}");
+        }
+        for (t, word) in [
+            ("::1", "loopback"),
+            ("ff02::1", "multicast"),
+            ("::", "unspecified"),
+            ("fe80::1", "--iface"),
+            ("::ffff:10.0.0.1", "IPv4-mapped"),
+        ] {
+            let e = settings(&["--target6", t]).unwrap_err().to_string();
+            assert!(e.contains(word), "{t}: {e}");
+        }
+        // A refused target of an unused family does not matter.
+        assert!(settings(&["--target", "10.1.1.1", "--target6", "::1", "--family", "4"]).is_ok());
+        assert!(settings(&["--target6", "fe80::1", "--iface", "eth0"]).is_ok());
+    }
+
+    #[test]
+    fn bad_options_are_parse_errors() {
+        for argv in [
+            &["--target", "2001:db8::1"][..],
+            &["--target6", "10.0.0.1"],
+            &["--target", "10.0.0.1", "--suite", "tcp,bogus"],
+            &["--target", "10.0.0.1", "--family", "5"],
+            &["--target", "10.0.0.1", "--rate", "0"],
+            &["--target", "10.0.0.1", "--rate", "fast"],
+            &["--target", "10.0.0.1", "--socket", "udp"],
+            &["--target", "10.0.0.1", "--gateway-mac", "02:00:00:00:00"],
+            &["--target", "10.0.0.1", "--gateway-mac", "ff:ff:ff:ff:ff:ff"],
+            &["--target", "10.0.0.1", "--run-id", "xyz"],
+        ] {
+            let e = parse(argv).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{argv:?}");
+        }
+        let e = settings(&["--target", "10.0.0.1", "--socket", "raw", "--gateway-mac", "02:00:00:00:00:01"]);
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn suite_lists() {
+        assert_eq!(parse_suites("all").unwrap().0, Suite::ALL.to_vec());
+        assert_eq!(
+            parse_suites("udp, icmp,UDP").unwrap().0,
+            vec![Suite::Icmp, Suite::Udp]
+        );
+        assert_eq!(parse_suites("frag,all").unwrap().0.len(), 5);
+        assert!(parse_suites("").is_err());
+        assert!(parse_suites("tcp,,udp").is_err());
+    }
+
+    #[test]
+    fn macs_and_run_ids() {
+        assert_eq!(parse_mac("02:00:5e:10:00:0A"), Ok([2, 0, 0x5e, 0x10, 0, 0xa]));
+        assert_eq!(parse_mac("02-00-5e-10-00-0a"), Ok([2, 0, 0x5e, 0x10, 0, 0xa]));
+        assert!(parse_mac("02:00:5e:10:00:0a:01").is_err());
+        assert!(parse_mac("02:00:5e:10:00:xyz").is_err());
+        assert!(parse_mac("01:00:5e:00:00:01").is_err());
+        assert_eq!(fmt_mac(&[2, 0, 0x5e, 0x10, 0, 0xa]), "02:00:5e:10:00:0a");
+        assert_eq!(parse_run_id("3f"), Ok(0x3f));
+        assert_eq!(parse_run_id("0xffffffffffffffff"), Ok(u64::MAX));
+        assert!(parse_run_id("1ffffffffffffffff").is_err());
+    }
+
+    #[test]
+    fn key_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good");
+        std::fs::write(&good, "00112233445566778899aabbccddeeff\n").unwrap();
+        assert_eq!(read_key_file(&good).unwrap()[15], 0xff);
+        for bad in ["0011", "zz112233445566778899aabbccddeeff", "00112233445566778899aabbccddeeff00"] {
+            let p = dir.path().join("bad");
+            std::fs::write(&p, bad).unwrap();
+            let e = read_key_file(&p).unwrap_err().to_string();
+            assert!(e.contains("32 hex digits"), "{e}");
+        }
+        assert!(read_key_file(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn number_and_time_formats() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(787_460), "787,460");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_000_000_123);
+        assert_eq!(rfc3339(t), "2026-11-29T22:13:20.123Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    fn sample_stats() -> RunStats {
+        let mut s = RunStats::default();
+        for f in Family::BOTH {
+            let m = s.sent.entry(f).or_default();
+            m.insert(Suite::Icmp, 256);
+            m.insert(Suite::Udp, 65_536);
+        }
+        s.refused.entry(Family::V6).or_default().insert(Suite::Udp, 0);
+        s.elapsed = Duration::from_millis(250);
+        s.complete = true;
+        s
+    }
+
+    #[test]
+    fn json_report_and_summary() {
+        let key = RunKey::shared(&[7u8; 16], 0x3f09_c4e1_a2b3_c4d5);
+        let settings = Settings {
+            families: Family::BOTH.to_vec(),
+            target4: Some("10.152.152.10".parse().unwrap()),
+            target6: Some("fd19:c33d:88bc::10".parse().unwrap()),
+            notes: vec![],
+        };
+        let plan = Plan::new(&Family::BOTH, &[Suite::Icmp, Suite::Udp]);
+        let path = Path {
+            target: "10.152.152.10".parse().unwrap(),
+            ifindex: 2,
+            iface: "eth0".into(),
+            mtu: Some(1500),
+            source: "10.152.152.11".parse().unwrap(),
+            next_hop: "10.152.152.10".parse().unwrap(),
+            via_gateway: false,
+            macs: Some(leaktest_send::MacPair {
+                src: [2, 0, 0, 0, 0, 1],
+                dst: [2, 0, 0, 0, 0, 2],
+            }),
+            ethernet: true,
+        };
+        let stats = sample_stats();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        let r = Report {
+            key: &key,
+            settings: &settings,
+            plan: &plan,
+            socket: SocketKind::Packet,
+            rate: Rate::Max,
+            paths: &[(Family::V4, path)],
+            stats: &stats,
+            started: t0,
+            finished: t0 + Duration::from_millis(250),
+        };
+        let j = r.json();
+        assert_eq!(j["run_id"], "3f09c4e1a2b3c4d5");
+        assert_eq!(j["key"]["mode"], "shared");
+        assert_eq!(j["key"]["fingerprint"], key.fingerprint());
+        assert_eq!(j["targets"]["ipv6"], "fd19:c33d:88bc::10");
+        assert_eq!(j["interface"], "eth0");
+        assert_eq!(j["socket"], "packet");
+        assert_eq!(j["rate"], "max");
+        assert_eq!(j["families"], serde_json::json!(["ipv4", "ipv6"]));
+        assert_eq!(j["suites"], serde_json::json!(["icmp", "udp"]));
+        assert_eq!(j["planned"], 2 * (256 + 65_536));
+        assert_eq!(j["sent"], 2 * (256 + 65_536));
+        assert_eq!(j["counts"]["ipv4"]["total"], 256 + 65_536);
+        assert_eq!(j["counts"]["ipv6"]["udp"], 65_536);
+        assert_eq!(j["suite_totals"]["icmp"], 512);
+        assert_eq!(j["refused_total"], 0);
+        assert_eq!(j["paths"]["ipv4"]["dst_mac"], "02:00:00:00:00:02");
+        assert_eq!(j["started"], "2026-11-29T22:13:20.000Z");
+        assert_eq!(j["finished"], "2026-11-29T22:13:20.250Z");
+        assert_eq!(j["seconds"], 0.25);
+        assert_eq!(j["pps"], 4.0 * (256.0 + 65_536.0));
+        assert_eq!(j["complete"], true);
+        let line = r.summary();
+        assert_eq!(
+            line,
+            format!(
+                "sent 131,584 probes (ipv4 65,792, ipv6 65,792) in 0.25 s, 526,336 pps, \
+                 run 3f09c4e1a2b3c4d5, key shared {}",
+                key.fingerprint()
+            )
+        );
+    }
 }
