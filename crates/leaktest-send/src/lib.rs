@@ -39,13 +39,14 @@ pub enum Error {
     #[error("interface {0} is down")]
     InterfaceDown(String),
     #[error(
-        "no MAC address for next hop {next_hop} on {iface} after 1 s (neighbour state {state}): \
-         is it up and on that link? Give it with --gateway-mac"
+        "no MAC address for next hop {next_hop} on {iface} after {waited_ms} ms (neighbour state \
+         {state}): is it up and on that link? Give it with --gateway-mac"
     )]
     NeighbourUnresolved {
         next_hop: IpAddr,
         iface: String,
         state: &'static str,
+        waited_ms: u64,
     },
     #[error("needs root or CAP_NET_RAW to open {0}")]
     Permission(&'static str),

@@ -11,8 +11,11 @@ use crate::Error;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
-/// How long to wait for the next hop's MAC after triggering resolution.
-pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long to wait for the next hop's MAC after triggering resolution:
+/// a little over the kernel's default retransmission time (1 s), so that
+/// one lost solicitation (common on a link that has just come up) is
+/// covered by the kernel's second one.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The UDP port of the datagram that triggers neighbour resolution (discard).
 pub const DISCARD_PORT: u16 = 9;
@@ -256,6 +259,7 @@ fn resolve_mac(
         next_hop,
         iface: link.name.clone(),
         state: netlink::nud_name(state),
+        waited_ms: timeout.as_millis() as u64,
     })
 }
 

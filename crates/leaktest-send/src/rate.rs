@@ -1,8 +1,9 @@
 //! Send-rate control: a token bucket consulted once per batch.
 //!
-//! The bucket holds at most one batch worth of tokens, so after an idle
-//! moment (a slow progress callback, a retry back-off) the sender never
-//! bursts beyond one batch. The batch size itself follows the rate
+//! The bucket holds a bounded credit (the run driver gives it four batches,
+//! 20 ms at a fixed rate), so after an idle moment (a retry back-off, a
+//! late wake-up on a busy machine) the sender catches up by at most that
+//! much and never bursts beyond it. The batch size itself follows the rate
 //! ([`Rate::batch_size`]) so that low rates are smooth rather than bursty.
 
 use std::fmt;

@@ -1,5 +1,5 @@
 //! End to end through a veth pair between two namespaces this test creates
-//! (unique names, deleted on drop): the route/neighbour lookup resolves the
+//! (with `leaktest-netns`: unique names, deleted on drop): the route/neighbour lookup resolves the
 //! peer with one datagram to its own address, both senders send a small
 //! plan, and a plain AF_PACKET socket in the peer namespace (no leaktest
 //! code on the receiving side) records what arrived. Every planned probe
@@ -8,19 +8,17 @@
 //!
 //! Needs root (namespaces, AF_PACKET); skipped with a message otherwise.
 
+use leaktest_netns::{Netns, Topology};
 use leaktest_send::{
     lookup_path, FrameSender, Lane, PacketSender, PathOptions, Plan, Rate, RawIpSender, RunConfig,
 };
 use leaktest_wire::{
-    attribute, Endpoints, Family, LinkType, MarkerKeys, ProbeBuilder, ProbeSpec, RunKey, Suite,
-    L2,
+    attribute, Endpoints, Family, LinkType, MarkerKeys, ProbeBuilder, ProbeSpec, RunKey, Suite, L2,
 };
 use std::collections::HashMap;
-use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -34,75 +32,44 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Two namespaces joined by a veth, deleted on drop (also when a test fails).
+/// Two namespaces joined by a veth; `leaktest-netns` deletes them on drop
+/// (also when a test fails).
 struct Pair {
-    ws: String,
-    gw: String,
+    _topo: Topology,
+    ws: Arc<Netns>,
+    gw: Arc<Netns>,
     ws_if: String,
     gw_if: String,
 }
 
 impl Pair {
     fn new() -> Pair {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let id = format!(
-            "{:x}{}",
-            std::process::id() & 0xfffff,
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let p = Pair {
-            ws: format!("ltsend-{id}-ws"),
-            gw: format!("ltsend-{id}-gw"),
-            ws_if: format!("lsw{id}"),
-            gw_if: format!("lsg{id}"),
-        };
-        assert!(p.ws_if.len() <= 15);
-        ip(&["netns", "add", &p.ws]);
-        ip(&["netns", "add", &p.gw]);
-        ip(&[
-            "link", "add", "name", &p.ws_if, "netns", &p.ws, "type", "veth", "peer", "name",
-            &p.gw_if, "netns", &p.gw,
-        ]);
-        for (ns, ifn, a4, a6) in [(&p.ws, &p.ws_if, WS4, WS6), (&p.gw, &p.gw_if, GW4, GW6)] {
-            ip(&["-n", ns, "addr", "add", &format!("{a4}/24"), "dev", ifn]);
-            ip(&["-n", ns, "-6", "addr", "add", &format!("{a6}/64"), "dev", ifn, "nodad"]);
-            ip(&["-n", ns, "link", "set", ifn, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        let mut topo = Topology::new("lts");
+        let ws = topo.add("w").expect("workstation namespace");
+        let gw = topo.add("g").expect("gateway namespace");
+        let ws_if = format!("{}w", topo.prefix());
+        let gw_if = format!("{}g", topo.prefix());
+        leaktest_netns::veth(&ws, &ws_if, &gw, &gw_if).expect("veth");
+        for (ns, ifn, a4, a6) in [(&ws, &ws_if, WS4, WS6), (&gw, &gw_if, GW4, GW6)] {
+            ns.add_addr(ifn, &format!("{a4}/24")).unwrap();
+            ns.add_addr(ifn, &format!("{a6}/64")).unwrap();
         }
-        p
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        for ns in [&self.ws, &self.gw] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        Pair {
+            _topo: topo,
+            ws,
+            gw,
+            ws_if,
+            gw_if,
         }
     }
 }
 
 /// Runs `f` on a thread inside namespace `ns`.
 fn in_ns<T: Send + 'static>(
-    ns: &str,
+    ns: &Netns,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> std::thread::JoinHandle<T> {
-    let file = File::open(format!("/run/netns/{ns}")).expect("open netns");
-    std::thread::spawn(move || {
-        // SAFETY: a valid namespace fd; setns affects only this thread.
-        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
+    ns.thread(f).expect("thread in namespace")
 }
 
 /// A plain AF_PACKET capture of everything arriving on one interface.
@@ -112,7 +79,7 @@ struct Capture {
 }
 
 impl Capture {
-    fn start(ns: &str, ifname: &str) -> Capture {
+    fn start(ns: &Netns, ifname: &str) -> Capture {
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel();
         let ifname = ifname.to_string();
@@ -121,7 +88,11 @@ impl Capture {
             let proto = (libc::ETH_P_ALL as u16).to_be();
             // SAFETY: plain socket(2), checked below.
             let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32) };
-            assert!(fd >= 0, "capture socket: {}", std::io::Error::last_os_error());
+            assert!(
+                fd >= 0,
+                "capture socket: {}",
+                std::io::Error::last_os_error()
+            );
             // SAFETY: a fresh descriptor we own.
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
             let c = std::ffi::CString::new(ifname).unwrap();
@@ -193,7 +164,7 @@ impl Capture {
                     continue;
                 }
                 quiet_since = None;
-                if from.sll_pkttype as i32 != libc::PACKET_OUTGOING {
+                if from.sll_pkttype != libc::PACKET_OUTGOING {
                     frames.push(buf[..n as usize].to_vec());
                 }
             }
@@ -221,7 +192,10 @@ impl Capture {
     fn finish(self) -> Vec<Vec<u8>> {
         self.stop.store(true, Ordering::Relaxed);
         let (frames, drops) = self.handle.join().expect("capture thread");
-        assert_eq!(drops, 0, "the test capture dropped frames: the check would be void");
+        assert_eq!(
+            drops, 0,
+            "the test capture dropped frames: the check would be void"
+        );
         frames
     }
 }
@@ -299,28 +273,9 @@ fn send_from_ws(pair: &Pair, kind: Kind, key: RunKey, suites: &'static [Suite]) 
     .expect("sender thread")
 }
 
-fn mac_of(ns: &str, ifname: &str) -> [u8; 6] {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-o", "link", "show", ifname])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mac = text
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .expect("link/ether in ip link output");
-    let mut m = [0u8; 6];
-    for (b, p) in m.iter_mut().zip(mac.split(':')) {
-        *b = u8::from_str_radix(p, 16).unwrap();
-    }
-    m
-}
-
 /// Checks that `frames` hold every probe of `suites` (both families) exactly
 /// once, and that everything else is ARP, NDP or the resolution datagram.
-fn check(frames: &[Vec<u8>], key: RunKey, suites: &[Suite]) -> usize {
-    let mut keys = MarkerKeys::open();
+fn check(frames: &[Vec<u8>], mut keys: MarkerKeys, key: RunKey, suites: &[Suite]) -> usize {
     keys.learn(key);
     let mut seen: HashMap<u32, u32> = HashMap::new();
     let mut resolution_datagrams = 0;
@@ -333,15 +288,21 @@ fn check(frames: &[Vec<u8>], key: RunKey, suites: &[Suite]) -> usize {
         }
         let ethertype = u16::from_be_bytes([f[12], f[13]]);
         match ethertype {
-            0x0806 => {}                                        // ARP
+            0x0806 => {}                                                                // ARP
             0x86dd if f.len() > 54 && f[20] == 58 && (133..=137).contains(&f[54]) => {} // NDP
             0x0800 if f[23] == 17 && u16::from_be_bytes([f[36], f[37]]) == 9 => {
                 // The one resolution datagram, to the next hop itself.
-                assert_eq!(&f[30..34], &GW4.parse::<std::net::Ipv4Addr>().unwrap().octets());
+                assert_eq!(
+                    &f[30..34],
+                    &GW4.parse::<std::net::Ipv4Addr>().unwrap().octets()
+                );
                 resolution_datagrams += 1;
             }
             0x86dd if f[20] == 17 && u16::from_be_bytes([f[56], f[57]]) == 9 => {
-                assert_eq!(&f[38..54], &GW6.parse::<std::net::Ipv6Addr>().unwrap().octets());
+                assert_eq!(
+                    &f[38..54],
+                    &GW6.parse::<std::net::Ipv6Addr>().unwrap().octets()
+                );
                 resolution_datagrams += 1;
             }
             0x86dd if f[20] == 58 || f[20] == 0 => {} // other ICMPv6 / MLD (hop-by-hop)
@@ -374,8 +335,8 @@ fn packet_sender_resolves_the_peer_and_delivers_every_probe_once() {
         return;
     }
     let pair = Pair::new();
-    let gw_mac = mac_of(&pair.gw, &pair.gw_if);
-    let ws_mac = mac_of(&pair.ws, &pair.ws_if);
+    let gw_mac = pair.gw.mac(&pair.gw_if).unwrap();
+    let ws_mac = pair.ws.mac(&pair.ws_if).unwrap();
     let cap = Capture::start(&pair.gw, &pair.gw_if);
     let key = RunKey::open(0x5e4d_0000_0000_0001);
     let macs = send_from_ws(&pair, Kind::Packet, key, SMALL);
@@ -384,7 +345,7 @@ fn packet_sender_resolves_the_peer_and_delivers_every_probe_once() {
         assert_eq!(l2.dst, gw_mac, "next hop MAC from the neighbour table");
         assert_eq!(l2.src, ws_mac);
     }
-    let datagrams = check(&frames, key, SMALL);
+    let datagrams = check(&frames, MarkerKeys::open(), key, SMALL);
     // Fresh namespaces have empty neighbour tables: one datagram per family.
     assert_eq!(datagrams, 2, "exactly one resolution datagram per family");
 }
@@ -403,7 +364,10 @@ fn raw_ip_sender_goes_through_the_stack_and_delivers_every_probe_once() {
     let key = RunKey::shared(&[0x42; 16], 0x5e4d_0000_0000_0002);
     send_from_ws(&pair, Kind::Raw, key, SMALL);
     let frames = cap.finish();
-    assert_eq!(check(&frames, key, SMALL), 0);
+    assert_eq!(
+        check(&frames, MarkerKeys::with_secret([0x42; 16]), key, SMALL),
+        0
+    );
 }
 
 #[test]
@@ -414,7 +378,9 @@ fn unroutable_and_local_targets_are_clear_errors() {
     }
     let pair = Pair::new();
     // The gateway stops answering ARP: its address stays unresolved.
-    ip(&["netns", "exec", &pair.gw, "sysctl", "-qw", &format!("net.ipv4.conf.{}.arp_ignore=8", pair.gw_if)]);
+    pair.gw
+        .sysctl(&format!("net.ipv4.conf.{}.arp_ignore", pair.gw_if), "8")
+        .unwrap();
     let r = in_ns(&pair.ws, || {
         let opts = PathOptions {
             link_layer: true,
@@ -435,5 +401,8 @@ fn unroutable_and_local_targets_are_clear_errors() {
     let e = r.1.unwrap_err().to_string();
     assert!(e.contains("address of this host"), "{e}");
     let e = r.2.unwrap_err().to_string();
-    assert!(e.contains("no MAC address for next hop 10.152.152.10"), "{e}");
+    assert!(
+        e.contains("no MAC address for next hop 10.152.152.10"),
+        "{e}"
+    );
 }

@@ -343,9 +343,7 @@ pub fn thousands(n: u64) -> String {
 
 /// RFC 3339 UTC with milliseconds, from the system clock.
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -405,7 +403,11 @@ impl Report<'_> {
             );
         }
         if !s.complete {
-            let _ = write!(line, ", INCOMPLETE ({} planned)", thousands(self.plan.total()));
+            let _ = write!(
+                line,
+                ", INCOMPLETE ({} planned)",
+                thousands(self.plan.total())
+            );
         }
         let _ = write!(
             line,
@@ -421,25 +423,26 @@ impl Report<'_> {
     pub fn json(&self) -> serde_json::Value {
         use serde_json::{json, Map, Value};
         let s = self.stats;
-        let per = |m: &std::collections::BTreeMap<Family, std::collections::BTreeMap<Suite, u64>>| {
-            let mut out = Map::new();
-            for &f in self.plan.families() {
-                let mut fm = Map::new();
-                let sub = m.get(&f);
-                fm.insert(
-                    "total".into(),
-                    json!(sub.map_or(0, |x| x.values().sum::<u64>())),
-                );
-                for &su in self.plan.suites() {
+        let per =
+            |m: &std::collections::BTreeMap<Family, std::collections::BTreeMap<Suite, u64>>| {
+                let mut out = Map::new();
+                for &f in self.plan.families() {
+                    let mut fm = Map::new();
+                    let sub = m.get(&f);
                     fm.insert(
-                        su.name().into(),
-                        json!(sub.and_then(|x| x.get(&su)).copied().unwrap_or(0)),
+                        "total".into(),
+                        json!(sub.map_or(0, |x| x.values().sum::<u64>())),
                     );
+                    for &su in self.plan.suites() {
+                        fm.insert(
+                            su.name().into(),
+                            json!(sub.and_then(|x| x.get(&su)).copied().unwrap_or(0)),
+                        );
+                    }
+                    out.insert(f.name().into(), Value::Object(fm));
                 }
-                out.insert(f.name().into(), Value::Object(fm));
-            }
-            Value::Object(out)
-        };
+                Value::Object(out)
+            };
         let mut suite_totals = Map::new();
         for &su in self.plan.suites() {
             suite_totals.insert(su.name().into(), json!(s.sent_suite(su)));
@@ -541,7 +544,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut paths = Vec::new();
     let mut lanes = Vec::new();
     for &family in &settings.families {
-        let target = settings.target(family).expect("settings has the family's target");
+        let target = settings
+            .target(family)
+            .expect("settings has the family's target");
         let path = lookup_path(target, &opts)?;
         if args.socket == SocketKind::Raw && path.ethernet && path.macs.is_none() {
             eprintln!(
@@ -577,7 +582,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             ),
         };
         if sender.wants_ethernet() && l2.is_none() {
-            bail!("interface {} needs Ethernet addresses that could not be found", path.iface);
+            bail!(
+                "interface {} needs Ethernet addresses that could not be found",
+                path.iface
+            );
         }
         lanes.push(Lane {
             family,
@@ -686,7 +694,13 @@ mod tests {
         let s = settings(&["--target", "10.152.152.10"]).unwrap();
         assert_eq!(s.families, vec![Family::V4]);
         assert!(s.notes[0].contains("IPv4 only"));
-        let s = settings(&["--target", "10.152.152.10", "--target6", "fd19:c33d:88bc::10"]).unwrap();
+        let s = settings(&[
+            "--target",
+            "10.152.152.10",
+            "--target6",
+            "fd19:c33d:88bc::10",
+        ])
+        .unwrap();
         assert_eq!(s.families, Family::BOTH.to_vec());
         assert!(s.notes.is_empty());
         let s = settings(&["--target6", "fd19:c33d:88bc::10"]).unwrap();
@@ -760,7 +774,14 @@ mod tests {
             let e = parse(argv).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{argv:?}");
         }
-        let e = settings(&["--target", "10.0.0.1", "--socket", "raw", "--gateway-mac", "02:00:00:00:00:01"]);
+        let e = settings(&[
+            "--target",
+            "10.0.0.1",
+            "--socket",
+            "raw",
+            "--gateway-mac",
+            "02:00:00:00:00:01",
+        ]);
         assert!(e.is_err());
     }
 
@@ -778,8 +799,14 @@ mod tests {
 
     #[test]
     fn macs_and_run_ids() {
-        assert_eq!(parse_mac("02:00:5e:10:00:0A"), Ok([2, 0, 0x5e, 0x10, 0, 0xa]));
-        assert_eq!(parse_mac("02-00-5e-10-00-0a"), Ok([2, 0, 0x5e, 0x10, 0, 0xa]));
+        assert_eq!(
+            parse_mac("02:00:5e:10:00:0A"),
+            Ok([2, 0, 0x5e, 0x10, 0, 0xa])
+        );
+        assert_eq!(
+            parse_mac("02-00-5e-10-00-0a"),
+            Ok([2, 0, 0x5e, 0x10, 0, 0xa])
+        );
         assert!(parse_mac("02:00:5e:10:00:0a:01").is_err());
         assert!(parse_mac("02:00:5e:10:00:xyz").is_err());
         assert!(parse_mac("01:00:5e:00:00:01").is_err());
@@ -795,7 +822,11 @@ mod tests {
         let good = dir.path().join("good");
         std::fs::write(&good, "00112233445566778899aabbccddeeff\n").unwrap();
         assert_eq!(read_key_file(&good).unwrap()[15], 0xff);
-        for bad in ["0011", "zz112233445566778899aabbccddeeff", "00112233445566778899aabbccddeeff00"] {
+        for bad in [
+            "0011",
+            "zz112233445566778899aabbccddeeff",
+            "00112233445566778899aabbccddeeff00",
+        ] {
             let p = dir.path().join("bad");
             std::fs::write(&p, bad).unwrap();
             let e = read_key_file(&p).unwrap_err().to_string();
@@ -811,8 +842,9 @@ mod tests {
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(787_460), "787,460");
         assert_eq!(thousands(1_234_567), "1,234,567");
+        // Checked with `date -u -d @1796000000`.
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_000_000_123);
-        assert_eq!(rfc3339(t), "2026-11-29T22:13:20.123Z");
+        assert_eq!(rfc3339(t), "2026-11-30T00:53:20.123Z");
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
@@ -825,7 +857,10 @@ mod tests {
             m.insert(Suite::Icmp, 256);
             m.insert(Suite::Udp, 65_536);
         }
-        s.refused.entry(Family::V6).or_default().insert(Suite::Udp, 0);
+        s.refused
+            .entry(Family::V6)
+            .or_default()
+            .insert(Suite::Udp, 0);
         s.elapsed = Duration::from_millis(250);
         s.complete = true;
         s
@@ -885,10 +920,10 @@ mod tests {
         assert_eq!(j["suite_totals"]["icmp"], 512);
         assert_eq!(j["refused_total"], 0);
         assert_eq!(j["paths"]["ipv4"]["dst_mac"], "02:00:00:00:00:02");
-        assert_eq!(j["started"], "2026-11-29T22:13:20.000Z");
-        assert_eq!(j["finished"], "2026-11-29T22:13:20.250Z");
+        assert_eq!(j["started"], "2026-11-30T00:53:20.000Z");
+        assert_eq!(j["finished"], "2026-11-30T00:53:20.250Z");
         assert_eq!(j["seconds"], 0.25);
-        assert_eq!(j["pps"], 4.0 * (256.0 + 65_536.0));
+        assert_eq!(j["pps"], 2.0 * (256.0 + 65_536.0) / 0.25);
         assert_eq!(j["complete"], true);
         let line = r.summary();
         assert_eq!(
