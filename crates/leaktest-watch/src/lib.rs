@@ -1,1 +1,31 @@
-//! The gateway side of leaktest: classification of outbound frames, the verdict, and the terminal, JSON, JUnit and pcapng reports.
+//! The gateway side of leaktest: what each outbound frame is and what a watch
+//! concludes from all of them. Pure (no capture I/O, no clocks except the
+//! pcapng statistics timestamps); the watch session drives it.
+//!
+//! * [`classify`]: probe leak / canary / Tor / housekeeping / leak, per frame.
+//! * [`findings`]: counts, the first leaked packets in detail, leak groups.
+//! * [`verdict`]: capture health and the PASS / LEAK / INCONCLUSIVE rules.
+//! * [`report`]: terminal, JSON and JUnit reports.
+//! * [`pcapng`]: streaming pcapng writer with interface statistics.
+//! * [`parse`]: the allocation-free frame parser the classifier uses.
+
+pub mod classify;
+pub mod findings;
+pub mod frame;
+pub mod parse;
+pub mod pcapng;
+pub mod report;
+pub mod verdict;
+
+#[cfg(test)]
+mod testutil;
+
+pub use classify::{
+    Class, Classifier, ClassifierConfig, Evidence, HousekeepingKind, Leak, LeakCause, LeakFamily,
+    ProbeMatch, TorEndpoints, CANARY_ETHERTYPE,
+};
+pub use findings::{Findings, LeakGroup, LeakRecord, PortSet};
+pub use parse::LinkType;
+pub use pcapng::PcapngWriter;
+pub use report::{Report, ReportError};
+pub use verdict::{CaptureHealth, Verdict};
