@@ -17,13 +17,11 @@
 //! and housekeeping paths never allocate.
 
 use crate::parse::{LinkType, Net, Packet};
-use leaktest_wire::{Family, Marker, MarkerKeys, ProbeSpec, RunKey, TcpFlags};
+use leaktest_capture::CANARY_ETHERTYPE;
+use leaktest_wire::{attribute, Attribution, Family, MarkerKeys, TcpFlags};
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-
-/// EtherType of leaktest's canary frames (IEEE 802 local experimental).
-pub const CANARY_ETHERTYPE: u16 = 0x88B5;
 
 /// The set of TCP endpoints the gateway's Tor may connect to.
 ///
@@ -31,6 +29,12 @@ pub const CANARY_ETHERTYPE: u16 = 0x88B5;
 /// allowlist implements it too.
 pub trait TorEndpoints {
     fn is_tor_endpoint(&self, a: &SocketAddr) -> bool;
+}
+
+impl TorEndpoints for leaktest_tor::Allowlist {
+    fn is_tor_endpoint(&self, a: &SocketAddr) -> bool {
+        self.contains(a)
+    }
 }
 
 impl TorEndpoints for HashSet<SocketAddr> {
@@ -153,33 +157,6 @@ impl From<Family> for LeakFamily {
     }
 }
 
-/// How a leaked frame was tied to its probe.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Evidence {
-    /// The authenticated payload marker.
-    Payload,
-    /// The header marker alone (payload gone or rewritten).
-    Header,
-}
-
-impl Evidence {
-    pub fn name(self) -> &'static str {
-        match self {
-            Evidence::Payload => "payload",
-            Evidence::Header => "header",
-        }
-    }
-}
-
-/// The probe a leaked frame came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProbeMatch {
-    pub run: RunKey,
-    pub seq: u32,
-    pub spec: ProbeSpec,
-    pub evidence: Evidence,
-}
-
 /// Why a frame is a leak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LeakCause {
@@ -218,11 +195,11 @@ pub struct Leak {
     pub tcp_flags: Option<TcpFlags>,
     /// A fragment with a non-zero offset (no L4 header).
     pub fragment: bool,
-    pub probe: Option<ProbeMatch>,
+    pub probe: Option<Attribution>,
 }
 
 impl Leak {
-    fn from_packet(p: &Packet<'_>, cause: LeakCause, probe: Option<ProbeMatch>) -> Leak {
+    fn from_packet(p: &Packet<'_>, cause: LeakCause, probe: Option<Attribution>) -> Leak {
         let family = match p.net {
             Net::Ipv4 { .. } => LeakFamily::Ipv4,
             Net::Ipv6 { .. } => LeakFamily::Ipv6,
@@ -291,7 +268,7 @@ impl Classifier {
         allow: &A,
     ) -> Class {
         let p = Packet::parse(frame, link);
-        if let Some(probe) = self.attribute(frame) {
+        if let Some(probe) = attribute(frame, link, &mut self.keys) {
             return Class::Leak(Leak::from_packet(&p, LeakCause::Probe, Some(probe)));
         }
         if p.ethertype == Some(CANARY_ETHERTYPE) {
@@ -311,20 +288,6 @@ impl Classifier {
             return Class::Housekeeping(kind);
         }
         Class::Leak(Leak::from_packet(&p, LeakCause::Unexpected, None))
-    }
-
-    fn attribute(&mut self, frame: &[u8]) -> Option<ProbeMatch> {
-        let (m, run) = Marker::find_verified(frame, &mut self.keys)?;
-        // An authentic marker with a seq outside the catalogue was not made
-        // by `leaktest probe`; it gets no attribution and is classified by
-        // the other rules (so as an unexpected leak unless it is Tor traffic).
-        let spec = ProbeSpec::from_seq(m.seq)?;
-        Some(ProbeMatch {
-            run,
-            seq: m.seq,
-            spec,
-            evidence: Evidence::Payload,
-        })
     }
 
     fn is_own_addr(&self, a: IpAddr) -> bool {
@@ -465,6 +428,9 @@ mod tests {
     use super::*;
     use crate::testutil::*;
     use leaktest_wire::catalogue::ProbeKind;
+    use leaktest_wire::{
+        Endpoints, Evidence, ProbeBuilder, ProbeSpec, RunKey, Suite, L2, MAX_PROBE_FRAME,
+    };
 
     fn cfg() -> ClassifierConfig {
         ClassifierConfig {
@@ -524,6 +490,133 @@ mod tests {
         assert_eq!(l.family, LeakFamily::Ipv4);
         assert_eq!((l.protocol, l.dst_port), (Some(6), Some(5555)));
         assert_eq!(l.tcp_flags, Some(TcpFlags(TcpFlags::SYN)));
+    }
+
+    fn builder(key: RunKey, l2: Option<L2>) -> ProbeBuilder {
+        ProbeBuilder::new(
+            key,
+            Endpoints {
+                src4: Some(WS4),
+                dst4: Some(NET4),
+                src6: Some(GW6),
+                dst6: Some(NET6),
+            },
+            l2,
+        )
+    }
+
+    /// A sample of every suite in both families, every probe of the small suites.
+    fn sample_probes() -> Vec<ProbeSpec> {
+        let mut v = Vec::new();
+        for family in Family::BOTH {
+            for suite in Suite::ALL {
+                v.extend(ProbeSpec::all(family, suite).filter(|p| {
+                    p.dst_port()
+                        .is_none_or(|d| d % 997 == 0 || d == 53 || d == 5555)
+                }));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn every_kind_of_built_probe_is_an_attributed_leak() {
+        let key = RunKey::open(0x5eed);
+        for l2 in [
+            Some(L2 {
+                src: GW_MAC,
+                dst: ROUTER_MAC,
+            }),
+            None,
+        ] {
+            let link = if l2.is_some() {
+                LinkType::Ethernet
+            } else {
+                LinkType::RawIp
+            };
+            let b = builder(key, l2);
+            // The relay endpoints the probes might hit are allowlisted: no matter.
+            let allow: HashSet<SocketAddr> = [
+                SocketAddr::new(IpAddr::V4(NET4), 5555),
+                SocketAddr::new(IpAddr::V6(NET6), 5555),
+            ]
+            .into_iter()
+            .collect();
+            let mut c = Classifier::new(cfg(), MarkerKeys::open());
+            let mut buf = [0u8; MAX_PROBE_FRAME];
+            let probes = sample_probes();
+            assert!(probes.len() > 1000);
+            for spec in probes {
+                let n = b.write(&spec, &mut buf);
+                assert!(n > 0, "{spec:?}");
+                let l = leak(c.classify(&buf[..n], link, &allow));
+                let p = l.probe.unwrap_or_else(|| panic!("{spec:?} not attributed"));
+                assert_eq!((p.spec, p.seq, p.run), (spec, spec.seq(), key));
+                assert_eq!(p.evidence, Evidence::Payload);
+                assert_eq!(l.cause, LeakCause::Probe);
+                assert_eq!(l.family, LeakFamily::from(spec.family));
+                // An IPv6 `ip` probe whose next header is the Fragment header
+                // has marker bytes where the fragment fields are: the wire
+                // shows another protocol then.
+                if !(spec.family == Family::V6 && spec.kind == (ProbeKind::Ip { protocol: 44 })) {
+                    assert_eq!(l.protocol, Some(spec.protocol()), "{spec:?}");
+                }
+                // (An `ip` probe of protocol 6 or 17 has marker bytes where
+                // ports would be: the leak shows what is on the wire.)
+                if matches!(spec.suite(), Suite::Tcp | Suite::Udp) {
+                    assert_eq!(l.dst_port, spec.dst_port(), "{spec:?}");
+                }
+                assert_eq!(
+                    l.tcp_flags.filter(|_| spec.suite() == Suite::Tcp),
+                    spec.tcp_flags()
+                );
+                assert_eq!(
+                    l.icmp_type.filter(|_| spec.suite() == Suite::Icmp),
+                    spec.icmp_type()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn header_marker_alone_attributes_once_the_run_is_known() {
+        let key = RunKey::open(0x4ead);
+        let b = builder(
+            key,
+            Some(L2 {
+                src: GW_MAC,
+                dst: ROUTER_MAC,
+            }),
+        );
+        let mut buf = [0u8; MAX_PROBE_FRAME];
+        let spec = ProbeSpec {
+            family: Family::V4,
+            kind: ProbeKind::Tcp {
+                flags: TcpFlags(TcpFlags::SYN),
+                dst_port: 443,
+            },
+        };
+        let n = b.write(&spec, &mut buf);
+        // Headers only (a gateway that rewrote or dropped the payload).
+        let headers_only = eth4(WS4, NET4, 6, &buf[14 + 20..14 + 20 + 20]);
+        let mut headers_only = headers_only;
+        headers_only[14..14 + 20].copy_from_slice(&buf[14..14 + 20]);
+        headers_only[14 + 2..14 + 4].copy_from_slice(&40u16.to_be_bytes());
+        let mut c = Classifier::new(cfg(), MarkerKeys::open());
+        let allow: Vec<SocketAddr> = vec![];
+        // Unknown run: nothing ties it to a probe.
+        assert_eq!(
+            leak(c.classify(&headers_only, LinkType::Ethernet, &allow)).probe,
+            None
+        );
+        // Once a payload marker of the run was seen, the headers suffice.
+        assert!(leak(c.classify(&buf[..n], LinkType::Ethernet, &allow))
+            .probe
+            .is_some());
+        let p = leak(c.classify(&headers_only, LinkType::Ethernet, &allow))
+            .probe
+            .expect("header attribution");
+        assert_eq!((p.spec, p.evidence), (spec, Evidence::Header));
     }
 
     #[test]
@@ -607,6 +700,23 @@ mod tests {
         assert!(matches!(
             c.classify(&f, LinkType::Ethernet, &tor_set()),
             Class::Tor(_)
+        ));
+    }
+
+    #[test]
+    fn tor_allowlist_from_the_control_port_crate() {
+        let mut allow = leaktest_tor::Allowlist::new();
+        allow.insert(SocketAddr::new(IpAddr::V6(NET6), 8443));
+        let mut c = Classifier::new(cfg(), MarkerKeys::open());
+        let f6 = eth6(GW6, NET6, 6, &tcp(40001, 8443, 0x10, &[]));
+        assert!(matches!(
+            c.classify(&f6, LinkType::Ethernet, &allow),
+            Class::Tor(_)
+        ));
+        let f4 = eth4(GW4, NET4, 6, &tcp(40001, 5555, 0x10, &[]));
+        assert!(matches!(
+            c.classify(&f4, LinkType::Ethernet, &allow),
+            Class::Leak(_)
         ));
     }
 

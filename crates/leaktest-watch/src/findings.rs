@@ -7,7 +7,7 @@
 //! distinct Tor endpoints; beyond that only counters grow.
 
 use crate::classify::{Class, HousekeepingKind, Leak, LeakCause, LeakFamily};
-use crate::frame::Frame;
+use leaktest_capture::Frame;
 use leaktest_wire::{Family, Suite, TcpFlags};
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
@@ -268,7 +268,7 @@ impl LeakGroup {
                 self.suites.sort();
             }
             self.runs.add(p.run.run_id, MAX_GROUP_RUNS);
-            if p.evidence == crate::classify::Evidence::Header {
+            if p.evidence == leaktest_wire::Evidence::Header {
                 self.header_evidence += 1;
             }
         }

@@ -11,7 +11,6 @@
 
 pub mod classify;
 pub mod findings;
-pub mod frame;
 pub mod parse;
 pub mod pcapng;
 pub mod report;
@@ -21,11 +20,12 @@ pub mod verdict;
 mod testutil;
 
 pub use classify::{
-    Class, Classifier, ClassifierConfig, Evidence, HousekeepingKind, Leak, LeakCause, LeakFamily,
-    ProbeMatch, TorEndpoints, CANARY_ETHERTYPE,
+    Class, Classifier, ClassifierConfig, HousekeepingKind, Leak, LeakCause, LeakFamily,
+    TorEndpoints,
 };
 pub use findings::{Findings, LeakGroup, LeakRecord, PortSet};
-pub use parse::LinkType;
+pub use leaktest_capture::{CaptureStats, Frame, CANARY_ETHERTYPE};
+pub use leaktest_wire::{Attribution, Evidence, LinkType};
 pub use pcapng::PcapngWriter;
 pub use report::{Report, ReportError};
 pub use verdict::{CaptureHealth, Verdict};

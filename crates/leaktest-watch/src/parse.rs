@@ -10,14 +10,7 @@
 use leaktest_wire::TcpFlags;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// How a captured frame starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LinkType {
-    /// An Ethernet II header (DLT_EN10MB).
-    Ethernet,
-    /// A bare IPv4 or IPv6 packet (DLT_RAW), e.g. a tun device.
-    RawIp,
-}
+pub use leaktest_wire::LinkType;
 
 /// EtherTypes the parser knows.
 pub mod ethertype {
@@ -215,40 +208,34 @@ impl<'a> Packet<'a> {
         };
         let mut next = b[6];
         let mut at = 40;
-        // Walk the extension headers (bounded: a frame cannot hold many anyway).
-        for _ in 0..8 {
-            match next {
+        // Walk the extension headers (bounded: a frame cannot hold many
+        // anyway). A header that does not fit in the packet ends the walk and
+        // its number is reported as the protocol, as leaktest-wire does.
+        let mut walked = true;
+        for _ in 0..16 {
+            let len = match next {
                 // Hop-by-hop, routing, destination options, mobility, HIP, shim6.
-                0 | 43 | 60 | 135 | 139 | 140 => {
-                    let (Some(&nh), Some(&len)) = (b.get(at), b.get(at + 1)) else {
-                        self.protocol = Some(next);
-                        return;
-                    };
-                    next = nh;
-                    at += (usize::from(len) + 1) * 8;
-                }
-                44 => {
-                    let (Some(&nh), Some(fo)) = (b.get(at), be16(b, at + 2)) else {
-                        self.protocol = Some(next);
-                        return;
-                    };
-                    next = nh;
-                    self.frag_offset = fo & !7;
-                    self.more_fragments = fo & 1 != 0;
-                    at += 8;
-                }
-                51 => {
-                    let (Some(&nh), Some(&len)) = (b.get(at), b.get(at + 1)) else {
-                        self.protocol = Some(next);
-                        return;
-                    };
-                    next = nh;
-                    at += (usize::from(len) + 2) * 4;
-                }
+                0 | 43 | 60 | 135 | 139 | 140 => b.get(at + 1).map(|l| (usize::from(*l) + 1) * 8),
+                51 => b.get(at + 1).map(|l| (usize::from(*l) + 2) * 4),
+                44 => Some(8),
                 _ => break,
+            };
+            let Some(len) = len.filter(|l| at + l <= end) else {
+                walked = false;
+                break;
+            };
+            if next == 44 {
+                let fo = be16(b, at + 2).unwrap_or(0);
+                self.frag_offset = fo & !7;
+                self.more_fragments = fo & 1 != 0;
             }
+            next = b[at];
+            at += len;
         }
         self.protocol = Some(next);
+        if !walked {
+            return;
+        }
         if self.frag_offset == 0 {
             if let Some(l4) = b.get(at..end.max(at)) {
                 self.parse_l4(next, l4);

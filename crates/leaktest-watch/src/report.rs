@@ -10,9 +10,10 @@
 //! tcp_flags, icmp_type}}]` (one entry per leaked packet, first
 //! [`MAX_LEAK_DETAILS`](crate::findings::MAX_LEAK_DETAILS)), plus `groups`.
 
-use crate::classify::{HousekeepingKind, Leak, LeakCause, LeakFamily, ProbeMatch};
+use crate::classify::{HousekeepingKind, Leak, LeakCause, LeakFamily};
 use crate::findings::{Findings, LeakGroup, LeakRecord};
 use crate::verdict::{CaptureHealth, Verdict};
+use leaktest_wire::{Attribution, Evidence};
 use leaktest_wire::{Family, Suite};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
@@ -68,7 +69,7 @@ fn family_name(f: Family) -> &'static str {
 struct JsonLeak<'a>(&'a LeakRecord);
 
 /// A probe as JSON.
-struct JsonProbe<'a>(&'a ProbeMatch);
+struct JsonProbe<'a>(&'a Attribution);
 
 impl Serialize for JsonProbe<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -82,9 +83,16 @@ impl Serialize for JsonProbe<'_> {
         m.serialize_entry("dst_port", &p.spec.dst_port())?;
         m.serialize_entry("tcp_flags", &p.spec.tcp_flags().map(|f| f.letters()))?;
         m.serialize_entry("icmp_type", &p.spec.icmp_type())?;
-        m.serialize_entry("evidence", p.evidence.name())?;
+        m.serialize_entry("evidence", evidence_name(p.evidence))?;
         m.serialize_entry("key_mode", &p.run.mode)?;
         m.end()
+    }
+}
+
+fn evidence_name(e: Evidence) -> &'static str {
+    match e {
+        Evidence::Payload => "payload",
+        Evidence::Header => "header",
     }
 }
 
@@ -563,9 +571,9 @@ fn clip(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::classify::{Class, Classifier, ClassifierConfig};
-    use crate::frame::Frame;
     use crate::parse::LinkType;
     use crate::testutil::*;
+    use leaktest_capture::Frame;
     use leaktest_wire::catalogue::ProbeKind;
     use leaktest_wire::{MarkerKeys, ProbeSpec, RunKey, TcpFlags};
     use serde_json::Value;

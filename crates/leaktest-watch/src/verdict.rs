@@ -164,7 +164,7 @@ impl fmt::Display for Verdict {
 mod tests {
     use super::*;
     use crate::classify::{Class, HousekeepingKind, Leak, LeakCause, LeakFamily};
-    use crate::frame::Frame;
+    use leaktest_capture::Frame;
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
     fn healthy() -> CaptureHealth {
