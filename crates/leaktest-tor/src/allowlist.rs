@@ -11,28 +11,88 @@ use crate::client::Controller;
 use crate::error::{Result, TorError};
 use crate::reply::maybe_unquote;
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::OnceLock;
 
 /// A set of TCP endpoints (address, port).
+///
+/// Looked up once per outbound TCP frame, so it keeps IPv4 endpoints as packed `u64` and IPv6
+/// ones as `(u128, u16)` in hash sets with a cheap seeded multiply-mix hash (not SipHash); the
+/// per-process random seed keeps relay addresses from being chosen to collide.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Allowlist {
-    set: HashSet<SocketAddr>,
+    v4: HashSet<u64, SeededState>,
+    v6: HashSet<(u128, u16), SeededState>,
 }
 
-/// IPv6 socket addresses compare flow info and scope id too; a captured packet's endpoint has
-/// neither, so both are cleared on the way in and on lookup.
-fn normalize(a: SocketAddr) -> SocketAddr {
-    match a {
-        SocketAddr::V4(_) => a,
-        SocketAddr::V6(v6) => {
-            // An IPv4-mapped address is the IPv4 endpoint.
-            if let Some(v4) = v6.ip().to_ipv4_mapped() {
-                SocketAddr::V4(SocketAddrV4::new(v4, v6.port()))
-            } else {
-                SocketAddr::V6(SocketAddrV6::new(*v6.ip(), v6.port(), 0, 0))
+/// `BuildHasher` with a per-process random seed.
+#[derive(Clone, Copy, Debug)]
+struct SeededState(u64);
+
+impl Default for SeededState {
+    fn default() -> Self {
+        static SEED: OnceLock<u64> = OnceLock::new();
+        SeededState(*SEED.get_or_init(|| {
+            let mut b = [0u8; 8];
+            if getrandom::fill(&mut b).is_err() {
+                // No randomness: still a valid (if predictable) hash.
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0x5eed);
+                b = t.to_le_bytes();
             }
+            u64::from_le_bytes(b) | 1
+        }))
+    }
+}
+
+impl BuildHasher for SeededState {
+    type Hasher = MixHasher;
+    fn build_hasher(&self) -> MixHasher {
+        MixHasher(self.0)
+    }
+}
+
+/// Multiply-rotate mixing with a splitmix64 finaliser.
+struct MixHasher(u64);
+
+impl Hasher for MixHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
         }
     }
+    #[inline]
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0 ^ x)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+    #[inline]
+    fn write_u128(&mut self, x: u128) {
+        self.write_u64(x as u64);
+        self.write_u64((x >> 64) as u64);
+    }
+    #[inline]
+    fn write_u16(&mut self, x: u16) {
+        self.write_u64(u64::from(x));
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+#[inline]
+fn key4(ip: Ipv4Addr, port: u16) -> u64 {
+    (u64::from(u32::from(ip)) << 16) | u64::from(port)
 }
 
 impl Allowlist {
@@ -41,39 +101,62 @@ impl Allowlist {
     }
     pub fn insert(&mut self, a: SocketAddr) {
         // Port 0 means "no such port" in Tor's formats; it is never a real endpoint.
-        if a.port() != 0 {
-            self.set.insert(normalize(a));
+        if a.port() == 0 {
+            return;
+        }
+        match a {
+            SocketAddr::V4(v4) => {
+                self.v4.insert(key4(*v4.ip(), v4.port()));
+            }
+            // An IPv4-mapped address is the IPv4 endpoint.
+            SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+                Some(ip) => {
+                    self.v4.insert(key4(ip, v6.port()));
+                }
+                None => {
+                    self.v6.insert((u128::from(*v6.ip()), v6.port()));
+                }
+            },
         }
     }
+    /// Flow info and scope id of an IPv6 endpoint do not matter.
+    #[inline]
     pub fn contains(&self, a: &SocketAddr) -> bool {
         match a {
-            SocketAddr::V4(_) => self.set.contains(a),
-            SocketAddr::V6(v6)
-                if v6.flowinfo() == 0
-                    && v6.scope_id() == 0
-                    && v6.ip().to_ipv4_mapped().is_none() =>
-            {
-                self.set.contains(a)
-            }
-            SocketAddr::V6(_) => self.set.contains(&normalize(*a)),
+            SocketAddr::V4(v4) => self.v4.contains(&key4(*v4.ip(), v4.port())),
+            SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+                Some(ip) => self.v4.contains(&key4(ip, v6.port())),
+                None => self.v6.contains(&(u128::from(*v6.ip()), v6.port())),
+            },
         }
     }
     pub fn len(&self) -> usize {
-        self.set.len()
+        self.v4.len() + self.v6.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
+        self.v4.is_empty() && self.v6.is_empty()
     }
     pub fn extend(&mut self, other: &Allowlist) {
-        self.set.extend(other.set.iter().copied());
+        self.v4.extend(other.v4.iter().copied());
+        self.v6.extend(other.v6.iter().copied());
     }
     /// The endpoints, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &SocketAddr> {
-        self.set.iter()
+    pub fn iter(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        let v4 = self.v4.iter().map(|&k| {
+            SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from((k >> 16) as u32),
+                k as u16,
+            ))
+        });
+        let v6 = self
+            .v6
+            .iter()
+            .map(|&(ip, port)| SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0)));
+        v4.chain(v6)
     }
     /// The endpoints sorted (for stable output).
     pub fn sorted(&self) -> Vec<SocketAddr> {
-        let mut v: Vec<SocketAddr> = self.set.iter().copied().collect();
+        let mut v: Vec<SocketAddr> = self.iter().collect();
         v.sort();
         v
     }
@@ -534,6 +617,46 @@ r short 1.2.3.4
         b.extend(&a);
         assert_eq!(b.len(), 3);
         assert!(!b.contains(&sa("1.2.3.4:444")));
-        assert_eq!(b.sorted().len(), 3);
+        assert_eq!(
+            b.sorted(),
+            vec![
+                sa("1.2.3.4:443"),
+                sa("5.6.7.8:9001"),
+                sa("[2001:db8::1]:443")
+            ]
+        );
+    }
+
+    #[test]
+    fn many_endpoints_round_trip() {
+        let all: Vec<SocketAddr> = (0..20_000u32)
+            .map(|i| {
+                if i % 2 == 0 {
+                    SocketAddr::new(
+                        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
+                        (i % 60000 + 1) as u16,
+                    )
+                } else {
+                    SocketAddr::new(
+                        IpAddr::V6(Ipv6Addr::from(0x2001_0db8u128 << 96 | u128::from(i))),
+                        443,
+                    )
+                }
+            })
+            .collect();
+        let list: Allowlist = all.iter().copied().collect();
+        assert_eq!(list.len(), all.len());
+        assert!(all.iter().all(|a| list.contains(a)));
+        let mut want = all.clone();
+        want.sort();
+        assert_eq!(list.sorted(), want);
+        // Neighbours (port +1, address +1) are not in.
+        for a in all.iter().take(100) {
+            let mut b = *a;
+            b.set_port(a.port().wrapping_add(1).max(1));
+            if !all.contains(&b) {
+                assert!(!list.contains(&b), "{b}");
+            }
+        }
     }
 }

@@ -225,9 +225,9 @@ impl fmt::Debug for Controller {
 impl Controller {
     /// Opens a connection without authenticating.
     pub fn open(target: &ControlTarget, timeout: Duration) -> Result<Controller> {
-        let connect_err = |source| TorError::Connect {
+        let connect_err = |error| TorError::Connect {
             target: target.to_string(),
-            source,
+            error,
         };
         let stream = match target {
             ControlTarget::Tcp(addr) => {

@@ -7,16 +7,14 @@ use std::time::Duration;
 /// Everything that can go wrong talking to Tor or handling the journal.
 #[derive(Debug, thiserror::Error)]
 pub enum TorError {
+    // The io::Error is in the message rather than a `source`, so a one-line report of the
+    // whole chain does not repeat it.
     /// The control port could not be reached at all.
-    #[error("cannot connect to Tor's control port {target}: {source}")]
-    Connect {
-        target: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot connect to Tor's control port {target}: {error}")]
+    Connect { target: String, error: io::Error },
     /// A read or write on an established control connection failed.
     #[error("control-port I/O error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// Tor did not complete a reply in time.
     #[error("Tor's control port did not answer within {0:?}")]
     Timeout(Duration),
@@ -50,6 +48,12 @@ pub enum TorError {
     /// Tor's ports are already restricted by a journal that is still in force.
     #[error("Tor is already restricted (journal {}, written by pid {pid}); run `leaktest tor restore` first", path.display())]
     AlreadyRestricted { path: PathBuf, pid: u32 },
+}
+
+impl From<io::Error> for TorError {
+    fn from(e: io::Error) -> TorError {
+        TorError::Io(e)
+    }
 }
 
 /// Result alias of this crate.

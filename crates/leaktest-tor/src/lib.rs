@@ -13,6 +13,33 @@
 //!   journaled so a crash never leaves Tor restricted ([`recover_leftover`] at every start,
 //!   [`RestrictGuard`] for `watch --restrict-tor`).
 //!
+//! # Use from a watch session
+//!
+//! ```no_run
+//! use leaktest_tor::{parse_allow_list, restrict, AllowlistFeed, ConnectOptions, RestrictGuard};
+//! # fn main() -> Result<(), leaktest_tor::TorError> {
+//! // `--tor-control` / `--tor-password-env` / `--allow`:
+//! let opts = ConnectOptions::from_cli(Some("/run/tor/control"), None)?;
+//! let extra = parse_allow_list(&["198.51.100.7:5555"])?;
+//! // `--restrict-tor`: before the capture; restores when dropped (normal end, error, panic,
+//! // and SIGINT/SIGTERM if the handlers only set a flag that ends the loop).
+//! let guard = RestrictGuard::restrict(&opts, &restrict::default_journal_path())?;
+//! let feed = AllowlistFeed::start(opts, extra)?; // an error here means exit 2
+//! let mut allow = feed.reader();
+//! # let frames: Vec<std::net::SocketAddr> = Vec::new();
+//! for dst in frames {
+//!     // per outbound TCP frame: one atomic load, a hash lookup
+//!     let _is_tor = allow.get().contains(&dst);
+//! }
+//! // verdict: no PASS if the feed was ever unavailable
+//! let outage = feed.first_outage(); // Some(Outage { since, reason }) => INCONCLUSIVE
+//! let endpoints = feed.current().len();
+//! feed.shutdown();
+//! guard.restore()?; // or drop(guard); a failure keeps the journal for the next start
+//! # let _ = (outage, endpoints);
+//! # Ok(()) }
+//! ```
+//!
 //! No controller crate is used: the existing ones are unmaintained or pull in an async runtime.
 
 pub mod allowlist;
