@@ -4,7 +4,8 @@
 //! 1. The frame carries a valid marker of a probe: **leak**, attributed to
 //!    that probe, whatever its destination (probe traffic must never leave
 //!    in the clear, not even towards a Tor relay).
-//! 2. A canary frame (EtherType [`CANARY_ETHERTYPE`]): [`Class::Canary`].
+//! 2. A canary frame (EtherType [`CANARY_ETHERTYPE`] to the canary MAC from
+//!    our own MAC, with the canary magic): [`Class::Canary`].
 //! 3. TCP to an (address, port) the gateway's own Tor uses, from one of the
 //!    gateway's own addresses: **Tor**.
 //! 4. Link housekeeping sent by the gateway itself (its own MAC, its own or
@@ -17,7 +18,8 @@
 //! and housekeeping paths never allocate.
 
 use crate::parse::{LinkType, Net, Packet};
-use leaktest_capture::CANARY_ETHERTYPE;
+use leaktest_capture::canary::CANARY_MAGIC;
+use leaktest_capture::{CANARY_DST_MAC, CANARY_ETHERTYPE};
 use leaktest_wire::{attribute, Attribution, Family, MarkerKeys, TcpFlags};
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -271,7 +273,7 @@ impl Classifier {
         if let Some(probe) = attribute(frame, link, &mut self.keys) {
             return Class::Leak(Leak::from_packet(&p, LeakCause::Probe, Some(probe)));
         }
-        if p.ethertype == Some(CANARY_ETHERTYPE) {
+        if self.is_canary(frame, &p) {
             return Class::Canary;
         }
         if let Some(ep) = self.tor_endpoint(&p, allow) {
@@ -288,6 +290,19 @@ impl Classifier {
             return Class::Housekeeping(kind);
         }
         Class::Leak(Leak::from_packet(&p, LeakCause::Unexpected, None))
+    }
+
+    /// A canary as leaktest-capture sends them: untagged, EtherType
+    /// [`CANARY_ETHERTYPE`], to [`CANARY_DST_MAC`] (which no station owns),
+    /// from our own MAC, starting with [`CANARY_MAGIC`]. Whether it is one of
+    /// this session's canaries is the session's business (it holds the key);
+    /// any other frame of that EtherType is classified like other traffic.
+    fn is_canary(&self, frame: &[u8], p: &Packet<'_>) -> bool {
+        p.ethertype == Some(CANARY_ETHERTYPE)
+            && frame.get(12..14) == Some(&CANARY_ETHERTYPE.to_be_bytes()[..])
+            && p.dst_mac == Some(CANARY_DST_MAC)
+            && self.is_own_mac(p.src_mac)
+            && frame.get(14..22) == Some(&CANARY_MAGIC[..])
     }
 
     fn is_own_addr(&self, a: IpAddr) -> bool {
@@ -654,17 +669,28 @@ mod tests {
 
     #[test]
     fn canary_frames() {
-        let f = eth(
-            GW_MAC,
-            [0x02, 0x6c, 0x6b, 0x74, 0x63, 0x79],
-            CANARY_ETHERTYPE,
-            &[0; 50],
-        );
+        let mut canary = leaktest_capture::Canary::with_key(GW_MAC, [1; 16], 77);
+        let (_, f) = canary.next_frame();
         assert_eq!(classify(&f), Class::Canary);
-        // A probe marker wins even inside a canary-typed frame.
-        let m = RunKey::open(3).payload_marker(5);
-        let f = eth(GW_MAC, [0xff; 6], CANARY_ETHERTYPE, &m);
-        assert_eq!(leak(classify(&f)).cause, LeakCause::Probe);
+        // Same EtherType but not a canary: another sender, another
+        // destination, no magic: classified like any other frame.
+        let mut other_src = f;
+        other_src[6..12].copy_from_slice(&WS_MAC);
+        let mut other_dst = f;
+        other_dst[0..6].copy_from_slice(&[0xff; 6]);
+        let mut no_magic = f;
+        no_magic[14] ^= 1;
+        for g in [other_src, other_dst, no_magic] {
+            let l = leak(classify(&g));
+            assert_eq!(
+                (l.family, l.ethertype),
+                (LeakFamily::Other, Some(CANARY_ETHERTYPE))
+            );
+        }
+        // A probe marker wins even inside a canary.
+        let mut marked = f.to_vec();
+        marked.extend_from_slice(&RunKey::open(3).payload_marker(5));
+        assert_eq!(leak(classify(&marked)).cause, LeakCause::Probe);
     }
 
     #[test]

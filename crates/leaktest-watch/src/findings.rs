@@ -149,15 +149,74 @@ impl<T: PartialEq> Sample<T> {
     }
 }
 
+/// A set of 8-bit values (ICMP types, IP protocols), printed as ranges.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ByteSet([u64; 4]);
+
+impl fmt::Debug for ByteSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ByteSet({})", self.ranges())
+    }
+}
+
+impl ByteSet {
+    pub fn insert(&mut self, v: u8) {
+        self.0[usize::from(v / 64)] |= 1 << (v % 64);
+    }
+
+    pub fn contains(&self, v: u8) -> bool {
+        self.0[usize::from(v / 64)] & (1 << (v % 64)) != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == [0; 4]
+    }
+
+    pub fn len(&self) -> u32 {
+        self.0.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// Compressed ranges like `0-5,7-255`.
+    pub fn ranges(&self) -> String {
+        let mut s = String::new();
+        let mut v = 0u16;
+        while v < 256 {
+            if self.contains(v as u8) {
+                let a = v;
+                while v < 256 && self.contains(v as u8) {
+                    v += 1;
+                }
+                if !s.is_empty() {
+                    s.push(',');
+                }
+                if a == v - 1 {
+                    let _ = write!(s, "{a}");
+                } else {
+                    let _ = write!(s, "{a}-{}", v - 1);
+                }
+            } else {
+                v += 1;
+            }
+        }
+        s
+    }
+}
+
 /// What makes leaks one group: same family, protocol (or EtherType for
-/// non-IP frames), TCP flags, and cause.
+/// non-IP frames), TCP flags, cause, and for probes the suite. Probes of the
+/// `ip` suite form one group per family whatever their protocol, so a full
+/// sweep reads as a handful of lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupKey {
     pub family: LeakFamily,
     /// EtherType of non-IP frames (`None` for IP).
     pub ethertype: Option<u16>,
+    /// The IP protocol on the wire (`None` for non-IP frames and for the
+    /// `ip` suite's group, whose protocols are in [`LeakGroup::protocols`]).
     pub protocol: Option<u8>,
     pub tcp_flags: Option<TcpFlags>,
+    /// The probe suite (attributed groups).
+    pub suite: Option<Suite>,
     /// Whether the packets carried a probe marker.
     pub attributed: bool,
     /// Set when `--strict` made housekeeping a leak.
@@ -166,6 +225,7 @@ pub struct GroupKey {
 
 impl GroupKey {
     fn of(l: &Leak) -> GroupKey {
+        let suite = l.probe.map(|p| p.spec.suite());
         GroupKey {
             family: l.family,
             ethertype: if l.family == LeakFamily::Other {
@@ -173,8 +233,17 @@ impl GroupKey {
             } else {
                 None
             },
-            protocol: l.protocol,
-            tcp_flags: l.tcp_flags,
+            protocol: if suite == Some(Suite::Ip) {
+                None
+            } else {
+                l.protocol
+            },
+            tcp_flags: if suite == Some(Suite::Ip) {
+                None
+            } else {
+                l.tcp_flags
+            },
+            suite,
             attributed: l.probe.is_some(),
             housekeeping: match l.cause {
                 LeakCause::StrictHousekeeping(k) => Some(k),
@@ -195,8 +264,10 @@ pub struct LeakGroup {
     pub last_ts: (u64, u32),
     /// Destination ports (TCP, UDP, SCTP, DCCP, UDP-Lite).
     pub dst_ports: Option<PortSet>,
-    /// ICMP / ICMPv6 types as a 256-bit set.
-    pub icmp_types: [u64; 4],
+    /// ICMP / ICMPv6 types seen.
+    pub icmp_types: ByteSet,
+    /// IP protocols seen on the wire.
+    pub protocols: ByteSet,
     pub srcs: Sample<IpAddr>,
     pub dsts: Sample<IpAddr>,
     /// Probe suites seen (attributed groups).
@@ -234,7 +305,8 @@ impl LeakGroup {
             first_ts: ts,
             last_ts: ts,
             dst_ports: has_ports.then(PortSet::default),
-            icmp_types: [0; 4],
+            icmp_types: ByteSet::default(),
+            protocols: ByteSet::default(),
             srcs: Sample::default(),
             dsts: Sample::default(),
             suites: Vec::new(),
@@ -253,7 +325,10 @@ impl LeakGroup {
             set.insert(p);
         }
         if let Some(t) = l.icmp_type {
-            self.icmp_types[usize::from(t / 64)] |= 1 << (t % 64);
+            self.icmp_types.insert(t);
+        }
+        if let Some(p) = l.protocol {
+            self.protocols.insert(p);
         }
         if let Some(a) = l.src {
             self.srcs.add(a, MAX_GROUP_ADDRS);
@@ -274,32 +349,6 @@ impl LeakGroup {
         }
     }
 
-    /// ICMP types as compressed ranges, e.g. `0-8,13`.
-    pub fn icmp_type_ranges(&self) -> String {
-        let mut s = String::new();
-        let mut t = 0u16;
-        let has = |t: u16| self.icmp_types[usize::from(t / 64)] & (1 << (t % 64)) != 0;
-        while t < 256 {
-            if has(t) {
-                let a = t;
-                while t < 256 && has(t) {
-                    t += 1;
-                }
-                if !s.is_empty() {
-                    s.push(',');
-                }
-                if a == t - 1 {
-                    let _ = write!(s, "{a}");
-                } else {
-                    let _ = write!(s, "{a}-{}", t - 1);
-                }
-            } else {
-                t += 1;
-            }
-        }
-        s
-    }
-
     /// The protocol part of the group's name: `tcp [S]`, `udp`, `icmpv6`,
     /// `arp`, `ethertype 0x88cc`.
     pub fn what(&self) -> String {
@@ -313,10 +362,15 @@ impl LeakGroup {
             (_, Some(p)) => {
                 let mut s = proto_name(p, k.family);
                 if let Some(f) = k.tcp_flags {
-                    let _ = write!(s, " [{}]", f.letters());
+                    if f.0 == 0 {
+                        s.push_str(" [no flags]");
+                    } else {
+                        let _ = write!(s, " [{}]", f.letters());
+                    }
                 }
                 s
             }
+            (_, None) if k.suite == Some(Suite::Ip) => "ip".into(),
             (_, None) => "truncated ip".into(),
         }
     }
@@ -329,8 +383,10 @@ impl LeakGroup {
                 let _ = write!(s, "dst ports {}", ports.ranges());
             }
         }
-        if self.icmp_types != [0; 4] {
-            let _ = write!(s, "types {}", self.icmp_type_ranges());
+        if self.key.protocol.is_none() && !self.protocols.is_empty() {
+            let _ = write!(s, "protocols {}", self.protocols.ranges());
+        } else if !self.icmp_types.is_empty() {
+            let _ = write!(s, "types {}", self.icmp_types.ranges());
         }
         if self.fragments > 0 {
             if !s.is_empty() {
@@ -691,6 +747,67 @@ mod tests {
         assert_eq!(f.groups().len(), MAX_GROUPS);
         assert_eq!(f.ungrouped_leaks, 2560 - MAX_GROUPS as u64);
         assert_eq!(f.leak_packets, 2560);
+    }
+
+    #[test]
+    fn byte_set_ranges() {
+        let mut b = ByteSet::default();
+        assert_eq!((b.ranges(), b.is_empty()), (String::new(), true));
+        for v in (0..=255u8).filter(|v| *v != 6) {
+            b.insert(v);
+        }
+        assert_eq!((b.ranges(), b.len()), ("0-5,7-255".to_string(), 255));
+        let mut c = ByteSet::default();
+        c.insert(255);
+        c.insert(0);
+        c.insert(64);
+        c.insert(63);
+        assert_eq!(c.ranges(), "0,63-64,255");
+    }
+
+    #[test]
+    fn a_full_ip_suite_sweep_is_one_group_per_family() {
+        let key = RunKey::open(9);
+        let b = leaktest_wire::ProbeBuilder::new(
+            key,
+            leaktest_wire::Endpoints {
+                src4: Some(WS4),
+                dst4: Some(NET4),
+                src6: Some(GW6),
+                dst6: Some(NET6),
+            },
+            Some(leaktest_wire::L2 {
+                src: GW_MAC,
+                dst: ROUTER_MAC,
+            }),
+        );
+        let mut c = classifier();
+        let mut f = Findings::new();
+        let mut buf = [0u8; leaktest_wire::MAX_PROBE_FRAME];
+        let allow: Vec<SocketAddr> = vec![];
+        let mut lines = Vec::new();
+        for family in leaktest_wire::Family::BOTH {
+            for spec in ProbeSpec::all(family, Suite::Ip) {
+                let n = b.write(&spec, &mut buf);
+                let class = c.classify(&buf[..n], LinkType::Ethernet, &allow);
+                if let Some(g) = f.record(&frame(&buf[..n]), &class) {
+                    lines.push(g.live_line());
+                }
+            }
+        }
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("LEAK ipv4 ip protocols 0; to 203.0.113.7"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            f.groups()[0].detail().starts_with("protocols 0-255; to"),
+            "{}",
+            f.groups()[0].detail()
+        );
+        assert_eq!(f.groups()[0].protocols.len(), 256);
+        assert_eq!(f.groups()[1].packets, 256);
     }
 
     #[test]

@@ -156,6 +156,8 @@ struct JsonGroup {
     packets: u64,
     dst_ports: Option<String>,
     icmp_types: Option<String>,
+    protocols: String,
+    suite: Option<&'static str>,
     fragments: u64,
     srcs: Vec<String>,
     dsts: Vec<String>,
@@ -177,7 +179,9 @@ impl JsonGroup {
             tcp_flags: g.key.tcp_flags.map(|f| f.letters()),
             packets: g.packets,
             dst_ports: g.dst_ports.as_ref().map(|p| p.ranges()),
-            icmp_types: (g.icmp_types != [0; 4]).then(|| g.icmp_type_ranges()),
+            icmp_types: (!g.icmp_types.is_empty()).then(|| g.icmp_types.ranges()),
+            protocols: g.protocols.ranges(),
+            suite: g.key.suite.map(|s| s.name()),
             fragments: g.fragments,
             srcs: g.srcs.items.iter().map(|a| a.to_string()).collect(),
             dsts: g.dsts.items.iter().map(|a| a.to_string()).collect(),
@@ -605,7 +609,9 @@ mod tests {
         let mut frames = vec![
             eth4(GW4, NET4, 6, &tcp(40000, 9001, 0x18, b"tls")),
             arp(GW_MAC, 1, GW_MAC, GW4, NET4),
-            eth(GW_MAC, [2; 6], 0x88b5, &[0; 50]),
+            leaktest_capture::Canary::with_key(GW_MAC, [3; 16], 1)
+                .frame(0)
+                .to_vec(),
             eth6(GW6, NET6, 17, &udp(5000, 443, b"x")),
         ];
         for port in [21u16, 22, 23, 25, 80] {
