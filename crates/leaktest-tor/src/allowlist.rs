@@ -307,16 +307,75 @@ pub fn parse_proxy(value: &str, default_port: u16) -> Option<SocketAddr> {
         .map(|ip| SocketAddr::new(ip, default_port))
 }
 
-/// `GETINFO config/defaults`: lines `Option "value"` (older Tor: unquoted); the compiled-in
-/// `DirAuthority` and `FallbackDir` entries.
+/// Which compiled-in directory servers Tor uses, given its configuration (Tor's
+/// `consider_adding_dir_servers`): none of them once `DirAuthority` is set; the v3 authorities
+/// unless `AlternateDirAuthority` is set; the bridge authority unless `AlternateBridgeAuthority`
+/// is set; the fallbacks only when neither `DirAuthority`, `AlternateDirAuthority` nor
+/// `FallbackDir` is set and `UseDefaultFallbackDirs` is 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DefaultDirs {
+    pub v3_authorities: bool,
+    pub bridge_authority: bool,
+    pub fallbacks: bool,
+}
+
+impl DefaultDirs {
+    /// Every compiled-in directory server.
+    pub const ALL: DefaultDirs = DefaultDirs {
+        v3_authorities: true,
+        bridge_authority: true,
+        fallbacks: true,
+    };
+
+    /// Decides from the configured option values (empty = unset).
+    pub fn from_config(
+        dir_authority: bool,
+        alternate_dir_authority: bool,
+        alternate_bridge_authority: bool,
+        fallback_dir: bool,
+        use_default_fallback_dirs: bool,
+    ) -> DefaultDirs {
+        let defaults = !dir_authority;
+        DefaultDirs {
+            v3_authorities: defaults && !alternate_dir_authority,
+            bridge_authority: defaults && !alternate_bridge_authority,
+            fallbacks: defaults
+                && !alternate_dir_authority
+                && !fallback_dir
+                && use_default_fallback_dirs,
+        }
+    }
+}
+
+/// `GETINFO config/defaults`: lines `Option "value"` (older Tor: unquoted); every compiled-in
+/// `DirAuthority` and `FallbackDir` entry.
 pub fn parse_config_defaults(text: &str) -> Allowlist {
+    parse_config_defaults_used(text, DefaultDirs::ALL)
+}
+
+/// Like [`parse_config_defaults`], keeping only the kinds of entries Tor actually uses.
+pub fn parse_config_defaults_used(text: &str, used: DefaultDirs) -> Allowlist {
     let mut list = Allowlist::new();
     for line in text.lines() {
         let Some((key, value)) = line.trim().split_once(' ') else {
             continue;
         };
-        if key.eq_ignore_ascii_case("DirAuthority") || key.eq_ignore_ascii_case("FallbackDir") {
-            for a in parse_dir_server_line(&maybe_unquote(value.trim())) {
+        let value = maybe_unquote(value.trim());
+        let wanted = if key.eq_ignore_ascii_case("DirAuthority") {
+            // The bridge authority carries the `bridge` flag; fingerprints are hex, so no other
+            // word of the line can be "bridge".
+            if value.split_ascii_whitespace().any(|w| w == "bridge") {
+                used.bridge_authority
+            } else {
+                used.v3_authorities
+            }
+        } else if key.eq_ignore_ascii_case("FallbackDir") {
+            used.fallbacks
+        } else {
+            false
+        };
+        if wanted {
+            for a in parse_dir_server_line(&value) {
                 list.insert(a);
             }
         }
@@ -360,15 +419,32 @@ pub fn fetch_allowlist(ctl: &mut Controller) -> Result<(Allowlist, SourceCounts)
     counts.consensus = ns.len();
     list.extend(&ns);
 
-    let defaults = parse_config_defaults(&ctl.getinfo_one("config/defaults")?);
+    let dir_authority = ctl.getconf_values("DirAuthority")?;
+    let alternate_dir = ctl.getconf_values("AlternateDirAuthority")?;
+    let alternate_bridge = ctl.getconf_values("AlternateBridgeAuthority")?;
+    let fallback_dir = ctl.getconf_values("FallbackDir")?;
+    let use_default_fallbacks = ctl
+        .getconf_values("UseDefaultFallbackDirs")?
+        .first()
+        .is_none_or(|v| v.trim() != "0");
+    let used = DefaultDirs::from_config(
+        !dir_authority.is_empty(),
+        !alternate_dir.is_empty(),
+        !alternate_bridge.is_empty(),
+        !fallback_dir.is_empty(),
+        use_default_fallbacks,
+    );
+    let defaults = parse_config_defaults_used(&ctl.getinfo_one("config/defaults")?, used);
     counts.default_dirs = defaults.len();
     list.extend(&defaults);
 
-    let auth = parse_dir_server_values(&ctl.getconf_values("DirAuthority")?);
+    let mut auth = parse_dir_server_values(&dir_authority);
+    auth.extend(&parse_dir_server_values(&alternate_dir));
+    auth.extend(&parse_dir_server_values(&alternate_bridge));
     counts.dir_authorities = auth.len();
     list.extend(&auth);
 
-    let fallback = parse_dir_server_values(&ctl.getconf_values("FallbackDir")?);
+    let fallback = parse_dir_server_values(&fallback_dir);
     counts.fallback_dirs = fallback.len();
     list.extend(&fallback);
 
@@ -500,6 +576,58 @@ r short 1.2.3.4
             l.len(),
             2 * authorities + authority_v6 + fallbacks + fallback_v6
         );
+    }
+
+    #[test]
+    fn config_defaults_only_what_tor_uses() {
+        let all = parse_config_defaults(CONFIG_DEFAULTS);
+        // A private network (DirAuthority set): no compiled-in server at all.
+        let none = DefaultDirs::from_config(true, false, false, false, true);
+        assert!(parse_config_defaults_used(CONFIG_DEFAULTS, none).is_empty());
+        // Own fallbacks only: authorities yes, default fallbacks no.
+        let own_fallbacks = DefaultDirs::from_config(false, false, false, true, true);
+        let l = parse_config_defaults_used(CONFIG_DEFAULTS, own_fallbacks);
+        assert!(l.contains(&sa("128.31.0.39:9231")));
+        assert!(l.contains(&sa("66.111.2.131:9030")));
+        assert!(!l.contains(&sa("64.65.62.122:443")));
+        // UseDefaultFallbackDirs 0: the same.
+        assert_eq!(
+            DefaultDirs::from_config(false, false, false, false, false),
+            own_fallbacks
+        );
+        // AlternateBridgeAuthority replaces only the bridge authority (Serge).
+        let alt_bridge = DefaultDirs::from_config(false, false, true, false, true);
+        let l = parse_config_defaults_used(CONFIG_DEFAULTS, alt_bridge);
+        assert!(!l.contains(&sa("66.111.2.131:9030")));
+        assert!(l.contains(&sa("64.65.62.122:443")));
+        assert_eq!(l.len() + 2, all.len());
+        // Defaults everywhere: everything.
+        assert_eq!(
+            parse_config_defaults_used(
+                CONFIG_DEFAULTS,
+                DefaultDirs::from_config(false, false, false, false, true)
+            ),
+            all
+        );
+    }
+
+    /// Recorded from a one-authority private Tor network (tor 0.4.9.11, TestingTorNetwork) in a
+    /// namespace: `GETINFO ns/all` and the NEWCONSENSUS event that followed, byte for byte.
+    const REAL_NS_ALL_REPLY: &[u8] = b"250+ns/all=\r\nr auth1 xxgwvYLtOd1Gvi+28l0qrr2rR0w q8lU0FNYkgu4VUfDGiOJpMtdfUI 2038-01-01 00:00:00 127.0.0.1 5001 7001\r\ns Authority Fast Guard HSDir Running Stable V2Dir Valid\r\nw Bandwidth=0\r\np reject 1-65535\r\n.\r\n250 OK\r\n";
+    const REAL_NEWCONSENSUS: &[u8] = b"650+NEWCONSENSUS\r\nr auth1 xxgwvYLtOd1Gvi+28l0qrr2rR0w q8lU0FNYkgu4VUfDGiOJpMtdfUI 2038-01-01 00:00:00 127.0.0.1 5001 7001\r\ns Authority Fast Guard HSDir Running Stable V2Dir Valid\r\nw Bandwidth=0\r\np reject 1-65535\r\n.\r\n650 OK\r\n";
+
+    #[test]
+    fn real_ns_all_and_event() {
+        let replies = crate::reply::parse_replies(REAL_NS_ALL_REPLY).unwrap();
+        let values = crate::client::getinfo_values(&replies[0]);
+        assert_eq!(values.len(), 1);
+        let l = parse_ns_all(&values[0].1);
+        assert_eq!(l.sorted(), vec![sa("127.0.0.1:5001"), sa("127.0.0.1:7001")]);
+        let ev = crate::reply::parse_replies(REAL_NEWCONSENSUS)
+            .unwrap()
+            .remove(0);
+        assert_eq!(ev.event_name(), Some("NEWCONSENSUS"));
+        assert_eq!(parse_ns_all(ev.lines[0].data.as_deref().unwrap()), l);
     }
 
     #[test]

@@ -50,7 +50,9 @@ pub mod feed;
 pub mod reply;
 pub mod restrict;
 
-pub use allowlist::{fetch_allowlist, parse_allow, parse_allow_list, Allowlist, SourceCounts};
+pub use allowlist::{
+    fetch_allowlist, parse_allow, parse_allow_list, Allowlist, DefaultDirs, SourceCounts,
+};
 pub use auth::{AuthMethod, ProtocolInfo};
 pub use client::{ConnectOptions, ControlTarget, Controller, DEFAULT_CONTROL, DEFAULT_TIMEOUT};
 pub use error::{Result, TorError};

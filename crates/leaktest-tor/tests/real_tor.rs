@@ -231,10 +231,12 @@ fn cookie_auth_info_conf_and_feed() {
         "[2001:db8::12]:5002",
         "198.51.100.20:8443",
         "198.51.100.21:9001",
-        "128.31.0.39:9231",
     ] {
         assert!(list.contains(&sa(w)), "{w} missing");
     }
+    // With its own DirAuthority, Tor uses none of its compiled-in directory servers.
+    assert!(!list.contains(&sa("128.31.0.39:9231")));
+    assert_eq!(counts.default_dirs, 0);
     assert_eq!(counts.dir_authorities, 2);
     assert_eq!(counts.fallback_dirs, 3);
     assert_eq!(counts.bridges, 2);
@@ -479,6 +481,10 @@ fn password_and_null_auth() {
         .getinfo_one("config/defaults")
         .unwrap()
         .contains("DirAuthority"));
+    // A stock configuration: the compiled-in authorities and fallbacks are Tor endpoints.
+    let (list, counts) = fetch_allowlist(&mut c).unwrap();
+    assert!(counts.default_dirs > 100, "{counts:?}");
+    assert_eq!(list.len(), counts.default_dirs);
 
     // The journal names the variable, never the password; restore reads it again.
     let journal = tor.path("tor-restrict.json");
