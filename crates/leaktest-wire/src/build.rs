@@ -307,10 +307,11 @@ pub(crate) fn sum(data: &[u8], mut acc: u64) -> u64 {
     for c in &mut chunks {
         acc += u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64;
     }
-    let r = chunks.remainder();
-    let mut tail = [0u8; 4];
-    tail[..r.len()].copy_from_slice(r);
-    acc + u32::from_be_bytes(tail) as u64
+    // 0..=3 trailing bytes, in their big-endian positions (no memcpy call).
+    for (i, b) in chunks.remainder().iter().enumerate() {
+        acc += (*b as u64) << (24 - 8 * i);
+    }
+    acc
 }
 
 /// Folds a partial sum and complements it: the checksum field value.
