@@ -730,4 +730,471 @@ mod tests {
         // Not by headers: the ip suite (2 x 256) and the IPv4 non-first fragment.
         assert_eq!(counts[2], 2 * 256 + 1);
     }
+
+    fn v4(a: Ipv4Addr) -> IpAddr {
+        IpAddr::V4(a)
+    }
+
+    #[test]
+    fn link_types_from_dlt() {
+        assert_eq!(LinkType::from_dlt(1), Some(LinkType::Ethernet));
+        assert_eq!(LinkType::from_dlt(12), Some(LinkType::RawIp));
+        assert_eq!(LinkType::from_dlt(101), Some(LinkType::RawIp));
+        assert_eq!(LinkType::from_dlt(113), None);
+    }
+
+    #[rustfmt::skip]
+    const ARP_REQUEST: [u8; 42] = [
+        // Ethernet: broadcast, 02::01, ARP
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06,
+        // Ethernet/IPv4, request
+        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01,
+        // sender 02::01 10.152.152.11, target ? 10.152.152.10
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x0a, 0x98, 0x98, 0x0b,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x98, 0x98, 0x0a,
+    ];
+
+    #[test]
+    fn arp_is_recognised() {
+        let s = FrameSummary::parse(&ARP_REQUEST, LinkType::Ethernet);
+        assert!(s.is_arp());
+        assert_eq!(s.arp_op, Some(1));
+        assert_eq!(s.l2_dst, Some([0xff; 6]));
+        assert_eq!((s.family, s.src), (None, None));
+        assert_eq!(
+            attribute(&ARP_REQUEST, LinkType::Ethernet, &mut knowing_keys()),
+            None
+        );
+    }
+
+    #[rustfmt::skip]
+    const VLAN_TCP_SYN: [u8; 62] = [
+        // Ethernet with 802.1Q tag, VLAN 42, IPv4
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x81, 0x00, 0x00, 0x2a, 0x08, 0x00,
+        // IPv4 with 4 bytes of options (IHL 6), total length 44, id 0x1234, DF, TTL 63, TCP
+        0x46, 0x00, 0x00, 0x2c, 0x12, 0x34, 0x40, 0x00, 0x3f, 0x06, 0x00, 0x00, 0xc6, 0x33, 0x64, 0x02, 0xcb, 0x00, 0x71, 0x07,
+        0x01, 0x01, 0x01, 0x00,
+        // TCP 40000 -> 9001, seq 1, SYN, window 1024
+        0x9c, 0x40, 0x23, 0x29, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x50, 0x02, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00,
+    ];
+
+    #[test]
+    fn vlan_tag_and_ipv4_options() {
+        let s = FrameSummary::parse(&VLAN_TCP_SYN, LinkType::Ethernet);
+        assert_eq!(
+            (s.vlan, s.ethertype, s.ip_offset),
+            (Some(42), Some(0x0800), Some(18))
+        );
+        assert_eq!(s.src, Some(v4(Ipv4Addr::new(198, 51, 100, 2))));
+        assert_eq!(s.dst, Some(v4(Ipv4Addr::new(203, 0, 113, 7))));
+        assert_eq!(
+            (s.protocol, s.src_port, s.dst_port),
+            (Some(6), Some(40000), Some(9001))
+        );
+        assert_eq!(
+            (s.tcp_flags, s.tcp_seq, s.ttl),
+            (Some(TcpFlags(2)), Some(1), Some(63))
+        );
+        assert_eq!(
+            (s.ip_id, s.frag_offset, s.more_fragments),
+            (Some(0x1234), 0, false)
+        );
+        // Not a probe, and a known run does not change that.
+        assert_eq!(
+            attribute(&VLAN_TCP_SYN, LinkType::Ethernet, &mut knowing_keys()),
+            None
+        );
+    }
+
+    #[rustfmt::skip]
+    const IPV6_EXT_UDP: [u8; 72] = [
+        // IPv6: flow 0x12345, payload length 32, next header 0 (hop-by-hop), hop limit 1
+        0x60, 0x01, 0x23, 0x45, 0x00, 0x20, 0x00, 0x01,
+        0xfd, 0x19, 0xc3, 0x3d, 0x88, 0xbc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11,
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x07,
+        // hop-by-hop: next 60, length 0 (8 bytes), PadN
+        0x3c, 0x00, 0x01, 0x04, 0x00, 0x00, 0x00, 0x00,
+        // destination options: next 44, length 0
+        0x2c, 0x00, 0x01, 0x04, 0x00, 0x00, 0x00, 0x00,
+        // fragment: next 17, offset 0, M, identification 0xdeadbeef
+        0x11, 0x00, 0x00, 0x01, 0xde, 0xad, 0xbe, 0xef,
+        // UDP 5353 -> 53, length 8
+        0x14, 0xe9, 0x00, 0x35, 0x00, 0x08, 0x00, 0x00,
+    ];
+
+    #[test]
+    fn ipv6_extension_headers_are_walked() {
+        let s = FrameSummary::parse(&IPV6_EXT_UDP, LinkType::RawIp);
+        assert_eq!(
+            (s.family, s.flow_label, s.ttl),
+            (Some(Family::V6), Some(0x12345), Some(1))
+        );
+        assert_eq!((s.header_protocol, s.protocol), (Some(0), Some(17)));
+        assert_eq!(
+            (s.frag_ident, s.frag_offset, s.more_fragments),
+            (Some(0xdeadbeef), 0, true)
+        );
+        assert_eq!((s.src_port, s.dst_port), (Some(5353), Some(53)));
+        assert!(s.is_fragment());
+        // Truncated inside the destination options: protocol is that header's number.
+        let t = FrameSummary::parse(&IPV6_EXT_UDP[..50], LinkType::RawIp);
+        assert_eq!((t.protocol, t.dst_port), (Some(60), None));
+        // A bare IP packet read as Ethernet is no IP at all, and no panic.
+        let e = FrameSummary::parse(&IPV6_EXT_UDP, LinkType::Ethernet);
+        assert_eq!(e.family, None);
+    }
+
+    mod props {
+        use super::*;
+        use crate::catalogue::SEQ_FAMILY_BIT;
+        use etherparse::checksum::Sum16BitWords;
+        use proptest::prelude::*;
+
+        /// Any probe of the catalogue, every suite equally likely.
+        fn any_spec() -> impl Strategy<Value = ProbeSpec> {
+            (any::<bool>(), 0usize..5, any::<u32>()).prop_map(|(v6, suite, x)| {
+                let suite = Suite::ALL[suite];
+                let fam = if v6 { SEQ_FAMILY_BIT } else { 0 };
+                ProbeSpec::from_seq(fam | (suite.base() + x % suite.probe_count())).unwrap()
+            })
+        }
+
+        /// The probe as a bare IP packet.
+        fn probe_ip(spec: &ProbeSpec) -> Vec<u8> {
+            let mut buf = [0u8; MAX_PROBE_FRAME];
+            let n = builder(None).write(spec, &mut buf);
+            buf[..n].to_vec()
+        }
+
+        /// Offset of the upper layer of a bare IP packet, its protocol, and
+        /// whether it is the first (or only) fragment.
+        fn upper(ip: &[u8]) -> (usize, u8, bool) {
+            if ip[0] >> 4 == 4 {
+                let off = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+                (20, ip[9], off == 0)
+            } else if ip[6] == 44 {
+                let off = u16::from_be_bytes([ip[42], ip[43]]) & 0xfff8;
+                (48, ip[40], off == 0)
+            } else {
+                (40, ip[6], true)
+            }
+        }
+
+        fn set_ipv4_checksum(ip: &mut [u8]) {
+            ip[10..12].fill(0);
+            let c = Sum16BitWords::new().add_slice(&ip[..20]).ones_complement();
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+
+        /// Recomputes the L4 checksum at `at` (offset in `ip`) with
+        /// etherparse's summing code; ICMPv4 has no pseudo-header.
+        fn set_l4_checksum(ip: &mut [u8], at: usize, udp: bool) {
+            let (l4, proto) = (upper(ip).0, upper(ip).1);
+            ip[at..at + 2].fill(0);
+            let seg = &ip[l4..];
+            let sum = if ip[0] >> 4 == 4 {
+                if proto == 1 {
+                    Sum16BitWords::new().add_slice(seg)
+                } else {
+                    Sum16BitWords::new()
+                        .add_slice(&ip[12..20])
+                        .add_2bytes([0, proto])
+                        .add_2bytes((seg.len() as u16).to_be_bytes())
+                        .add_slice(seg)
+                }
+            } else {
+                Sum16BitWords::new()
+                    .add_slice(&ip[8..40])
+                    .add_4bytes((seg.len() as u32).to_be_bytes())
+                    .add_4bytes([0, 0, 0, proto])
+                    .add_slice(seg)
+            };
+            let c = if udp {
+                sum.to_ones_complement_with_no_zero()
+            } else {
+                sum.ones_complement()
+            };
+            ip[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        }
+
+        #[derive(Debug, Clone)]
+        struct Nat {
+            src4: [u8; 4],
+            dst4: [u8; 4],
+            src6: [u8; 16],
+            dst6: [u8; 16],
+            sport: u16,
+            ipv4_id: Option<u16>,
+            icmp_id: Option<u16>,
+        }
+
+        fn any_nat() -> impl Strategy<Value = Nat> {
+            (
+                any::<[u8; 4]>(),
+                any::<[u8; 4]>(),
+                any::<[u8; 16]>(),
+                any::<[u8; 16]>(),
+                any::<u16>(),
+                proptest::option::of(any::<u16>()),
+                proptest::option::of(any::<u16>()),
+            )
+                .prop_map(|(src4, dst4, src6, dst6, sport, ipv4_id, icmp_id)| Nat {
+                    src4,
+                    dst4,
+                    src6,
+                    dst6,
+                    sport,
+                    ipv4_id,
+                    icmp_id,
+                })
+        }
+
+        /// What a NAT gateway does to a forwarded probe: new addresses, a
+        /// new source port (or ICMP identifier), maybe a new IPv4 ID, TTL
+        /// decremented, checksums recomputed. The `ip` suite's payload is not
+        /// a real upper-layer header, so (as a NAT that does not understand
+        /// it) only the IP header is rewritten there.
+        fn nat(spec: &ProbeSpec, ip: &mut [u8], n: &Nat) {
+            let v4 = ip[0] >> 4 == 4;
+            if v4 {
+                ip[12..16].copy_from_slice(&n.src4);
+                ip[16..20].copy_from_slice(&n.dst4);
+                ip[8] -= 1;
+                if let Some(id) = n.ipv4_id {
+                    ip[4..6].copy_from_slice(&id.to_be_bytes());
+                }
+            } else {
+                ip[8..24].copy_from_slice(&n.src6);
+                ip[24..40].copy_from_slice(&n.dst6);
+                ip[7] -= 1;
+            }
+            let (l4, proto, first) = upper(ip);
+            if first && spec.suite() != Suite::Ip {
+                match proto {
+                    6 | 17 => {
+                        ip[l4..l4 + 2].copy_from_slice(&n.sport.to_be_bytes());
+                        let full = matches!(spec.kind, ProbeKind::Frag { .. });
+                        let at = if proto == 6 { l4 + 16 } else { l4 + 6 };
+                        if !full {
+                            set_l4_checksum(ip, at, proto == 17);
+                        }
+                    }
+                    _ => {
+                        if let Some(id) = n.icmp_id {
+                            ip[l4 + 4..l4 + 6].copy_from_slice(&id.to_be_bytes());
+                        }
+                        set_l4_checksum(ip, l4 + 2, false);
+                    }
+                }
+            }
+            if v4 {
+                set_ipv4_checksum(ip);
+            }
+        }
+
+        /// An ICMP (ICMPv6) error from a router quoting the first `keep`
+        /// bytes of `ip` (time exceeded / destination unreachable).
+        fn icmp_error(ip: &[u8], keep: usize) -> Vec<u8> {
+            let quoted = &ip[..keep.min(ip.len())];
+            let mut p = Vec::new();
+            if ip[0] >> 4 == 4 {
+                p.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0]);
+                p.extend_from_slice(&[198, 51, 100, 1]);
+                p.extend_from_slice(&ip[12..16]);
+                p.extend_from_slice(&[11, 0, 0, 0, 0, 0, 0, 0]);
+                p.extend_from_slice(quoted);
+                let len = p.len() as u16;
+                p[2..4].copy_from_slice(&len.to_be_bytes());
+                set_ipv4_checksum(&mut p);
+                let c = Sum16BitWords::new().add_slice(&p[20..]).ones_complement();
+                p[22..24].copy_from_slice(&c.to_be_bytes());
+            } else {
+                p.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, 58, 64]);
+                p.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+                p.extend_from_slice(&ip[8..24]);
+                p.extend_from_slice(&[1, 3, 0, 0, 0, 0, 0, 0]);
+                p.extend_from_slice(quoted);
+                let plen = (p.len() - 40) as u16;
+                p[4..6].copy_from_slice(&plen.to_be_bytes());
+                let c = Sum16BitWords::new()
+                    .add_slice(&p[8..40])
+                    .add_4bytes((plen as u32).to_be_bytes())
+                    .add_4bytes([0, 0, 0, 58])
+                    .add_slice(&p[40..])
+                    .ones_complement();
+                p[42..44].copy_from_slice(&c.to_be_bytes());
+            }
+            p
+        }
+
+        /// Splits an IPv4 packet into fragments of `size` data bytes (a
+        /// multiple of 8), as a router would.
+        fn fragment_v4(ip: &[u8], size: usize) -> Vec<Vec<u8>> {
+            let frag = u16::from_be_bytes([ip[6], ip[7]]);
+            let (base, mf) = ((frag & 0x1fff) as usize * 8, frag & 0x2000 != 0);
+            let chunks: Vec<&[u8]> = ip[20..].chunks(size).collect();
+            chunks
+                .iter()
+                .enumerate()
+                .map(|(k, data)| {
+                    let mut f = ip[..20].to_vec();
+                    f.extend_from_slice(data);
+                    let len = f.len() as u16;
+                    f[2..4].copy_from_slice(&len.to_be_bytes());
+                    let more = mf || k + 1 < chunks.len();
+                    let field = ((base + k * size) / 8) as u16 | if more { 0x2000 } else { 0 };
+                    f[6..8].copy_from_slice(&field.to_be_bytes());
+                    set_ipv4_checksum(&mut f);
+                    f
+                })
+                .collect()
+        }
+
+        /// Header-tag bits a probe still shows after this test's NAT (which
+        /// rewrites the source port but here keeps IPv4 ID and ICMP id).
+        fn header_bits_left(spec: &ProbeSpec, natted: bool) -> u32 {
+            let port = matches!(
+                spec.kind,
+                ProbeKind::Tcp { .. }
+                    | ProbeKind::Udp { .. }
+                    | ProbeKind::Frag {
+                        frag: FragKind::First
+                    }
+            );
+            max_header_bits(spec) - if natted && port { 15 } else { 0 }
+        }
+
+        fn wipe_marker(p: &mut [u8]) {
+            if let Some(m) = memchr::memmem::find(p, &MAGIC) {
+                p[m..m + MARKER_LEN].fill(0);
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn marker_survives_nat(spec in any_spec(), n in any_nat(), eth in any::<bool>()) {
+                let mut ip = probe_ip(&spec);
+                nat(&spec, &mut ip, &n);
+                let (frame, link) = if eth {
+                    let mut f = vec![2, 0, 0, 0, 0, 9, 2, 0, 0, 0, 0, 8, 0x08, 0x00];
+                    if spec.family == Family::V6 { f[12..14].copy_from_slice(&[0x86, 0xdd]); }
+                    f.extend_from_slice(&ip);
+                    (f, LinkType::Ethernet)
+                } else {
+                    (ip.clone(), LinkType::RawIp)
+                };
+                let a = attribute(&frame, link, &mut MarkerKeys::open()).unwrap();
+                prop_assert_eq!((a.spec, a.evidence), (spec, Evidence::Payload));
+                // Payload stripped too: the headers NAT left alone may still carry enough.
+                let mut bare = ip.clone();
+                wipe_marker(&mut bare);
+                let h = attribute(&bare, LinkType::RawIp, &mut knowing_keys());
+                if let Some(h) = h {
+                    prop_assert_eq!((h.spec, h.evidence), (spec, Evidence::Header));
+                }
+                // TCP keeps its sequence number (32 bits) through NAT.
+                if spec.suite() == Suite::Tcp {
+                    prop_assert!(h.is_some());
+                }
+            }
+
+            #[test]
+            fn marker_survives_icmp_quoting(spec in any_spec(), whole in any::<bool>(), n in any_nat(), natted in any::<bool>()) {
+                let mut ip = probe_ip(&spec);
+                if natted {
+                    // The gateway forwarded it (NAT), then a router quoted it.
+                    nat(&spec, &mut ip, &Nat { ipv4_id: None, icmp_id: None, ..n });
+                }
+                let (l4, _, _) = upper(&ip);
+                let keep = if whole { ip.len() } else { l4 + 8 };
+                let err = icmp_error(&ip, keep);
+                let s = FrameSummary::parse(&err, LinkType::RawIp);
+                let q = s.quoted.expect("quoted packet");
+                prop_assert_eq!(q.family, Some(spec.family));
+                prop_assert_eq!(q.header_protocol, Some(ip[if spec.family == Family::V4 { 9 } else { 6 }]));
+                let a = attribute(&err, LinkType::RawIp, &mut knowing_keys());
+                if whole {
+                    let a = a.unwrap();
+                    prop_assert_eq!((a.spec, a.evidence), (spec, Evidence::Payload));
+                } else if header_bits_left(&spec, natted) >= HEADER_MIN_BITS {
+                    let a = a.unwrap_or_else(|| panic!("header attribution of quoted {spec:?}"));
+                    prop_assert_eq!((a.spec, a.evidence), (spec, Evidence::Header));
+                } else if let Some(a) = a {
+                    prop_assert_eq!(a.spec, spec);
+                }
+                // Without a known run the header-only quote decodes to nothing.
+                if !whole {
+                    prop_assert_eq!(attribute(&err, LinkType::RawIp, &mut MarkerKeys::open()), None);
+                }
+            }
+
+            #[test]
+            fn marker_survives_ipv4_fragmentation(spec in any_spec(), units in 1usize..8) {
+                let spec = ProbeSpec { family: Family::V4, ..spec };
+                let ip = probe_ip(&spec);
+                let m = memchr::memmem::find(&ip, &MAGIC).unwrap();
+                let size = units * 8;
+                for (k, f) in fragment_v4(&ip, size).iter().enumerate() {
+                    let (start, end) = (20 + k * size, 20 + k * size + f.len() - 20);
+                    let holds_marker = start <= m && m + MARKER_LEN <= end;
+                    let a = attribute(f, LinkType::RawIp, &mut MarkerKeys::open());
+                    if holds_marker {
+                        let a = a.unwrap();
+                        prop_assert_eq!((a.spec, a.evidence), (spec, Evidence::Payload));
+                    } else {
+                        prop_assert_eq!(a, None);
+                    }
+                    // With the run known, a first fragment holding the L4 header
+                    // attributes by headers; no fragment ever names another probe.
+                    let h = attribute(f, LinkType::RawIp, &mut knowing_keys());
+                    if let Some(h) = h {
+                        prop_assert_eq!(h.spec, spec);
+                    }
+                    let orig_first = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0;
+                    if k == 0 && orig_first && can_match_headers(&spec) {
+                        prop_assert!(h.is_some(), "first fragment of {:?}", spec);
+                    }
+                }
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+                for link in [LinkType::Ethernet, LinkType::RawIp] {
+                    let s = FrameSummary::parse(&bytes, link);
+                    prop_assert_eq!(s.len, bytes.len());
+                    prop_assert_eq!(attribute(&bytes, link, &mut knowing_keys()), None);
+                }
+            }
+
+            #[test]
+            fn ip_like_bytes_never_panic(v6 in any::<bool>(), head in any::<u8>(), bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+                // Start with a plausible version nibble so the IP parsers run deep.
+                let mut p = vec![if v6 { 0x60 | (head & 0x0f) } else { 0x40 | (head & 0x0f) }];
+                p.extend_from_slice(&bytes);
+                let _ = FrameSummary::parse(&p, LinkType::RawIp);
+                prop_assert_eq!(attribute(&p, LinkType::RawIp, &mut knowing_keys()), None);
+            }
+
+            #[test]
+            fn damaged_probes_never_name_another_probe(spec in any_spec(), eth in any::<bool>(),
+                    edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+                    cut in any::<usize>()) {
+                let mut buf = [0u8; MAX_PROBE_FRAME];
+                let (b, link) = if eth { (builder(Some(MACS)), LinkType::Ethernet) } else { (builder(None), LinkType::RawIp) };
+                let n = b.write(&spec, &mut buf);
+                let mut f = buf[..n].to_vec();
+                for (at, v) in edits {
+                    let i = at % f.len();
+                    f[i] = v;
+                }
+                f.truncate(cut % (n + 1));
+                let _ = FrameSummary::parse(&f, link);
+                if let Some(a) = attribute(&f, link, &mut knowing_keys()) {
+                    prop_assert_eq!(a.spec, spec);
+                }
+            }
+        }
+    }
 }
