@@ -273,8 +273,12 @@ pub fn restrict(ctl: &mut Controller, journal_path: &Path, mode: JournalMode) ->
     let pairs: Vec<(&str, Option<&str>)> =
         RESTRICTION.iter().map(|(k, v)| (*k, Some(*v))).collect();
     if let Err(e) = ctl.setconf(&pairs) {
-        // Nothing changed: the journal would only cause a pointless restore later.
-        let _ = remove_journal(journal_path);
+        // Tor refused: nothing changed, and the journal would only cause a pointless restore.
+        // Any other failure (timeout, lost connection) may have happened after Tor applied
+        // the change, so the journal stays and a later restore puts the old values back.
+        if matches!(e, TorError::Refused { .. }) {
+            let _ = remove_journal(journal_path);
+        }
         return Err(e);
     }
     Ok(journal)

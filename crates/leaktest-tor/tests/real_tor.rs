@@ -43,19 +43,32 @@ impl Tor {
             ),
         )
         .unwrap();
-        let child = Command::new("tor")
+        let child = Tor::spawn(d);
+        let mut tor = Tor { child, dir, port };
+        tor.wait_ready();
+        tor
+    }
+
+    fn spawn(d: &Path) -> Child {
+        Command::new("tor")
             .arg("-f")
-            .arg(&torrc)
+            .arg(d.join("torrc"))
             .arg("--defaults-torrc")
             .arg(d.join("defaults"))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(d.join("stdout")).unwrap())
             .stderr(Stdio::null())
             .spawn()
-            .expect("tor is installed (scripts/install-deps.sh)");
-        let mut tor = Tor { child, dir, port };
-        tor.wait_ready();
-        tor
+            .expect("tor is installed (scripts/install-deps.sh)")
+    }
+
+    /// Kills this tor and starts a new one with the same configuration and control port.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.socket());
+        self.child = Tor::spawn(self.dir.path());
+        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {
@@ -275,6 +288,25 @@ fn cookie_auth_info_conf_and_feed() {
     let t = Instant::now();
     feed.shutdown();
     assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn feed_reconnects_after_tor_restart_but_remembers_the_outage() {
+    let mut tor = Tor::start("CookieAuthentication 1");
+    let opts = ConnectOptions::new(tor.tcp()).with_timeout(Duration::from_secs(5));
+    let feed = AllowlistFeed::start(opts, leaktest_tor::Allowlist::new()).unwrap();
+    assert!(feed.health().is_live());
+    let g0 = feed.generation();
+    tor.restart();
+    wait_until(
+        "the feed to reconnect to the new tor",
+        Duration::from_secs(15),
+        || feed.health().is_live() && feed.generation() > g0,
+    );
+    let outage = feed.first_outage().expect("the outage is remembered");
+    assert!(outage.reason.contains("lost"), "{outage:?}");
+    assert!(feed.current().contains(&sa("128.31.0.39:9231")));
+    feed.shutdown();
 }
 
 #[test]
