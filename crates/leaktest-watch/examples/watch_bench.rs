@@ -75,6 +75,17 @@ fn per_frame(name: &str, c: &mut Classifier, allow: &leaktest_tor::Allowlist, f:
     );
 }
 
+fn time_it<S>(name: &str, setup: impl FnOnce() -> S, mut f: impl FnMut(&mut S) -> bool) {
+    let mut st = setup();
+    let n = 2_000_000u32;
+    let t = Instant::now();
+    for _ in 0..n {
+        black_box(f(&mut st));
+    }
+    let ns = t.elapsed().as_nanos() as f64 / f64::from(n);
+    println!("  {name:<48} {ns:>7.1} ns");
+}
+
 fn main() {
     let total: u64 = std::env::args()
         .nth(1)
@@ -149,6 +160,40 @@ fn main() {
         &mut c,
         &allow,
         &headers_only,
+    );
+
+    println!("breakdown on the Tor ACK frame:");
+    time_it(
+        "leaktest_wire::attribute (one run known)",
+        || {
+            let mut k = MarkerKeys::open();
+            k.learn(key);
+            k
+        },
+        |k| leaktest_wire::attribute(black_box(&tor_ack), LinkType::Ethernet, k).is_some(),
+    );
+    time_it(
+        "leaktest_wire::attribute (no run known)",
+        MarkerKeys::open,
+        |k| leaktest_wire::attribute(black_box(&tor_ack), LinkType::Ethernet, k).is_some(),
+    );
+    time_it("Marker::find_verified on 1454 B", MarkerKeys::open, |k| {
+        leaktest_wire::Marker::find_verified(black_box(&tor_data), k).is_some()
+    });
+    time_it(
+        "leaktest_wire::FrameSummary::parse",
+        || (),
+        |_| {
+            leaktest_wire::FrameSummary::parse(black_box(&tor_ack), LinkType::Ethernet)
+                .protocol
+                .is_some()
+        },
+    );
+    let ep = SocketAddr::new(IpAddr::V4(RELAY), 9001);
+    time_it(
+        "Allowlist::contains",
+        || (),
+        |_| allow.contains(black_box(&ep)),
     );
 
     // A long leak: every frame of a full sweep (repeated) is a probe leak,

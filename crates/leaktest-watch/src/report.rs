@@ -232,22 +232,54 @@ struct JsonReport<'a> {
     ungrouped_leak_packets: u64,
 }
 
-fn create(path: &Path) -> Result<BufWriter<File>, ReportError> {
+/// Where a report goes: a file, or standard output for the path `-`.
+enum Out {
+    File(BufWriter<File>),
+    Stdout(io::Stdout),
+}
+
+impl Write for Out {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        match self {
+            Out::File(f) => f.write(b),
+            Out::Stdout(s) => s.write(b),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Out::File(f) => f.flush(),
+            Out::Stdout(s) => s.flush(),
+        }
+    }
+}
+
+fn create(path: &Path) -> Result<Out, ReportError> {
+    if path.as_os_str() == "-" {
+        return Ok(Out::Stdout(io::stdout()));
+    }
     File::create(path)
-        .map(|f| BufWriter::with_capacity(1 << 16, f))
+        .map(|f| Out::File(BufWriter::with_capacity(1 << 16, f)))
         .map_err(|source| ReportError::Io {
             path: path.to_owned(),
             source,
         })
 }
 
-fn finish(mut w: BufWriter<File>, path: &Path) -> Result<(), ReportError> {
-    w.flush()
-        .and_then(|_| w.get_ref().sync_all())
-        .map_err(|source| ReportError::Io {
-            path: path.to_owned(),
-            source,
-        })
+/// Flushes the report and, for a regular file, syncs it to disk (so a
+/// report that was said to be written survives a crash right after).
+fn finish(mut w: Out, path: &Path) -> Result<(), ReportError> {
+    let io_err = |source| ReportError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    w.flush().map_err(io_err)?;
+    if let Out::File(f) = &w {
+        let file = f.get_ref();
+        if file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+            file.sync_all().map_err(io_err)?;
+        }
+    }
+    Ok(())
 }
 
 impl<'a> Report<'a> {
@@ -311,7 +343,7 @@ impl<'a> Report<'a> {
         w.write_all(b"\n").map_err(serde_json::Error::io)
     }
 
-    /// Writes the JSON report to `path`.
+    /// Writes the JSON report to `path` (`-`: standard output).
     pub fn write_json(&self, path: impl AsRef<Path>) -> Result<(), ReportError> {
         let path = path.as_ref();
         let mut w = create(path)?;
@@ -415,7 +447,7 @@ impl<'a> Report<'a> {
         s
     }
 
-    /// Writes the JUnit XML report to `path`.
+    /// Writes the JUnit XML report to `path` (`-`: standard output).
     pub fn write_junit(&self, path: impl AsRef<Path>) -> Result<(), ReportError> {
         let path = path.as_ref();
         let mut w = create(path)?;
@@ -439,9 +471,9 @@ impl<'a> Report<'a> {
                 "capture",
                 format!(
                     "{} packet{}, {} dropped by the kernel, {}/{} canaries seen",
-                    h.packets,
+                    thousands(h.packets),
                     plural(h.packets),
-                    h.dropped,
+                    thousands(h.dropped),
                     h.canaries_seen,
                     h.canaries_sent
                 ),
@@ -450,7 +482,7 @@ impl<'a> Report<'a> {
                 "tor",
                 format!(
                     "{} packet{} to {} endpoint{}{}",
-                    f.tor_packets,
+                    thousands(f.tor_packets),
                     plural(f.tor_packets),
                     f.tor_endpoints(),
                     plural(f.tor_endpoints() as u64),
@@ -479,7 +511,7 @@ impl<'a> Report<'a> {
             "leaks",
             format!(
                 "{} packet{} in {} group{}",
-                f.leak_packets,
+                thousands(f.leak_packets),
                 plural(f.leak_packets),
                 f.groups().len(),
                 plural(f.groups().len() as u64)
@@ -498,7 +530,7 @@ impl<'a> Report<'a> {
                     [
                         g.key.family.name().to_string(),
                         g.what(),
-                        g.packets.to_string(),
+                        thousands(g.packets),
                         clip(&g.detail(), 72),
                         g.origin(),
                     ]
@@ -550,6 +582,19 @@ impl<'a> Report<'a> {
         }
         Ok(())
     }
+}
+
+/// `1234567` as `1,234,567`, for people.
+fn thousands(n: u64) -> String {
+    let d = n.to_string();
+    let mut s = String::with_capacity(d.len() + d.len() / 3);
+    for (i, c) in d.chars().enumerate() {
+        if i > 0 && (d.len() - i) % 3 == 0 {
+            s.push(',');
+        }
+        s.push(c);
+    }
+    s
 }
 
 fn plural(n: u64) -> &'static str {
@@ -878,6 +923,26 @@ mod tests {
             .map(|c| c.attribute("name").unwrap())
             .collect();
         assert_eq!(failed, vec!["capture health"]);
+    }
+
+    #[test]
+    fn thousands_separators() {
+        let t: Vec<String> = [0, 7, 999, 1000, 65535, 1_000_000, u64::MAX]
+            .into_iter()
+            .map(thousands)
+            .collect();
+        assert_eq!(
+            t,
+            [
+                "0",
+                "7",
+                "999",
+                "1,000",
+                "65,535",
+                "1,000,000",
+                "18,446,744,073,709,551,615"
+            ]
+        );
     }
 
     #[test]
