@@ -30,7 +30,7 @@ use crate::build::frag_ident;
 use crate::catalogue::{
     Family, FragKind, ProbeKind, ProbeSpec, TcpFlags, FRAG_PORT, TCP_FLAG_SETS,
 };
-use crate::marker::{HeaderTag, Marker, MarkerKeys, RunKey, HEADER_MIN_BITS};
+use crate::marker::{HeaderTag, Marker, MarkerKeys, RunKey, HEADER_MIN_BITS, MAGIC, MARKER_LEN};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// What a captured frame starts with.
@@ -88,6 +88,9 @@ pub struct IpFields {
     pub icmp_code: Option<u8>,
     /// ICMP / ICMPv6 bytes 4..8 as (identifier, sequence), for every type.
     pub icmp_id_seq: Option<(u16, u16)>,
+    /// The upper-layer bytes (after IPv6 extension headers; for a non-first
+    /// fragment its data) as (start, end) offsets from the IP header.
+    pub upper: Option<(usize, usize)>,
 }
 
 impl IpFields {
@@ -130,6 +133,9 @@ pub struct FrameSummary {
     pub icmp_type: Option<u8>,
     pub icmp_code: Option<u8>,
     pub icmp_id_seq: Option<(u16, u16)>,
+    /// Upper-layer bytes as (start, end) offsets from the IP header
+    /// (add `ip_offset` for offsets in the frame).
+    pub upper: Option<(usize, usize)>,
     /// For ICMP / ICMPv6 errors: the packet they quote, as far as quoted.
     pub quoted: Option<IpFields>,
 }
@@ -204,6 +210,7 @@ impl FrameSummary {
         self.icmp_type = f.icmp_type;
         self.icmp_code = f.icmp_code;
         self.icmp_id_seq = f.icmp_id_seq;
+        self.upper = f.upper;
     }
 
     /// The IP-level fields of the outer packet.
@@ -227,6 +234,7 @@ impl FrameSummary {
             icmp_type: self.icmp_type,
             icmp_code: self.icmp_code,
             icmp_id_seq: self.icmp_id_seq,
+            upper: self.upper,
         }
     }
 
@@ -289,6 +297,9 @@ fn parse_ipv4(d: &[u8], outer: bool) -> Option<(IpFields, Option<IpFields>)> {
     } else {
         d.len()
     };
+    if ihl <= end {
+        f.upper = Some((ihl, end));
+    }
     let quoted = match d.get(ihl..end) {
         Some(l4) if f.frag_offset == 0 => parse_l4(&mut f, l4, outer),
         _ => None,
@@ -341,6 +352,9 @@ fn parse_ipv6(d: &[u8], outer: bool) -> Option<(IpFields, Option<IpFields>)> {
         at += len;
     }
     f.protocol = Some(nh);
+    if walked && at <= end {
+        f.upper = Some((at, end));
+    }
     let quoted = match d.get(at..end) {
         Some(l4) if walked && f.frag_offset == 0 => parse_l4(&mut f, l4, outer),
         _ => None,
@@ -423,11 +437,21 @@ pub fn attribute(frame: &[u8], link: LinkType, keys: &mut MarkerKeys) -> Option<
             });
         }
     }
+    let s = FrameSummary::parse(frame, link);
+    if let Some((m, run)) = repaired_ip_suite_marker(&s, frame, keys) {
+        if let Some(spec) = ProbeSpec::from_seq(m.seq) {
+            return Some(Attribution {
+                spec,
+                seq: m.seq,
+                run,
+                evidence: Evidence::Payload,
+            });
+        }
+    }
     let runs = keys.known_runs();
     if runs.is_empty() {
         return None;
     }
-    let s = FrameSummary::parse(frame, link);
     let mut best: Option<(u32, ProbeSpec, RunKey)> = None;
     header_match(&s.ip(), runs, &mut best);
     if let Some(q) = &s.quoted {
@@ -440,6 +464,47 @@ pub fn attribute(frame: &[u8], link: LinkType, keys: &mut MarkerKeys) -> Option<
         run,
         evidence: Evidence::Header,
     })
+}
+
+/// An `ip`-suite probe's payload is the bare marker, so for protocol numbers
+/// whose header a NAT rewrites, the NAT rewrites marker bytes: TCP source and
+/// destination ports (marker bytes 0..4, the magic) and checksum (bytes
+/// 16..18, inside `seq`); ICMPv6 checksum (bytes 2..4, the magic). Those
+/// bytes are known for the probe these headers would be, so they are put
+/// back and the MAC decides. (UDP, DCCP and SCTP checksums and UDP's length
+/// fall on the run id and cannot be repaired; a NAT that checks UDP's length
+/// does not rewrite these packets anyway.)
+fn repaired_ip_suite_marker(
+    s: &FrameSummary,
+    frame: &[u8],
+    keys: &mut MarkerKeys,
+) -> Option<(Marker, RunKey)> {
+    let (family, protocol) = (s.family?, s.protocol?);
+    let (start, end) = s.upper?;
+    let at = s.ip_offset?;
+    let seg = frame.get(at.checked_add(start)?..at.checked_add(end)?)?;
+    if s.is_fragment() || seg.len() != MARKER_LEN || s.header_protocol != Some(protocol) {
+        return None;
+    }
+    let mut m: [u8; MARKER_LEN] = seg.try_into().ok()?;
+    let seq = ProbeSpec {
+        family,
+        kind: ProbeKind::Ip { protocol },
+    }
+    .seq();
+    match (protocol, family) {
+        (6, _) => {
+            m[0..4].copy_from_slice(&MAGIC);
+            m[14..18].copy_from_slice(&seq.to_be_bytes());
+        }
+        (58, Family::V6) => m[2..4].copy_from_slice(&MAGIC[2..4]),
+        _ => return None,
+    }
+    if m[..] == seg[..] {
+        // Nothing was rewritten: the plain search already failed on these bytes.
+        return None;
+    }
+    Marker::find_verified(&m, keys).filter(|(found, _)| found.seq == seq)
 }
 
 /// Scores every probe the headers of `f` could be against every known run.
@@ -589,7 +654,6 @@ mod tests {
     use crate::build::tests::{assert_checksums, builder, MACS};
     use crate::build::{MAX_PROBE_FRAME, PROBE_TTL};
     use crate::catalogue::Suite;
-    use crate::marker::{MAGIC, MARKER_LEN};
 
     fn run() -> RunKey {
         RunKey::open(0x0102030405060708)
@@ -1070,6 +1134,62 @@ mod tests {
             }
         }
 
+        /// Deterministic sweep: every ICMP type and protocol number, both
+        /// fragment probes and every TCP flag set / UDP on ports 0, 65535 and
+        /// a stride, both families: through a NAT, quoted whole and quoted
+        /// header-only in an ICMP error.
+        #[test]
+        fn every_kind_survives_nat_and_quoting() {
+            let n = Nat {
+                src4: [198, 51, 100, 9],
+                dst4: [203, 0, 113, 77],
+                src6: "2001:db8:1::9".parse::<Ipv6Addr>().unwrap().octets(),
+                dst6: "2001:db8:2::77".parse::<Ipv6Addr>().unwrap().octets(),
+                sport: 61000,
+                ipv4_id: None,
+                icmp_id: None,
+            };
+            let mut swept = 0;
+            for family in Family::BOTH {
+                for suite in Suite::ALL {
+                    let specs = ProbeSpec::all(family, suite).filter(|s| match s.dst_port() {
+                        Some(p) if suite != Suite::Frag => p == 0 || p == 65535 || p % 251 == 0,
+                        _ => true,
+                    });
+                    for spec in specs {
+                        swept += 1;
+                        let mut ip = probe_ip(&spec);
+                        let whole = icmp_error(&ip, ip.len());
+                        let a =
+                            attribute(&whole, LinkType::RawIp, &mut MarkerKeys::open()).unwrap();
+                        assert_eq!((a.spec, a.evidence), (spec, Evidence::Payload));
+                        let keep = upper(&ip).0 + 8;
+                        let head = icmp_error(&ip, keep);
+                        let h = attribute(&head, LinkType::RawIp, &mut knowing_keys());
+                        if can_match_headers(&spec) {
+                            assert_eq!(
+                                h.map(|h| (h.spec, h.evidence)),
+                                Some((spec, Evidence::Header))
+                            );
+                        } else {
+                            assert_eq!(h, None, "{spec:?}");
+                        }
+                        nat(&spec, &mut ip, &n);
+                        let a = attribute(&ip, LinkType::RawIp, &mut MarkerKeys::open()).unwrap();
+                        assert_eq!((a.spec, a.evidence), (spec, Evidence::Payload));
+                        let quoted = icmp_error(&ip, upper(&ip).0 + 8);
+                        let h = attribute(&quoted, LinkType::RawIp, &mut knowing_keys());
+                        if header_bits_left(&spec, true) >= HEADER_MIN_BITS {
+                            assert_eq!(h.map(|h| h.spec), Some(spec), "NAT then quoted");
+                        } else if let Some(h) = h {
+                            assert_eq!(h.spec, spec);
+                        }
+                    }
+                }
+            }
+            assert!(swept > 2 * (512 + 2 + 6 * 262));
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -1098,6 +1218,28 @@ mod tests {
                 if spec.suite() == Suite::Tcp {
                     prop_assert!(h.is_some());
                 }
+            }
+
+            #[test]
+            fn ip_suite_marker_survives_nat_reading_it_as_a_header(v6 in any::<bool>(), icmp6 in any::<bool>(),
+                    n in any_nat(), dport in any::<u16>()) {
+                let family = if v6 { Family::V6 } else { Family::V4 };
+                let protocol = if v6 && icmp6 { 58 } else { 6 };
+                let spec = ProbeSpec { family, kind: ProbeKind::Ip { protocol } };
+                let mut ip = probe_ip(&spec);
+                nat(&spec, &mut ip, &n);
+                // A NAT that takes the marker for a TCP header rewrites both
+                // ports and the checksum; for ICMPv6 the checksum.
+                let (l4, _, _) = upper(&ip);
+                if protocol == 6 {
+                    ip[l4..l4 + 2].copy_from_slice(&n.sport.to_be_bytes());
+                    ip[l4 + 2..l4 + 4].copy_from_slice(&dport.to_be_bytes());
+                    set_l4_checksum(&mut ip, l4 + 16, false);
+                } else {
+                    set_l4_checksum(&mut ip, l4 + 2, false);
+                }
+                let a = attribute(&ip, LinkType::RawIp, &mut MarkerKeys::open()).unwrap();
+                prop_assert_eq!((a.spec, a.evidence), (spec, Evidence::Payload));
             }
 
             #[test]
