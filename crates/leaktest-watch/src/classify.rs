@@ -201,6 +201,13 @@ pub struct Leak {
 }
 
 impl Leak {
+    /// Describes any frame as a leak of the given cause, without probe
+    /// attribution (e.g. a frame the session itself decided is a leak, such
+    /// as a canary-shaped frame that is not one of its own). Never panics.
+    pub fn of_frame(frame: &[u8], link: LinkType, cause: LeakCause) -> Leak {
+        Leak::from_packet(&Packet::parse(frame, link), cause, None)
+    }
+
     fn from_packet(p: &Packet<'_>, cause: LeakCause, probe: Option<Attribution>) -> Leak {
         let family = match p.net {
             Net::Ipv4 { .. } => LeakFamily::Ipv4,
@@ -985,6 +992,22 @@ mod tests {
         // Empty and tiny frames.
         assert!(matches!(classify(&[]), Class::Leak(_)));
         assert!(matches!(classify(&[0x45]), Class::Leak(_)));
+    }
+
+    #[test]
+    fn leak_of_any_frame() {
+        let f = eth4(WS4, NET4, 17, &udp(1000, 53, b"q"));
+        let l = Leak::of_frame(&f, LinkType::Ethernet, LeakCause::Unexpected);
+        assert_eq!(
+            (l.family, l.protocol, l.dst_port),
+            (LeakFamily::Ipv4, Some(17), Some(53))
+        );
+        assert_eq!((l.src_mac, l.probe), (Some(GW_MAC), None));
+        let l = Leak::of_frame(&[1, 2, 3], LinkType::RawIp, LeakCause::Unexpected);
+        assert_eq!(
+            (l.family, l.src, l.protocol),
+            (LeakFamily::Other, None, None)
+        );
     }
 
     #[test]

@@ -231,6 +231,36 @@ mod tests {
     }
 
     #[test]
+    fn raw_ip_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tun.pcapng");
+        let pkt = ipv6(GW6, NET6, 17, 64, &udp(1, 2, b"x"));
+        let mut w = PcapngWriter::create_with_link(&path, "tun0", LinkType::RawIp).unwrap();
+        w.write(&Frame {
+            ts_sec: 5,
+            ts_nsec: 0,
+            data: &pkt,
+            orig_len: pkt.len() as u32,
+        })
+        .unwrap();
+        w.finish(&CaptureStats::default()).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let mut linktypes = Vec::new();
+        let mut data = Vec::new();
+        for block in PcapNGSlice::from_slice(&bytes).unwrap() {
+            match block.unwrap() {
+                PcapBlockOwned::NG(Block::InterfaceDescription(b)) => linktypes.push(b.linktype),
+                PcapBlockOwned::NG(Block::EnhancedPacket(b)) => {
+                    data.push(b.data[..b.caplen as usize].to_vec())
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(linktypes, vec![pcap_parser::Linktype::RAW]);
+        assert_eq!(data, vec![pkt]);
+    }
+
+    #[test]
     fn tshark_reads_it() {
         let Ok(out) = Command::new("tshark").arg("-v").output() else {
             eprintln!("tshark not installed: skipping the tshark read-back");
