@@ -112,8 +112,8 @@ fn memchr_nl(b: &[u8]) -> Option<usize> {
 #[derive(Default, Debug)]
 pub struct ReplyParser {
     lines: Vec<ReplyLine>,
-    /// A data block being read: (status, text, accumulated data).
-    data: Option<(u16, String, String)>,
+    /// A data block being read: (status, text, accumulated data, lines so far).
+    data: Option<(u16, String, String, usize)>,
     size: usize,
 }
 
@@ -127,9 +127,9 @@ impl ReplyParser {
                 "reply larger than {MAX_REPLY} bytes"
             )));
         }
-        if let Some((_, _, data)) = self.data.as_mut() {
+        if let Some((_, _, data, count)) = self.data.as_mut() {
             if line == b"." {
-                let (status, text, data) = self.data.take().unwrap_or_default();
+                let (status, text, data, _) = self.data.take().unwrap_or_default();
                 self.lines.push(ReplyLine {
                     status,
                     text,
@@ -139,9 +139,11 @@ impl ReplyParser {
             }
             // Dot-unstuffing: a data line that starts with '.' had one added by the sender.
             let content = line.strip_prefix(b".").unwrap_or(line);
-            if !data.is_empty() {
+            // Joined with '\n': empty lines (even leading ones) are kept.
+            if *count > 0 {
                 data.push('\n');
             }
+            *count += 1;
             data.push_str(&String::from_utf8_lossy(content));
             return Ok(None);
         }
@@ -167,7 +169,7 @@ impl ReplyParser {
                 Ok(None)
             }
             b'+' => {
-                self.data = Some((status, text, String::new()));
+                self.data = Some((status, text, String::new(), 0));
                 Ok(None)
             }
             b' ' => {
@@ -354,6 +356,9 @@ mod tests {
     fn empty_data_block() {
         let r = parse_replies(b"250+ns/all=\r\n.\r\n250 OK\r\n").unwrap();
         assert_eq!(r[0].lines[0].data.as_deref(), Some(""));
+        // Empty lines inside a block are kept, even at the start.
+        let r = parse_replies(b"250+k=\r\n\r\n\r\nx\r\n.\r\n250 OK\r\n").unwrap();
+        assert_eq!(r[0].lines[0].data.as_deref(), Some("\n\nx"));
     }
 
     #[test]
