@@ -437,6 +437,12 @@ pub fn attribute(frame: &[u8], link: LinkType, keys: &mut MarkerKeys) -> Option<
             });
         }
     }
+    let runs_known = !keys.known_runs().is_empty();
+    if !runs_known && frame.len() > REPAIR_MAX_FRAME {
+        // Neither a repairable ip-suite probe nor a header-only match: done
+        // without parsing (most frames a watcher sees).
+        return None;
+    }
     let s = FrameSummary::parse(frame, link);
     if let Some((m, run)) = repaired_ip_suite_marker(&s, frame, keys) {
         if let Some(spec) = ProbeSpec::from_seq(m.seq) {
@@ -448,10 +454,10 @@ pub fn attribute(frame: &[u8], link: LinkType, keys: &mut MarkerKeys) -> Option<
             });
         }
     }
-    let runs = keys.known_runs();
-    if runs.is_empty() {
+    if !runs_known {
         return None;
     }
+    let runs = keys.known_runs();
     let mut best: Option<(u32, ProbeSpec, RunKey)> = None;
     header_match(&s.ip(), runs, &mut best);
     if let Some(q) = &s.quoted {
@@ -465,6 +471,10 @@ pub fn attribute(frame: &[u8], link: LinkType, keys: &mut MarkerKeys) -> Option<
         evidence: Evidence::Header,
     })
 }
+
+/// Longest frame that can hold an `ip`-suite probe whose marker a NAT
+/// rewrote: two VLAN tags, an IPv4 header with options, the marker.
+const REPAIR_MAX_FRAME: usize = 14 + 8 + 60 + MARKER_LEN;
 
 /// An `ip`-suite probe's payload is the bare marker, so for protocol numbers
 /// whose header a NAT rewrites, the NAT rewrites marker bytes: TCP source and
