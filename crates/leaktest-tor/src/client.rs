@@ -29,9 +29,16 @@ pub enum ControlTarget {
 }
 
 impl ControlTarget {
-    /// Parses `--tor-control`: `HOST:PORT`, `[V6]:PORT`, `unix:/path`, or a path (containing `/`).
+    /// Parses `--tor-control`: `HOST:PORT`, `[V6]:PORT`, a bare port (on 127.0.0.1, as in
+    /// torrc's `ControlPort 9051`), `unix:/path`, or a path (containing `/`).
     pub fn parse(s: &str) -> Result<ControlTarget> {
         let s = s.trim();
+        if let Ok(port) = s.parse::<u16>() {
+            if port == 0 {
+                return Err(TorError::BadTarget(s.into()));
+            }
+            return Ok(ControlTarget::Tcp(SocketAddr::from(([127, 0, 0, 1], port))));
+        }
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {
                 return Err(TorError::BadTarget(s.into()));
@@ -678,6 +685,11 @@ mod tests {
             ControlTarget::Unix("ctl.sock".into())
         );
         assert!(ControlTarget::parse("unix:").is_err());
+        assert_eq!(
+            ControlTarget::parse("9051").unwrap(),
+            ControlTarget::Tcp("127.0.0.1:9051".parse().unwrap())
+        );
+        assert!(ControlTarget::parse("0").is_err());
         assert!(ControlTarget::parse("nonsense-no-port").is_err());
         assert_eq!(
             ControlTarget::parse("unix:/x").unwrap().to_string(),

@@ -29,8 +29,8 @@ enum TorCommand {
 
 #[derive(clap::Args)]
 struct ControlArgs {
-    /// Tor's control port: HOST:PORT or a unix socket path [default: 127.0.0.1:9051; for
-    /// restore: the one recorded in the journal]
+    /// Tor's control port: HOST:PORT, PORT, or a unix socket path such as /run/tor/control
+    /// [default: 127.0.0.1:9051; for restore: the one recorded in the journal]
     #[arg(long, value_name = "ADDR|PATH")]
     tor_control: Option<String>,
     /// Name of an environment variable holding the control-port password (HASHEDPASSWORD)
@@ -56,7 +56,8 @@ struct RestoreArgs {
 
 #[derive(clap::Args)]
 struct AllowlistArgs {
-    /// Tor's control port: HOST:PORT or a unix socket path [default: 127.0.0.1:9051]
+    /// Tor's control port: HOST:PORT, PORT, or a unix socket path such as /run/tor/control
+    /// [default: 127.0.0.1:9051]
     #[arg(long, value_name = "ADDR|PATH")]
     tor_control: Option<String>,
     /// Name of an environment variable holding the control-port password (HASHEDPASSWORD)
