@@ -1,0 +1,238 @@
+//! `leaktest probe` as a program: its refusals (one line, exit status 2, no
+//! network touched) and a real run between two namespaces this test creates
+//! (with `leaktest-netns`: unique names, deleted on drop), checked through
+//! its JSON report and the receiving interface's own packet counter.
+
+use leaktest_netns::{Netns, Topology};
+use leaktest_wire::RunKey;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_leaktest");
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The last stderr line must be the one error line.
+fn assert_error(o: &Output, needle: &str) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "exit status; stderr: {e}");
+    let last = e.lines().last().unwrap_or_default();
+    assert!(last.starts_with("leaktest: error: "), "{e}");
+    assert!(last.contains(needle), "{needle:?} not in {last:?}");
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+#[test]
+fn refusals_are_one_line_and_exit_2() {
+    let run = |args: &[&str]| Command::new(BIN).arg("probe").args(args).output().unwrap();
+    assert_error(&run(&[]), "no target");
+    assert_error(&run(&["--target", "127.0.0.1"]), "loopback");
+    assert_error(&run(&["--target", "224.0.0.251"]), "multicast");
+    assert_error(&run(&["--target", "0.0.0.0"]), "unspecified");
+    assert_error(&run(&["--target6", "::1"]), "loopback");
+    assert_error(&run(&["--target6", "ff02::1"]), "multicast");
+    assert_error(
+        &run(&["--target", "10.152.152.10", "--family", "both"]),
+        "--target6",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "not hex").unwrap();
+    assert_error(
+        &run(&[
+            "--target",
+            "10.152.152.10",
+            "--key-file",
+            key.to_str().unwrap(),
+        ]),
+        "32 hex digits",
+    );
+    // Option syntax errors come from clap, also with status 2.
+    for args in [
+        &["--target", "10.152.152.10", "--rate", "0"][..],
+        &["--target", "10.152.152.10", "--suite", "nope"],
+        &["--target", "fd19::1"],
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("error"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn help_documents_the_contract() {
+    let o = Command::new(BIN)
+        .args(["probe", "--help"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let h = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "--target <IPV4>",
+        "--target6 <IPV6>",
+        "--suite <LIST>",
+        "--family <4|6|both>",
+        "--rate <PPS|max>",
+        "--json <FILE>",
+        "--key-file <FILE>",
+        "--socket <SOCKET>",
+        "--iface <IFACE>",
+        "--gateway-mac <MAC>",
+        "787,460",
+        "CAP_NET_RAW",
+    ] {
+        assert!(h.contains(needle), "--help lacks {needle:?}");
+    }
+}
+
+const WS4: &str = "10.152.152.11";
+const GW4: &str = "10.152.152.10";
+const WS6: &str = "fd19:c33d:88bc::11";
+const GW6: &str = "fd19:c33d:88bc::10";
+
+struct Pair {
+    _topo: Topology,
+    ws: Arc<Netns>,
+    gw: Arc<Netns>,
+    gw_if: String,
+}
+
+fn pair() -> Pair {
+    let mut topo = Topology::new("ltc");
+    let ws = topo.add("w").unwrap();
+    let gw = topo.add("g").unwrap();
+    let ws_if = format!("{}w", topo.prefix());
+    let gw_if = format!("{}g", topo.prefix());
+    leaktest_netns::veth(&ws, &ws_if, &gw, &gw_if).unwrap();
+    for (ns, ifn, a4, a6) in [(&ws, &ws_if, WS4, WS6), (&gw, &gw_if, GW4, GW6)] {
+        ns.add_addr(ifn, &format!("{a4}/24")).unwrap();
+        ns.add_addr(ifn, &format!("{a6}/64")).unwrap();
+    }
+    Pair {
+        _topo: topo,
+        ws,
+        gw,
+        gw_if,
+    }
+}
+
+/// Packets received on `ifname` so far (the kernel's own counter).
+fn rx_packets(ns: &Netns, ifname: &str) -> u64 {
+    let o = ns.ip(["-j", "-s", "link", "show", "dev", ifname]).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v[0]["stats64"]["rx"]["packets"].as_u64().unwrap()
+}
+
+#[test]
+fn probe_run_between_namespaces() {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let p = pair();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "00112233445566778899aabbccddeeff\n").unwrap();
+    let json = dir.path().join("run.json");
+    let before = rx_packets(&p.gw, &p.gw_if);
+    let mut cmd = p.ws.command(BIN);
+    cmd.args(["probe", "--target", GW4, "--target6", GW6])
+        .args([
+            "--suite",
+            "icmp,frag",
+            "--rate",
+            "max",
+            "--run-id",
+            "00c0ffee",
+        ])
+        .arg("--key-file")
+        .arg(&key_file)
+        .arg("--json")
+        .arg(&json);
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after = rx_packets(&p.gw, &p.gw_if);
+    let planned = 2 * (256 + 2);
+    // Probes plus ARP/NDP and the two resolution datagrams.
+    assert!(after - before >= planned, "{before} -> {after}");
+
+    let key = RunKey::shared(
+        &hex::decode("00112233445566778899aabbccddeeff")
+            .unwrap()
+            .try_into()
+            .unwrap(),
+        0xc0ffee,
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.starts_with("sent 516 probes (ipv4 258, ipv6 258) in "),
+        "{out}"
+    );
+    assert!(
+        out.trim_end().ends_with(&format!(
+            "run 0000000000c0ffee, key shared {}",
+            key.fingerprint()
+        )),
+        "{out}"
+    );
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(j["run_id"], "0000000000c0ffee");
+    assert_eq!(j["key"]["mode"], "shared");
+    assert_eq!(j["key"]["fingerprint"], key.fingerprint());
+    assert_eq!(j["targets"]["ipv4"], GW4);
+    assert_eq!(j["targets"]["ipv6"], GW6);
+    assert_eq!(j["socket"], "packet");
+    assert_eq!(j["rate"], "max");
+    assert_eq!(j["planned"], planned);
+    assert_eq!(j["sent"], planned);
+    assert_eq!(j["counts"]["ipv4"]["icmp"], 256);
+    assert_eq!(j["counts"]["ipv6"]["frag"], 2);
+    assert_eq!(j["suite_totals"]["icmp"], 512);
+    assert_eq!(j["complete"], true);
+    let gw_mac: String =
+        p.gw.mac(&p.gw_if)
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+    assert_eq!(j["paths"]["ipv4"]["dst_mac"], gw_mac.as_str());
+    assert_eq!(j["paths"]["ipv6"]["next_hop"], GW6);
+    assert!(j["seconds"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn unroutable_and_unprivileged_runs_fail_cleanly() {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let p = pair();
+    let o =
+        p.ws.command(BIN)
+            .args(["probe", "--target", "203.0.113.9"])
+            .output()
+            .unwrap();
+    assert_error(&o, "no route to 203.0.113.9");
+    let o =
+        p.ws.command("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                BIN,
+            ])
+            .args(["probe", "--target", GW4, "--suite", "frag"])
+            .output()
+            .unwrap();
+    assert_error(&o, "needs root or CAP_NET_RAW");
+}
