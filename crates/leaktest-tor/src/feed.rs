@@ -275,7 +275,7 @@ fn run(shared: Arc<Shared>, opts: ConnectOptions, ctl: Controller) {
                                     "refreshing the allowlist after {name} failed: {e}"
                                 ));
                             }
-                            ctl = None;
+                            close(&shared, &mut ctl);
                         }
                     }
                 }
@@ -284,10 +284,24 @@ fn run(shared: Arc<Shared>, opts: ConnectOptions, ctl: Controller) {
                 if !stopping(&shared) {
                     shared.mark_unavailable(format!("Tor control connection lost: {e}"));
                 }
-                ctl = None;
+                close(&shared, &mut ctl);
             }
         }
     }
+}
+
+/// Drops a connection we no longer trust. The shutdown handle holds a duplicate of its socket,
+/// so the socket is shut down explicitly: otherwise it would stay open until replaced.
+fn close(shared: &Shared, ctl: &mut Option<Controller>) {
+    if let Some(h) = shared
+        .shutdown
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        h.shutdown();
+    }
+    *ctl = None;
 }
 
 fn reconnect(shared: &Shared, opts: &ConnectOptions) -> Option<Controller> {
