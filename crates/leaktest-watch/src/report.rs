@@ -963,6 +963,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("verdict: LEAK (exit 1)\n"), "{text}");
+        assert!(
+            text.contains(
+                "  - 6 of them carried the marker of a leaktest probe (ipv4 tcp 5, ipv6 icmp 1)\n"
+            ),
+            "{text}"
+        );
         let table: Vec<&str> = text
             .lines()
             .skip_while(|l| !l.trim_start().starts_with("family"))

@@ -7,6 +7,7 @@
 //! watcher never says PASS when it cannot prove it saw.
 
 use crate::findings::Findings;
+use leaktest_wire::{Family, Suite};
 use std::fmt;
 
 /// How complete the capture was, as measured by the session.
@@ -115,8 +116,25 @@ impl Verdict {
                 }
             )];
             if attributed > 0 {
+                let mut per: Vec<String> = Vec::new();
+                for (fi, family) in Family::BOTH.into_iter().enumerate() {
+                    for (si, suite) in Suite::ALL.into_iter().enumerate() {
+                        let n = findings.probe_leaks[fi][si];
+                        if n > 0 {
+                            per.push(format!("{family} {suite} {n}"));
+                        }
+                    }
+                }
                 reasons.push(format!(
-                    "{attributed} of them carried the marker of a leaktest probe"
+                    "{attributed} of them carried the marker of a leaktest probe ({})",
+                    per.join(", ")
+                ));
+            }
+            let unattributed: u64 = findings.unattributed_leaks.iter().sum();
+            if unattributed > 0 {
+                reasons.push(format!(
+                    "{unattributed} of them {}: traffic that is neither Tor nor the gateway's own link housekeeping",
+                    if unattributed == 1 { "was not a probe" } else { "were not probes" }
                 ));
             }
             // A capture that missed things may have missed more leaks; say so.
@@ -322,7 +340,11 @@ mod tests {
             },
         );
         assert_eq!(r[0], "1 packet left the interface in the clear (1 group)");
-        assert!(r[1].starts_with("also, the capture was incomplete: the kernel dropped 1 packet "));
+        assert_eq!(
+            r[1],
+            "1 of them was not a probe: traffic that is neither Tor nor the gateway's own link housekeeping"
+        );
+        assert!(r[2].starts_with("also, the capture was incomplete: the kernel dropped 1 packet "));
     }
 
     #[test]
