@@ -1,0 +1,364 @@
+//! Bringing the lab up and down: namespaces, keys, the private Tor network,
+//! the servers, the gateway's tor, and the proof that the gateway works.
+//! Everything the lab makes is listed in its state file before it is made,
+//! and [`Lab`] removes it all on drop (error, panic) unless kept.
+
+use crate::gateway::{self, GatewayTor};
+use crate::plan::*;
+use crate::profiles::Policy;
+use crate::servers;
+use crate::state::{self, State};
+use crate::sys::{self, Tracked};
+use crate::topology::{self, Names};
+use crate::tornet::{self, NodeKeys, Schedule};
+use crate::LabError;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Environment variable that makes the lab fail on purpose when it reaches
+/// the named phase (used by the teardown tests).
+pub const FAIL_AT_ENV: &str = "LEAKTEST_LAB_FAIL_AT";
+
+/// How the web and DNS servers run.
+#[derive(Clone, Debug)]
+pub enum ServerMode {
+    /// Threads of this process (they end with it).
+    Threads,
+    /// Tracked subprocesses: `EXE lab serve ...` (they survive `--keep`).
+    Exe(PathBuf),
+}
+
+/// Options of [`Lab::up`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub state_dir: PathBuf,
+    pub schedule: Schedule,
+    /// Seconds from start to the first consensus's valid-after.
+    pub lead: u32,
+    pub servers: ServerMode,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            state_dir: state::STATE_DIR.into(),
+            schedule: Schedule::default(),
+            lead: 7,
+            servers: ServerMode::Threads,
+        }
+    }
+}
+
+/// A lab that is up.
+pub struct Lab {
+    pub state: State,
+    pub keys: Vec<NodeKeys>,
+    pub gw_tor: Option<GatewayTor>,
+    /// Token the web server puts in each page, so a page cannot be faked.
+    pub token: String,
+    pub web_log: PathBuf,
+    pub timings: Vec<(String, Duration)>,
+    state_dir: PathBuf,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Result<(), LabError>>>,
+    done: bool,
+}
+
+/// Checks that the lab can run here at all: root and network namespaces.
+pub fn preflight() -> Result<(), LabError> {
+    if !sys::is_root() {
+        return Err(LabError::Missing("root privileges: the lab creates network namespaces, runs tor as debian-tor and loads nftables rulesets (run it as root)".into()));
+    }
+    if !Path::new("/proc/self/ns/net").exists() {
+        return Err(LabError::Missing(
+            "network namespace support in this kernel (CONFIG_NET_NS)".into(),
+        ));
+    }
+    for tool in ["ip", "nft", "tor", "tor-gencert", "setpriv"] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false);
+        if !found {
+            return Err(LabError::Missing(format!("the `{tool}` program (install tor, nftables, iproute2 and util-linux; see scripts/install-deps.sh)")));
+        }
+    }
+    Ok(())
+}
+
+impl Lab {
+    /// Brings the whole lab up, calling `progress(phase, duration)` as each
+    /// phase ends. On error everything made so far is removed.
+    pub fn up(opts: &Options, progress: &mut dyn FnMut(&str, Duration)) -> Result<Lab, LabError> {
+        preflight()?;
+        let removed = state::remove_leftovers(&opts.state_dir, false)?;
+        if !removed.is_empty() {
+            progress(
+                &format!("removed leftover lab(s) {}", removed.join(", ")),
+                Duration::ZERO,
+            );
+        }
+        let prefix = state::new_prefix();
+        let tmpdir = std::env::temp_dir().join(format!("leaktest-lab-{prefix}"));
+        std::fs::create_dir(&tmpdir)
+            .map_err(|e| LabError::Io(format!("creating {}", tmpdir.display()), e))?;
+        // debian-tor must reach its data directory below this one.
+        std::fs::set_permissions(&tmpdir, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| LabError::Io("chmod lab dir".into(), e))?;
+        let mut token = [0u8; 8];
+        getrandom::fill(&mut token).expect("random source");
+        let st = State {
+            prefix: prefix.clone(),
+            names: Names::new(&prefix),
+            tmpdir: tmpdir.clone(),
+            owner: state::me(),
+            kept: false,
+            processes: vec![],
+        };
+        st.save(&opts.state_dir)?;
+        let mut lab = Lab {
+            state: st,
+            keys: vec![],
+            gw_tor: None,
+            token: hex::encode(token),
+            web_log: tmpdir.join("web.log"),
+            timings: vec![],
+            state_dir: opts.state_dir.clone(),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: vec![],
+            done: false,
+        };
+        lab.bring_up(opts, progress)?;
+        Ok(lab)
+    }
+
+    fn phase(
+        &mut self,
+        name: &str,
+        start: Instant,
+        progress: &mut dyn FnMut(&str, Duration),
+    ) -> Result<(), LabError> {
+        let d = start.elapsed();
+        self.timings.push((name.to_string(), d));
+        progress(name, d);
+        if std::env::var(FAIL_AT_ENV).as_deref() == Ok(name) {
+            return Err(LabError::Injected(name.to_string()));
+        }
+        Ok(())
+    }
+
+    fn track(&mut self, t: Tracked) -> Result<(), LabError> {
+        self.state.processes.push(t);
+        self.state.save(&self.state_dir)
+    }
+
+    /// Fails if a process of the lab died.
+    pub fn check_alive(&self) -> Result<(), LabError> {
+        check_alive(&self.state.processes, &self.state.tmpdir)
+    }
+
+    fn bring_up(
+        &mut self,
+        opts: &Options,
+        progress: &mut dyn FnMut(&str, Duration),
+    ) -> Result<(), LabError> {
+        let tmp = self.state.tmpdir.clone();
+        let names = self.state.names.clone();
+        // Keys (CPU-bound, parallel) while the namespaces are made.
+        let t0 = Instant::now();
+        let tor_root = tmp.join("tor");
+        let kr = tor_root.clone();
+        let keys_thread = std::thread::spawn(move || tornet::generate_keys(&kr));
+        let ns_result = topology::create(&names);
+        let ns_done = t0.elapsed();
+        let keys = keys_thread
+            .join()
+            .unwrap_or_else(|_| Err(LabError::Tor("key generation panicked".into())));
+        ns_result?;
+        self.timings.push(("namespaces".into(), ns_done));
+        progress("namespaces", ns_done);
+        if std::env::var(FAIL_AT_ENV).as_deref() == Ok("namespaces") {
+            return Err(LabError::Injected("namespaces".into()));
+        }
+        self.keys = keys?;
+        self.phase("keys", t0, progress)?;
+
+        // The private Tor network and the servers, all at once.
+        let t1 = Instant::now();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let offset = tornet::voting_offset(now, opts.lead, opts.schedule);
+        tornet::write_configs(&tor_root, &self.keys, opts.schedule, offset)?;
+        for k in self.keys.clone() {
+            let t = tornet::start_tor(
+                &names.net,
+                &k.dir.join("torrc"),
+                &k.dir.join("stderr.log"),
+                k.plan.nick,
+            )?;
+            self.track(t)?;
+        }
+        self.start_servers(opts)?;
+        // The gateway's policy is in place before its tor starts.
+        let g = gateway::configure(&tmp, &tornet::dir_authority_lines(&self.keys))?;
+        self.apply_policy(&Policy::WHONIX, g.uid)?;
+        self.gw_tor = Some(g.clone());
+        let procs = self.state.processes.clone();
+        let td = tmp.clone();
+        tornet::wait_consensus(&self.keys, Duration::from_secs(120), &|| {
+            check_alive(&procs, &td)
+        })?;
+        self.phase("consensus", t1, progress)?;
+
+        let t2 = Instant::now();
+        let t = gateway::start(&names.gw, &tmp)?;
+        self.track(t)?;
+        let procs = self.state.processes.clone();
+        gateway::wait_bootstrap(&g, Duration::from_secs(120), &|| check_alive(&procs, &td))?;
+        self.phase("gateway bootstrap", t2, progress)?;
+
+        let t3 = Instant::now();
+        let f = self.check_gateway()?;
+        tracing::info!(?f, "gateway works");
+        self.phase("gateway check", t3, progress)?;
+        Ok(())
+    }
+
+    fn start_servers(&mut self, opts: &Options) -> Result<(), LabError> {
+        let net = self.state.names.net.clone();
+        match &opts.servers {
+            ServerMode::Threads => {
+                let (stop, log, token) =
+                    (self.stop.clone(), self.web_log.clone(), self.token.clone());
+                let web = sys::spawn_in(&net, "lab-web", move || {
+                    servers::serve_web(servers::bind_web()?, token, log, stop)
+                })?;
+                let stop = self.stop.clone();
+                let dns = sys::spawn_in(&net, "lab-dns", move || {
+                    servers::serve_dns(servers::bind_dns(DNS4)?, stop)
+                })?;
+                self.threads.push(web);
+                self.threads.push(dns);
+            }
+            ServerMode::Exe(exe) => {
+                let log = self.state.tmpdir.join("serve.stderr");
+                let err = std::fs::File::create(&log)
+                    .map_err(|e| LabError::Io("creating server log".into(), e))?;
+                let child = sys::ns_command(&net, &exe.to_string_lossy())?
+                    .args(["lab", "serve", "--token", &self.token, "--web-log"])
+                    .arg(&self.web_log)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(err)
+                    .spawn()
+                    .map_err(|e| LabError::Io("starting the lab servers".into(), e))?;
+                let pid = child.id();
+                std::mem::forget(child);
+                let start_time = sys::proc_start_time(pid)
+                    .ok_or_else(|| LabError::Tor("lab servers exited at once".into()))?;
+                self.track(Tracked {
+                    pid,
+                    start_time,
+                    what: "lab servers".into(),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads a gateway policy: its sysctls, then its ruleset.
+    pub fn apply_policy(&self, p: &Policy, tor_uid: u32) -> Result<(), LabError> {
+        self.apply_ruleset(&p.ruleset(tor_uid), &p.sysctls())
+    }
+
+    /// Loads an nftables ruleset text and sysctls into the gateway namespace.
+    pub fn apply_ruleset(&self, ruleset: &str, sysctls: &[(&str, &str)]) -> Result<(), LabError> {
+        let gw = &self.state.names.gw;
+        // Forwarding off first, so there is no moment with forwarding on and no rules.
+        sys::sysctls(
+            gw,
+            &[
+                ("net.ipv4.ip_forward", "0"),
+                ("net.ipv6.conf.all.forwarding", "0"),
+            ],
+        )?;
+        let path = self.state.tmpdir.join("gw-ruleset.nft");
+        std::fs::write(&path, ruleset).map_err(|e| LabError::Io("writing ruleset".into(), e))?;
+        sys::run(sys::ns_command(gw, "nft")?.arg("-f").arg(&path))?;
+        sys::sysctls(gw, sysctls)?;
+        // Flush conntrack so a new policy never inherits an old one's NAT decisions.
+        let _ = sys::run(sys::ns_command(gw, "conntrack")?.arg("-F"));
+        Ok(())
+    }
+
+    /// Fetches the lab page from the workstation through the gateway and checks
+    /// that the web server saw an exit's address, not the gateway's.
+    pub fn check_gateway(&self) -> Result<servers::Fetch, LabError> {
+        let token = self.token.clone();
+        let dns = SocketAddr::from((GW_INT4, 53));
+        let f = sys::run_in(&self.state.names.ws, move || {
+            servers::fetch_through(dns, &token, Duration::from_secs(30))
+        })?;
+        let exits: Vec<IpAddr> = exit_addrs().into_iter().map(IpAddr::V4).collect();
+        if !exits.contains(&f.seen_as) {
+            return Err(LabError::GatewayBroken(format!(
+                "the web server saw {} instead of an exit's address ({exits:?})",
+                f.seen_as
+            )));
+        }
+        let log = std::fs::read_to_string(&self.web_log).unwrap_or_default();
+        if !log.lines().any(|l| l == f.seen_as.to_string()) {
+            return Err(LabError::GatewayBroken(
+                "the web server's log does not show the request".into(),
+            ));
+        }
+        Ok(f)
+    }
+
+    /// Leaves the lab up (for `--keep`): the state file stays, marked kept.
+    pub fn keep(mut self) -> Result<State, LabError> {
+        self.state.kept = true;
+        self.state.save(&self.state_dir)?;
+        self.done = true;
+        Ok(self.state.clone())
+    }
+
+    /// Removes everything the lab made.
+    pub fn teardown(&mut self) -> Result<(), LabError> {
+        if self.done {
+            return Ok(());
+        }
+        self.done = true;
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.state.remove(&self.state_dir)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            eprintln!("leaktest lab: teardown: {e}");
+        }
+    }
+}
+
+fn check_alive(procs: &[Tracked], tmp: &Path) -> Result<(), LabError> {
+    for p in procs {
+        if !p.alive() {
+            let hint = tmp.display();
+            return Err(LabError::Died(format!(
+                "{} (pid {}) exited; logs under {hint}",
+                p.what, p.pid
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! The lab's fixed address plan, ports and names.
+//!
+//! Every address lives in a lab namespace: the workstation–gateway link uses
+//! Whonix's internal plan (10.152.152.0/24, fd19:c33d:88bc::/64); the lab's
+//! "internet" uses documentation ranges only (198.51.100.0/24, 203.0.113.0/24,
+//! 2001:db8::/32), so nothing can ever be mistaken for a real host.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Workstation address on the internal link.
+pub const WS4: Ipv4Addr = Ipv4Addr::new(10, 152, 152, 11);
+pub const WS6: Ipv6Addr = Ipv6Addr::new(0xfd19, 0xc33d, 0x88bc, 0, 0, 0, 0, 0x11);
+/// Gateway address on the internal link.
+pub const GW_INT4: Ipv4Addr = Ipv4Addr::new(10, 152, 152, 10);
+pub const GW_INT6: Ipv6Addr = Ipv6Addr::new(0xfd19, 0xc33d, 0x88bc, 0, 0, 0, 0, 0x10);
+/// Gateway address on the external link, towards `net`.
+pub const GW_EXT4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+pub const GW_EXT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
+/// The lab internet's router address on the gateway's external link.
+pub const NET_ROUTER4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+pub const NET_ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+/// The lab web server (also the probes' target).
+pub const WEB4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 80);
+pub const WEB6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x80, 0, 0, 0, 0, 0x80);
+/// The lab DNS server, the exits' only resolver.
+pub const DNS4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 53);
+/// The lab domain name that the DNS server answers.
+pub const WEB_NAME: &str = "www.leaktest.test";
+
+/// Interface names (each ≤ 15 bytes).
+pub const WS_IF: &str = "eth0";
+pub const GW_INT_IF: &str = "int0";
+pub const GW_EXT_IF: &str = "ext0";
+pub const NET_IF: &str = "eth0";
+
+/// Tor's ports on the gateway's internal addresses (Whonix's numbers).
+pub const TRANS_PORT: u16 = 9040;
+pub const DNS_PORT: u16 = 5300;
+pub const SOCKS_PORT: u16 = 9050;
+/// The gateway tor's control port on its loopback.
+pub const CONTROL_PORT: u16 = 9052;
+
+/// What one node of the private Tor network is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Authority,
+    Guard,
+    Exit,
+}
+
+/// One node of the private Tor network.
+#[derive(Clone, Copy, Debug)]
+pub struct NodePlan {
+    pub nick: &'static str,
+    pub role: Role,
+    pub addr: Ipv4Addr,
+    pub or_port: u16,
+    /// Only authorities serve a DirPort.
+    pub dir_port: Option<u16>,
+}
+
+/// The private Tor network: three authorities, two guards on unusual ORPorts,
+/// two exits (a single exit logs "Failed to choose an exit server" forever).
+pub const NODES: [NodePlan; 7] = [
+    NodePlan {
+        nick: "ltauth1",
+        role: Role::Authority,
+        addr: Ipv4Addr::new(198, 51, 100, 11),
+        or_port: 7000,
+        dir_port: Some(7080),
+    },
+    NodePlan {
+        nick: "ltauth2",
+        role: Role::Authority,
+        addr: Ipv4Addr::new(198, 51, 100, 12),
+        or_port: 7000,
+        dir_port: Some(7080),
+    },
+    NodePlan {
+        nick: "ltauth3",
+        role: Role::Authority,
+        addr: Ipv4Addr::new(198, 51, 100, 13),
+        or_port: 7000,
+        dir_port: Some(7080),
+    },
+    NodePlan {
+        nick: "ltguard1",
+        role: Role::Guard,
+        addr: Ipv4Addr::new(198, 51, 100, 21),
+        or_port: 5555,
+        dir_port: None,
+    },
+    NodePlan {
+        nick: "ltguard2",
+        role: Role::Guard,
+        addr: Ipv4Addr::new(198, 51, 100, 22),
+        or_port: 8443,
+        dir_port: None,
+    },
+    NodePlan {
+        nick: "ltexit1",
+        role: Role::Exit,
+        addr: Ipv4Addr::new(198, 51, 100, 31),
+        or_port: 9001,
+        dir_port: None,
+    },
+    NodePlan {
+        nick: "ltexit2",
+        role: Role::Exit,
+        addr: Ipv4Addr::new(198, 51, 100, 32),
+        or_port: 9001,
+        dir_port: None,
+    },
+];
+
+/// Every address of the lab internet's service interface.
+pub fn net_service_addrs() -> Vec<Ipv4Addr> {
+    let mut v: Vec<Ipv4Addr> = NODES.iter().map(|n| n.addr).collect();
+    v.push(WEB4);
+    v.push(DNS4);
+    v
+}
+
+/// The exits' addresses: what the web server must see.
+pub fn exit_addrs() -> Vec<Ipv4Addr> {
+    NODES
+        .iter()
+        .filter(|n| n.role == Role::Exit)
+        .map(|n| n.addr)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lab_internet_address_is_in_a_documentation_range() {
+        for a in net_service_addrs()
+            .into_iter()
+            .chain([GW_EXT4, NET_ROUTER4])
+        {
+            let o = a.octets();
+            assert!(
+                (o[0], o[1], o[2]) == (198, 51, 100) || (o[0], o[1], o[2]) == (203, 0, 113),
+                "{a}"
+            );
+        }
+        for a in [GW_EXT6, NET_ROUTER6, WEB6] {
+            assert_eq!(a.segments()[..2], [0x2001, 0xdb8], "{a}");
+        }
+    }
+
+    #[test]
+    fn interface_names_fit_the_kernel_limit() {
+        for n in [WS_IF, GW_INT_IF, GW_EXT_IF, NET_IF] {
+            assert!(n.len() <= 15);
+        }
+    }
+
+    #[test]
+    fn guards_use_unusual_orports_and_names_are_unique() {
+        let guards: Vec<_> = NODES.iter().filter(|n| n.role == Role::Guard).collect();
+        assert!(guards.len() >= 2);
+        for g in guards {
+            assert!(![443, 9001, 9030, 80].contains(&g.or_port));
+        }
+        let mut nicks: Vec<_> = NODES.iter().map(|n| n.nick).collect();
+        nicks.sort();
+        nicks.dedup();
+        assert_eq!(nicks.len(), NODES.len());
+    }
+}

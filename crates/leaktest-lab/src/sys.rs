@@ -1,0 +1,301 @@
+//! System plumbing for the lab: network namespaces by name, commands and
+//! threads inside them, and child processes tracked by PID (with their start
+//! time, so a recycled PID is never signalled).
+
+use crate::LabError;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where `ip netns` keeps its namespace handles.
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// Runs a command to completion; a non-zero status is an error carrying stderr.
+pub fn run(cmd: &mut Command) -> Result<String, LabError> {
+    let what = format!("{cmd:?}");
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LabError::Command(what.clone(), e.to_string()))?;
+    if !out.status.success() {
+        return Err(LabError::Command(
+            what,
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `cmd` with `input` on its stdin.
+pub fn run_with_input(cmd: &mut Command, input: &str) -> Result<String, LabError> {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| LabError::Command(what.clone(), e.to_string()))?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input.as_bytes())
+        .map_err(|e| LabError::Command(what.clone(), e.to_string()))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| LabError::Command(what.clone(), e.to_string()))?;
+    if !out.status.success() {
+        return Err(LabError::Command(
+            what,
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Creates the named network namespace.
+pub fn netns_add(name: &str) -> Result<(), LabError> {
+    run(Command::new("ip").args(["netns", "add", name])).map(|_| ())
+}
+
+/// Deletes the named network namespace if it exists.
+pub fn netns_del(name: &str) -> Result<(), LabError> {
+    if !Path::new(NETNS_DIR).join(name).exists() {
+        return Ok(());
+    }
+    run(Command::new("ip").args(["netns", "delete", name])).map(|_| ())
+}
+
+/// Names of every namespace whose name starts with `prefix`.
+pub fn netns_list(prefix: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(NETNS_DIR) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Runs `ip -batch -` inside the namespace (one `ip` process for many commands).
+pub fn ip_batch(ns: &str, batch: &str) -> Result<(), LabError> {
+    run_with_input(Command::new("ip").args(["-n", ns, "-batch", "-"]), batch).map(|_| ())
+}
+
+/// A command that will run inside `ns`.
+pub fn ns_command(ns: &str, program: &str) -> Result<Command, LabError> {
+    let fd = open_netns(ns)?;
+    let mut cmd = Command::new(program);
+    let raw = fd.as_raw_fd();
+    // SAFETY: setns and close are async-signal-safe; the fd stays open in the
+    // parent until after spawn because `fd` is moved into the closure.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _keep = &fd;
+            if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+fn open_netns(ns: &str) -> Result<File, LabError> {
+    File::open(Path::new(NETNS_DIR).join(ns))
+        .map_err(|e| LabError::Netns(ns.to_string(), e.to_string()))
+}
+
+/// Moves the calling thread into `ns`. Only call on a thread that the lab
+/// spawned for this purpose ([`spawn_in`]).
+fn enter_netns(ns: &str) -> Result<(), LabError> {
+    let fd = open_netns(ns)?;
+    // SAFETY: plain syscall on an fd we own.
+    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(LabError::Netns(
+            ns.to_string(),
+            std::io::Error::last_os_error().to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Spawns a thread that runs `f` inside `ns`. Sockets made there belong to
+/// `ns` for their whole life, whichever thread later uses them.
+pub fn spawn_in<T, F>(
+    ns: &str,
+    name: &str,
+    f: F,
+) -> Result<std::thread::JoinHandle<Result<T, LabError>>, LabError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, LabError> + Send + 'static,
+{
+    let ns = ns.to_string();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            enter_netns(&ns)?;
+            f()
+        })
+        .map_err(|e| LabError::Io(format!("spawning thread {name}"), e))
+}
+
+/// Runs `f` inside `ns` on a short-lived thread and returns its result.
+pub fn run_in<T, F>(ns: &str, f: F) -> Result<T, LabError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, LabError> + Send + 'static,
+{
+    spawn_in(ns, "lab-run-in", f)?.join().map_err(|_| {
+        LabError::Io(
+            "thread in namespace".into(),
+            std::io::Error::other("panicked"),
+        )
+    })?
+}
+
+/// Sets sysctls inside `ns` (keys like `net.ipv4.ip_forward`).
+pub fn sysctls(ns: &str, kv: &[(&str, &str)]) -> Result<(), LabError> {
+    let kv: Vec<(String, String)> = kv
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    run_in(ns, move || {
+        for (k, v) in &kv {
+            let path = format!("/proc/sys/{}", k.replace('.', "/"));
+            std::fs::write(&path, v).map_err(|e| LabError::Io(format!("writing {path}"), e))?;
+        }
+        Ok(())
+    })
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of
+/// /proc/PID/stat), or `None` if there is no such process.
+pub fn proc_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A process the lab started: its PID and start time.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tracked {
+    pub pid: u32,
+    pub start_time: u64,
+    pub what: String,
+}
+
+impl Tracked {
+    /// Whether this very process (not a recycled PID) is still there.
+    pub fn alive(&self) -> bool {
+        proc_start_time(self.pid) == Some(self.start_time) && !is_zombie(self.pid)
+    }
+
+    /// Sends `sig` if this very process is still there.
+    pub fn signal(&self, sig: i32) {
+        if proc_start_time(self.pid) == Some(self.start_time) {
+            // SAFETY: plain syscall; the PID was checked to be ours just above.
+            unsafe {
+                libc::kill(self.pid as i32, sig);
+            }
+        }
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL; reaps it if it is our child.
+    pub fn stop(&self, grace: Duration) {
+        if !self.alive() {
+            reap(self.pid);
+            return;
+        }
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            reap(self.pid);
+            if !self.alive() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.signal(libc::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            reap(self.pid);
+            if !self.alive() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Reaps `pid` if it is an exited child of ours; harmless otherwise.
+fn reap(pid: u32) {
+    let mut status = 0;
+    // SAFETY: WNOHANG never blocks; a PID that is not our child gives ECHILD.
+    unsafe {
+        libc::waitpid(pid as i32, &mut status, libc::WNOHANG);
+    }
+}
+
+/// Whether we run as root (uid 0).
+pub fn is_root() -> bool {
+    // SAFETY: getuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// uid and gid of a system user, from /etc/passwd.
+pub fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_readable_and_stable() {
+        let me = std::process::id();
+        let a = proc_start_time(me).unwrap();
+        assert_eq!(proc_start_time(me), Some(a));
+        let t = Tracked {
+            pid: me,
+            start_time: a + 1,
+            what: "not me".into(),
+        };
+        assert!(
+            !t.alive(),
+            "a different start time must not count as the same process"
+        );
+    }
+
+    #[test]
+    fn missing_process_has_no_start_time() {
+        assert_eq!(proc_start_time(u32::MAX - 1), None);
+    }
+
+    #[test]
+    fn root_user_ids() {
+        assert_eq!(user_ids("root"), Some((0, 0)));
+        assert_eq!(user_ids("no-such-user-leaktest"), None);
+    }
+}

@@ -1,0 +1,100 @@
+//! The three namespaces and their links: `ws` — `gw` — `net`.
+//!
+//! Veth pairs are created directly between two lab namespaces, never in the
+//! host namespace, so nothing of the lab touches the machine's real network.
+
+use crate::plan::*;
+use crate::sys;
+use crate::LabError;
+
+/// Names of the lab's namespaces for one run.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Names {
+    pub ws: String,
+    pub gw: String,
+    pub net: String,
+}
+
+impl Names {
+    /// Namespace names made from a run prefix (e.g. `ltlab-1a2b3c`).
+    pub fn new(prefix: &str) -> Names {
+        Names {
+            ws: format!("{prefix}-ws"),
+            gw: format!("{prefix}-gw"),
+            net: format!("{prefix}-net"),
+        }
+    }
+
+    pub fn all(&self) -> [&str; 3] {
+        [&self.ws, &self.gw, &self.net]
+    }
+}
+
+/// Sysctls every lab namespace gets before addresses are added: no DAD
+/// delays, no router advertisements learnt, forwarding off.
+const BASE_SYSCTLS: [(&str, &str); 6] = [
+    ("net.ipv6.conf.all.accept_dad", "0"),
+    ("net.ipv6.conf.default.accept_dad", "0"),
+    ("net.ipv6.conf.all.accept_ra", "0"),
+    ("net.ipv6.conf.default.accept_ra", "0"),
+    ("net.ipv4.ip_forward", "0"),
+    ("net.ipv6.conf.all.forwarding", "0"),
+];
+
+/// Creates the namespaces (the caller has already recorded their names in
+/// the state file, so a crash from here on leaves nothing unknown).
+pub fn create(n: &Names) -> Result<(), LabError> {
+    for ns in n.all() {
+        sys::netns_add(ns)?;
+        sys::sysctls(ns, &BASE_SYSCTLS)?;
+    }
+    // ws.eth0 <-> gw.int0, gw.ext0 <-> net.eth0, made inside the namespaces.
+    sys::run(std::process::Command::new("ip").args([
+        "link", "add", "name", WS_IF, "netns", &n.ws, "type", "veth", "peer", "name", GW_INT_IF,
+        "netns", &n.gw,
+    ]))?;
+    sys::run(std::process::Command::new("ip").args([
+        "link", "add", "name", GW_EXT_IF, "netns", &n.gw, "type", "veth", "peer", "name", NET_IF,
+        "netns", &n.net,
+    ]))?;
+    sys::ip_batch(
+        &n.ws,
+        &format!(
+            "link set lo up\nlink set {WS_IF} up\naddr add {WS4}/24 dev {WS_IF}\n\
+             addr add {WS6}/64 dev {WS_IF} nodad\nroute add default via {GW_INT4}\n\
+             route add default via {GW_INT6}\n"
+        ),
+    )?;
+    sys::ip_batch(
+        &n.gw,
+        &format!(
+            "link set lo up\nlink set {GW_INT_IF} up\nlink set {GW_EXT_IF} up\n\
+             addr add {GW_INT4}/24 dev {GW_INT_IF}\naddr add {GW_INT6}/64 dev {GW_INT_IF} nodad\n\
+             addr add {GW_EXT4}/24 dev {GW_EXT_IF}\naddr add {GW_EXT6}/64 dev {GW_EXT_IF} nodad\n\
+             route add default via {NET_ROUTER4}\nroute add default via {NET_ROUTER6}\n"
+        ),
+    )?;
+    let mut b = format!(
+        "link set lo up\nlink set {NET_IF} up\n\
+         addr add {NET_ROUTER4}/24 dev {NET_IF}\naddr add {NET_ROUTER6}/64 dev {NET_IF} nodad\n\
+         addr add {WEB6}/128 dev lo nodad\n"
+    );
+    for a in net_service_addrs() {
+        b.push_str(&format!("addr add {a}/32 dev lo\n"));
+    }
+    sys::ip_batch(&n.net, &b)?;
+    Ok(())
+}
+
+/// Deletes every namespace of `n` that exists; returns the first error.
+pub fn destroy(n: &Names) -> Result<(), LabError> {
+    let mut first = Ok(());
+    for ns in n.all() {
+        if let Err(e) = sys::netns_del(ns) {
+            if first.is_ok() {
+                first = Err(e);
+            }
+        }
+    }
+    first
+}

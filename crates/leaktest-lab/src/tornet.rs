@@ -1,0 +1,381 @@
+//! The private Tor network: keys, torrc files, the relays, and the wait for
+//! a first consensus that already carries the flags the lab needs.
+//!
+//! What makes it fast (see `shared/notes/tor-lab.md`): keys are made in
+//! parallel; the authorities vote every few seconds (`TestingTorNetwork`
+//! intervals) starting at an offset chosen so the first vote falls just after
+//! the relays have published; `V3BandwidthsFile` makes every relay Fast in the
+//! first vote; `TestingDirAuthVoteGuard`/`Exit` with `…IsStrict` name exactly
+//! the guards and exits, so the gateway's client uses the unusual ORPorts.
+
+use crate::plan::{NodePlan, Role, NODES};
+use crate::sys::{self, Tracked};
+use crate::LabError;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Voting schedule of the authorities (seconds).
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule {
+    pub interval: u32,
+    pub vote_delay: u32,
+    pub dist_delay: u32,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        // The smallest values tor accepts with TestingTorNetwork.
+        Schedule {
+            interval: 10,
+            vote_delay: 2,
+            dist_delay: 2,
+        }
+    }
+}
+
+/// Identity of one node.
+#[derive(Clone, Debug)]
+pub struct NodeKeys {
+    pub plan: NodePlan,
+    pub dir: PathBuf,
+    /// RSA identity fingerprint (40 hex digits).
+    pub fingerprint: String,
+    /// Authorities only: the v3 identity (authority certificate fingerprint).
+    pub v3ident: Option<String>,
+}
+
+/// Generates every node's keys in parallel under `root/NICK`.
+pub fn generate_keys(root: &Path) -> Result<Vec<NodeKeys>, LabError> {
+    let handles: Vec<_> = NODES
+        .iter()
+        .map(|plan| {
+            let plan = *plan;
+            let dir = root.join(plan.nick);
+            std::thread::spawn(move || node_keys(plan, dir))
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(LabError::Tor("key generation thread panicked".into())))
+        })
+        .collect()
+}
+
+fn node_keys(plan: NodePlan, dir: PathBuf) -> Result<NodeKeys, LabError> {
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys)
+        .map_err(|e| LabError::Io(format!("creating {}", keys.display()), e))?;
+    let mut v3ident = None;
+    if plan.role == Role::Authority {
+        let dir_port = plan.dir_port.expect("authorities have a DirPort");
+        sys::run(
+            Command::new("tor-gencert")
+                .args([
+                    "--create-identity-key",
+                    "--passphrase-fd",
+                    "0",
+                    "-m",
+                    "12",
+                    "-a",
+                ])
+                .arg(format!("{}:{}", plan.addr, dir_port))
+                .arg("-i")
+                .arg(keys.join("authority_identity_key"))
+                .arg("-s")
+                .arg(keys.join("authority_signing_key"))
+                .arg("-c")
+                .arg(keys.join("authority_certificate"))
+                .current_dir(&dir),
+        )?;
+        let cert = std::fs::read_to_string(keys.join("authority_certificate"))
+            .map_err(|e| LabError::Io("reading authority certificate".into(), e))?;
+        v3ident = Some(
+            cert.lines()
+                .find_map(|l| l.strip_prefix("fingerprint "))
+                .ok_or_else(|| {
+                    LabError::Tor("authority certificate has no fingerprint line".into())
+                })?
+                .trim()
+                .to_string(),
+        );
+    }
+    let out = sys::run(
+        Command::new("tor")
+            .args([
+                "--ignore-missing-torrc",
+                "-f",
+                "/nonexistent",
+                "--list-fingerprint",
+                "--quiet",
+            ])
+            .args(["--orport", "1", "--datadirectory"])
+            .arg(&dir),
+    )?;
+    let fingerprint = parse_fingerprint(&out)
+        .ok_or_else(|| LabError::Tor(format!("no fingerprint for {} in {out:?}", plan.nick)))?;
+    Ok(NodeKeys {
+        plan,
+        dir,
+        fingerprint,
+        v3ident,
+    })
+}
+
+/// The fingerprint from `tor --list-fingerprint` output (`NICK AAAA BBBB …`).
+pub fn parse_fingerprint(out: &str) -> Option<String> {
+    let line = out.lines().rev().find(|l| !l.trim().is_empty())?;
+    let hex: String = line.split_whitespace().skip(1).collect();
+    (hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(hex)
+}
+
+/// `DirAuthority` lines shared by every torrc.
+pub fn dir_authority_lines(keys: &[NodeKeys]) -> String {
+    keys.iter()
+        .filter(|k| k.plan.role == Role::Authority)
+        .map(|k| {
+            format!(
+                "DirAuthority {} orport={} v3ident={} {}:{} {}\n",
+                k.plan.nick,
+                k.plan.or_port,
+                k.v3ident.as_deref().unwrap_or_default(),
+                k.plan.addr,
+                k.plan.dir_port.unwrap_or_default(),
+                k.fingerprint
+            )
+        })
+        .collect()
+}
+
+/// Seconds to add to the wall-clock voting boundary so that the first
+/// consensus becomes valid about `lead` seconds from `now`: the authorities
+/// vote at valid-after minus both delays, which must come after the relays
+/// have published their descriptors.
+pub fn voting_offset(now_unix: u64, lead: u32, s: Schedule) -> u32 {
+    let target = now_unix + lead as u64;
+    (target % s.interval as u64) as u32
+}
+
+/// Writes every node's torrc and the authorities' bandwidth file.
+pub fn write_configs(
+    root: &Path,
+    keys: &[NodeKeys],
+    s: Schedule,
+    offset: u32,
+) -> Result<(), LabError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let auth_lines = dir_authority_lines(keys);
+    let mut bw = format!("{now}\n");
+    for k in keys {
+        bw.push_str(&format!("node_id=${} bw=1000\n", k.fingerprint));
+    }
+    let bw_file = root.join("bandwidths");
+    write(&bw_file, &bw)?;
+    let nick_list = |role: Role| -> String {
+        keys.iter()
+            .filter(|k| k.plan.role == role)
+            .map(|k| k.plan.nick)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    for k in keys {
+        let p = &k.plan;
+        let d = k.dir.display();
+        let mut t = format!(
+            "DataDirectory {d}\nPidFile {d}/pid\nLog notice file {d}/notice.log\n\
+             TestingTorNetwork 1\nAssumeReachable 1\nPathsNeededToBuildCircuits 0.67\n\
+             V3AuthNIntervalsValid 2\nNickname {nick}\nContactInfo leaktest-lab\n\
+             Address {a}\nORPort {a}:{or}\nOutboundBindAddress {a}\nSocksPort 0\n\
+             SafeLogging 0\nRunAsDaemon 0\n{auth_lines}",
+            nick = p.nick,
+            a = p.addr,
+            or = p.or_port,
+        );
+        match p.role {
+            Role::Authority => t.push_str(&format!(
+                "AuthoritativeDirectory 1\nV3AuthoritativeDirectory 1\nDirPort {a}:{dp}\n\
+                 TestingV3AuthInitialVotingInterval {i}\nTestingV3AuthInitialVoteDelay {vd}\n\
+                 TestingV3AuthInitialDistDelay {dd}\nV3AuthVotingInterval {i}\nV3AuthVoteDelay {vd}\n\
+                 V3AuthDistDelay {dd}\nTestingV3AuthVotingStartOffset {offset}\n\
+                 V3BandwidthsFile {bw}\n\
+                 AuthDirVoteStableGuaranteeMinUptime 0\nAuthDirVoteStableGuaranteeMTBF 0\n\
+                 TestingDirAuthVoteGuard {guards}\nTestingDirAuthVoteGuardIsStrict 1\n\
+                 TestingDirAuthVoteExit {exits}\nTestingDirAuthVoteExitIsStrict 1\n\
+                 TestingMinExitFlagThreshold 0\nExitRelay 0\nExitPolicy reject *:*\n",
+                a = p.addr,
+                dp = p.dir_port.unwrap_or_default(),
+                i = s.interval,
+                vd = s.vote_delay,
+                dd = s.dist_delay,
+                bw = bw_file.display(),
+                guards = nick_list(Role::Guard),
+                exits = nick_list(Role::Exit),
+            )),
+            Role::Guard => t.push_str("ExitRelay 0\nExitPolicy reject *:*\n"),
+            Role::Exit => t.push_str(&format!(
+                "ExitRelay 1\nExitPolicyRejectPrivate 0\nExitPolicy accept *:*\n\
+                 ServerDNSResolvConfFile {}\nServerDNSAllowBrokenConfig 1\nServerDNSDetectHijacking 0\n\
+                 ServerDNSTestAddresses {}\n",
+                root.join("resolv.conf").display(),
+                crate::plan::WEB_NAME,
+            )),
+        }
+        write(&k.dir.join("torrc"), &t)?;
+    }
+    write(
+        &root.join("resolv.conf"),
+        &format!("nameserver {}\n", crate::plan::DNS4),
+    )?;
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> Result<(), LabError> {
+    std::fs::write(path, text).map_err(|e| LabError::Io(format!("writing {}", path.display()), e))
+}
+
+/// Starts tor with `torrc` inside `ns`; stderr goes to `log`.
+pub fn start_tor(ns: &str, torrc: &Path, log: &Path, what: &str) -> Result<Tracked, LabError> {
+    let err = std::fs::File::create(log)
+        .map_err(|e| LabError::Io(format!("creating {}", log.display()), e))?;
+    let child = sys::ns_command(ns, "tor")?
+        .arg("-f")
+        .arg(torrc)
+        .arg("--quiet")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .map_err(|e| LabError::Io(format!("starting tor ({what})"), e))?;
+    let pid = child.id();
+    // The Child handle is dropped: the lab tracks and reaps by PID.
+    std::mem::forget(child);
+    let start_time = sys::proc_start_time(pid).ok_or_else(|| {
+        LabError::Tor(format!(
+            "tor ({what}) exited at once; see {}",
+            log.display()
+        ))
+    })?;
+    Ok(Tracked {
+        pid,
+        start_time,
+        what: what.to_string(),
+    })
+}
+
+/// Flags of each relay (by nickname) in a consensus document.
+pub fn consensus_flags(doc: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let mut nick: Option<String> = None;
+    for line in doc.lines() {
+        if let Some(r) = line.strip_prefix("r ") {
+            nick = r.split_whitespace().next().map(str::to_string);
+        } else if let Some(s) = line.strip_prefix("s ") {
+            if let Some(n) = nick.take() {
+                out.insert(n, s.split_whitespace().map(str::to_string).collect());
+            }
+        }
+    }
+    out
+}
+
+/// Whether the consensus lists every guard and exit with the flags the
+/// gateway's client needs to use them.
+pub fn consensus_ready(flags: &BTreeMap<String, Vec<String>>) -> bool {
+    NODES.iter().filter(|n| n.role != Role::Authority).all(|n| {
+        let Some(f) = flags.get(n.nick) else {
+            return false;
+        };
+        let has = |x: &str| f.iter().any(|g| g == x);
+        let base = has("Running") && has("Valid") && has("Fast");
+        match n.role {
+            Role::Guard => base && has("Guard") && has("Stable"),
+            Role::Exit => base && has("Exit"),
+            Role::Authority => true,
+        }
+    })
+}
+
+/// Waits until an authority has a consensus with every flag we need.
+pub fn wait_consensus(
+    keys: &[NodeKeys],
+    timeout: Duration,
+    alive: &dyn Fn() -> Result<(), LabError>,
+) -> Result<Duration, LabError> {
+    let start = Instant::now();
+    let files: Vec<PathBuf> = keys
+        .iter()
+        .filter(|k| k.plan.role == Role::Authority)
+        .map(|k| k.dir.join("cached-consensus"))
+        .collect();
+    let mut last = BTreeMap::new();
+    while start.elapsed() < timeout {
+        for f in &files {
+            if let Ok(doc) = std::fs::read_to_string(f) {
+                let flags = consensus_flags(&doc);
+                if consensus_ready(&flags) {
+                    return Ok(start.elapsed());
+                }
+                last = flags;
+            }
+        }
+        alive()?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(LabError::Tor(format!(
+        "no usable consensus after {timeout:?}; last seen: {last:?}"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_line_is_parsed() {
+        let out =
+            "Nov 27 05:00 [notice] x\nltguard1 0123 4567 89AB CDEF 0123 4567 89AB CDEF 0123 4567\n";
+        assert_eq!(
+            parse_fingerprint(out).as_deref(),
+            Some("0123456789ABCDEF0123456789ABCDEF01234567")
+        );
+        assert_eq!(parse_fingerprint("garbage\n"), None);
+    }
+
+    #[test]
+    fn offset_puts_first_consensus_at_the_lead() {
+        let s = Schedule::default();
+        for now in [1_000_000u64, 1_000_003, 1_000_009] {
+            let off = voting_offset(now, 7, s);
+            assert!(off < s.interval);
+            // valid-after = next boundary of (t - off) after now, plus off.
+            assert_eq!((now + 7 - off as u64) % s.interval as u64, 0);
+        }
+    }
+
+    #[test]
+    fn consensus_flags_and_readiness() {
+        let mut doc = String::new();
+        for n in NODES {
+            let flags = match n.role {
+                Role::Authority => "Authority Running Valid",
+                Role::Guard => "Fast Guard Running Stable Valid",
+                Role::Exit => "Exit Fast Running Valid",
+            };
+            doc.push_str(&format!(
+                "r {} AAAA BBBB 2026-01-01 00:00:00 {} {} 0\ns {flags}\n",
+                n.nick, n.addr, n.or_port
+            ));
+        }
+        let f = consensus_flags(&doc);
+        assert_eq!(f.len(), NODES.len());
+        assert!(consensus_ready(&f));
+        let without_guard = doc.replace("Fast Guard Running", "Fast Running");
+        assert!(!consensus_ready(&consensus_flags(&without_guard)));
+    }
+}
