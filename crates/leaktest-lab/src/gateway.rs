@@ -46,7 +46,7 @@ pub fn configure(root: &Path, dir_authority_lines: &str) -> Result<GatewayTor, L
         .map_err(|e| LabError::Io("chown gateway tor dir".into(), e))?;
     let d = dir.display();
     let torrc = format!(
-        "DataDirectory {d}\nLog notice file {d}/notice.log\nUser {TOR_USER}\nRunAsDaemon 0\n\
+        "DataDirectory {d}\nLog notice file {d}/notice.log\nLog info file {d}/info.log\nUser {TOR_USER}\nRunAsDaemon 0\n\
          TestingTorNetwork 1\nPathsNeededToBuildCircuits 0.67\nClientUseIPv6 0\nSafeLogging 0\n\
          SocksPort {GW_INT4}:{SOCKS_PORT}\nSocksPort [{GW_INT6}]:{SOCKS_PORT}\n\
          TransPort {GW_INT4}:{TRANS_PORT}\nTransPort [{GW_INT6}]:{TRANS_PORT}\n\

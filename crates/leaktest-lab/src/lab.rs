@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 /// the named phase (used by the teardown tests).
 pub const FAIL_AT_ENV: &str = "LEAKTEST_LAB_FAIL_AT";
 
+/// Environment variable naming a directory where teardown first copies the
+/// lab's directory (tor logs, rulesets), for diagnosing a failed run.
+pub const SAVE_LOGS_ENV: &str = "LEAKTEST_LAB_SAVE_LOGS";
+
 /// How the web and DNS servers run.
 #[derive(Clone, Debug)]
 pub enum ServerMode {
@@ -47,7 +51,7 @@ impl Default for Options {
         Options {
             state_dir: state::STATE_DIR.into(),
             schedule: Schedule::default(),
-            lead: 7,
+            lead: 12,
             servers: ServerMode::Threads,
         }
     }
@@ -78,7 +82,7 @@ pub fn preflight() -> Result<(), LabError> {
             "network namespace support in this kernel (CONFIG_NET_NS)".into(),
         ));
     }
-    for tool in ["ip", "nft", "tor", "tor-gencert", "setpriv"] {
+    for tool in ["ip", "nft", "tor", "tor-gencert", "openssl", "setpriv"] {
         let found = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
             .unwrap_or(false);
@@ -335,6 +339,10 @@ impl Lab {
         }
         self.done = true;
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(dir) = std::env::var_os(SAVE_LOGS_ENV) {
+            // Only when asked: the logs leave the lab's directory on purpose.
+            let _ = sys::run(std::process::Command::new("cp").arg("-a").arg(&self.state.tmpdir).arg(dir));
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

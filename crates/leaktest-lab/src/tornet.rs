@@ -65,26 +65,25 @@ pub fn generate_keys(root: &Path) -> Result<Vec<NodeKeys>, LabError> {
         .collect()
 }
 
+/// Bits of the authorities' v3 identity keys. Tor's own `tor-gencert` makes
+/// 3072-bit keys (about a CPU second each); the lab's throw-away network
+/// accepts 1024-bit ones, which take milliseconds.
+pub const AUTHORITY_IDENTITY_BITS: u32 = 1024;
+
 fn node_keys(plan: NodePlan, dir: PathBuf) -> Result<NodeKeys, LabError> {
     let keys = dir.join("keys");
-    std::fs::create_dir_all(&keys)
-        .map_err(|e| LabError::Io(format!("creating {}", keys.display()), e))?;
+    std::fs::create_dir_all(&keys).map_err(|e| LabError::Io(format!("creating {}", keys.display()), e))?;
     let mut v3ident = None;
     if plan.role == Role::Authority {
         let dir_port = plan.dir_port.expect("authorities have a DirPort");
+        let id = keys.join("authority_identity_key");
+        sys::run(Command::new("openssl").args(["genrsa", "-traditional", "-out"]).arg(&id).arg(AUTHORITY_IDENTITY_BITS.to_string()))?;
         sys::run(
             Command::new("tor-gencert")
-                .args([
-                    "--create-identity-key",
-                    "--passphrase-fd",
-                    "0",
-                    "-m",
-                    "12",
-                    "-a",
-                ])
+                .args(["--passphrase-fd", "0", "-m", "12", "-a"])
                 .arg(format!("{}:{}", plan.addr, dir_port))
                 .arg("-i")
-                .arg(keys.join("authority_identity_key"))
+                .arg(&id)
                 .arg("-s")
                 .arg(keys.join("authority_signing_key"))
                 .arg("-c")
@@ -96,33 +95,31 @@ fn node_keys(plan: NodePlan, dir: PathBuf) -> Result<NodeKeys, LabError> {
         v3ident = Some(
             cert.lines()
                 .find_map(|l| l.strip_prefix("fingerprint "))
-                .ok_or_else(|| {
-                    LabError::Tor("authority certificate has no fingerprint line".into())
-                })?
+                .ok_or_else(|| LabError::Tor("authority certificate has no fingerprint line".into()))?
                 .trim()
                 .to_string(),
         );
     }
+    // The relay identity key, made the way tor makes it (RSA-1024, e = 65537),
+    // and its fingerprint: SHA-1 of the PKCS#1 DER public key. Much cheaper
+    // than starting tor once just for `--list-fingerprint`.
+    let sk = keys.join("secret_id_key");
+    sys::run(Command::new("openssl").args(["genrsa", "-traditional", "-out"]).arg(&sk).arg("1024"))?;
     let out = sys::run(
-        Command::new("tor")
-            .args([
-                "--ignore-missing-torrc",
-                "-f",
-                "/nonexistent",
-                "--list-fingerprint",
-                "--quiet",
-            ])
-            .args(["--orport", "1", "--datadirectory"])
-            .arg(&dir),
+        Command::new("sh")
+            .arg("-c")
+            .arg("openssl rsa -in \"$1\" -RSAPublicKey_out -outform DER 2>/dev/null | openssl dgst -sha1 -r")
+            .arg("sh")
+            .arg(&sk),
     )?;
-    let fingerprint = parse_fingerprint(&out)
-        .ok_or_else(|| LabError::Tor(format!("no fingerprint for {} in {out:?}", plan.nick)))?;
-    Ok(NodeKeys {
-        plan,
-        dir,
-        fingerprint,
-        v3ident,
-    })
+    let fingerprint = parse_sha1_hex(&out).ok_or_else(|| LabError::Tor(format!("no fingerprint for {} in {out:?}", plan.nick)))?;
+    Ok(NodeKeys { plan, dir, fingerprint, v3ident })
+}
+
+/// The digest from `openssl dgst -sha1 -r` output, upper case.
+pub fn parse_sha1_hex(out: &str) -> Option<String> {
+    let hex = out.split_whitespace().next()?;
+    (hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit())).then(|| hex.to_ascii_uppercase())
 }
 
 /// The fingerprint from `tor --list-fingerprint` output (`NICK AAAA BBBB …`).
@@ -192,7 +189,7 @@ pub fn write_configs(
              TestingTorNetwork 1\nAssumeReachable 1\nPathsNeededToBuildCircuits 0.67\n\
              V3AuthNIntervalsValid 2\nNickname {nick}\nContactInfo leaktest-lab\n\
              Address {a}\nORPort {a}:{or}\nOutboundBindAddress {a}\nSocksPort 0\n\
-             SafeLogging 0\nRunAsDaemon 0\n{auth_lines}",
+             SafeLogging 0\nRunAsDaemon 0\nFetchDirInfoEarly 1\nFetchDirInfoExtraEarly 1\n{auth_lines}",
             nick = p.nick,
             a = p.addr,
             or = p.or_port,
@@ -301,7 +298,19 @@ pub fn consensus_ready(flags: &BTreeMap<String, Vec<String>>) -> bool {
     })
 }
 
-/// Waits until an authority has a consensus with every flag we need.
+/// How many microdescriptors a relay's cache holds.
+fn cached_microdescs(dir: &Path) -> usize {
+    ["cached-microdescs", "cached-microdescs.new"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .map(|t| t.lines().filter(|l| l.starts_with("ntor-onion-key ")).count())
+        .sum()
+}
+
+/// Waits until an authority has a consensus with every flag we need, and the
+/// guards (the gateway's directory guards) cache every relay's
+/// microdescriptor: a client that asks a guard too early is told "outdated"
+/// and retries only ten seconds later.
 pub fn wait_consensus(
     keys: &[NodeKeys],
     timeout: Duration,
@@ -318,7 +327,9 @@ pub fn wait_consensus(
         for f in &files {
             if let Ok(doc) = std::fs::read_to_string(f) {
                 let flags = consensus_flags(&doc);
-                if consensus_ready(&flags) {
+                if consensus_ready(&flags)
+                    && keys.iter().filter(|k| k.plan.role == Role::Guard).all(|k| cached_microdescs(&k.dir) >= NODES.len())
+                {
                     return Ok(start.elapsed());
                 }
                 last = flags;
@@ -335,6 +346,12 @@ pub fn wait_consensus(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha1_line_is_parsed() {
+        assert_eq!(parse_sha1_hex("91088da58034c879a12a272ce15fe5153c06036c *stdin\n").as_deref(), Some("91088DA58034C879A12A272CE15FE5153C06036C"));
+        assert_eq!(parse_sha1_hex("nope"), None);
+    }
 
     #[test]
     fn fingerprint_line_is_parsed() {
