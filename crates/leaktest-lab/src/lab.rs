@@ -27,6 +27,10 @@ pub const FAIL_AT_ENV: &str = "LEAKTEST_LAB_FAIL_AT";
 /// lab's directory (tor logs, rulesets), for diagnosing a failed run.
 pub const SAVE_LOGS_ENV: &str = "LEAKTEST_LAB_SAVE_LOGS";
 
+/// Set when a signal handler is tearing the lab down: from then on the lab
+/// starts no process that it would not also stop.
+pub static STOPPING: AtomicBool = AtomicBool::new(false);
+
 /// How the web and DNS servers run.
 #[derive(Clone, Debug)]
 pub enum ServerMode {
@@ -123,6 +127,10 @@ impl Lab {
             processes: vec![],
         };
         st.save(&opts.state_dir)?;
+        progress(
+            &format!("lab {prefix} in {}", tmpdir.display()),
+            Duration::ZERO,
+        );
         let mut lab = Lab {
             state: st,
             keys: vec![],
@@ -155,7 +163,47 @@ impl Lab {
     }
 
     fn track(&mut self, t: Tracked) -> Result<(), LabError> {
+        if STOPPING.load(Ordering::SeqCst) {
+            // A signal is tearing the lab down: this process must not outlive it.
+            t.stop(Duration::from_secs(2));
+            return Err(LabError::Interrupted);
+        }
         self.state.processes.push(t);
+        self.state.save(&self.state_dir)
+    }
+
+    /// Spawns `cmd` (already set up for its namespace), tracked in the state
+    /// file until [`Lab::untrack`]; stdout and stderr go to `log`.
+    pub fn spawn_tracked(
+        &mut self,
+        mut cmd: std::process::Command,
+        log: &Path,
+        what: &str,
+    ) -> Result<(std::process::Child, Tracked), LabError> {
+        let out = std::fs::File::create(log)
+            .map_err(|e| LabError::Io(format!("creating {}", log.display()), e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| LabError::Io("log file".into(), e))?;
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| LabError::Io(format!("starting {what}"), e))?;
+        let pid = child.id();
+        let t = Tracked {
+            pid,
+            start_time: sys::proc_start_time(pid).unwrap_or(0),
+            what: what.to_string(),
+        };
+        self.track(t.clone())?;
+        Ok((child, t))
+    }
+
+    /// Forgets a process that has ended.
+    pub fn untrack(&mut self, t: &Tracked) -> Result<(), LabError> {
+        self.state.processes.retain(|p| p != t);
         self.state.save(&self.state_dir)
     }
 
@@ -295,8 +343,8 @@ impl Lab {
         std::fs::write(&path, ruleset).map_err(|e| LabError::Io("writing ruleset".into(), e))?;
         sys::run(sys::ns_command(gw, "nft")?.arg("-f").arg(&path))?;
         sys::sysctls(gw, sysctls)?;
-        // Flush conntrack so a new policy never inherits an old one's NAT decisions.
-        let _ = sys::run(sys::ns_command(gw, "conntrack")?.arg("-F"));
+        // Conntrack is not flushed: tor's own connections must survive the
+        // swap, and every probe run uses fresh ports (run-keyed header tags).
         Ok(())
     }
 
@@ -338,10 +386,18 @@ impl Lab {
             return Ok(());
         }
         self.done = true;
+        if STOPPING.load(Ordering::SeqCst) {
+            return Ok(()); // the signal handler removes everything from the state file
+        }
         self.stop.store(true, Ordering::Relaxed);
         if let Some(dir) = std::env::var_os(SAVE_LOGS_ENV) {
             // Only when asked: the logs leave the lab's directory on purpose.
-            let _ = sys::run(std::process::Command::new("cp").arg("-a").arg(&self.state.tmpdir).arg(dir));
+            let _ = sys::run(
+                std::process::Command::new("cp")
+                    .arg("-a")
+                    .arg(&self.state.tmpdir)
+                    .arg(dir),
+            );
         }
         for t in self.threads.drain(..) {
             let _ = t.join();

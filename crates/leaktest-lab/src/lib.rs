@@ -6,12 +6,14 @@
 //! `net`; [`tornet`] makes the private Tor network; [`gateway`] runs the
 //! gateway's tor.
 
+pub mod expect;
 pub mod gateway;
 pub mod lab;
 pub mod plan;
 pub mod profiles;
 pub mod servers;
 pub mod state;
+pub mod suite;
 pub mod sys;
 pub mod topology;
 pub mod tornet;
@@ -33,6 +35,8 @@ pub enum LabError {
     Injected(String),
     #[error("the gateway does not work: {0}")]
     GatewayBroken(String),
+    #[error("interrupted")]
+    Interrupted,
     #[error("a lab process died: {0}")]
     Died(String),
 }

@@ -72,12 +72,18 @@ pub const AUTHORITY_IDENTITY_BITS: u32 = 1024;
 
 fn node_keys(plan: NodePlan, dir: PathBuf) -> Result<NodeKeys, LabError> {
     let keys = dir.join("keys");
-    std::fs::create_dir_all(&keys).map_err(|e| LabError::Io(format!("creating {}", keys.display()), e))?;
+    std::fs::create_dir_all(&keys)
+        .map_err(|e| LabError::Io(format!("creating {}", keys.display()), e))?;
     let mut v3ident = None;
     if plan.role == Role::Authority {
         let dir_port = plan.dir_port.expect("authorities have a DirPort");
         let id = keys.join("authority_identity_key");
-        sys::run(Command::new("openssl").args(["genrsa", "-traditional", "-out"]).arg(&id).arg(AUTHORITY_IDENTITY_BITS.to_string()))?;
+        sys::run(
+            Command::new("openssl")
+                .args(["genrsa", "-traditional", "-out"])
+                .arg(&id)
+                .arg(AUTHORITY_IDENTITY_BITS.to_string()),
+        )?;
         sys::run(
             Command::new("tor-gencert")
                 .args(["--passphrase-fd", "0", "-m", "12", "-a"])
@@ -95,7 +101,9 @@ fn node_keys(plan: NodePlan, dir: PathBuf) -> Result<NodeKeys, LabError> {
         v3ident = Some(
             cert.lines()
                 .find_map(|l| l.strip_prefix("fingerprint "))
-                .ok_or_else(|| LabError::Tor("authority certificate has no fingerprint line".into()))?
+                .ok_or_else(|| {
+                    LabError::Tor("authority certificate has no fingerprint line".into())
+                })?
                 .trim()
                 .to_string(),
         );
@@ -104,7 +112,12 @@ fn node_keys(plan: NodePlan, dir: PathBuf) -> Result<NodeKeys, LabError> {
     // and its fingerprint: SHA-1 of the PKCS#1 DER public key. Much cheaper
     // than starting tor once just for `--list-fingerprint`.
     let sk = keys.join("secret_id_key");
-    sys::run(Command::new("openssl").args(["genrsa", "-traditional", "-out"]).arg(&sk).arg("1024"))?;
+    sys::run(
+        Command::new("openssl")
+            .args(["genrsa", "-traditional", "-out"])
+            .arg(&sk)
+            .arg("1024"),
+    )?;
     let out = sys::run(
         Command::new("sh")
             .arg("-c")
@@ -112,14 +125,21 @@ fn node_keys(plan: NodePlan, dir: PathBuf) -> Result<NodeKeys, LabError> {
             .arg("sh")
             .arg(&sk),
     )?;
-    let fingerprint = parse_sha1_hex(&out).ok_or_else(|| LabError::Tor(format!("no fingerprint for {} in {out:?}", plan.nick)))?;
-    Ok(NodeKeys { plan, dir, fingerprint, v3ident })
+    let fingerprint = parse_sha1_hex(&out)
+        .ok_or_else(|| LabError::Tor(format!("no fingerprint for {} in {out:?}", plan.nick)))?;
+    Ok(NodeKeys {
+        plan,
+        dir,
+        fingerprint,
+        v3ident,
+    })
 }
 
 /// The digest from `openssl dgst -sha1 -r` output, upper case.
 pub fn parse_sha1_hex(out: &str) -> Option<String> {
     let hex = out.split_whitespace().next()?;
-    (hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit())).then(|| hex.to_ascii_uppercase())
+    (hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_uppercase())
 }
 
 /// The fingerprint from `tor --list-fingerprint` output (`NICK AAAA BBBB …`).
@@ -303,7 +323,11 @@ fn cached_microdescs(dir: &Path) -> usize {
     ["cached-microdescs", "cached-microdescs.new"]
         .iter()
         .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
-        .map(|t| t.lines().filter(|l| l.starts_with("ntor-onion-key ")).count())
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.starts_with("ntor-onion-key "))
+                .count()
+        })
         .sum()
 }
 
@@ -328,7 +352,10 @@ pub fn wait_consensus(
             if let Ok(doc) = std::fs::read_to_string(f) {
                 let flags = consensus_flags(&doc);
                 if consensus_ready(&flags)
-                    && keys.iter().filter(|k| k.plan.role == Role::Guard).all(|k| cached_microdescs(&k.dir) >= NODES.len())
+                    && keys
+                        .iter()
+                        .filter(|k| k.plan.role == Role::Guard)
+                        .all(|k| cached_microdescs(&k.dir) >= NODES.len())
                 {
                     return Ok(start.elapsed());
                 }
@@ -349,7 +376,10 @@ mod tests {
 
     #[test]
     fn sha1_line_is_parsed() {
-        assert_eq!(parse_sha1_hex("91088da58034c879a12a272ce15fe5153c06036c *stdin\n").as_deref(), Some("91088DA58034C879A12A272CE15FE5153C06036C"));
+        assert_eq!(
+            parse_sha1_hex("91088da58034c879a12a272ce15fe5153c06036c *stdin\n").as_deref(),
+            Some("91088DA58034C879A12A272CE15FE5153C06036C")
+        );
         assert_eq!(parse_sha1_hex("nope"), None);
     }
 

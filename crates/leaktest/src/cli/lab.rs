@@ -1,10 +1,292 @@
-//! `leaktest lab`.
+//! `leaktest lab`: one command that builds an isolated Whonix-style lab in
+//! network namespaces (workstation, gateway with a real tor, a private Tor
+//! network), runs the whole suite against the correct gateway and a catalogue
+//! of broken ones, and shows that every verdict is right.
 
+use anyhow::{bail, Context};
+use leaktest_lab::expect::Verdict;
+use leaktest_lab::lab::{Lab, Options, ServerMode};
+use leaktest_lab::plan::{DNS4, GW_EXT_IF, GW_INT_IF};
+use leaktest_lab::profiles::builtin;
+use leaktest_lab::state::{self, State};
+use leaktest_lab::suite::{self, ProfileResult, SuiteOptions, Target};
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 #[derive(clap::Args)]
-pub struct Args {}
+#[command(
+    after_help = "The lab's gateway has interfaces `int0` (10.152.152.10/24, fd19:c33d:88bc::10/64, \
+towards the workstation) and `ext0` (203.0.113.2/24, 2001:db8:1::2/64); tor runs as debian-tor with \
+TransPort 9040, DNSPort 5300, SocksPort 9050 on the internal addresses. A --ruleset file is loaded \
+with `nft -f` in the gateway namespace (with `flush ruleset` first) and must PASS.\n\n\
+Exit status: 0 every verdict and finding as expected, 1 some differ, 2 error."
+)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Option<LabCommand>,
+    /// Run only this built-in profile (repeatable); default: all of them
+    #[arg(long = "profile", value_name = "NAME")]
+    profiles: Vec<String>,
+    /// Test this nftables ruleset as the gateway's policy (expected: PASS)
+    #[arg(long, value_name = "FILE.nft")]
+    ruleset: Option<PathBuf>,
+    /// Write the per-profile results and the watcher's reports here
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Leave the lab up afterwards and print how to enter it (`leaktest lab down` removes it)
+    #[arg(long)]
+    keep: bool,
+    /// Probe rate for every sweep
+    #[arg(long, default_value = "max", value_name = "PPS|max")]
+    rate: String,
+    /// List the built-in profiles and exit
+    #[arg(long)]
+    list: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`leaktest lab` is not implemented yet")
+#[derive(clap::Subcommand)]
+enum LabCommand {
+    /// Remove every lab left up (with --keep) or left over from a crash
+    Down,
+    /// (internal) the lab's web and DNS servers, run inside the lab's `net` namespace
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        web_log: PathBuf,
+    },
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let r = run_inner(args);
+    if leaktest_lab::lab::STOPPING.load(Ordering::SeqCst) {
+        // A signal is tearing the lab down; its thread ends the process.
+        loop {
+            std::thread::park();
+        }
+    }
+    r
+}
+
+fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Some(LabCommand::Down) => return down(),
+        Some(LabCommand::Serve { token, web_log }) => return serve(token, web_log),
+        None => {}
+    }
+    if args.list {
+        for p in builtin() {
+            println!(
+                "{:<20} {:<5} {}",
+                p.name,
+                if p.expect_pass() { "PASS" } else { "LEAK" },
+                p.about
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let targets = targets(&args)?;
+    leaktest_lab::lab::preflight()?;
+    install_signal_teardown()?;
+    let exe = std::env::current_exe().context("finding the leaktest binary")?;
+    let opts = Options {
+        servers: ServerMode::Exe(exe.clone()),
+        ..Options::default()
+    };
+    let t0 = Instant::now();
+    let mut err = std::io::stderr();
+    let _ = writeln!(
+        err,
+        "leaktest lab: building the lab ({} profile(s))",
+        targets.len()
+    );
+    let mut lab = Lab::up(&opts, &mut |phase, d| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "[{:6.1}s] {phase:<22} {:5.1}s",
+            t0.elapsed().as_secs_f64(),
+            d.as_secs_f64()
+        );
+    })
+    .context("building the lab")?;
+    let sopts = SuiteOptions {
+        exe,
+        probe_rate: args.rate.clone(),
+        local_sweeps: true,
+    };
+    let mut results: Vec<ProfileResult> = Vec::new();
+    for t in &targets {
+        let r = suite::run_target(&mut lab, t, &sopts)
+            .with_context(|| format!("profile {}", t.name()))?;
+        let _ = writeln!(
+            err,
+            "[{:6.1}s] profile {:<19} {:5.1}s  expected {}, got {}{}",
+            t0.elapsed().as_secs_f64(),
+            r.profile,
+            r.seconds,
+            r.expected.name(),
+            r.got.map(Verdict::name).unwrap_or("-"),
+            if r.matched { "" } else { "  MISMATCH" }
+        );
+        results.push(r);
+    }
+    let total = t0.elapsed().as_secs_f64();
+    print_table(&results);
+    println!("nothing to last verdict: {total:.1} s");
+    if let Some(path) = &args.json {
+        let phases: Vec<_> = lab
+            .timings
+            .iter()
+            .map(|(p, d)| serde_json::json!({"phase": p, "seconds": d.as_secs_f64()}))
+            .collect();
+        let doc = serde_json::json!({"lab": lab.state.prefix, "tmpdir": lab.state.tmpdir, "seconds": total, "phases": phases, "profiles": results});
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.keep {
+        let st = lab.keep()?;
+        print_keep(&st);
+    } else {
+        lab.teardown().context("tearing the lab down")?;
+    }
+    Ok(if results.iter().all(|r| r.matched) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn targets(args: &Args) -> anyhow::Result<Vec<Target>> {
+    let all = builtin();
+    let mut v = Vec::new();
+    for name in &args.profiles {
+        match all.iter().find(|p| p.name == name) {
+            Some(p) => v.push(Target::Builtin(p.clone())),
+            None => bail!(
+                "unknown profile {name:?} (known: {})",
+                all.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+    if let Some(path) = &args.ruleset {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "ruleset".into());
+        v.push(Target::Ruleset { name, text });
+    }
+    if v.is_empty() {
+        v = all.into_iter().map(Target::Builtin).collect::<Vec<_>>();
+    }
+    Ok(v)
+}
+
+fn print_table(results: &[ProfileResult]) {
+    println!();
+    println!(
+        "{:<20} {:<9} {:<13} {:>7}  leaks found",
+        "profile", "expected", "got", "seconds"
+    );
+    for r in results {
+        let got = match (r.got, r.matched) {
+            (Some(v), true) => v.name().to_string(),
+            (Some(v), false) => format!("{} (!)", v.name()),
+            (None, _) => "- (!)".into(),
+        };
+        let first = r.findings.first().cloned().unwrap_or_else(|| "none".into());
+        println!(
+            "{:<20} {:<9} {:<13} {:>7.1}  {first}",
+            r.profile,
+            r.expected.name(),
+            got,
+            r.seconds
+        );
+        for f in r.findings.iter().skip(1) {
+            println!("{:<53}  {f}", "");
+        }
+        for m in &r.mismatches {
+            println!("{:<53}  MISMATCH: {m}", "");
+        }
+    }
+    let ok = results.iter().filter(|r| r.matched).count();
+    println!("\n{ok} of {} profile(s) as expected", results.len());
+}
+
+fn print_keep(st: &State) {
+    println!(
+        "\nThe lab stays up (state: {}/{}.json). Enter it with:",
+        state::STATE_DIR,
+        st.prefix
+    );
+    println!("  workstation: ip netns exec {} bash", st.names.ws);
+    println!("  gateway:     ip netns exec {} bash   (interfaces {GW_INT_IF}, {GW_EXT_IF}; nft list ruleset)", st.names.gw);
+    println!(
+        "  internet:    ip netns exec {} bash   (Tor network, web server, DNS {DNS4})",
+        st.names.net
+    );
+    println!("Remove it with: leaktest lab down");
+}
+
+fn down() -> anyhow::Result<ExitCode> {
+    leaktest_lab::lab::preflight()?;
+    let removed = state::remove_leftovers(std::path::Path::new(state::STATE_DIR), true)?;
+    if removed.is_empty() {
+        println!("no lab to remove");
+    } else {
+        println!("removed lab(s): {}", removed.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT/SIGTERM tear down this process's labs (from their state files) and exit.
+fn install_signal_teardown() -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])
+    .context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("lab-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                eprintln!("\nleaktest lab: signal {sig}: tearing the lab down");
+                leaktest_lab::lab::STOPPING.store(true, Ordering::SeqCst);
+                // Let a process being started right now be recorded (or stopped) first.
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let me = std::process::id();
+                let dir = std::path::Path::new(state::STATE_DIR);
+                for (_, s) in State::load_all(dir) {
+                    if s.owner.pid == me && !s.kept {
+                        if let Err(e) = s.remove(dir) {
+                            eprintln!("leaktest lab: teardown: {e}");
+                        }
+                    }
+                }
+                std::process::exit(128 + sig);
+            }
+        })?;
+    Ok(())
+}
+
+fn serve(token: String, web_log: PathBuf) -> anyhow::Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let web = leaktest_lab::servers::bind_web()?;
+    let dns = leaktest_lab::servers::bind_dns(DNS4)?;
+    let s2 = stop.clone();
+    let d = std::thread::spawn(move || leaktest_lab::servers::serve_dns(dns, s2));
+    leaktest_lab::servers::serve_web(web, token, web_log, stop.clone())?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = d.join();
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,300 @@
+//! The suite against one gateway profile: the real `leaktest watch` on the
+//! gateway's external interface, the full default `leaktest probe` from the
+//! workstation, gateway-local raw sweeps as root and as an unprivileged uid,
+//! then the watcher's JSON report compared with the profile's expectation.
+
+use crate::expect::{self, Comparison, Expectation, Verdict};
+use crate::lab::Lab;
+use crate::plan::*;
+use crate::profiles::{Policy, Profile, Sweep};
+use crate::sys::{self, Tracked};
+use crate::LabError;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// The unprivileged uid of the gateway-local sweep (`nobody`).
+pub const UNPRIVILEGED_UID: u32 = 65534;
+
+/// How to run the suite.
+#[derive(Clone, Debug)]
+pub struct SuiteOptions {
+    /// The `leaktest` binary (the lab runs the real commands).
+    pub exe: PathBuf,
+    /// Extra arguments for every probe (e.g. a rate instead of `max`).
+    pub probe_rate: String,
+    /// The gateway-local sweeps (root and unprivileged); on by default.
+    pub local_sweeps: bool,
+}
+
+/// What the lab tests: a built-in profile or a user's ruleset.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Builtin(Profile),
+    /// A user's nftables ruleset, expected to pass.
+    Ruleset {
+        name: String,
+        text: String,
+    },
+}
+
+impl Target {
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Builtin(p) => p.name,
+            Target::Ruleset { name, .. } => name,
+        }
+    }
+    pub fn expectation(&self) -> Expectation {
+        match self {
+            Target::Builtin(p) => Expectation::of(&p.policy),
+            Target::Ruleset { .. } => Expectation::nothing(),
+        }
+    }
+}
+
+/// The outcome of one profile.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProfileResult {
+    pub profile: String,
+    pub expected: Verdict,
+    pub got: Option<Verdict>,
+    pub matched: bool,
+    pub mismatches: Vec<String>,
+    pub findings: Vec<String>,
+    pub expected_leaks: Vec<String>,
+    pub seconds: f64,
+    /// Run id of each sweep.
+    pub runs: BTreeMap<String, String>,
+    /// The watcher's JSON report.
+    pub report: Option<Value>,
+    /// What the workstation's fetch through the gateway showed, if it ran.
+    pub gateway_check: Option<String>,
+}
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> LabError + '_ {
+    move |e| LabError::Io(what.to_string(), e)
+}
+
+/// Waits for a child with a deadline; kills it when the deadline passes.
+fn wait_child(
+    child: &mut Child,
+    t: &Tracked,
+    timeout: Duration,
+    what: &str,
+) -> Result<std::process::ExitStatus, LabError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().map_err(io(what))? {
+            return Ok(st);
+        }
+        if Instant::now() > deadline {
+            t.stop(Duration::from_secs(1));
+            let _ = child.wait();
+            return Err(LabError::Died(format!(
+                "{what} did not finish within {timeout:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs the suite against one target on a lab that is up.
+pub fn run_target(
+    lab: &mut Lab,
+    target: &Target,
+    opts: &SuiteOptions,
+) -> Result<ProfileResult, LabError> {
+    let t0 = Instant::now();
+    let name = target.name().to_string();
+    let g = lab
+        .gw_tor
+        .clone()
+        .ok_or_else(|| LabError::Tor("the gateway tor is not configured".into()))?;
+    match target {
+        Target::Builtin(p) => lab.apply_policy(&p.policy, g.uid)?,
+        Target::Ruleset { text, .. } => {
+            let text = if text.contains("flush ruleset") {
+                text.clone()
+            } else {
+                format!("flush ruleset\n{text}")
+            };
+            lab.apply_ruleset(&text, &Policy::WHONIX.sysctls())?;
+        }
+    }
+    let expect = target.expectation();
+    // A gateway must work before it can pass: fetch through Tor first.
+    let mut gateway_check = None;
+    if expect.verdict() == Verdict::Pass {
+        let f = lab.check_gateway()?;
+        gateway_check = Some(format!(
+            "fetched http://{WEB_NAME}/ in {} ms; the web server saw exit {}",
+            f.millis, f.seen_as
+        ));
+    }
+    let dir = lab.state.tmpdir.join(format!("profile-{name}"));
+    std::fs::create_dir_all(&dir).map_err(io("creating profile dir"))?;
+    // The unprivileged sweep writes its JSON here.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))
+        .map_err(io("chmod profile dir"))?;
+    let key = dir.join("key");
+    let mut secret = [0u8; 16];
+    getrandom::fill(&mut secret).expect("random source");
+    std::fs::write(&key, format!("{}\n", hex::encode(secret))).map_err(io("writing key file"))?;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))
+        .map_err(io("chmod key"))?;
+
+    let names = lab.state.names.clone();
+    let report_path = dir.join("watch.json");
+    let ready = dir.join("watch.ready");
+    let watch_log = dir.join("watch.log");
+    let control = format!("127.0.0.1:{CONTROL_PORT}");
+    let mut wcmd = sys::ns_command(&names.gw, &opts.exe.to_string_lossy())?;
+    wcmd.arg("watch")
+        .args(["--iface", GW_EXT_IF, "--tor-control", &control, "--json"])
+        .arg(&report_path)
+        .arg("--ready-file")
+        .arg(&ready)
+        .arg("--key-file")
+        .arg(&key);
+    let (mut watcher, wt) = lab.spawn_tracked(wcmd, &watch_log, "leaktest watch")?;
+    let wait_ready = Instant::now();
+    while !ready.exists() {
+        if let Some(st) = watcher.try_wait().map_err(io("watch"))? {
+            lab.untrack(&wt)?;
+            return Err(LabError::Died(format!(
+                "leaktest watch exited ({st}) before it was ready: {}",
+                tail(&watch_log)
+            )));
+        }
+        if wait_ready.elapsed() > Duration::from_secs(30) {
+            wt.stop(Duration::from_secs(2));
+            let _ = watcher.wait();
+            lab.untrack(&wt)?;
+            return Err(LabError::Died(format!(
+                "leaktest watch not ready after 30 s: {}",
+                tail(&watch_log)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut runs = BTreeMap::new();
+    let sweeps: &[Sweep] = if opts.local_sweeps {
+        &Sweep::ALL
+    } else {
+        &[Sweep::Workstation]
+    };
+    let sweep_result = (|| -> Result<(), LabError> {
+        for &sweep in sweeps {
+            let json = dir.join(format!("probe-{}.json", sweep.name()));
+            let log = dir.join(format!("probe-{}.log", sweep.name()));
+            let ns = if sweep == Sweep::Workstation {
+                &names.ws
+            } else {
+                &names.gw
+            };
+            let mut cmd = if sweep == Sweep::GatewayUser {
+                let mut c = sys::ns_command(ns, "setpriv")?;
+                c.arg(format!("--reuid={UNPRIVILEGED_UID}"))
+                    .arg(format!("--regid={UNPRIVILEGED_UID}"))
+                    .args([
+                        "--clear-groups",
+                        "--inh-caps=+net_raw",
+                        "--ambient-caps=+net_raw",
+                    ])
+                    .arg(&opts.exe);
+                c
+            } else {
+                sys::ns_command(ns, &opts.exe.to_string_lossy())?
+            };
+            cmd.arg("probe")
+                .args([
+                    "--target",
+                    &WEB4.to_string(),
+                    "--target6",
+                    &WEB6.to_string(),
+                    "--rate",
+                    &opts.probe_rate,
+                ])
+                .arg("--key-file")
+                .arg(&key)
+                .arg("--json")
+                .arg(&json);
+            if sweep != Sweep::Workstation {
+                cmd.args(["--socket", "raw"]);
+            }
+            let (mut child, t) =
+                lab.spawn_tracked(cmd, &log, &format!("leaktest probe ({})", sweep.name()))?;
+            let st = wait_child(&mut child, &t, Duration::from_secs(300), "leaktest probe");
+            lab.untrack(&t)?;
+            let st = st?;
+            if !st.success() {
+                return Err(LabError::Died(format!(
+                    "leaktest probe ({}) failed ({st}): {}",
+                    sweep.name(),
+                    tail(&log)
+                )));
+            }
+            let v: Value = read_json(&json)?;
+            let run = v.get("run_id").and_then(Value::as_str).ok_or_else(|| {
+                LabError::Died(format!("probe JSON {} has no run_id", json.display()))
+            })?;
+            runs.insert(run.to_string(), sweep);
+        }
+        Ok(())
+    })();
+    // Let forwarded packets leave before the watcher stops.
+    std::thread::sleep(Duration::from_millis(500));
+    wt.signal(libc::SIGTERM);
+    let st = wait_child(&mut watcher, &wt, Duration::from_secs(60), "leaktest watch");
+    lab.untrack(&wt)?;
+    sweep_result?;
+    let st = st?;
+    let report = read_json(&report_path).map_err(|e| {
+        LabError::Died(format!(
+            "watch ended ({st}) without a readable report ({e}): {}",
+            tail(&watch_log)
+        ))
+    })?;
+    let cmp: Comparison = expect::compare(&report, &expect, &runs);
+    Ok(ProfileResult {
+        profile: name,
+        expected: expect.verdict(),
+        got: cmp.verdict,
+        matched: cmp.ok(),
+        mismatches: cmp.mismatches,
+        findings: cmp.findings,
+        expected_leaks: expect.summary(),
+        seconds: t0.elapsed().as_secs_f64(),
+        runs: runs
+            .into_iter()
+            .map(|(r, s)| (s.name().to_string(), r))
+            .collect(),
+        report: Some(report),
+        gateway_check,
+    })
+}
+
+fn read_json(p: &Path) -> Result<Value, LabError> {
+    let t = std::fs::read_to_string(p)
+        .map_err(|e| LabError::Io(format!("reading {}", p.display()), e))?;
+    serde_json::from_str(&t)
+        .map_err(|e| LabError::Died(format!("{} is not JSON: {e}", p.display())))
+}
+
+/// The last line of a log, for error messages.
+fn tail(p: &Path) -> String {
+    std::fs::read_to_string(p)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| format!("(see {})", p.display()))
+}

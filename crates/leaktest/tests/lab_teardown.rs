@@ -1,0 +1,169 @@
+//! `leaktest lab` leaves nothing behind: after a failure injected half-way
+//! (`LEAKTEST_LAB_FAIL_AT`), after SIGINT, and after `kill -9` followed by
+//! `leaktest lab down`, no lab namespace, no lab process, no state file and
+//! no temporary directory remain.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The lab's prefix and temporary directory, from its first progress line.
+fn parse_lab_line(line: &str) -> Option<(String, PathBuf)> {
+    let rest = &line[line.find("] lab ")? + 6..];
+    let mut w = rest.split_whitespace();
+    let prefix = w.next()?.to_string();
+    let _in = w.next()?;
+    Some((prefix, PathBuf::from(w.next()?)))
+}
+
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&c).contains(needle) {
+                v.push(pid);
+            }
+        }
+    }
+    v
+}
+
+fn assert_nothing_left(prefix: &str, tmpdir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ns: Vec<String> = std::fs::read_dir("/run/netns")
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(prefix))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let procs = processes_mentioning(&tmpdir.to_string_lossy());
+        let state = Path::new("/run/leaktest-lab").join(format!("{prefix}.json"));
+        if ns.is_empty() && procs.is_empty() && !tmpdir.exists() && !state.exists() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("left behind: namespaces {ns:?}, processes {procs:?}, tmpdir exists {}, state file exists {}", tmpdir.exists(), state.exists());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts the lab and returns it with its prefix and temporary directory.
+fn start(
+    env: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    String,
+    PathBuf,
+    BufReader<std::process::ChildStderr>,
+) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_leaktest"));
+    cmd.args(["lab", "--profile", "whonix"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "lab ended before announcing itself"
+        );
+        if let Some((p, t)) = parse_lab_line(&line) {
+            return (child, p, t, err);
+        }
+    }
+}
+
+fn wait_for_line(err: &mut BufReader<std::process::ChildStderr>, needle: &str) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "lab ended before {needle:?}"
+        );
+        if line.contains(needle) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn injected_failure_tears_everything_down() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (mut child, prefix, tmpdir, mut err) =
+        start(&[("LEAKTEST_LAB_FAIL_AT", "gateway bootstrap")]);
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    let st = child.wait().unwrap();
+    assert_eq!(
+        st.code(),
+        Some(2),
+        "an injected failure is an error: {rest}"
+    );
+    assert!(rest.contains("injected failure"), "{rest}");
+    assert_nothing_left(&prefix, &tmpdir);
+}
+
+#[test]
+fn sigint_tears_everything_down() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (mut child, prefix, tmpdir, mut err) = start(&[]);
+    wait_for_line(&mut err, "keys");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(130));
+    assert_nothing_left(&prefix, &tmpdir);
+}
+
+#[test]
+fn kill_9_leftovers_are_removed_by_lab_down() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (mut child, prefix, tmpdir, mut err) = start(&[]);
+    wait_for_line(&mut err, "keys");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(tmpdir.exists(), "a killed lab cannot clean up after itself");
+    let out = Command::new(env!("CARGO_BIN_EXE_leaktest"))
+        .args(["lab", "down"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&prefix),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_nothing_left(&prefix, &tmpdir);
+}
