@@ -61,6 +61,8 @@ fn assert_nothing_left(prefix: &str, tmpdir: &Path) {
 }
 
 /// Starts the lab and returns it with its prefix and temporary directory.
+// The child is handed to the caller, which waits for it.
+#[allow(clippy::zombie_processes)]
 fn start(
     env: &[(&str, &str)],
 ) -> (
@@ -81,10 +83,10 @@ fn start(
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "lab ended before announcing itself"
-        );
+        if err.read_line(&mut line).unwrap() == 0 {
+            let st = child.wait().unwrap();
+            panic!("lab ended ({st}) before announcing itself");
+        }
         if let Some((p, t)) = parse_lab_line(&line) {
             return (child, p, t, err);
         }
