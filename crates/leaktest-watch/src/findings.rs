@@ -810,6 +810,42 @@ mod tests {
         assert_eq!(f.groups()[1].packets, 256);
     }
 
+    fn parse_ranges(s: &str) -> Vec<u16> {
+        let mut v = Vec::new();
+        for part in s.split(',').filter(|p| !p.is_empty()) {
+            match part.split_once('-') {
+                Some((a, b)) => v.extend(a.parse::<u16>().unwrap()..=b.parse::<u16>().unwrap()),
+                None => v.push(part.parse().unwrap()),
+            }
+        }
+        v
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn port_ranges_round_trip(ports in proptest::collection::btree_set(proptest::prelude::any::<u16>(), 0..300),
+                                  dense in proptest::prelude::any::<bool>()) {
+            let mut set = PortSet::default();
+            let mut want: std::collections::BTreeSet<u16> = ports.clone();
+            if dense {
+                // Long runs too, around the word boundaries of the bitmap.
+                want.extend(60..200);
+                want.extend(65500..=65535);
+            }
+            for p in &want {
+                set.insert(*p);
+            }
+            let r = set.ranges();
+            proptest::prop_assert_eq!(parse_ranges(&r), want.iter().copied().collect::<Vec<_>>());
+            proptest::prop_assert_eq!(set.len() as usize, want.len());
+            // Maximal runs: no two ranges touch.
+            let runs: Vec<(u16, u16)> = set.range_iter().collect();
+            for w in runs.windows(2) {
+                proptest::prop_assert!(u32::from(w[0].1) + 1 < u32::from(w[1].0));
+            }
+        }
+    }
+
     #[test]
     fn samples_are_capped() {
         let mut s = Sample::default();

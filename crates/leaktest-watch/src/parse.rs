@@ -182,7 +182,7 @@ impl<'a> Packet<'a> {
         };
         if self.frag_offset == 0 {
             if let Some(l4) = b.get(ihl..end) {
-                self.parse_l4(b[9], l4);
+                self.parse_l4(b[9], 1, l4);
             }
         }
     }
@@ -238,15 +238,16 @@ impl<'a> Packet<'a> {
         }
         if self.frag_offset == 0 {
             if let Some(l4) = b.get(at..end.max(at)) {
-                self.parse_l4(next, l4);
+                self.parse_l4(next, 58, l4);
             }
         }
     }
 
-    fn parse_l4(&mut self, protocol: u8, l4: &'a [u8]) {
+    /// `icmp` is the family's ICMP protocol (1 for IPv4, 58 for IPv6): the
+    /// other family's number is just another protocol.
+    fn parse_l4(&mut self, protocol: u8, icmp: u8, l4: &'a [u8]) {
         match protocol {
-            // ICMP, ICMPv6
-            1 | 58 => {
+            p if p == icmp => {
                 self.icmp_type = l4.first().copied();
                 self.icmp_code = l4.get(1).copied();
                 self.l4_payload = l4.get(4..).unwrap_or(&[]);
@@ -296,6 +297,7 @@ impl<'a> Packet<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use leaktest_wire::FrameSummary;
 
     #[test]
     fn never_panics_on_truncations_of_an_ipv6_tcp_frame() {
@@ -314,6 +316,100 @@ mod tests {
         }
         for n in 0..=f.len() {
             Packet::parse(&f[..n], LinkType::RawIp);
+        }
+    }
+
+    /// This parser and leaktest-wire's decoder agree on every probe frame.
+    #[test]
+    fn agrees_with_the_wire_decoder_on_probe_frames() {
+        use leaktest_wire::{Endpoints, Family, ProbeBuilder, ProbeSpec, Suite, L2};
+        let b = |l2| {
+            ProbeBuilder::new(
+                leaktest_wire::RunKey::open(1),
+                Endpoints {
+                    src4: Some(Ipv4Addr::new(10, 152, 152, 11)),
+                    dst4: Some(Ipv4Addr::new(203, 0, 113, 7)),
+                    src6: Some("fd19:c33d:88bc::11".parse().unwrap()),
+                    dst6: Some("2001:db8::7".parse().unwrap()),
+                },
+                l2,
+            )
+        };
+        let mut buf = [0u8; leaktest_wire::MAX_PROBE_FRAME];
+        let mut checked = 0;
+        for (link, builder) in [
+            (
+                LinkType::Ethernet,
+                b(Some(L2 {
+                    src: [2, 0, 0, 0, 0, 1],
+                    dst: [2, 0, 0, 0, 0, 2],
+                })),
+            ),
+            (LinkType::RawIp, b(None)),
+        ] {
+            for family in Family::BOTH {
+                for suite in Suite::ALL {
+                    for spec in ProbeSpec::all(family, suite)
+                        .filter(|s| s.dst_port().is_none_or(|p| p % 251 == 0))
+                    {
+                        let n = builder.write(&spec, &mut buf);
+                        let f = &buf[..n];
+                        let (p, w) = (Packet::parse(f, link), FrameSummary::parse(f, link));
+                        let what = format!("{spec:?} {link:?}");
+                        assert_eq!((p.src_ip(), p.dst_ip()), (w.src, w.dst), "{what}");
+                        assert_eq!(p.protocol, w.protocol, "{what}");
+                        assert_eq!(p.frag_offset, w.frag_offset, "{what}");
+                        assert_eq!((p.src_port, p.dst_port), (w.src_port, w.dst_port), "{what}");
+                        assert_eq!(
+                            (p.icmp_type, p.tcp_flags),
+                            (w.icmp_type, w.tcp_flags),
+                            "{what}"
+                        );
+                        assert_eq!(
+                            (p.src_mac, p.dst_mac, p.ethertype),
+                            (w.l2_src, w.l2_dst, w.ethertype),
+                            "{what}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 3000);
+    }
+
+    proptest::proptest! {
+        /// On random IP packets (random header fields, extension headers,
+        /// fragments and truncation) both parsers read the same fields.
+        #[test]
+        fn agrees_with_the_wire_decoder_on_random_packets(
+            v6 in proptest::prelude::any::<bool>(),
+            head in proptest::collection::vec(proptest::prelude::any::<u8>(), 40),
+            proto in proptest::sample::select(vec![0u8, 1, 6, 17, 43, 44, 51, 58, 60, 132, 200]),
+            frag in proptest::prelude::any::<u16>(),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            cut in 0usize..140,
+        ) {
+            let mut f = head.clone();
+            if v6 {
+                f[0] = 0x60 | (f[0] & 0x0f);
+                f[4..6].copy_from_slice(&(body.len() as u16).to_be_bytes());
+                f[6] = proto;
+            } else {
+                f.truncate(20);
+                f[0] = 0x45;
+                f[2..4].copy_from_slice(&((20 + body.len()) as u16).to_be_bytes());
+                f[6..8].copy_from_slice(&(frag & 0x3fff).to_be_bytes());
+                f[9] = proto;
+            }
+            f.extend_from_slice(&body);
+            f.truncate(cut.max(1));
+            let (p, w) = (Packet::parse(&f, LinkType::RawIp), FrameSummary::parse(&f, LinkType::RawIp));
+            proptest::prop_assert_eq!((p.src_ip(), p.dst_ip()), (w.src, w.dst));
+            proptest::prop_assert_eq!(p.protocol, w.protocol);
+            proptest::prop_assert_eq!(p.frag_offset, w.frag_offset);
+            proptest::prop_assert_eq!((p.src_port, p.dst_port), (w.src_port, w.dst_port));
+            proptest::prop_assert_eq!((p.icmp_type, p.tcp_flags), (w.icmp_type, w.tcp_flags));
         }
     }
 
