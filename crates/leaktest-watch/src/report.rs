@@ -195,6 +195,19 @@ impl JsonGroup {
     }
 }
 
+/// Groups serialized one at a time (a group's port ranges can be long).
+struct JsonGroups<'a>(&'a [LeakGroup]);
+
+impl Serialize for JsonGroups<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for g in self.0 {
+            seq.serialize_element(&JsonGroup::of(g))?;
+        }
+        seq.end()
+    }
+}
+
 #[derive(Serialize)]
 struct JsonCapture<'a> {
     packets: u64,
@@ -228,7 +241,7 @@ struct JsonReport<'a> {
     leak_packets: u64,
     leaks_truncated: bool,
     leaks: JsonLeaks<'a>,
-    groups: Vec<JsonGroup>,
+    groups: JsonGroups<'a>,
     ungrouped_leak_packets: u64,
 }
 
@@ -332,7 +345,7 @@ impl<'a> Report<'a> {
             leak_packets: f.leak_packets,
             leaks_truncated: (f.leaks().len() as u64) < f.leak_packets,
             leaks: JsonLeaks(f.leaks()),
-            groups: f.groups().iter().map(JsonGroup::of).collect(),
+            groups: JsonGroups(f.groups()),
             ungrouped_leak_packets: f.ungrouped_leaks,
         }
     }
