@@ -7,6 +7,7 @@
 //! `/sys/class/net` view would be that of whoever mounted sysfs).
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// What the kernel says about an interface.
@@ -103,6 +104,46 @@ impl IfaceInfo {
     }
 }
 
+/// The IPv4 and IPv6 addresses currently assigned to `iface` (empty if it
+/// has none or does not exist). Read through netlink (`getifaddrs`), so for
+/// the calling thread's network namespace.
+pub fn addresses(iface: &str) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        if name.to_bytes() != iface.as_bytes() {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null; its family says which sockaddr it is.
+        let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
+        if family == libc::AF_INET {
+            // SAFETY: an AF_INET address is a sockaddr_in.
+            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+            out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+        } else if family == libc::AF_INET6 {
+            // SAFETY: an AF_INET6 address is a sockaddr_in6.
+            let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+            out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
 /// Watches one interface for going down, going away or being replaced.
 #[derive(Clone, Debug)]
 pub struct IfaceMonitor {
@@ -181,6 +222,15 @@ mod tests {
         assert!(IfaceInfo::read("a-name-far-too-long-for-linux").is_none());
         assert!(IfaceInfo::read("").is_none());
         assert!(IfaceMonitor::new("lt-nonexist0").is_none());
+    }
+
+    #[test]
+    fn loopback_addresses() {
+        let a = addresses("lo");
+        // lo may be down in a fresh namespace, but when it has addresses
+        // they are the loopback ones.
+        assert!(a.iter().all(|a| a.is_loopback()), "{a:?}");
+        assert!(addresses("lt-nonexist0").is_empty());
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod iface;
 pub mod live;
 
 pub use canary::{Canary, CanaryError, CanaryInjector, CANARY_DST_MAC, CANARY_ETHERTYPE};
-pub use iface::{IfaceInfo, IfaceMonitor};
+pub use iface::{addresses as iface_addresses, IfaceInfo, IfaceMonitor};
 pub use live::{CaptureConfig, LiveCapture, DEFAULT_BUFFER_BYTES, DEFAULT_SNAPLEN};
 
 /// One captured frame, borrowed from the capture ring.
