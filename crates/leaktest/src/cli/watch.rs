@@ -1,10 +1,315 @@
-//! `leaktest watch`.
+//! `leaktest watch`: argument parsing, signals, the optional Tor restriction,
+//! and the reports; the session itself is `leaktest_watch::session`.
 
+use anyhow::{bail, Context};
+use leaktest_capture::CaptureConfig;
+use leaktest_tor::restrict::{self, RestrictGuard};
+use leaktest_tor::{parse_allow_list, ConnectOptions, ControlTarget, DEFAULT_CONTROL};
+use leaktest_watch::session::{self, SessionConfig};
+use leaktest_watch::Report;
+use leaktest_wire::MarkerKeys;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+const LONG_ABOUT: &str = "\
+Capture every frame leaving the gateway's external interface and judge it.
+
+Run it on the Tor gateway, on the interface that faces the real network, then run \
+`leaktest probe` on the workstation behind the gateway. Every outbound frame (IPv4, IPv6 \
+and anything else at layer 2) is classified, first match wins:
+  1. it carries the authenticated marker of a probe: LEAK, attributed to that probe, \
+whatever its destination (probe traffic must never leave in the clear, not even to a relay);
+  2. TCP from the gateway to an (address, port) its own Tor legitimately uses: Tor;
+  3. the gateway's own link housekeeping (ARP, IPv6 neighbour discovery, MLD, DHCP \
+client): counted, not a leak (a leak with --strict);
+  4. anything else: LEAK.
+
+The Tor endpoints come from Tor itself with --tor-control: every relay of the consensus \
+(IPv4 and IPv6 ORPorts and DirPorts), directory authorities, fallback directories and \
+bridges, refreshed on every new consensus while watching. So the seed procedure's Step 0 \
+(restricting Tor to ports 80 and 443 before the test) is unnecessary: relays on any port \
+are recognised, and a leak to port 80, 443, 9001 or 9030 is still reported. Without a \
+control port, list the endpoints with --allow (a VPN endpoint, a bridge, a test relay).
+
+The watch proves that its capture sees: it injects harmless canary frames (EtherType \
+0x88B5 to a locally administered MAC) at the start, every second and at the end, and \
+requires its own capture to see every one. A missed canary, a kernel drop, the interface \
+going down or away, or the Tor allowlist becoming unavailable makes PASS impossible.
+
+The watch ends after --duration, or on SIGINT (Ctrl-C) or SIGTERM, and writes all its \
+reports in every case. A second Ctrl-C exits at once without reports.";
+
+const AFTER_LONG_HELP: &str = "\
+Verdict and exit status:
+  0  PASS          nothing leaked, and the capture was proven complete
+  1  LEAK          at least one frame leaked (printed live, one line per new group)
+  3  INCONCLUSIVE  nothing leaked, but the capture could not be proven complete
+  2  error         bad option, missing interface, no privileges (needs root or
+                   CAP_NET_RAW), unreachable or refusing control port
+
+Examples:
+  leaktest watch --iface eth0 --tor-control 127.0.0.1:9051 --duration 120 --json watch.json
+  leaktest watch --iface eth0 --tor-control /run/tor/control --pcap leaks.pcapng
+  leaktest watch --iface eth0 --allow 198.51.100.7:443 --allow [2001:db8::7]:9001
+
+Captured bytes: up to --snaplen bytes of each frame (default 4096). Every probe is far \
+shorter; only longer frames (TCP segmentation-offload super-frames up to 64 KiB, jumbo \
+frames) are truncated, and their real length is kept.";
 
 #[derive(clap::Args)]
-pub struct Args {}
+#[command(long_about = LONG_ABOUT, after_long_help = AFTER_LONG_HELP)]
+pub struct Args {
+    /// The gateway's external interface (Ethernet)
+    #[arg(long, value_name = "IFACE")]
+    iface: String,
+    /// Tor's control port, HOST:PORT or a unix socket path: the allowlist of Tor endpoints comes
+    /// from it (cookie, password or no authentication, as Tor offers)
+    #[arg(long, value_name = "ADDR|PATH")]
+    tor_control: Option<String>,
+    /// Name of an environment variable holding the control-port password (HASHEDPASSWORD)
+    #[arg(long, value_name = "VAR")]
+    tor_password_env: Option<String>,
+    /// A TCP endpoint Tor (or a VPN) may use, in addition to the control port's list; repeatable
+    #[arg(long = "allow", value_name = "ADDR:PORT")]
+    allow: Vec<String>,
+    /// Stop after this many seconds (default: until Ctrl-C or SIGTERM)
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    duration: Option<Duration>,
+    /// Write the JSON report here
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write a JUnit XML report here (one test case per probe family and protocol)
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Write every leaked frame to this pcapng file (with the kernel's drop counters)
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// Also write Tor, housekeeping and canary frames to the --pcap file
+    #[arg(long, requires = "pcap")]
+    pcap_all: bool,
+    /// Count link housekeeping (ARP, neighbour discovery, MLD, DHCP) as leaks
+    #[arg(long)]
+    strict: bool,
+    /// Restrict Tor to ports 80/443 during the watch (the seed's Step 0) and restore it after,
+    /// also on error, Ctrl-C and SIGTERM. Unnecessary with the Tor-aware allowlist, and it
+    /// changes which guards Tor selects (only relays on 80/443 qualify): use it only to
+    /// reproduce the old procedure. Uses --tor-control, else 127.0.0.1:9051.
+    #[arg(long)]
+    restrict_tor: bool,
+    /// Shared marker secret, 32 hex digits, as given to `leaktest probe --key-file`
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Written once the capture is proven live (its first canary seen)
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
+    /// Capture ring size in MiB
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=2047))]
+    buffer_mib: u32,
+    /// Bytes kept of each captured frame
+    #[arg(long, value_name = "BYTES", default_value_t = leaktest_capture::DEFAULT_SNAPLEN, value_parser = clap::value_parser!(u32).range(256..=262144))]
+    snaplen: u32,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`leaktest watch` is not implemented yet")
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 1e9) {
+        return Err(format!("`{s}`: the duration must be positive"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Reads a `--key-file`: 32 hex digits (a 16-byte secret), whitespace around ignored.
+pub fn read_key_file(path: &Path) -> anyhow::Result<[u8; 16]> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading key file {}", path.display()))?;
+    let bytes = hex::decode(text.trim())
+        .ok()
+        .filter(|b| b.len() == 16)
+        .with_context(|| {
+            format!(
+                "key file {} must hold exactly 32 hex digits",
+                path.display()
+            )
+        })?;
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&bytes);
+    Ok(key)
+}
+
+fn connect_options(args: &Args) -> anyhow::Result<Option<ConnectOptions>> {
+    let target = match (&args.tor_control, args.restrict_tor) {
+        (Some(t), _) => t.clone(),
+        (None, true) => DEFAULT_CONTROL.to_string(),
+        (None, false) => return Ok(None),
+    };
+    let target = ControlTarget::parse(&target).context("--tor-control")?;
+    let mut opts = ConnectOptions::new(target);
+    if let Some(var) = &args.tor_password_env {
+        opts = opts.password_from_env(var)?;
+    }
+    Ok(Some(opts))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.tor_password_env.is_some() && args.tor_control.is_none() && !args.restrict_tor {
+        bail!("--tor-password-env needs --tor-control");
+    }
+    let allow = parse_allow_list(&args.allow).context("--allow")?;
+    let keys = match &args.key_file {
+        Some(p) => MarkerKeys::with_secret(read_key_file(p)?),
+        None => MarkerKeys::open(),
+    };
+    let opts = connect_options(&args)?;
+    if lacks_privileges() {
+        bail!(
+            "capturing needs root (or CAP_NET_RAW and CAP_NET_ADMIN); run leaktest watch as root"
+        );
+    }
+
+    // Signals only raise a flag; the session polls it and ends normally, so
+    // reports are written and a Tor restriction is undone. A second signal
+    // exits at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
+            .context("installing signal handlers")?;
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+
+    // A restriction left behind by a crashed leaktest is undone first.
+    if let Some(msg) =
+        restrict::recover_leftover().context("restoring a leftover Tor restriction")?
+    {
+        eprintln!("leaktest: {msg}");
+    }
+    let guard = if args.restrict_tor {
+        let o = opts
+            .as_ref()
+            .context("--restrict-tor needs a control port")?;
+        let g = RestrictGuard::restrict(o, &restrict::default_journal_path())
+            .context("restricting Tor (--restrict-tor)")?;
+        eprintln!(
+            "leaktest: Tor restricted to ports 80/443 for this watch (journal {}); it is restored when the watch ends",
+            g.journal_path().display()
+        );
+        Some(g)
+    } else {
+        None
+    };
+
+    let mut capture = CaptureConfig::new(&args.iface);
+    capture.buffer_bytes = (args.buffer_mib as usize) << 20;
+    capture.snaplen = args.snaplen;
+    let cfg = SessionConfig {
+        capture,
+        tor_control: opts,
+        allow,
+        duration: args.duration,
+        strict: args.strict,
+        keys,
+        pcap: args.pcap.clone(),
+        pcap_all: args.pcap_all,
+        ready_file: args.ready_file.clone(),
+        ..SessionConfig::new(&args.iface)
+    };
+    let is_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if is_tty {
+        eprintln!(
+            "leaktest: watching {} ({}); Ctrl-C ends the watch",
+            args.iface,
+            match args.duration {
+                Some(d) => format!("for {:.0} s", d.as_secs_f64()),
+                None => "until stopped".to_string(),
+            }
+        );
+    }
+    let mut stdout = std::io::stdout();
+    let outcome = session::run(cfg, &stop, &mut stdout);
+    // Undo the restriction before anything else can fail.
+    let restored = guard.map(|g| g.restore());
+    let outcome = outcome?;
+    let report = Report::new(&outcome.iface, &outcome.findings, &outcome.health);
+    let mut failures = Vec::new();
+    if let Some(Err(e)) = restored {
+        failures.push(format!("restoring Tor's configuration failed: {e:#}"));
+    }
+    if let Some(p) = &args.json {
+        if let Err(e) = report.write_json(p) {
+            failures.push(e.to_string());
+        }
+    }
+    if let Some(p) = &args.junit {
+        if let Err(e) = report.write_junit(p) {
+            failures.push(e.to_string());
+        }
+    }
+    let mut out = stdout.lock();
+    let _ = report.print_terminal(&mut out);
+    let _ = writeln!(
+        out,
+        "capture: {:.1} s, {} frames, kernel counted {} and dropped {}; Tor allowlist: {} endpoints{}",
+        outcome.elapsed.as_secs_f64(),
+        outcome.findings.packets,
+        outcome.stats.received,
+        outcome.stats.dropped,
+        outcome.allowlist.endpoints,
+        if outcome.allowlist.from_control_port {
+            format!(" from the control port, {} refreshes", outcome.allowlist.refreshes)
+        } else {
+            " (static --allow entries)".to_string()
+        }
+    );
+    let _ = out.flush();
+    if !failures.is_empty() {
+        bail!("{}", failures.join("; "));
+    }
+    Ok(ExitCode::from(report.verdict().exit_code()))
+}
+
+/// Whether we plainly lack privileges (not root and no CAP_NET_RAW).
+fn lacks_privileges() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return false;
+    }
+    // CapEff in /proc/self/status; CAP_NET_RAW is bit 13.
+    let caps = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = caps
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    eff & (1 << 13) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_seconds("2.5").unwrap(), Duration::from_millis(2500));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("nan").is_err());
+        assert!(parse_seconds("x").is_err());
+    }
+
+    #[test]
+    fn key_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        std::fs::write(&p, "00112233445566778899aabbccddeeff\n").unwrap();
+        assert_eq!(read_key_file(&p).unwrap()[15], 0xff);
+        std::fs::write(&p, "0011").unwrap();
+        assert!(read_key_file(&p).is_err());
+        std::fs::write(&p, "zz112233445566778899aabbccddeeff").unwrap();
+        assert!(read_key_file(&p).is_err());
+    }
 }
