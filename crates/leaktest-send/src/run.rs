@@ -7,7 +7,7 @@ use crate::socket::{Batch, FrameSender};
 use crate::Error;
 use leaktest_wire::{Family, ProbeSpec, Suite};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Largest batch handed to one `sendmmsg` call.
@@ -84,6 +84,8 @@ pub struct RunConfig {
     pub max_batch: usize,
     /// Bytes per frame slot (`leaktest_wire::MAX_PROBE_FRAME`).
     pub slot: usize,
+    /// At `Rate::Max`, send each family from its own thread.
+    pub parallel: bool,
 }
 
 impl Default for RunConfig {
@@ -92,6 +94,7 @@ impl Default for RunConfig {
             rate: Rate::Pps(10_000),
             max_batch: MAX_BATCH,
             slot: leaktest_wire::MAX_PROBE_FRAME,
+            parallel: true,
         }
     }
 }
@@ -136,6 +139,22 @@ impl RunStats {
         self.refused.values().flat_map(|m| m.values()).sum()
     }
 
+    /// Adds another lane's counts (not its elapsed time).
+    pub fn merge(&mut self, other: &RunStats) {
+        for (dst, src) in [
+            (&mut self.sent, &other.sent),
+            (&mut self.refused, &other.refused),
+        ] {
+            for (f, m) in src {
+                for (s, n) in m {
+                    *dst.entry(*f).or_default().entry(*s).or_default() += n;
+                }
+            }
+        }
+        self.unbuilt += other.unbuilt;
+        self.retries += other.retries;
+    }
+
     /// Sent per suite over all families.
     pub fn sent_suite(&self, s: Suite) -> u64 {
         self.sent.values().filter_map(|m| m.get(&s)).sum()
@@ -162,6 +181,11 @@ pub struct RunFailure {
 /// Sends the plan. Families without a lane are skipped (the plan is the
 /// caller's to make consistent). `stop` ends the run early at a batch
 /// boundary (e.g. on SIGINT); the stats then say `complete: false`.
+///
+/// At `Rate::Max` with several lanes and `cfg.parallel`, each family is sent
+/// by its own thread (each in catalogue order): on a veth the receiving
+/// namespace's stack runs in the sender's context, so one thread per family
+/// uses a second core. At a fixed rate the families go one after the other.
 pub fn run(
     plan: &Plan,
     lanes: &mut [Lane],
@@ -169,88 +193,110 @@ pub fn run(
     stop: Option<&AtomicBool>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<RunStats, RunFailure> {
-    let batch_size = cfg.rate.batch_size(cfg.max_batch);
-    let mut batch = Batch::new(batch_size, cfg.slot);
-    // Up to four batches (20 ms at a fixed rate) of credit: a sender that
-    // was scheduled late (a busy machine) catches up instead of losing rate.
-    let mut limiter = RateLimiter::new(cfg.rate, 4 * batch_size);
-    let mut stats = RunStats::default();
     let total = plan.total();
-    let mut done = 0u64;
     let start = Instant::now();
-    let mut last_progress = start;
-    for &family in plan.families() {
-        let Some(lane) = lanes.iter_mut().find(|l| l.family == family) else {
-            continue;
-        };
-        for &suite in plan.suites() {
-            let mut specs = ProbeSpec::all(family, suite);
-            loop {
-                if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
-                    stats.elapsed = start.elapsed();
-                    return Ok(stats);
-                }
-                batch.clear();
-                let mut taken = 0u64;
-                while !batch.is_full() {
-                    let Some(spec) = specs.next() else { break };
-                    taken += 1;
-                    if !batch.push_with(|buf| lane.writer.write(&spec, buf)) {
-                        stats.unbuilt += 1;
-                    }
-                }
-                if taken == 0 {
-                    break;
-                }
-                if !batch.is_empty() {
-                    limiter.acquire(batch.len());
-                    match lane.sender.send_batch(&mut batch) {
-                        Ok(out) => {
-                            *stats
-                                .sent
-                                .entry(family)
-                                .or_default()
-                                .entry(suite)
-                                .or_default() += out.sent as u64;
-                            if out.refused > 0 {
-                                *stats
-                                    .refused
-                                    .entry(family)
-                                    .or_default()
-                                    .entry(suite)
-                                    .or_default() += out.refused as u64;
-                            }
-                            stats.retries += out.retries;
+    let done = AtomicU64::new(0);
+    let abort = AtomicBool::new(false);
+    let stopped =
+        || stop.is_some_and(|s| s.load(Ordering::Relaxed)) || abort.load(Ordering::Relaxed);
+    let mut active: Vec<&mut Lane> = lanes
+        .iter_mut()
+        .filter(|l| plan.families().contains(&l.family))
+        .collect();
+    active.sort_by_key(|l| l.family);
+    let mut stats = RunStats::default();
+    let mut first_error = None;
+    if cfg.parallel && cfg.rate == Rate::Max && active.len() > 1 {
+        let results: Vec<(RunStats, Option<Error>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = active
+                .into_iter()
+                .map(|lane| {
+                    let (done, abort, stopped) = (&done, &abort, &stopped);
+                    scope.spawn(move || {
+                        let mut st = RunStats::default();
+                        let r = send_lane(plan, lane, cfg, &mut st, done, stopped, &mut |_, _| {});
+                        let err = r.err();
+                        if err.is_some() {
+                            abort.store(true, Ordering::Relaxed);
                         }
-                        Err(error) => {
-                            stats.elapsed = start.elapsed();
-                            return Err(RunFailure {
-                                error,
-                                stats: Box::new(stats),
-                            });
-                        }
-                    }
-                }
-                done += taken;
-                let now = Instant::now();
-                if now.duration_since(last_progress) >= PROGRESS_EVERY {
-                    last_progress = now;
+                        (st, err)
+                    })
+                })
+                .collect();
+            while !handles.iter().all(|h| h.is_finished()) {
+                std::thread::sleep(Duration::from_millis(10));
+                if start.elapsed() >= PROGRESS_EVERY {
                     progress(&Progress {
-                        done,
+                        done: done.load(Ordering::Relaxed),
                         total,
-                        family,
-                        suite,
-                        elapsed: now.duration_since(start),
+                        family: plan.families()[0],
+                        suite: plan.suites()[0],
+                        elapsed: start.elapsed(),
                     });
                 }
+            }
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        (
+                            RunStats::default(),
+                            Some(Error::Io(std::io::Error::other("a sender thread panicked"))),
+                        )
+                    })
+                })
+                .collect()
+        });
+        for (st, err) in results {
+            stats.merge(&st);
+            if first_error.is_none() {
+                first_error = err;
+            }
+        }
+    } else {
+        let mut last_progress = start;
+        for lane in active {
+            let r = send_lane(
+                plan,
+                lane,
+                cfg,
+                &mut stats,
+                &done,
+                &stopped,
+                &mut |family, suite| {
+                    let now = Instant::now();
+                    if now.duration_since(last_progress) >= PROGRESS_EVERY {
+                        last_progress = now;
+                        progress(&Progress {
+                            done: done.load(Ordering::Relaxed),
+                            total,
+                            family,
+                            suite,
+                            elapsed: now.duration_since(start),
+                        });
+                    }
+                },
+            );
+            if let Err(e) = r {
+                first_error = Some(e);
+                break;
             }
         }
     }
     stats.elapsed = start.elapsed();
+    if let Some(error) = first_error {
+        return Err(RunFailure {
+            error,
+            stats: Box::new(stats),
+        });
+    }
+    if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+        return Ok(stats);
+    }
     stats.complete = true;
     if let (Some(&family), Some(&suite)) = (plan.families().last(), plan.suites().last()) {
         progress(&Progress {
-            done,
+            done: done.load(Ordering::Relaxed),
             total,
             family,
             suite,
@@ -258,6 +304,67 @@ pub fn run(
         });
     }
     Ok(stats)
+}
+
+/// Sends every planned probe of one lane's family, in catalogue order.
+/// Returns early (Ok) when `stopped()` turns true.
+fn send_lane(
+    plan: &Plan,
+    lane: &mut Lane,
+    cfg: &RunConfig,
+    stats: &mut RunStats,
+    done: &AtomicU64,
+    stopped: &(dyn Fn() -> bool + Sync),
+    tick: &mut dyn FnMut(Family, Suite),
+) -> Result<(), Error> {
+    let family = lane.family;
+    let batch_size = cfg.rate.batch_size(cfg.max_batch);
+    let mut batch = Batch::new(batch_size, cfg.slot);
+    // Up to four batches (20 ms at a fixed rate) of credit: a sender that
+    // was scheduled late (a busy machine) catches up instead of losing rate.
+    let mut limiter = RateLimiter::new(cfg.rate, 4 * batch_size);
+    for &suite in plan.suites() {
+        let mut specs = ProbeSpec::all(family, suite);
+        loop {
+            if stopped() {
+                return Ok(());
+            }
+            batch.clear();
+            let mut taken = 0u64;
+            while !batch.is_full() {
+                let Some(spec) = specs.next() else { break };
+                taken += 1;
+                if !batch.push_with(|buf| lane.writer.write(&spec, buf)) {
+                    stats.unbuilt += 1;
+                }
+            }
+            if taken == 0 {
+                break;
+            }
+            if !batch.is_empty() {
+                limiter.acquire(batch.len());
+                let out = lane.sender.send_batch(&mut batch)?;
+                *stats
+                    .sent
+                    .entry(family)
+                    .or_default()
+                    .entry(suite)
+                    .or_default() += out.sent as u64;
+                if out.refused > 0 {
+                    *stats
+                        .refused
+                        .entry(family)
+                        .or_default()
+                        .entry(suite)
+                        .or_default() += out.refused as u64;
+                }
+                stats.retries += out.retries;
+            }
+            done.fetch_add(taken, Ordering::Relaxed);
+            tick(family, suite);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -336,6 +443,7 @@ mod tests {
             rate: Rate::Max,
             max_batch: 64,
             slot: 16,
+            parallel: false,
         }
     }
 
@@ -389,6 +497,67 @@ mod tests {
         assert_eq!(stats.sent[&Family::V4][&Suite::Frag], 2);
         assert_eq!(stats.sent_suite(Suite::Udp), 2 * 65536);
         assert!(calls >= 1, "a final progress report is always given");
+    }
+
+    #[test]
+    fn parallel_lanes_send_each_family_once_in_order() {
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let plan = Plan::new(&Family::BOTH, &[Suite::Icmp, Suite::Udp, Suite::Frag]);
+        let mut lanes = [
+            lane(Family::V4, &frames, false),
+            lane(Family::V6, &frames, false),
+        ];
+        let c = RunConfig {
+            parallel: true,
+            ..cfg()
+        };
+        let stats = run(&plan, &mut lanes, &c, None, &mut |_| {}).unwrap();
+        assert!(stats.complete);
+        assert_eq!(stats.sent_total(), plan.total());
+        let got = frames.lock().unwrap().clone();
+        for family in Family::BOTH {
+            let mine: Vec<u32> = got
+                .iter()
+                .copied()
+                .filter(|s| ProbeSpec::from_seq(*s).unwrap().family == family)
+                .collect();
+            let want: Vec<u32> = plan
+                .suites()
+                .iter()
+                .flat_map(|&s| ProbeSpec::all(family, s))
+                .map(|s| s.seq())
+                .collect();
+            assert_eq!(mine, want, "{family}");
+        }
+    }
+
+    #[test]
+    fn a_failing_parallel_lane_stops_the_other() {
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let plan = Plan::new(&Family::BOTH, &[Suite::Tcp]);
+        let mut bad = lane(Family::V6, &frames, false);
+        bad.sender = Box::new(Recorder {
+            frames: frames.clone(),
+            calls: 0,
+            fail_at: Some(2),
+            refuse_first_every: None,
+        });
+        let c = RunConfig {
+            parallel: true,
+            ..cfg()
+        };
+        let f = run(
+            &plan,
+            &mut [lane(Family::V4, &frames, false), bad],
+            &c,
+            None,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(matches!(f.error, Error::Send(_)));
+        assert!(!f.stats.complete);
+        assert_eq!(f.stats.sent_family(Family::V6), 64);
+        assert!(f.stats.sent_total() < plan.total());
     }
 
     #[test]
