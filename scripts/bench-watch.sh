@@ -35,7 +35,7 @@ tmp="$(mktemp -d)"
 watch_pid=""
 cleanup() {
   if [ -n "$watch_pid" ] && kill -0 "$watch_pid" 2>/dev/null; then
-    kill -TERM "$watch_pid" 2>/dev/null || true
+    kill -TERM "$(pgrep -P "$watch_pid")" 2>/dev/null || true
     wait "$watch_pid" 2>/dev/null || true
   fi
   ip netns del "$ws" 2>/dev/null || true
@@ -54,9 +54,15 @@ ip -n "$ws" addr add 198.51.100.2/24 dev bw0
 ip -n "$ws" -6 addr add 2001:db8:1::2/64 dev bw0 nodad
 ip -n "$pe" addr add 198.51.100.1/24 dev bp0
 ip -n "$pe" -6 addr add 2001:db8:1::1/64 dev bp0 nodad
-# The peer drops everything, so it answers nothing that would add inbound noise.
+# The peer drops everything but neighbour discovery, so it answers nothing that would add
+# inbound noise.
 ip netns exec "$pe" nft -f - <<'EOF'
-table inet bench { chain in { type filter hook input priority filter; policy drop; } }
+table inet bench {
+  chain in {
+    type filter hook input priority filter; policy drop;
+    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
+  }
+}
 EOF
 ip netns exec "$ws" ping -c1 -W1 198.51.100.1 >/dev/null 2>&1 || true
 ip netns exec "$ws" ping -6 -c1 -W1 2001:db8:1::1 >/dev/null 2>&1 || true
@@ -79,10 +85,12 @@ run_bench() {
     secs=$(echo "$secs + $(jq -r .seconds "$tmp/probe.json")" | bc -l)
   done
   sleep 0.5
-  kill -TERM "$watch_pid"
+  # Signal leaktest itself (the child of /usr/bin/time, which would just die on SIGTERM).
+  kill -TERM "$(pgrep -P "$watch_pid")"
   wait "$watch_pid" || true
   watch_pid=""
   local packets dropped cs cseen leaks rss
+  [ -s "$tmp/watch.json" ] || { echo "bench-watch: no watch report" >&2; cat "$tmp/watch.err" "$tmp/watch.out" >&2; exit 1; }
   packets=$(jq -r .capture.packets "$tmp/watch.json")
   dropped=$(jq -r .capture.dropped "$tmp/watch.json")
   cs=$(jq -r .capture.canaries_sent "$tmp/watch.json")
