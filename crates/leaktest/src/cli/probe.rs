@@ -513,7 +513,7 @@ fn progress_bar(total: u64) -> Option<ProgressBar> {
     let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(10));
     pb.set_style(
         ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} [{bar:36}] {human_pos}/{human_len} {per_sec:>12} {msg}",
+            "{spinner} {elapsed_precise} [{bar:36}] {human_pos}/{human_len} {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
@@ -609,7 +609,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let result = leaktest_send::run(&plan, &mut lanes, &cfg, Some(&stop), &mut |p| {
         if let Some(pb) = &pb {
             pb.set_position(p.done);
-            pb.set_message(format!("{} {}", p.family, p.suite));
+            let secs = p.elapsed.as_secs_f64();
+            let pps = if secs > 0.0 {
+                p.done as f64 / secs
+            } else {
+                0.0
+            };
+            pb.set_message(format!(
+                "{} pps  {} {}",
+                thousands(pps as u64),
+                p.family,
+                p.suite
+            ));
         }
     });
     let finished = SystemTime::now();
