@@ -263,6 +263,23 @@ fn is_refusal(e: i32) -> bool {
     )
 }
 
+/// Fails with [`Error::Permission`] unless this process may open the
+/// sockets of `kind` (`"packet"`, or `"raw"` of IPv4, or IPv6 with `ipv6`), so a
+/// run can refuse before it resolves anything or sends a single frame.
+pub fn check_privilege(kind: &str, ipv6: bool) -> Result<(), Error> {
+    let r = match kind {
+        "packet" => socket(libc::AF_PACKET, libc::SOCK_RAW, 0)
+            .map_err(|e| open_error(e, "an AF_PACKET socket")),
+        _ => socket(
+            if ipv6 { libc::AF_INET6 } else { libc::AF_INET },
+            libc::SOCK_RAW,
+            libc::IPPROTO_RAW,
+        )
+        .map_err(|e| open_error(e, "a raw IP socket")),
+    };
+    r.map(drop)
+}
+
 /// AF_PACKET sender bound to one interface.
 pub struct PacketSender {
     fd: OwnedFd,

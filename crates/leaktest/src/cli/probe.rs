@@ -541,6 +541,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         link_layer: args.socket == SocketKind::Packet,
         resolve_timeout: None,
     };
+    // Refuse before resolving anything (resolution may send a datagram).
+    for &family in &settings.families {
+        leaktest_send::socket::check_privilege(args.socket.name(), family == Family::V6)?;
+    }
     let mut paths = Vec::new();
     let mut lanes = Vec::new();
     for &family in &settings.families {
