@@ -635,17 +635,25 @@ fn full_default_suite_arrives_exactly_once_and_decodes() {
     }
     let extra: Vec<usize> = (0..counts.len()).filter(|&i| counts[i] != 0).collect();
     let name = |s: &u32| format!("{:?}", ProbeSpec::from_seq(*s));
+    // Where missing frames went: the veth pair's own drop counters (e.g. the receive backlog).
+    let link_stats = |ns: &Netns, ifname: &str| {
+        ns.ip(["-s", "-o", "link", "show", "dev", ifname])
+            .map(|o| String::from_utf8_lossy(&o.stdout).replace('\\', " "))
+            .unwrap_or_default()
+    };
     assert!(
         missing.is_empty() && dup.is_empty() && extra.is_empty(),
         "of {} planned probes: {} missing (e.g. {:?}), {} duplicated (e.g. {:?}), {} unplanned seqs; \
-         {} frames captured, {housekeeping} housekeeping",
+         {} frames captured, {housekeeping} housekeeping\nsender link: {}\nreceiver link: {}",
         expected.len(),
         missing.len(),
         missing.iter().take(5).map(name).collect::<Vec<_>>(),
         dup.len(),
         dup.iter().take(5).map(name).collect::<Vec<_>>(),
         extra.len(),
-        cap.spans.len()
+        cap.spans.len(),
+        link_stats(&ws, &if_w),
+        link_stats(&rx, &if_r)
     );
 
     // The JSON report counts what was sent, for the same run.
