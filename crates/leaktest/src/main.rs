@@ -33,6 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Send marker-tagged probes from the workstation side
+    #[command(long_about = cli::probe::LONG_ABOUT)]
     Probe(cli::probe::Args),
     /// Capture on the gateway's external interface and judge every outbound packet
     Watch(cli::watch::Args),

@@ -20,7 +20,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-const LONG_ABOUT: &str = "\
+/// `leaktest probe --help`: the long description.
+pub const LONG_ABOUT: &str = "\
 Send marker-tagged probes of every kind to the gateway, from the workstation side.
 
 Every probe carries an authenticated marker (run id + probe number, keyed per run) in its \
@@ -103,7 +104,9 @@ impl SocketKind {
 }
 
 #[derive(clap::Args, Debug)]
-#[command(long_about = LONG_ABOUT, after_long_help = AFTER_LONG_HELP)]
+// The long description is set on the subcommand in main.rs (its doc comment
+// would override one set here).
+#[command(after_long_help = AFTER_LONG_HELP)]
 pub struct Args {
     /// IPv4 address to probe (normally the gateway's internal address). Required for IPv4 probes;
     /// leaktest never guesses a destination
