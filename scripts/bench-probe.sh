@@ -110,8 +110,10 @@ sampler() {
 wait_sampler() { wait "${pids[-1]}" || true; unset 'pids[-1]'; }
 pps_of() { awk '{ if ($2 > 0) printf "%.0f", $1 / $2; else print 0 }' "$1"; }
 json_num() { sed -n "s/^ *\"$2\": *\([0-9.e+-]*\),\{0,1\}$/\1/p" "$1" | head -1; }
+# A JSON number rounded to $3 decimals ("?" if absent).
+json_fmt() { local v; v=$(json_num "$1" "$2"); [ -n "$v" ] && printf "%.${3}f" "$v" || printf '?'; }
 
-printf 'bench-probe: %s, %s CPUs, kernel %s\n' "$("$LEAKTEST" --version 2>/dev/null || echo leaktest)" "$(nproc)" "$(uname -r)"
+printf 'bench-probe: %s, %s CPUs, kernel %s, load average %s\n' "$("$LEAKTEST" --version 2>/dev/null || echo leaktest)" "$(nproc)" "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 ratios=()
 for round in $(seq 1 "$REPEAT"); do
   # 1. leaktest, 65,536 UDP probes.
@@ -132,7 +134,7 @@ for round in $(seq 1 "$REPEAT"); do
   read -r lt_n lt_s <"$work/lt.rx"
   read -r nm_n nm_s <"$work/nm.rx"
   printf 'round %d  udp 65,536  leaktest: %7s pps at receiver (%d frames in %.3f s; own figure %s pps)\n' \
-    "$round" "$lt_rx" "$lt_n" "$lt_s" "$(json_num "$work/lt.json" pps)"
+    "$round" "$lt_rx" "$lt_n" "$lt_s" "$(json_fmt "$work/lt.json" pps 0)"
   printf '          udp 65,535  nmap:     %7s pps at receiver (%d frames in %.3f s; scan phase %ss)\n' \
     "$nm_rx" "$nm_n" "$nm_s" "${nm_elapsed:-?}"
   printf '          ratio leaktest/nmap: %s\n' "$ratio"
@@ -143,7 +145,8 @@ for round in $(seq 1 "$REPEAT"); do
   wait_sampler
   read -r all_n all_s <"$work/all.rx"
   printf '          default suite: %s probes sent in %s s of sending (%s pps); receiver saw %d frames in %.3f s (%s pps)\n' \
-    "$(json_num "$work/all.json" sent)" "$(json_num "$work/all.json" seconds)" \
-    "$(json_num "$work/all.json" pps)" "$all_n" "$all_s" "$(pps_of "$work/all.rx")"
+    "$(json_num "$work/all.json" sent)" "$(json_fmt "$work/all.json" seconds 3)" \
+    "$(json_fmt "$work/all.json" pps 0)" "$all_n" "$all_s" "$(pps_of "$work/all.rx")"
 done
-printf 'ratios leaktest/nmap over %d rounds: %s\n' "$REPEAT" "${ratios[*]}"
+printf 'ratios leaktest/nmap over %d rounds: %s (load average now: %s)\n' "$REPEAT" "${ratios[*]}" \
+  "$(cut -d' ' -f1-3 /proc/loadavg)"
