@@ -406,3 +406,54 @@ fn unroutable_and_local_targets_are_clear_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn routed_targets_go_to_the_gateways_mac_also_via_an_ipv6_link_local_gateway() {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let pair = Pair::new();
+    // The "internet" addresses live on the gateway's loopback; the
+    // workstation reaches them through the gateway, IPv6 via its link-local
+    // address (as a router advertisement would set it up).
+    pair.gw.add_addr("lo", "203.0.113.1/32").unwrap();
+    pair.gw.add_addr("lo", "2001:db8::1/128").unwrap();
+    pair.gw.add_addr(&pair.gw_if, "fe80::10/64").unwrap();
+    pair.ws
+        .route_add("203.0.113.0/24", Some(GW4.parse().unwrap()), None)
+        .unwrap();
+    pair.ws
+        .ip([
+            "-6",
+            "route",
+            "add",
+            "2001:db8::/32",
+            "via",
+            "fe80::10",
+            "dev",
+            pair.ws_if.as_str(),
+        ])
+        .unwrap();
+    let gw_mac = pair.gw.mac(&pair.gw_if).unwrap();
+    let paths = in_ns(&pair.ws, || {
+        let opts = PathOptions {
+            link_layer: true,
+            ..PathOptions::default()
+        };
+        (
+            lookup_path("203.0.113.1".parse().unwrap(), &opts).unwrap(),
+            lookup_path("2001:db8::1".parse().unwrap(), &opts).unwrap(),
+        )
+    })
+    .join()
+    .unwrap();
+    let (p4, p6) = paths;
+    assert!(p4.via_gateway && p6.via_gateway);
+    assert_eq!(p4.next_hop, GW4.parse::<IpAddr>().unwrap());
+    assert_eq!(p6.next_hop, "fe80::10".parse::<IpAddr>().unwrap());
+    assert_eq!(p4.source, WS4.parse::<IpAddr>().unwrap());
+    assert_eq!(p6.source, WS6.parse::<IpAddr>().unwrap());
+    assert_eq!(p4.macs.unwrap().dst, gw_mac);
+    assert_eq!(p6.macs.unwrap().dst, gw_mac, "resolved through fe80::10%ws");
+}
