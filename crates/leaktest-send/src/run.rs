@@ -107,6 +107,9 @@ pub struct Progress {
     pub family: Family,
     pub suite: Suite,
     pub elapsed: Duration,
+    /// The families are being sent at the same time (`family` and `suite`
+    /// then only name where the plan starts).
+    pub parallel: bool,
 }
 
 /// What a run sent.
@@ -232,6 +235,7 @@ pub fn run(
                         family: plan.families()[0],
                         suite: plan.suites()[0],
                         elapsed: start.elapsed(),
+                        parallel: true,
                     });
                 }
             }
@@ -273,6 +277,7 @@ pub fn run(
                             family,
                             suite,
                             elapsed: now.duration_since(start),
+                            parallel: false,
                         });
                     }
                 },
@@ -301,6 +306,7 @@ pub fn run(
             family,
             suite,
             elapsed: stats.elapsed,
+            parallel: false,
         });
     }
     Ok(stats)

@@ -622,12 +622,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
             } else {
                 0.0
             };
-            pb.set_message(format!(
-                "{} pps  {} {}",
-                thousands(pps as u64),
-                p.family,
-                p.suite
-            ));
+            let at = if p.parallel {
+                "ipv4 + ipv6".to_string()
+            } else {
+                format!("{} {}", p.family, p.suite)
+            };
+            pb.set_message(format!("{} pps  {at}", thousands(pps as u64)));
         }
     });
     let finished = SystemTime::now();
