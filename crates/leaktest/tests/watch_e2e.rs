@@ -268,12 +268,19 @@ fn build(tag: &str, broken: bool) -> Lab {
 
 /// Starts `leaktest watch` on gw1 and waits until its capture is proven live.
 fn start_watch(lab: &Lab, extra: &[&str]) -> Proc {
+    start_watch_with(lab, extra, true)
+}
+
+fn start_watch_with(lab: &Lab, extra: &[&str], allow_relays: bool) -> Proc {
     let ready = lab.path("ready");
     let mut cmd = lab.ns("gw").command(BIN);
     cmd.args(["watch", "--iface", "gw1"]);
-    for r in RELAYS {
-        cmd.args(["--allow", r]);
+    if allow_relays {
+        for r in RELAYS {
+            cmd.args(["--allow", r]);
+        }
     }
+    cmd.env("LEAKTEST_STATE_DIR", lab.path("state"));
     cmd.arg("--json")
         .arg(lab.path("watch.json"))
         .arg("--junit")
@@ -477,6 +484,100 @@ fn deleted_interface_is_never_a_pass() {
     assert_eq!(code, 3);
     let reasons = w["reasons"].to_string();
     assert!(reasons.contains("gw1"), "{reasons}");
+}
+
+/// A real tor in the gateway namespace (`DisableNetwork 1`: it never
+/// connects anywhere) whose configured bridges are the two relays.
+fn start_tor(lab: &Lab) -> Proc {
+    let d = lab.path("tor");
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&d)
+        .unwrap();
+    std::fs::write(d.join("defaults"), "").unwrap();
+    std::fs::write(
+        d.join("torrc"),
+        format!(
+            "DataDirectory {data}\nDisableNetwork 1\nSocksPort 0\nControlPort 127.0.0.1:9051\n\
+             CookieAuthentication 1\nLog notice file {log}\nBridge {b0}\nBridge {b1}\n",
+            data = d.join("data").display(),
+            log = d.join("log").display(),
+            b0 = RELAYS[0],
+            b1 = RELAYS[1],
+        ),
+    )
+    .unwrap();
+    let mut cmd = lab.ns("gw").command("tor");
+    cmd.arg("-f")
+        .arg(d.join("torrc"))
+        .arg("--defaults-torrc")
+        .arg(d.join("defaults"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    let tor = lab.ns("gw").spawn(cmd).expect("tor is installed");
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while lab
+        .ns("gw")
+        .run_in(|| std::net::TcpStream::connect("127.0.0.1:9051").is_err())
+        .unwrap()
+    {
+        assert!(
+            tor.is_running(),
+            "tor exited: {}",
+            std::fs::read_to_string(d.join("log")).unwrap_or_default()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "tor did not open its control port"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tor
+}
+
+/// Tor's current value of `key`, read through its control port.
+fn tor_conf(lab: &Lab, key: &'static str) -> String {
+    lab.ns("gw")
+        .run_in(move || {
+            let target = leaktest_tor::ControlTarget::parse("127.0.0.1:9051").unwrap();
+            let opts = leaktest_tor::ConnectOptions::new(target);
+            let mut c = leaktest_tor::Controller::connect(&opts).unwrap();
+            let v = c.getconf(&[key]).unwrap();
+            v.into_iter()
+                .next()
+                .and_then(|(_, v)| v)
+                .unwrap_or_default()
+        })
+        .unwrap()
+}
+
+#[test]
+fn tor_control_port_allowlist_and_restrict_tor() {
+    if !is_root() {
+        return;
+    }
+    let lab = build("wtr", false);
+    let _tor = start_tor(&lab);
+    let before = tor_conf(&lab, "ReachableORAddresses");
+    let watch = start_watch_with(
+        &lab,
+        &["--tor-control", "127.0.0.1:9051", "--restrict-tor"],
+        false,
+    );
+    // Restricted while the watch runs, with a journal to undo it.
+    assert_eq!(tor_conf(&lab, "FascistFirewall"), "1");
+    assert!(tor_conf(&lab, "ReachableORAddresses").contains("443"));
+    assert!(lab.path("state").read_dir().unwrap().next().is_some());
+    std::thread::sleep(Duration::from_millis(800));
+    let (code, out, w) = finish_watch(&lab, watch);
+    // The relay streams are Tor because Tor's control port says so (bridges).
+    assert_eq!(w["verdict"], "pass", "{w:#}\n{out}");
+    assert_eq!(code, 0);
+    assert_eq!(u(&w["tor"]["endpoints"]), 2, "{w:#}");
+    assert!(u(&w["tor"]["packets"]) > 0);
+    // SIGTERM ended the watch and the restriction was undone.
+    assert_eq!(tor_conf(&lab, "FascistFirewall"), "0");
+    assert_eq!(tor_conf(&lab, "ReachableORAddresses"), before);
+    assert!(lab.path("state").read_dir().unwrap().next().is_none());
 }
 
 #[test]

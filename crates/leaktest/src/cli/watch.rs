@@ -33,7 +33,9 @@ The Tor endpoints come from Tor itself with --tor-control: every relay of the co
 bridges, refreshed on every new consensus while watching. So the seed procedure's Step 0 \
 (restricting Tor to ports 80 and 443 before the test) is unnecessary: relays on any port \
 are recognised, and a leak to port 80, 443, 9001 or 9030 is still reported. Without a \
-control port, list the endpoints with --allow (a VPN endpoint, a bridge, a test relay).
+control port, list the endpoints with --allow (a VPN endpoint, a bridge, a test relay). \
+--restrict-tor still applies Step 0 for the duration of the watch and undoes it afterwards; \
+beware that restricting Tor's ports changes which guards Tor selects.
 
 The watch proves that its capture sees: it injects harmless canary frames (EtherType \
 0x88B5 to a locally administered MAC) at the start, every second and at the end, and \
@@ -61,7 +63,7 @@ shorter; only longer frames (TCP segmentation-offload super-frames up to 64 KiB,
 frames) are truncated, and their real length is kept.";
 
 #[derive(clap::Args)]
-#[command(long_about = LONG_ABOUT, after_long_help = AFTER_LONG_HELP)]
+#[command(before_long_help = LONG_ABOUT, after_long_help = AFTER_LONG_HELP)]
 pub struct Args {
     /// The gateway's external interface (Ethernet)
     #[arg(long, value_name = "IFACE")]
@@ -182,12 +184,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
 
-    // A restriction left behind by a crashed leaktest is undone first.
-    if let Some(msg) =
-        restrict::recover_leftover().context("restoring a leftover Tor restriction")?
-    {
-        eprintln!("leaktest: {msg}");
-    }
+    // (A restriction left behind by a crashed leaktest was undone in main.)
     let guard = if args.restrict_tor {
         let o = opts
             .as_ref()
