@@ -38,6 +38,9 @@ impl Verdict {
     }
 }
 
+/// One packet in this many may be lost between sender and capture.
+pub const LOSS_PER: u64 = 10_000;
+
 /// A range of packet counts: `min` certain, up to `max` possible.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Range {
@@ -58,6 +61,16 @@ impl Range {
     }
     pub fn contains(&self, n: u64) -> bool {
         (self.min..=self.max).contains(&n)
+    }
+
+    /// The range allowing one in [`LOSS_PER`] of the certain packets to be
+    /// lost (a loaded machine's veth path drops the odd packet at full rate;
+    /// a wrong verdict or a wrong model loses whole classes).
+    pub fn with_loss(&self) -> Range {
+        Range {
+            min: self.min - self.min.div_ceil(LOSS_PER),
+            max: self.max,
+        }
     }
 }
 
@@ -268,7 +281,7 @@ pub fn compare(report: &Value, expect: &Expectation, runs: &BTreeMap<String, Swe
     for fam in Family::BOTH {
         let got = attributed.get(&fam).copied().unwrap_or(0);
         let want = expect.family_total(fam);
-        if !want.contains(got) {
+        if !want.with_loss().contains(got) {
             bad(format!(
                 "{fam}: {got} leaked probe packets, expected {want}"
             ));
@@ -281,7 +294,8 @@ pub fn compare(report: &Value, expect: &Expectation, runs: &BTreeMap<String, Swe
             let slack = Range {
                 min: want.min,
                 max: want.max + expect_ip6_slack(expect, fam),
-            };
+            }
+            .with_loss();
             if !slack.contains(got) {
                 bad(format!(
                     "{fam} tcp [{}]: {got} leaked, expected {want}",
@@ -415,7 +429,7 @@ mod tests {
         let c = compare(&r, &e, &runs());
         // The ip suite's protocol-6 probe may or may not leak: both counts match.
         assert!(c.ok(), "{:?}", c.mismatches);
-        groups[0]["packets"] = json!(65535);
+        groups[0]["packets"] = json!(65520);
         let c = compare(
             &json!({"verdict": "leak", "groups": groups, "leaks": []}),
             &e,

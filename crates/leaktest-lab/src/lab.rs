@@ -343,8 +343,7 @@ impl Lab {
         std::fs::write(&path, ruleset).map_err(|e| LabError::Io("writing ruleset".into(), e))?;
         sys::run(sys::ns_command(gw, "nft")?.arg("-f").arg(&path))?;
         sys::sysctls(gw, sysctls)?;
-        // Conntrack is not flushed: tor's own connections must survive the
-        // swap, and every probe run uses fresh ports (run-keyed header tags).
+        sys::conntrack_flush(gw)?;
         Ok(())
     }
 

@@ -192,41 +192,15 @@ pub fn run_target(
         for &sweep in sweeps {
             let json = dir.join(format!("probe-{}.json", sweep.name()));
             let log = dir.join(format!("probe-{}.log", sweep.name()));
-            let ns = if sweep == Sweep::Workstation {
-                &names.ws
-            } else {
-                &names.gw
-            };
-            let mut cmd = if sweep == Sweep::GatewayUser {
-                let mut c = sys::ns_command(ns, "setpriv")?;
-                c.arg(format!("--reuid={UNPRIVILEGED_UID}"))
-                    .arg(format!("--regid={UNPRIVILEGED_UID}"))
-                    .args([
-                        "--clear-groups",
-                        "--inh-caps=+net_raw",
-                        "--ambient-caps=+net_raw",
-                    ])
-                    .arg(&opts.exe);
-                c
-            } else {
-                sys::ns_command(ns, &opts.exe.to_string_lossy())?
-            };
-            cmd.arg("probe")
-                .args([
-                    "--target",
-                    &WEB4.to_string(),
-                    "--target6",
-                    &WEB6.to_string(),
-                    "--rate",
-                    &opts.probe_rate,
-                ])
-                .arg("--key-file")
-                .arg(&key)
-                .arg("--json")
-                .arg(&json);
-            if sweep != Sweep::Workstation {
-                cmd.args(["--socket", "raw"]);
-            }
+            let cmd = probe_command(
+                &names,
+                &opts.exe,
+                sweep,
+                &key,
+                &json,
+                &opts.probe_rate,
+                None,
+            )?;
             let (mut child, t) =
                 lab.spawn_tracked(cmd, &log, &format!("leaktest probe ({})", sweep.name()))?;
             let st = wait_child(&mut child, &t, Duration::from_secs(300), "leaktest probe");
@@ -277,6 +251,60 @@ pub fn run_target(
         report: Some(report),
         gateway_check,
     })
+}
+
+/// The `leaktest probe` command of one sweep: the full default catalogue to
+/// the lab web server, from the workstation (AF_PACKET) or from the gateway
+/// itself (raw sockets), as root or as [`UNPRIVILEGED_UID`] with only
+/// CAP_NET_RAW.
+pub fn probe_command(
+    names: &crate::topology::Names,
+    exe: &Path,
+    sweep: Sweep,
+    key: &Path,
+    json: &Path,
+    rate: &str,
+    run_id: Option<u64>,
+) -> Result<std::process::Command, LabError> {
+    let ns = if sweep == Sweep::Workstation {
+        &names.ws
+    } else {
+        &names.gw
+    };
+    let mut cmd = if sweep == Sweep::GatewayUser {
+        let mut c = sys::ns_command(ns, "setpriv")?;
+        c.arg(format!("--reuid={UNPRIVILEGED_UID}"))
+            .arg(format!("--regid={UNPRIVILEGED_UID}"))
+            .args([
+                "--clear-groups",
+                "--inh-caps=+net_raw",
+                "--ambient-caps=+net_raw",
+            ])
+            .arg(exe);
+        c
+    } else {
+        sys::ns_command(ns, &exe.to_string_lossy())?
+    };
+    cmd.arg("probe")
+        .args([
+            "--target",
+            &WEB4.to_string(),
+            "--target6",
+            &WEB6.to_string(),
+            "--rate",
+            rate,
+        ])
+        .arg("--key-file")
+        .arg(key)
+        .arg("--json")
+        .arg(json);
+    if sweep != Sweep::Workstation {
+        cmd.args(["--socket", "raw"]);
+    }
+    if let Some(r) = run_id {
+        cmd.args(["--run-id", &format!("{r:016x}")]);
+    }
+    Ok(cmd)
 }
 
 fn read_json(p: &Path) -> Result<Value, LabError> {

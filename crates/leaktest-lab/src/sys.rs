@@ -268,6 +268,85 @@ pub fn user_ids(name: &str) -> Option<(u32, u32)> {
     })
 }
 
+/// Empties the conntrack table of `ns` (ctnetlink `IPCTNL_MSG_CT_DELETE`
+/// without attributes). Between gateway profiles this keeps one profile's
+/// entries (NAT decisions, loosely picked-up TCP) from steering the next
+/// profile's probes; tor's own connections are picked up again by its next
+/// packet.
+pub fn conntrack_flush(ns: &str) -> Result<(), LabError> {
+    run_in(ns, || {
+        const NETLINK_NETFILTER: i32 = 12;
+        const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+        const IPCTNL_MSG_CT_DELETE: u16 = 2;
+        let err = |what: &str| {
+            LabError::Io(
+                format!("conntrack flush: {what}"),
+                std::io::Error::last_os_error(),
+            )
+        };
+        // SAFETY: plain socket syscalls on a descriptor we own and close.
+        unsafe {
+            let fd = libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                NETLINK_NETFILTER,
+            );
+            if fd < 0 {
+                return Err(err("socket"));
+            }
+            // nlmsghdr (16 bytes) + nfgenmsg (family AF_UNSPEC: both, version 0, res_id 0).
+            let mut msg = [0u8; 20];
+            msg[0..4].copy_from_slice(&20u32.to_ne_bytes());
+            msg[4..6].copy_from_slice(
+                &((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE).to_ne_bytes(),
+            );
+            msg[6..8]
+                .copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes());
+            msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+            addr.nl_family = libc::AF_NETLINK as u16;
+            let sent = libc::sendto(
+                fd,
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            );
+            if sent < 0 {
+                libc::close(fd);
+                return Err(err("send"));
+            }
+            let tv = libc::timeval {
+                tv_sec: 2,
+                tv_usec: 0,
+            };
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+            let mut buf = [0u8; 256];
+            let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+            libc::close(fd);
+            if n < 20 {
+                return Err(err("no acknowledgement"));
+            }
+            // NLMSG_ERROR carrying 0 acknowledges; ENOENT: the table was empty.
+            let code = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+            if code != 0 && code != -libc::ENOENT {
+                return Err(LabError::Io(
+                    "conntrack flush".into(),
+                    std::io::Error::from_raw_os_error(-code),
+                ));
+            }
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

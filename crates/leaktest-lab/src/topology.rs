@@ -83,7 +83,38 @@ pub fn create(n: &Names) -> Result<(), LabError> {
         b.push_str(&format!("addr add {a}/32 dev lo\n"));
     }
     sys::ip_batch(&n.net, &b)?;
+    // Permanent neighbour entries on both links: at full probe rate the
+    // first hundreds of packets would otherwise die in the neighbour queue
+    // while ARP/ND resolves (and a leak would go unseen).
+    let router_mac = mac_of(&n.net, NET_IF)?;
+    let gw_int_mac = mac_of(&n.gw, GW_INT_IF)?;
+    sys::ip_batch(
+        &n.gw,
+        &format!(
+            "neigh replace {NET_ROUTER4} lladdr {router_mac} dev {GW_EXT_IF} nud permanent\n\
+             neigh replace {NET_ROUTER6} lladdr {router_mac} dev {GW_EXT_IF} nud permanent\n"
+        ),
+    )?;
+    sys::ip_batch(
+        &n.ws,
+        &format!(
+            "neigh replace {GW_INT4} lladdr {gw_int_mac} dev {WS_IF} nud permanent\n\
+             neigh replace {GW_INT6} lladdr {gw_int_mac} dev {WS_IF} nud permanent\n"
+        ),
+    )?;
     Ok(())
+}
+
+/// The MAC address of `dev` inside `ns`.
+fn mac_of(ns: &str, dev: &str) -> Result<String, LabError> {
+    let out = sys::run(
+        std::process::Command::new("ip").args(["-n", ns, "-o", "link", "show", "dev", dev]),
+    )?;
+    out.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .map(str::to_string)
+        .ok_or_else(|| LabError::Netns(ns.to_string(), format!("{dev} has no MAC address")))
 }
 
 /// Deletes every namespace of `n` that exists; returns the first error.
