@@ -7,7 +7,6 @@ use std::path::Path;
 use std::process::Command;
 
 #[test]
-#[ignore = "needs `leaktest watch` (issue 3), whose command line has not landed yet"]
 fn lab_runs_every_profile_as_expected_and_leaves_nothing() {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
