@@ -229,6 +229,7 @@ pub fn run(
     let mut problems = Problems::default();
     let mut pcap_failed = false;
     let mut ready_pending = cfg.ready_file.clone();
+    let mut live_announced = false;
     let mut capture_broken = false;
     let mut canary_send_failed = false;
     let mut feed_outage_reported = false;
@@ -315,6 +316,11 @@ pub fn run(
             break;
         }
         if canary.seen() > 0 {
+            if !live_announced {
+                // The moment a person (or script) may start the probes.
+                live_announced = true;
+                eprintln!("leaktest: capture on {iface} is live (its first canary was seen): start the probes");
+            }
             if let Some(path) = ready_pending.take() {
                 write_ready_file(&path, &iface)?;
             }

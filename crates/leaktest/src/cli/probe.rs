@@ -36,8 +36,9 @@ the exact probe behind any packet that leaks. The default is the whole catalogue
 
 That is 393,730 probes per family, 787,460 for both.
 
-Probes go to the target you name (normally the gateway's internal address, e.g. 10.152.152.10 \
-on Whonix) through the interface and next hop the kernel's routing table chooses for it. With \
+Probes go to the target you name: an address beyond the gateway (a host you may probe on the \
+other side of it; packets addressed to the gateway itself are delivered to it and never forwarded, \
+so they cannot show a forwarding leak), through the interface and next hop the kernel's routing table chooses for it. With \
 the default `--socket packet`, leaktest writes complete Ethernet frames on that interface \
 (AF_PACKET, batches of up to 128 per sendmmsg call), addressed to the next hop's MAC from the \
 neighbour table; if the entry is missing it sends one empty UDP datagram to the next hop's own \
@@ -108,12 +109,12 @@ impl SocketKind {
 // would override one set here).
 #[command(after_long_help = AFTER_LONG_HELP)]
 pub struct Args {
-    /// IPv4 address to probe (normally the gateway's internal address). Required for IPv4 probes;
+    /// IPv4 address beyond the gateway to probe (never the gateway's own address). Required for IPv4 probes;
     /// leaktest never guesses a destination
     #[arg(long, value_name = "IPV4")]
     pub target: Option<Ipv4Addr>,
 
-    /// IPv6 address to probe (the gateway's internal IPv6 address). Required for IPv6 probes
+    /// IPv6 address beyond the gateway to probe. Required for IPv6 probes
     #[arg(long, value_name = "IPV6")]
     pub target6: Option<Ipv6Addr>,
 
