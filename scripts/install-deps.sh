@@ -9,8 +9,8 @@ fi
 pkgs=(
   build-essential pkg-config libpcap-dev # building the pcap crate
   iproute2 nftables procps util-linux    # namespaces, veth, firewall, setpriv
-  tor                                    # the lab's private Tor network and gateway
-  tshark nmap iputils-ping               # independent readers/peers in tests and benchmarks
+  tor openssl                            # the lab's private Tor network (keys via openssl) and gateway
+  tshark nmap iputils-ping perl          # independent readers/peers in tests and benchmarks
 )
 missing=()
 for p in "${pkgs[@]}"; do
