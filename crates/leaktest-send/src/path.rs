@@ -79,9 +79,9 @@ fn v4_problem(a: Ipv4Addr, iface: Option<&str>) -> Option<String> {
     } else if a.is_loopback() {
         "is a loopback address: probes must leave the host through the gateway"
     } else if a.is_multicast() {
-        "is a multicast address: give the gateway's unicast address"
+        "is a multicast address: give a unicast address beyond the gateway"
     } else if a.is_broadcast() {
-        "is the broadcast address: give the gateway's unicast address"
+        "is the broadcast address: give a unicast address beyond the gateway"
     } else if o[0] >= 240 {
         "is in the reserved range 240.0.0.0/4"
     } else if a.is_link_local() && iface.is_none() {
@@ -99,7 +99,7 @@ fn v6_problem(a: Ipv6Addr, iface: Option<&str>) -> Option<String> {
     } else if a.is_loopback() {
         "is the loopback address: probes must leave the host through the gateway"
     } else if a.is_multicast() {
-        "is a multicast address: give the gateway's unicast address"
+        "is a multicast address: give a unicast address beyond the gateway"
     } else if a.to_ipv4_mapped().is_some() {
         "is an IPv4-mapped address: give IPv4 targets with --target"
     } else if (s[0] & 0xffc0) == 0xfe80 && iface.is_none() {

@@ -81,7 +81,47 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line.
+/// The error and its causes on one line. A cause whose text the line already
+/// holds is left out: library errors often quote their source in their own
+/// message, and repeating it makes the line harder to read.
 fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot write report.json: {source}")]
+    struct Quoting {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn causes_already_quoted_are_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "Permission denied");
+        let e = anyhow::Error::new(Quoting { source: io }).context("writing the reports");
+        assert_eq!(
+            one_line(&e),
+            "writing the reports: cannot write report.json: Permission denied"
+        );
+    }
+
+    #[test]
+    fn distinct_causes_are_all_kept_on_one_line() {
+        let e = anyhow::anyhow!("no route\nto host").context("target 203.0.113.9");
+        assert_eq!(one_line(&e), "target 203.0.113.9: no route to host");
+    }
 }
