@@ -462,10 +462,8 @@ mod tests {
         assert!(b.is_empty());
     }
 
-    #[test]
-    fn sendmmsg_over_a_socketpair_delivers_every_frame() {
-        // A datagram socketpair stands in for the network: it checks the
-        // header plumbing and partial-send resumption without privileges.
+    /// A connected pair of AF_UNIX datagram sockets: a stand-in network.
+    fn datagram_socketpair() -> (OwnedFd, OwnedFd) {
         let mut fds = [0; 2];
         // SAFETY: fds has room for two descriptors.
         let r = unsafe {
@@ -476,9 +474,16 @@ mod tests {
                 fds.as_mut_ptr(),
             )
         };
-        assert_eq!(r, 0);
+        assert_eq!(r, 0, "socketpair: {}", std::io::Error::last_os_error());
         // SAFETY: fresh descriptors we own.
-        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    }
+
+    #[test]
+    fn sendmmsg_over_a_socketpair_delivers_every_frame() {
+        // A datagram socketpair stands in for the network: it checks the
+        // header plumbing and partial-send resumption without privileges.
+        let (a, b) = datagram_socketpair();
         let mut batch = Batch::new(64, 32);
         for i in 0..64u8 {
             batch.push_with(|s| {
@@ -510,19 +515,7 @@ mod tests {
     fn refused_messages_are_skipped_and_counted() {
         // Sending on a socket whose peer is gone fails every message with
         // ENOTCONN; treating it as a refusal must skip each one once.
-        let mut fds = [0; 2];
-        // SAFETY: fds has room for two descriptors.
-        let r = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        };
-        assert_eq!(r, 0);
-        // SAFETY: fresh descriptors we own.
-        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (a, b) = datagram_socketpair();
         drop(b);
         let mut batch = Batch::new(5, 4);
         for _ in 0..5 {
