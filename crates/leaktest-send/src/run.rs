@@ -7,7 +7,7 @@ use crate::socket::{Batch, FrameSender};
 use crate::Error;
 use leaktest_wire::{Family, ProbeSpec, Suite};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Largest batch handed to one `sendmmsg` call.
@@ -69,7 +69,7 @@ impl Plan {
     }
 }
 
-/// One family's writer and sender.
+/// One family's writer and sender, used by one sending thread.
 pub struct Lane {
     pub family: Family,
     pub writer: Box<dyn ProbeWriter>,
@@ -84,7 +84,7 @@ pub struct RunConfig {
     pub max_batch: usize,
     /// Bytes per frame slot (`leaktest_wire::MAX_PROBE_FRAME`).
     pub slot: usize,
-    /// At `Rate::Max`, send each family from its own thread.
+    /// At `Rate::Max`, send from one thread per worker (see [`run`]).
     pub parallel: bool,
 }
 
@@ -107,8 +107,8 @@ pub struct Progress {
     pub family: Family,
     pub suite: Suite,
     pub elapsed: Duration,
-    /// The families are being sent at the same time (`family` and `suite`
-    /// then only name where the plan starts).
+    /// Several threads are sending (`family` and `suite` then name the
+    /// unit most recently taken).
     pub parallel: bool,
 }
 
@@ -181,17 +181,88 @@ pub struct RunFailure {
     pub stats: Box<RunStats>,
 }
 
-/// Sends the plan. Families without a lane are skipped (the plan is the
-/// caller's to make consistent). `stop` ends the run early at a batch
-/// boundary (e.g. on SIGINT); the stats then say `complete: false`.
+/// Probes per work unit. Sending threads take a family's plan one unit at a
+/// time, so threads that share a family split it evenly and a thread that
+/// finishes early helps with what is left.
+const UNIT: u32 = 4096;
+
+/// A run of consecutive probes of one suite: catalogue indexes
+/// `start..end` within the suite.
+#[derive(Clone, Copy, Debug)]
+struct Unit {
+    suite: Suite,
+    start: u32,
+    end: u32,
+}
+
+/// One family's plan cut into units, and how far the threads have taken it.
+struct FamilyQueue {
+    family: Family,
+    units: Vec<Unit>,
+    next: AtomicUsize,
+}
+
+impl FamilyQueue {
+    fn new(plan: &Plan, family: Family) -> FamilyQueue {
+        let mut units = Vec::new();
+        for &suite in plan.suites() {
+            let n = suite.probe_count();
+            let mut start = 0;
+            while start < n {
+                let end = (start + UNIT).min(n);
+                units.push(Unit { suite, start, end });
+                start = end;
+            }
+        }
+        FamilyQueue {
+            family,
+            units,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn take(&self) -> Option<Unit> {
+        self.units
+            .get(self.next.fetch_add(1, Ordering::Relaxed))
+            .copied()
+    }
+}
+
+/// Where the run is, for progress: the family and suite of the unit most
+/// recently taken.
+struct Position(AtomicU32);
+
+impl Position {
+    fn set(&self, family: Family, suite: Suite) {
+        let f = Family::BOTH.iter().position(|&x| x == family).unwrap_or(0) as u32;
+        let s = Suite::ALL.iter().position(|&x| x == suite).unwrap_or(0) as u32;
+        self.0.store(f << 8 | s, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> (Family, Suite) {
+        let v = self.0.load(Ordering::Relaxed);
+        (
+            Family::BOTH[(v >> 8) as usize % Family::BOTH.len()],
+            Suite::ALL[(v & 0xff) as usize % Suite::ALL.len()],
+        )
+    }
+}
+
+/// Sends the plan. `workers` holds one set of lanes per sending thread; a
+/// family that no worker has a lane for is skipped (the plan is the caller's
+/// to make consistent). `stop` ends the run early at a batch boundary (e.g.
+/// on SIGINT); the stats then say `complete: false`.
 ///
-/// At `Rate::Max` with several lanes and `cfg.parallel`, each family is sent
-/// by its own thread (each in catalogue order): on a veth the receiving
-/// namespace's stack runs in the sender's context, so one thread per family
-/// uses a second core. At a fixed rate the families go one after the other.
+/// At `Rate::Max` with `cfg.parallel`, every worker sends from its own
+/// thread, and workers with a lane for the same family share that family's
+/// probes unit by unit (each unit in catalogue order). On a veth the
+/// receiving namespace's stack runs in the sender's syscalls, so a second
+/// thread uses a second core even for one family. Otherwise, and at any
+/// fixed rate (whose pacing is one thread's), only the first worker sends,
+/// every probe in catalogue order.
 pub fn run(
     plan: &Plan,
-    lanes: &mut [Lane],
+    workers: &mut [Vec<Lane>],
     cfg: &RunConfig,
     stop: Option<&AtomicBool>,
     progress: &mut dyn FnMut(&Progress),
@@ -200,92 +271,88 @@ pub fn run(
     let start = Instant::now();
     let done = AtomicU64::new(0);
     let abort = AtomicBool::new(false);
+    let position = Position(AtomicU32::new(0));
+    if let (Some(&f), Some(&s)) = (plan.families().first(), plan.suites().first()) {
+        position.set(f, s);
+    }
     let stopped =
         || stop.is_some_and(|s| s.load(Ordering::Relaxed)) || abort.load(Ordering::Relaxed);
-    let mut active: Vec<&mut Lane> = lanes
-        .iter_mut()
-        .filter(|l| plan.families().contains(&l.family))
+    let queues: Vec<FamilyQueue> = plan
+        .families()
+        .iter()
+        .map(|&f| FamilyQueue::new(plan, f))
         .collect();
-    active.sort_by_key(|l| l.family);
-    let mut stats = RunStats::default();
-    let mut first_error = None;
-    if cfg.parallel && cfg.rate == Rate::Max && active.len() > 1 {
-        let results: Vec<(RunStats, Option<Error>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = active
-                .into_iter()
-                .map(|lane| {
-                    let (done, abort, stopped) = (&done, &abort, &stopped);
-                    scope.spawn(move || {
-                        let mut st = RunStats::default();
-                        let r = send_lane(plan, lane, cfg, &mut st, done, stopped, &mut |_, _| {});
-                        let err = r.err();
-                        if err.is_some() {
+    let threads = if cfg.parallel && cfg.rate == Rate::Max {
+        workers.len()
+    } else {
+        workers.len().min(1)
+    };
+    let parallel = threads > 1;
+    let results: Vec<(RunStats, Option<Error>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = workers
+            .iter_mut()
+            .take(threads)
+            .enumerate()
+            .map(|(i, lanes)| {
+                let (queues, done, abort, stopped, position) =
+                    (&queues, &done, &abort, &stopped, &position);
+                scope.spawn(move || {
+                    let mut st = RunStats::default();
+                    // Start each thread on a different family, so that two
+                    // threads with lanes for both families begin apart.
+                    let mut err = None;
+                    for k in 0..queues.len() {
+                        let queue = &queues[(i + k) % queues.len()];
+                        let Some(lane) = lanes.iter_mut().find(|l| l.family == queue.family) else {
+                            continue;
+                        };
+                        if let Err(e) =
+                            send_units(queue, lane, cfg, &mut st, done, stopped, position)
+                        {
                             abort.store(true, Ordering::Relaxed);
+                            err = Some(e);
+                            break;
                         }
-                        (st, err)
-                    })
+                    }
+                    (st, err)
                 })
-                .collect();
-            while !handles.iter().all(|h| h.is_finished()) {
-                std::thread::sleep(Duration::from_millis(10));
-                if start.elapsed() >= PROGRESS_EVERY {
-                    progress(&Progress {
-                        done: done.load(Ordering::Relaxed),
-                        total,
-                        family: plan.families()[0],
-                        suite: plan.suites()[0],
-                        elapsed: start.elapsed(),
-                        parallel: true,
-                    });
-                }
-            }
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        (
-                            RunStats::default(),
-                            Some(Error::Io(std::io::Error::other("a sender thread panicked"))),
-                        )
-                    })
-                })
-                .collect()
-        });
-        for (st, err) in results {
-            stats.merge(&st);
-            if first_error.is_none() {
-                first_error = err;
+            })
+            .collect();
+        let mut last_progress = start;
+        while !handles.iter().all(|h| h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(5));
+            let now = Instant::now();
+            if now.duration_since(last_progress) >= PROGRESS_EVERY {
+                last_progress = now;
+                let (family, suite) = position.get();
+                progress(&Progress {
+                    done: done.load(Ordering::Relaxed),
+                    total,
+                    family,
+                    suite,
+                    elapsed: now.duration_since(start),
+                    parallel,
+                });
             }
         }
-    } else {
-        let mut last_progress = start;
-        for lane in active {
-            let r = send_lane(
-                plan,
-                lane,
-                cfg,
-                &mut stats,
-                &done,
-                &stopped,
-                &mut |family, suite| {
-                    let now = Instant::now();
-                    if now.duration_since(last_progress) >= PROGRESS_EVERY {
-                        last_progress = now;
-                        progress(&Progress {
-                            done: done.load(Ordering::Relaxed),
-                            total,
-                            family,
-                            suite,
-                            elapsed: now.duration_since(start),
-                            parallel: false,
-                        });
-                    }
-                },
-            );
-            if let Err(e) = r {
-                first_error = Some(e);
-                break;
-            }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    (
+                        RunStats::default(),
+                        Some(Error::Io(std::io::Error::other("a sender thread panicked"))),
+                    )
+                })
+            })
+            .collect()
+    });
+    let mut stats = RunStats::default();
+    let mut first_error = None;
+    for (st, err) in results {
+        stats.merge(&st);
+        if first_error.is_none() {
+            first_error = err;
         }
     }
     stats.elapsed = start.elapsed();
@@ -312,16 +379,16 @@ pub fn run(
     Ok(stats)
 }
 
-/// Sends every planned probe of one lane's family, in catalogue order.
-/// Returns early (Ok) when `stopped()` turns true.
-fn send_lane(
-    plan: &Plan,
+/// Sends units of one family's queue until it is empty. Returns early (Ok)
+/// when `stopped()` turns true.
+fn send_units(
+    queue: &FamilyQueue,
     lane: &mut Lane,
     cfg: &RunConfig,
     stats: &mut RunStats,
     done: &AtomicU64,
     stopped: &(dyn Fn() -> bool + Sync),
-    tick: &mut dyn FnMut(Family, Suite),
+    position: &Position,
 ) -> Result<(), Error> {
     let family = lane.family;
     let batch_size = cfg.rate.batch_size(cfg.max_batch);
@@ -329,27 +396,32 @@ fn send_lane(
     // Up to four batches (20 ms at a fixed rate) of credit: a sender that
     // was scheduled late (a busy machine) catches up instead of losing rate.
     let mut limiter = RateLimiter::new(cfg.rate, 4 * batch_size);
-    for &suite in plan.suites() {
-        let mut specs = ProbeSpec::all(family, suite);
-        loop {
+    let fam_bit = match family {
+        Family::V4 => 0,
+        Family::V6 => leaktest_wire::catalogue::SEQ_FAMILY_BIT,
+    };
+    while let Some(unit) = queue.take() {
+        position.set(family, unit.suite);
+        let base = unit.suite.base() | fam_bit;
+        let mut index = unit.start;
+        while index < unit.end {
             if stopped() {
                 return Ok(());
             }
             batch.clear();
             let mut taken = 0u64;
-            while !batch.is_full() {
-                let Some(spec) = specs.next() else { break };
+            while !batch.is_full() && index < unit.end {
+                let spec = ProbeSpec::from_seq(base + index).expect("catalogue index in range");
+                index += 1;
                 taken += 1;
                 if !batch.push_with(|buf| lane.writer.write(&spec, buf)) {
                     stats.unbuilt += 1;
                 }
             }
-            if taken == 0 {
-                break;
-            }
             if !batch.is_empty() {
                 limiter.acquire(batch.len());
                 let out = lane.sender.send_batch(&mut batch)?;
+                let suite = unit.suite;
                 *stats
                     .sent
                     .entry(family)
@@ -367,7 +439,6 @@ fn send_lane(
                 stats.retries += out.retries;
             }
             done.fetch_add(taken, Ordering::Relaxed);
-            tick(family, suite);
         }
     }
     Ok(())
@@ -401,11 +472,19 @@ mod tests {
         calls: usize,
         fail_at: Option<usize>,
         refuse_first_every: Option<usize>,
+        /// Waited on before the first batch: holds a thread until the
+        /// others have taken work too.
+        barrier: Option<Arc<std::sync::Barrier>>,
     }
 
     impl FrameSender for Recorder {
         fn send_batch(&mut self, batch: &mut Batch) -> Result<SendOutcome, Error> {
             self.calls += 1;
+            if self.calls == 1 {
+                if let Some(b) = &self.barrier {
+                    b.wait();
+                }
+            }
             if Some(self.calls) == self.fail_at {
                 return Err(Error::Send(std::io::Error::from_raw_os_error(
                     libc::ENETDOWN,
@@ -440,6 +519,7 @@ mod tests {
                 calls: 0,
                 fail_at: None,
                 refuse_first_every: None,
+                barrier: None,
             }),
         }
     }
@@ -475,12 +555,12 @@ mod tests {
             &Family::BOTH,
             &[Suite::Icmp, Suite::Ip, Suite::Frag, Suite::Udp],
         );
-        let mut lanes = [
+        let mut workers = [vec![
             lane(Family::V4, &frames, false),
             lane(Family::V6, &frames, false),
-        ];
+        ]];
         let mut calls = 0;
-        let stats = run(&plan, &mut lanes, &cfg(), None, &mut |p| {
+        let stats = run(&plan, &mut workers, &cfg(), None, &mut |p| {
             calls += 1;
             assert!(p.done <= p.total);
         })
@@ -509,15 +589,15 @@ mod tests {
     fn parallel_lanes_send_each_family_once_in_order() {
         let frames = Arc::new(Mutex::new(Vec::new()));
         let plan = Plan::new(&Family::BOTH, &[Suite::Icmp, Suite::Udp, Suite::Frag]);
-        let mut lanes = [
-            lane(Family::V4, &frames, false),
-            lane(Family::V6, &frames, false),
+        let mut workers = [
+            vec![lane(Family::V4, &frames, false)],
+            vec![lane(Family::V6, &frames, false)],
         ];
         let c = RunConfig {
             parallel: true,
             ..cfg()
         };
-        let stats = run(&plan, &mut lanes, &c, None, &mut |_| {}).unwrap();
+        let stats = run(&plan, &mut workers, &c, None, &mut |_| {}).unwrap();
         assert!(stats.complete);
         assert_eq!(stats.sent_total(), plan.total());
         let got = frames.lock().unwrap().clone();
@@ -537,6 +617,88 @@ mod tests {
         }
     }
 
+    /// A lane whose sender records into `frames` and, on its first batch,
+    /// waits for `barrier`.
+    fn held_lane(
+        family: Family,
+        frames: &Arc<Mutex<Vec<u32>>>,
+        barrier: &Arc<std::sync::Barrier>,
+    ) -> Lane {
+        let mut l = lane(family, frames, false);
+        l.sender = Box::new(Recorder {
+            frames: frames.clone(),
+            calls: 0,
+            fail_at: None,
+            refuse_first_every: None,
+            barrier: Some(barrier.clone()),
+        });
+        l
+    }
+
+    #[test]
+    fn workers_share_a_family_unit_by_unit() {
+        let plan = Plan::new(&Family::BOTH, &[Suite::Icmp, Suite::Udp, Suite::Frag]);
+        let mine = [
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(Mutex::new(Vec::new())),
+        ];
+        // No IPv4 probe leaves before both threads have taken an IPv4 unit
+        // (one starts with IPv4, the other comes to it after IPv6): both
+        // must share IPv4, whatever the scheduler does.
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let mut workers: Vec<Vec<Lane>> = mine
+            .iter()
+            .map(|f| {
+                vec![
+                    held_lane(Family::V4, f, &barrier),
+                    lane(Family::V6, f, false),
+                ]
+            })
+            .collect();
+        let c = RunConfig {
+            parallel: true,
+            ..cfg()
+        };
+        let stats = run(&plan, &mut workers, &c, None, &mut |_| {}).unwrap();
+        assert!(stats.complete);
+        assert_eq!(stats.sent_total(), plan.total());
+        assert_eq!(stats.sent_family(Family::V6), plan.count(Family::V6));
+        let want: Vec<u32> = plan
+            .families()
+            .iter()
+            .flat_map(|&f| {
+                plan.suites()
+                    .iter()
+                    .flat_map(move |&s| ProbeSpec::all(f, s))
+            })
+            .map(|s| s.seq())
+            .collect();
+        let mut all = Vec::new();
+        for frames in &mine {
+            let got = frames.lock().unwrap().clone();
+            assert!(
+                got.iter()
+                    .any(|s| ProbeSpec::from_seq(*s).unwrap().family == Family::V4),
+                "each worker sent a share of IPv4"
+            );
+            // A worker's probes come in whole units, each in catalogue
+            // order: every step is +1 or a jump to a new unit's start.
+            for w in got.windows(2) {
+                let (a, b) = (
+                    ProbeSpec::from_seq(w[0]).unwrap(),
+                    ProbeSpec::from_seq(w[1]).unwrap(),
+                );
+                let unit_start = (b.seq() & (leaktest_wire::catalogue::SEQ_FAMILY_BIT - 1))
+                    .checked_sub(b.suite().base())
+                    .is_some_and(|i| i % UNIT == 0);
+                assert!(w[1] == w[0] + 1 || unit_start, "{a:?} then {b:?}");
+            }
+            all.extend(got);
+        }
+        all.sort_unstable();
+        assert_eq!(all, want, "every planned probe exactly once");
+    }
+
     #[test]
     fn a_failing_parallel_lane_stops_the_other() {
         let frames = Arc::new(Mutex::new(Vec::new()));
@@ -547,6 +709,7 @@ mod tests {
             calls: 0,
             fail_at: Some(2),
             refuse_first_every: None,
+            barrier: None,
         });
         let c = RunConfig {
             parallel: true,
@@ -554,7 +717,7 @@ mod tests {
         };
         let f = run(
             &plan,
-            &mut [lane(Family::V4, &frames, false), bad],
+            &mut [vec![lane(Family::V4, &frames, false)], vec![bad]],
             &c,
             None,
             &mut |_| {},
@@ -576,8 +739,9 @@ mod tests {
             calls: 0,
             fail_at: None,
             refuse_first_every: Some(2),
+            barrier: None,
         });
-        let stats = run(&plan, &mut [l], &cfg(), None, &mut |_| {}).unwrap();
+        let stats = run(&plan, &mut [vec![l]], &cfg(), None, &mut |_| {}).unwrap();
         assert_eq!(stats.unbuilt, 1);
         // 255 built probes in 4 batches (64, 64, 64, 63); batches 2 and 4 refuse one.
         assert_eq!(stats.refused_total(), 2);
@@ -595,8 +759,9 @@ mod tests {
             calls: 0,
             fail_at: Some(3),
             refuse_first_every: None,
+            barrier: None,
         });
-        let f = run(&plan, &mut [l], &cfg(), None, &mut |_| {}).unwrap_err();
+        let f = run(&plan, &mut [vec![l]], &cfg(), None, &mut |_| {}).unwrap_err();
         assert!(matches!(f.error, Error::Send(_)));
         assert_eq!(f.stats.sent_total(), 128);
         assert!(!f.stats.complete);
@@ -609,7 +774,7 @@ mod tests {
         let stop = AtomicBool::new(true);
         let stats = run(
             &plan,
-            &mut [lane(Family::V4, &frames, false)],
+            &mut [vec![lane(Family::V4, &frames, false)]],
             &cfg(),
             Some(&stop),
             &mut |_| {},
@@ -630,7 +795,7 @@ mod tests {
         let t = Instant::now();
         let stats = run(
             &plan,
-            &mut [lane(Family::V4, &frames, false)],
+            &mut [vec![lane(Family::V4, &frames, false)]],
             &c,
             None,
             &mut |_| {},

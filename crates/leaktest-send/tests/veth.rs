@@ -207,10 +207,11 @@ enum Kind {
 }
 
 /// Resolves both paths and sends `suites` for both families from the
-/// workstation namespace; returns the paths' MAC pairs.
+/// workstation namespace, from two threads that share the plan; returns the
+/// paths' MAC pairs.
 fn send_from_ws(pair: &Pair, kind: Kind, key: RunKey, suites: &'static [Suite]) -> Vec<L2> {
     in_ns(&pair.ws, move || {
-        let mut lanes = Vec::new();
+        let mut workers: Vec<Vec<Lane>> = vec![Vec::new(), Vec::new()];
         let mut macs = Vec::new();
         for (family, target) in [(Family::V4, GW4), (Family::V6, GW6)] {
             let target: IpAddr = target.parse().unwrap();
@@ -237,7 +238,7 @@ fn send_from_ws(pair: &Pair, kind: Kind, key: RunKey, suites: &'static [Suite]) 
                 },
                 _ => panic!("family mismatch"),
             };
-            let (sender, l2): (Box<dyn FrameSender>, Option<L2>) = match kind {
+            let l2 = match kind {
                 Kind::Packet => {
                     let m = path.macs.expect("resolved MACs");
                     let l2 = L2 {
@@ -245,25 +246,30 @@ fn send_from_ws(pair: &Pair, kind: Kind, key: RunKey, suites: &'static [Suite]) 
                         dst: m.dst,
                     };
                     macs.push(l2);
-                    (
-                        Box::new(PacketSender::open(path.ifindex, path.ethernet).unwrap()),
-                        Some(l2),
-                    )
+                    Some(l2)
                 }
-                Kind::Raw => (Box::new(RawIpSender::open(target, None).unwrap()), None),
+                Kind::Raw => None,
             };
-            lanes.push(Lane {
-                family,
-                writer: Box::new(ProbeBuilder::new(key, ends, l2)),
-                sender,
-            });
+            for lanes in &mut workers {
+                let sender: Box<dyn FrameSender> = match kind {
+                    Kind::Packet => {
+                        Box::new(PacketSender::open(path.ifindex, path.ethernet).unwrap())
+                    }
+                    Kind::Raw => Box::new(RawIpSender::open(target, None).unwrap()),
+                };
+                lanes.push(Lane {
+                    family,
+                    writer: Box::new(ProbeBuilder::new(key, ends, l2)),
+                    sender,
+                });
+            }
         }
         let plan = Plan::new(&Family::BOTH, suites);
         let cfg = RunConfig {
             rate: Rate::Max,
             ..RunConfig::default()
         };
-        let stats = leaktest_send::run(&plan, &mut lanes, &cfg, None, &mut |_| {}).unwrap();
+        let stats = leaktest_send::run(&plan, &mut workers, &cfg, None, &mut |_| {}).unwrap();
         assert!(stats.complete);
         assert_eq!(stats.sent_total(), plan.total());
         assert_eq!(stats.refused_total(), 0);

@@ -378,6 +378,8 @@ pub struct Report<'a> {
     pub rate: Rate,
     pub paths: &'a [(Family, Path)],
     pub stats: &'a RunStats,
+    /// Sending threads.
+    pub threads: usize,
     pub started: SystemTime,
     pub finished: SystemTime,
 }
@@ -488,6 +490,7 @@ impl Report<'_> {
             "refused_total": s.refused_total(),
             "unbuilt": s.unbuilt,
             "retries": s.retries,
+            "threads": self.threads,
             "complete": s.complete,
             "started": rfc3339(self.started),
             "finished": rfc3339(self.finished),
@@ -508,6 +511,17 @@ fn write_json(path: &std::path::Path, v: &serde_json::Value) -> Result<()> {
     let mut text = serde_json::to_string_pretty(v)?;
     text.push('\n');
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Sending threads: at `--rate max` one per core (at most four), which share
+/// the plan; at a fixed rate one, whose pacing is the rate.
+fn sending_threads(rate: Rate) -> usize {
+    match rate {
+        Rate::Max => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4),
+        Rate::Pps(_) => 1,
+    }
 }
 
 fn progress_bar(total: u64) -> Option<ProgressBar> {
@@ -550,7 +564,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         leaktest_send::socket::check_privilege(args.socket.name(), family == Family::V6)?;
     }
     let mut paths = Vec::new();
-    let mut lanes = Vec::new();
+    let mut workers: Vec<Vec<Lane>> = (0..sending_threads(args.rate))
+        .map(|_| Vec::new())
+        .collect();
     for &family in &settings.families {
         let target = settings
             .target(family)
@@ -576,30 +592,31 @@ pub fn run(args: Args) -> Result<ExitCode> {
             },
             _ => bail!("the kernel chose a {} source for {target}", path.source),
         };
-        let (sender, l2): (Box<dyn FrameSender>, Option<L2>) = match args.socket {
-            SocketKind::Packet => (
-                Box::new(PacketSender::open(path.ifindex, path.ethernet)?),
-                path.macs.map(|m| L2 {
-                    src: m.src,
-                    dst: m.dst,
-                }),
-            ),
-            SocketKind::Raw => (
-                Box::new(RawIpSender::open(target, args.iface.as_deref())?),
-                None,
-            ),
+        let l2 = match args.socket {
+            SocketKind::Packet => path.macs.map(|m| L2 {
+                src: m.src,
+                dst: m.dst,
+            }),
+            SocketKind::Raw => None,
         };
-        if sender.wants_ethernet() && l2.is_none() {
-            bail!(
-                "interface {} needs Ethernet addresses that could not be found",
-                path.iface
-            );
+        // One sender per worker thread: a socket is not shared between threads.
+        for lanes in &mut workers {
+            let sender: Box<dyn FrameSender> = match args.socket {
+                SocketKind::Packet => Box::new(PacketSender::open(path.ifindex, path.ethernet)?),
+                SocketKind::Raw => Box::new(RawIpSender::open(target, args.iface.as_deref())?),
+            };
+            if sender.wants_ethernet() && l2.is_none() {
+                bail!(
+                    "interface {} needs Ethernet addresses that could not be found",
+                    path.iface
+                );
+            }
+            lanes.push(Lane {
+                family,
+                writer: Box::new(ProbeBuilder::new(key, ends, l2)),
+                sender,
+            });
         }
-        lanes.push(Lane {
-            family,
-            writer: Box::new(ProbeBuilder::new(key, ends, l2)),
-            sender,
-        });
         paths.push((family, path));
     }
     let plan = Plan::new(&settings.families, &args.suite.0);
@@ -614,7 +631,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let pb = progress_bar(plan.total());
     let started = SystemTime::now();
-    let result = leaktest_send::run(&plan, &mut lanes, &cfg, Some(&stop), &mut |p| {
+    let threads = workers.len();
+    let result = leaktest_send::run(&plan, &mut workers, &cfg, Some(&stop), &mut |p| {
         if let Some(pb) = &pb {
             pb.set_position(p.done);
             let secs = p.elapsed.as_secs_f64();
@@ -624,7 +642,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 0.0
             };
             let at = if p.parallel {
-                "ipv4 + ipv6".to_string()
+                format!("{} {} ({threads} threads)", p.family, p.suite)
             } else {
                 format!("{} {}", p.family, p.suite)
             };
@@ -647,6 +665,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         rate: args.rate,
         paths: &paths,
         stats: &stats,
+        threads,
         started,
         finished,
     };
@@ -919,11 +938,13 @@ mod tests {
             rate: Rate::Max,
             paths: &[(Family::V4, path)],
             stats: &stats,
+            threads: 2,
             started: t0,
             finished: t0 + Duration::from_millis(250),
         };
         let j = r.json();
         assert_eq!(j["run_id"], "3f09c4e1a2b3c4d5");
+        assert_eq!(j["threads"], 2);
         assert_eq!(j["key"]["mode"], "shared");
         assert_eq!(j["key"]["fingerprint"], key.fingerprint());
         assert_eq!(j["targets"]["ipv6"], "fd19:c33d:88bc::10");
