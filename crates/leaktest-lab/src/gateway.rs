@@ -52,6 +52,7 @@ pub fn configure(root: &Path, dir_authority_lines: &str) -> Result<GatewayTor, L
          TransPort {GW_INT4}:{TRANS_PORT}\nTransPort [{GW_INT6}]:{TRANS_PORT}\n\
          DNSPort {GW_INT4}:{DNS_PORT}\nDNSPort [{GW_INT6}]:{DNS_PORT}\n\
          ControlPort 127.0.0.1:{CONTROL_PORT}\nCookieAuthentication 1\n\
+         DisableNetwork 1\n\
          CookieAuthFile {d}/control_auth_cookie\n{dir_authority_lines}"
     );
     // The torrc lives beside the data directory, readable by root only.
@@ -69,6 +70,53 @@ pub fn start(ns: &str, root: &Path) -> Result<Tracked, LabError> {
         &root.join("gw-tor.stderr"),
         "gateway tor",
     )
+}
+
+/// Lets the gateway tor use the network (`SETCONF DisableNetwork=0` on its
+/// control port). It starts with the network disabled so that it can run,
+/// with a working control port, while the private Tor network forms, and
+/// then bootstraps at once instead of after retries backed off.
+pub fn enable_network(ns: &str) -> Result<(), LabError> {
+    sys::run_in(ns, || {
+        let mut c = leaktest_tor::Controller::connect(&control_options()).map_err(tor_err)?;
+        c.setconf(&[("DisableNetwork", Some("0"))]).map_err(tor_err)
+    })
+}
+
+/// Waits until the gateway tor's control port accepts an authenticated
+/// connection (the watcher's `--tor-control` needs it).
+pub fn wait_control(
+    ns: &str,
+    timeout: Duration,
+    alive: &dyn Fn() -> Result<(), LabError>,
+) -> Result<Duration, LabError> {
+    let start = Instant::now();
+    loop {
+        let r = sys::run_in(ns, || {
+            leaktest_tor::Controller::connect(&control_options())
+                .map(drop)
+                .map_err(tor_err)
+        });
+        match r {
+            Ok(()) => return Ok(start.elapsed()),
+            Err(e) if start.elapsed() >= timeout => return Err(e),
+            Err(_) => {}
+        }
+        alive()?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn control_options() -> leaktest_tor::ConnectOptions {
+    let target = leaktest_tor::ControlTarget::Tcp(std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        CONTROL_PORT,
+    )));
+    leaktest_tor::ConnectOptions::new(target).with_timeout(Duration::from_secs(5))
+}
+
+fn tor_err(e: leaktest_tor::TorError) -> LabError {
+    LabError::Tor(format!("gateway control port: {e}"))
 }
 
 /// Waits for "Bootstrapped 100%" in the gateway tor's log.

@@ -74,6 +74,10 @@ pub struct Lab {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<Result<(), LabError>>>,
     done: bool,
+    /// When the private Tor network was started.
+    network_started: Instant,
+    /// The gateway tor has bootstrapped and the gateway check passed.
+    ready: bool,
 }
 
 /// Checks that the lab can run here at all: root and network namespaces.
@@ -99,8 +103,23 @@ pub fn preflight() -> Result<(), LabError> {
 
 impl Lab {
     /// Brings the whole lab up, calling `progress(phase, duration)` as each
-    /// phase ends. On error everything made so far is removed.
+    /// phase ends: [`Lab::start`] then [`Lab::ready`]. On error everything
+    /// made so far is removed.
     pub fn up(opts: &Options, progress: &mut dyn FnMut(&str, Duration)) -> Result<Lab, LabError> {
+        let mut lab = Lab::start(opts, progress)?;
+        lab.ready(progress)?;
+        Ok(lab)
+    }
+
+    /// Makes the namespaces and keys and starts every process: the private
+    /// Tor network, the servers, and the gateway's tor under the Whonix
+    /// policy with its network still disabled (its control port works).
+    /// Returns without waiting for the first consensus, so that work which
+    /// needs no working Tor can use that time; [`Lab::ready`] waits.
+    pub fn start(
+        opts: &Options,
+        progress: &mut dyn FnMut(&str, Duration),
+    ) -> Result<Lab, LabError> {
         preflight()?;
         let removed = state::remove_leftovers(&opts.state_dir, false)?;
         if !removed.is_empty() {
@@ -142,9 +161,53 @@ impl Lab {
             stop: Arc::new(AtomicBool::new(false)),
             threads: vec![],
             done: false,
+            network_started: Instant::now(),
+            ready: false,
         };
         lab.bring_up(opts, progress)?;
         Ok(lab)
+    }
+
+    /// True once [`Lab::ready`] has succeeded.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Waits for the private Tor network's first consensus, lets the
+    /// gateway tor bootstrap under the Whonix policy, and proves that the
+    /// gateway works (a page fetched through it, seen from an exit). Does
+    /// nothing the second time.
+    pub fn ready(&mut self, progress: &mut dyn FnMut(&str, Duration)) -> Result<(), LabError> {
+        if self.ready {
+            return Ok(());
+        }
+        let names = self.state.names.clone();
+        let td = self.state.tmpdir.clone();
+        let g = self
+            .gw_tor
+            .clone()
+            .ok_or_else(|| LabError::Tor("the gateway tor is not configured".into()))?;
+        let procs = self.state.processes.clone();
+        tornet::wait_consensus(&self.keys, Duration::from_secs(120), &|| {
+            check_alive(&procs, &td)
+        })?;
+        let t1 = self.network_started;
+        self.phase("consensus", t1, progress)?;
+
+        let t2 = Instant::now();
+        // Whatever profile ran meanwhile, tor bootstraps behind the Whonix policy.
+        self.apply_policy(&Policy::WHONIX, g.uid)?;
+        gateway::enable_network(&names.gw)?;
+        let procs = self.state.processes.clone();
+        gateway::wait_bootstrap(&g, Duration::from_secs(120), &|| check_alive(&procs, &td))?;
+        self.phase("gateway bootstrap", t2, progress)?;
+
+        let t3 = Instant::now();
+        let f = self.check_gateway()?;
+        tracing::info!(?f, "gateway works");
+        self.phase("gateway check", t3, progress)?;
+        self.ready = true;
+        Ok(())
     }
 
     fn phase(
@@ -239,7 +302,7 @@ impl Lab {
         self.phase("keys", t0, progress)?;
 
         // The private Tor network and the servers, all at once.
-        let t1 = Instant::now();
+        self.network_started = Instant::now();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -259,25 +322,14 @@ impl Lab {
         // The gateway's policy is in place before its tor starts.
         let g = gateway::configure(&tmp, &tornet::dir_authority_lines(&self.keys))?;
         self.apply_policy(&Policy::WHONIX, g.uid)?;
-        self.gw_tor = Some(g.clone());
-        let procs = self.state.processes.clone();
-        let td = tmp.clone();
-        tornet::wait_consensus(&self.keys, Duration::from_secs(120), &|| {
-            check_alive(&procs, &td)
-        })?;
-        self.phase("consensus", t1, progress)?;
-
-        let t2 = Instant::now();
+        self.gw_tor = Some(g);
         let t = gateway::start(&names.gw, &tmp)?;
         self.track(t)?;
         let procs = self.state.processes.clone();
-        gateway::wait_bootstrap(&g, Duration::from_secs(120), &|| check_alive(&procs, &td))?;
-        self.phase("gateway bootstrap", t2, progress)?;
-
-        let t3 = Instant::now();
-        let f = self.check_gateway()?;
-        tracing::info!(?f, "gateway works");
-        self.phase("gateway check", t3, progress)?;
+        gateway::wait_control(&names.gw, Duration::from_secs(30), &|| {
+            check_alive(&procs, &tmp)
+        })?;
+        self.phase("tor started", self.network_started, progress)?;
         Ok(())
     }
 

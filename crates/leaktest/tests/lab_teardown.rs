@@ -134,7 +134,9 @@ fn sigint_tears_everything_down() {
         return;
     }
     let (mut child, prefix, tmpdir, mut err) = start(&[]);
-    wait_for_line(&mut err, "keys");
+    // Every tor is up and the first profile's watcher and sweep are starting.
+    wait_for_line(&mut err, "tor started");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let st = child.wait().unwrap();
@@ -149,7 +151,8 @@ fn kill_9_leftovers_are_removed_by_lab_down() {
         return;
     }
     let (mut child, prefix, tmpdir, mut err) = start(&[]);
-    wait_for_line(&mut err, "keys");
+    wait_for_line(&mut err, "tor started");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(tmpdir.exists(), "a killed lab cannot clean up after itself");

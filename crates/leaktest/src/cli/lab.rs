@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 #[command(
@@ -105,36 +105,58 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         "leaktest lab: building the lab ({} profile(s))",
         targets.len()
     );
-    let mut lab = Lab::up(&opts, &mut |phase, d| {
+    let mut progress = |phase: &str, d: Duration| {
         let _ = writeln!(
             std::io::stderr(),
             "[{:6.1}s] {phase:<22} {:5.1}s",
             t0.elapsed().as_secs_f64(),
             d.as_secs_f64()
         );
-    })
-    .context("building the lab")?;
+    };
+    let mut lab = Lab::start(&opts, &mut progress).context("building the lab")?;
     let sopts = SuiteOptions {
         exe,
         probe_rate: args.rate.clone(),
         local_sweeps: true,
     };
-    let mut results: Vec<ProfileResult> = Vec::new();
-    for t in &targets {
-        let r = suite::run_target(&mut lab, t, &sopts)
-            .with_context(|| format!("profile {}", t.name()))?;
+    // Profiles that must leak need no working Tor: they run while the
+    // private Tor network forms its first consensus. Profiles that must pass
+    // run after the gateway has bootstrapped and been shown to work. No
+    // verdict is reported unless that proof succeeds (`ready` fails the lab).
+    let (early, late): (Vec<usize>, Vec<usize>) =
+        (0..targets.len()).partition(|&i| !targets[i].expects_pass());
+    let mut results: Vec<Option<ProfileResult>> = vec![None; targets.len()];
+    let mut run_one = |lab: &mut Lab, i: usize, before_check: bool| -> anyhow::Result<()> {
+        let t = &targets[i];
+        let r =
+            suite::run_target(lab, t, &sopts).with_context(|| format!("profile {}", t.name()))?;
         let _ = writeln!(
             err,
-            "[{:6.1}s] profile {:<19} {:5.1}s  expected {}, got {}{}",
+            "[{:6.1}s] profile {:<19} {:5.1}s  expected {}, got {}{}{}",
             t0.elapsed().as_secs_f64(),
             r.profile,
             r.seconds,
             r.expected.name(),
             r.got.map(Verdict::name).unwrap_or("-"),
-            if r.matched { "" } else { "  MISMATCH" }
+            if r.matched { "" } else { "  MISMATCH" },
+            if before_check {
+                "  (before the gateway check)"
+            } else {
+                ""
+            }
         );
-        results.push(r);
+        results[i] = Some(r);
+        Ok(())
+    };
+    for &i in &early {
+        run_one(&mut lab, i, true)?;
     }
+    lab.ready(&mut progress)
+        .context("making the gateway work (consensus, bootstrap, a fetch through Tor)")?;
+    for &i in &late {
+        run_one(&mut lab, i, false)?;
+    }
+    let results: Vec<ProfileResult> = results.into_iter().flatten().collect();
     let total = t0.elapsed().as_secs_f64();
     print_table(&results);
     println!("nothing to last verdict: {total:.1} s");
