@@ -114,6 +114,21 @@ fn wait_child(
     }
 }
 
+/// Loads the target's gateway policy (sysctls and ruleset) into the gateway.
+pub fn apply_target(lab: &Lab, target: &Target, tor_uid: u32) -> Result<(), LabError> {
+    match target {
+        Target::Builtin(p) => lab.apply_policy(&p.policy, tor_uid),
+        Target::Ruleset { text, .. } => {
+            let text = if text.contains("flush ruleset") {
+                text.clone()
+            } else {
+                format!("flush ruleset\n{text}")
+            };
+            lab.apply_ruleset(&text, &Policy::WHONIX.sysctls())
+        }
+    }
+}
+
 /// Runs the suite against one target on a lab that is up.
 pub fn run_target(
     lab: &mut Lab,
@@ -126,17 +141,7 @@ pub fn run_target(
         .gw_tor
         .clone()
         .ok_or_else(|| LabError::Tor("the gateway tor is not configured".into()))?;
-    match target {
-        Target::Builtin(p) => lab.apply_policy(&p.policy, g.uid)?,
-        Target::Ruleset { text, .. } => {
-            let text = if text.contains("flush ruleset") {
-                text.clone()
-            } else {
-                format!("flush ruleset\n{text}")
-            };
-            lab.apply_ruleset(&text, &Policy::WHONIX.sysctls())?;
-        }
-    }
+    apply_target(lab, target, g.uid)?;
     let expect = target.expectation();
     // A gateway must work before it can pass: fetch through Tor first.
     let mut gateway_check = None;

@@ -171,6 +171,16 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if args.keep {
+        // The profiles did not run in the order given (see above): leave
+        // the gateway with the last one's policy, as asked.
+        if let (Some(last), Some(g)) = (targets.last(), lab.gw_tor.clone()) {
+            suite::apply_target(&lab, last, g.uid)
+                .with_context(|| format!("loading the policy of {}", last.name()))?;
+            eprintln!(
+                "leaktest lab: the gateway keeps the policy of {}",
+                last.name()
+            );
+        }
         let st = lab.keep()?;
         print_keep(&st);
     } else {
