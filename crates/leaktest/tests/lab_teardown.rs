@@ -1,7 +1,8 @@
 //! `leaktest lab` leaves nothing behind: after a failure injected half-way
-//! (`LEAKTEST_LAB_FAIL_AT`), after SIGINT, and after `kill -9` followed by
-//! `leaktest lab down`, no lab namespace, no lab process, no state file and
-//! no temporary directory remain.
+//! (`LEAKTEST_LAB_FAIL_AT`), after SIGINT, after `kill -9` followed by
+//! `leaktest lab down`, and after `--keep` followed by `leaktest lab down`, no
+//! lab namespace, no lab process, no state file and no temporary directory
+//! remain.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -64,6 +65,7 @@ fn assert_nothing_left(prefix: &str, tmpdir: &Path) {
 // The child is handed to the caller, which waits for it.
 #[allow(clippy::zombie_processes)]
 fn start(
+    args: &[&str],
     env: &[(&str, &str)],
 ) -> (
     std::process::Child,
@@ -72,7 +74,8 @@ fn start(
     BufReader<std::process::ChildStderr>,
 ) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_leaktest"));
-    cmd.args(["lab", "--profile", "whonix"])
+    cmd.arg("lab")
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (k, v) in env {
@@ -113,8 +116,10 @@ fn injected_failure_tears_everything_down() {
         eprintln!("skipped: needs root");
         return;
     }
-    let (mut child, prefix, tmpdir, mut err) =
-        start(&[("LEAKTEST_LAB_FAIL_AT", "gateway bootstrap")]);
+    let (mut child, prefix, tmpdir, mut err) = start(
+        &["--profile", "whonix"],
+        &[("LEAKTEST_LAB_FAIL_AT", "gateway bootstrap")],
+    );
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut err, &mut rest);
     let st = child.wait().unwrap();
@@ -133,8 +138,9 @@ fn sigint_tears_everything_down() {
         eprintln!("skipped: needs root");
         return;
     }
-    let (mut child, prefix, tmpdir, mut err) = start(&[]);
-    // Every tor is up and the first profile's watcher and sweep are starting.
+    // A leaking profile runs as soon as every tor is up: the signal lands
+    // mid-profile, with the watcher and a sweep running.
+    let (mut child, prefix, tmpdir, mut err) = start(&["--profile", "forward-masquerade"], &[]);
     wait_for_line(&mut err, "tor started");
     std::thread::sleep(std::time::Duration::from_millis(1500));
     // SAFETY: signalling our own child.
@@ -150,7 +156,7 @@ fn kill_9_leftovers_are_removed_by_lab_down() {
         eprintln!("skipped: needs root");
         return;
     }
-    let (mut child, prefix, tmpdir, mut err) = start(&[]);
+    let (mut child, prefix, tmpdir, mut err) = start(&["--profile", "forward-masquerade"], &[]);
     wait_for_line(&mut err, "tor started");
     std::thread::sleep(std::time::Duration::from_millis(1500));
     child.kill().unwrap();
@@ -169,6 +175,44 @@ fn kill_9_leftovers_are_removed_by_lab_down() {
         String::from_utf8_lossy(&out.stdout).contains(&prefix),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+    assert_nothing_left(&prefix, &tmpdir);
+}
+
+#[test]
+fn keep_leaves_the_profile_up_until_lab_down() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (mut child, prefix, tmpdir, mut err) = start(&["--profile", "dns-forward", "--keep"], &[]);
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(0), "{rest}");
+    // Still up: namespaces, tor processes, and the profile's own ruleset
+    // (DNS forwarded out of the external interface), not the Whonix one
+    // the gateway bootstrapped behind.
+    let gw = format!("{prefix}-gw");
+    assert!(Path::new("/run/netns").join(&gw).exists(), "{rest}");
+    assert!(!processes_mentioning(&tmpdir.to_string_lossy()).is_empty());
+    let rules = Command::new("ip")
+        .args(["netns", "exec", &gw, "nft", "list", "ruleset"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(
+        rules.contains(r#"oifname "ext0" udp dport 53 accept"#),
+        "{rules}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_leaktest"))
+        .args(["lab", "down"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     assert_nothing_left(&prefix, &tmpdir);
 }
