@@ -524,6 +524,19 @@ mod tests {
         }
     }
 
+    /// Every planned probe's seq, in catalogue order.
+    fn catalogue_order(plan: &Plan) -> Vec<u32> {
+        plan.families()
+            .iter()
+            .flat_map(|&f| {
+                plan.suites()
+                    .iter()
+                    .flat_map(move |&s| ProbeSpec::all(f, s))
+            })
+            .map(|s| s.seq())
+            .collect()
+    }
+
     fn cfg() -> RunConfig {
         RunConfig {
             rate: Rate::Max,
@@ -566,16 +579,7 @@ mod tests {
         })
         .unwrap();
         let got = frames.lock().unwrap().clone();
-        let want: Vec<u32> = plan
-            .families()
-            .iter()
-            .flat_map(|&f| {
-                plan.suites()
-                    .iter()
-                    .flat_map(move |&s| ProbeSpec::all(f, s))
-            })
-            .map(|s| s.seq())
-            .collect();
+        let want = catalogue_order(&plan);
         assert_eq!(got, want);
         assert!(stats.complete);
         assert_eq!(stats.sent_total(), plan.total());
@@ -663,16 +667,7 @@ mod tests {
         assert!(stats.complete);
         assert_eq!(stats.sent_total(), plan.total());
         assert_eq!(stats.sent_family(Family::V6), plan.count(Family::V6));
-        let want: Vec<u32> = plan
-            .families()
-            .iter()
-            .flat_map(|&f| {
-                plan.suites()
-                    .iter()
-                    .flat_map(move |&s| ProbeSpec::all(f, s))
-            })
-            .map(|s| s.seq())
-            .collect();
+        let want = catalogue_order(&plan);
         let mut all = Vec::new();
         for frames in &mine {
             let got = frames.lock().unwrap().clone();

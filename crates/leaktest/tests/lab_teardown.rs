@@ -96,6 +96,20 @@ fn start(
     }
 }
 
+/// Runs `leaktest lab down`, which must succeed; returns what it printed.
+fn lab_down() -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_leaktest"))
+        .args(["lab", "down"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn wait_for_line(err: &mut BufReader<std::process::ChildStderr>, needle: &str) {
     let mut line = String::new();
     loop {
@@ -162,20 +176,8 @@ fn kill_9_leftovers_are_removed_by_lab_down() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(tmpdir.exists(), "a killed lab cannot clean up after itself");
-    let out = Command::new(env!("CARGO_BIN_EXE_leaktest"))
-        .args(["lab", "down"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&prefix),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let removed = lab_down();
+    assert!(removed.contains(&prefix), "{removed}");
     assert_nothing_left(&prefix, &tmpdir);
 }
 
@@ -205,14 +207,6 @@ fn keep_leaves_the_profile_up_until_lab_down() {
         rules.contains(r#"oifname "ext0" udp dport 53 accept"#),
         "{rules}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_leaktest"))
-        .args(["lab", "down"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab_down();
     assert_nothing_left(&prefix, &tmpdir);
 }
