@@ -13,7 +13,7 @@
 //!   `header_tag.flow_label()`, TTL / hop limit 64, DF clear;
 //! * the 26-byte payload marker at the start of the payload;
 //! * ICMP / ICMPv6 (every type, code 0): bytes 4..8 = `header_tag.icmp_id_seq()`;
-//! * TCP: source port `header_tag.src_port()`, sequence number
+//! * TCP: source port `header_tag.tcp_src_port(flag set)`, sequence number
 //!   `header_tag.tcp_seq()`, acknowledgement number 0 unless ACK is set (then
 //!   [`tcp_ack`]), window 64240, no options;
 //! * UDP: source port `header_tag.src_port()`;
@@ -270,7 +270,8 @@ impl ProbeBuilder {
                 frag: FragKind::NonFirst,
             } => {}
             ProbeKind::Tcp { flags, dst_port } => {
-                out[l4..l4 + 2].copy_from_slice(&tag.src_port().to_be_bytes());
+                let set = flags.set_index().unwrap_or(0);
+                out[l4..l4 + 2].copy_from_slice(&tag.tcp_src_port(set).to_be_bytes());
                 out[l4 + 2..l4 + 4].copy_from_slice(&dst_port.to_be_bytes());
                 out[l4 + 4..l4 + 8].copy_from_slice(&tag.tcp_seq().to_be_bytes());
                 if flags.0 & TcpFlags::ACK != 0 {
@@ -578,10 +579,10 @@ pub(crate) mod tests {
         0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x00,
         // IPv4: len 66, id = tag, ttl 64, proto 6
         0x45, 0x00, 0x00, 0x42, 0xd7, 0xbf, 0x00, 0x00, 0x40, 0x06, 0xc4, 0x4b, 0x0a, 0x98, 0x98, 0x0b, 0xcb, 0x00, 0x71, 0x07,
-        // TCP: ports, seq = tag, ack 0
-        0xf9, 0xc9, 0x01, 0xbb, 0x8e, 0xb5, 0xde, 0x50, 0x00, 0x00, 0x00, 0x00,
+        // TCP: ports (src = tag, flag set 0 in the low 3 bits), seq = tag, ack 0
+        0xf9, 0xc8, 0x01, 0xbb, 0x8e, 0xb5, 0xde, 0x50, 0x00, 0x00, 0x00, 0x00,
         // TCP: offset 5, SYN, window 64240, checksum, urgent 0
-        0x50, 0x02, 0xfa, 0xf0, 0x00, 0x27, 0x00, 0x00,
+        0x50, 0x02, 0xfa, 0xf0, 0x00, 0x28, 0x00, 0x00,
         // marker: magic, version, mode, run id
         0x4c, 0x6b, 0x54, 0xa7, 0x01, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
         // marker: seq, MAC
@@ -644,7 +645,7 @@ pub(crate) mod tests {
         0xfd, 0x19, 0xc3, 0x3d, 0x88, 0xbc, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x11,
         // dst
         0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07,
-        // TCP: ports, seq = tag, ack = from tag
+        // TCP: ports (src = tag, flag set 2 in the low 3 bits), seq = tag, ack = from tag
         0xd6, 0xba, 0x00, 0x50, 0x59, 0x3a, 0xa8, 0x0e, 0x0d, 0xd5, 0x6b, 0xa3,
         // TCP: offset 5, FIN+ACK, window 64240, checksum, urgent 0
         0x50, 0x11, 0xfa, 0xf0, 0xbd, 0x22, 0x00, 0x00,
@@ -762,6 +763,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn no_two_tcp_probes_share_a_four_tuple() {
+        // Otherwise a stateful gateway would take the later probe for a
+        // packet of the earlier one's connection and not judge it alone.
+        let b = builder(Some(MACS));
+        let mut buf = [0u8; MAX_PROBE_FRAME];
+        for family in Family::BOTH {
+            let l4 = 14
+                + match family {
+                    Family::V4 => 20,
+                    Family::V6 => 40,
+                };
+            let mut seen = std::collections::HashSet::new();
+            for s in ProbeSpec::all(family, Suite::Tcp) {
+                assert!(b.write(&s, &mut buf) > 0);
+                let ports = (
+                    u16::from_be_bytes([buf[l4], buf[l4 + 1]]),
+                    u16::from_be_bytes([buf[l4 + 2], buf[l4 + 3]]),
+                );
+                assert_eq!(Some(ports.1), s.dst_port());
+                assert!(ports.0 >= 32768, "{s:?}");
+                assert!(seen.insert(ports), "{s:?} repeats {ports:?}");
+            }
+        }
+    }
+
+    #[test]
     fn header_tag_fields_are_where_the_contract_says() {
         let key = RunKey::open(0x0102030405060708);
         for family in Family::BOTH {
@@ -818,7 +845,8 @@ pub(crate) mod tests {
                         assert_eq!(&l4[8..], &marker);
                     }
                     ProbeKind::Tcp { flags, dst_port } => {
-                        assert_eq!(&l4[0..2], &tag.src_port().to_be_bytes());
+                        let set = flags.set_index().unwrap();
+                        assert_eq!(&l4[0..2], &tag.tcp_src_port(set).to_be_bytes());
                         assert_eq!(&l4[2..4], &dst_port.to_be_bytes());
                         assert_eq!(&l4[4..8], &tag.tcp_seq().to_be_bytes());
                         let ack = u32::from_be_bytes(l4[8..12].try_into().unwrap());

@@ -121,6 +121,15 @@ impl TcpFlags {
     pub const ECE: u8 = 0x40;
     pub const CWR: u8 = 0x80;
 
+    /// Index of these flags in [`TCP_FLAG_SETS`] (`None` if they are not a
+    /// flag set of the tcp suite).
+    pub fn set_index(self) -> Option<u8> {
+        TCP_FLAG_SETS
+            .iter()
+            .position(|f| *f == self)
+            .map(|i| i as u8)
+    }
+
     /// Letters from `FSRPAUEC` in that order; `""` for no flags.
     pub fn letters(self) -> String {
         b"FSRPAUEC"
@@ -249,9 +258,8 @@ impl ProbeSpec {
             ProbeKind::Icmp { icmp_type } => icmp_type as u32,
             ProbeKind::Ip { protocol } => Suite::Ip.base() + protocol as u32,
             ProbeKind::Tcp { flags, dst_port } => {
-                let set = TCP_FLAG_SETS
-                    .iter()
-                    .position(|f| *f == flags)
+                let set = flags
+                    .set_index()
                     .expect("tcp probe flags are one of TCP_FLAG_SETS")
                     as u32;
                 Suite::Tcp.base() + set * 65536 + dst_port as u32

@@ -21,8 +21,9 @@
 //!    checksums only removes the bits of the fields it rewrote.
 //!
 //! Bits each probe shape can give from headers alone: IPv4 ID 16, IPv6 flow
-//! label 20, TCP sequence 32, TCP/UDP source port 15, ICMP id/seq 32, IPv6
-//! fragment identification 32. So `ip`-suite probes (16 or 20 bits) and IPv4
+//! label 20, TCP sequence 32, UDP source port 15, TCP source port 12 (its
+//! low 3 bits are the flag set), ICMP id/seq 32, IPv6 fragment
+//! identification 32. So `ip`-suite probes (16 or 20 bits) and IPv4
 //! non-first fragments (16 bits) can only be attributed by their payload, and
 //! an IPv4 UDP probe only if both its ID and its source port are intact.
 
@@ -621,10 +622,22 @@ fn header_bits(f: &IpFields, spec: &ProbeSpec, tag: HeaderTag) -> u32 {
         Family::V6 if f.flow_label == Some(tag.flow_label()) => bits += 20,
         _ => {}
     }
-    let port = if f.src_port == Some(tag.src_port()) {
-        15
-    } else {
-        0
+    let port = match spec.kind {
+        ProbeKind::Tcp { flags, .. } => {
+            let set = flags.set_index().unwrap_or(0);
+            if f.src_port == Some(tag.tcp_src_port(set)) {
+                12 // tag bits; the low 3 bits only repeat the flags
+            } else {
+                0
+            }
+        }
+        _ => {
+            if f.src_port == Some(tag.src_port()) {
+                15
+            } else {
+                0
+            }
+        }
     };
     let ident = if f.frag_ident == Some(frag_ident(tag)) {
         32
@@ -704,7 +717,10 @@ mod tests {
                 assert_eq!(s.protocol, Some(6));
                 assert_eq!(
                     (s.src_port, s.dst_port),
-                    (Some(tag.src_port()), Some(dst_port))
+                    (
+                        Some(tag.tcp_src_port(flags.set_index().unwrap())),
+                        Some(dst_port)
+                    )
                 );
                 assert_eq!(s.tcp_flags, Some(flags));
                 assert_eq!(s.tcp_seq, Some(tag.tcp_seq()));

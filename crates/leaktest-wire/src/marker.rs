@@ -235,9 +235,17 @@ impl HeaderTag {
     pub fn icmp_id_seq(self) -> (u16, u16) {
         (self.bits(68, 16) as u16, self.bits(84, 16) as u16)
     }
-    /// TCP/UDP source port (15 bits, in 32768..=65535).
+    /// UDP source port (15 bits, in 32768..=65535).
     pub fn src_port(self) -> u16 {
         32768 + self.bits(100, 15) as u16
+    }
+    /// TCP source port of the probe with TCP flag set `flag_set` (0..=4,
+    /// see `catalogue::TCP_FLAG_SETS`): 12 tag bits, then the flag set in the
+    /// low 3 bits. The five TCP probes to one port thus never share a
+    /// 4-tuple, so a stateful gateway never takes one for a packet of an
+    /// earlier probe's connection (a SYN's, say) and handles each on its own.
+    pub fn tcp_src_port(self, flag_set: u8) -> u16 {
+        (self.src_port() & !7) | (flag_set & 7) as u16
     }
 }
 
@@ -376,6 +384,12 @@ mod tests {
         assert!(t.ipv4_id() != 0);
         assert!(t.flow_label() < 1 << 20);
         assert!(t.src_port() >= 32768);
+        for set in 0..5 {
+            let p = t.tcp_src_port(set);
+            assert!(p >= 32768);
+            assert_eq!(p & 7, set as u16);
+            assert_eq!(p >> 3, t.src_port() >> 3);
+        }
     }
 
     proptest! {

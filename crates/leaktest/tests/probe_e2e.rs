@@ -359,7 +359,8 @@ fn cross_check(
             if tcp.syn != (flags.0 & 0x02 != 0) || tcp.ack != (flags.0 & 0x10 != 0) {
                 return Err("tcp flags disagree with etherparse".into());
             }
-            if tcp.sequence_number != tag.tcp_seq() || tcp.source_port != tag.src_port() {
+            let set = flags.set_index().ok_or("tcp flags outside the catalogue")?;
+            if tcp.sequence_number != tag.tcp_seq() || tcp.source_port != tag.tcp_src_port(set) {
                 return Err("tcp seq/source port header tag wrong".into());
             }
             if !tcp.ack && tcp.acknowledgment_number != 0 {
