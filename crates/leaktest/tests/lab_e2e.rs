@@ -59,3 +59,73 @@ fn lab_runs_every_profile_as_expected_and_leaves_nothing() {
         .join(format!("{prefix}.json"))
         .exists());
 }
+
+/// A gateway developer's ruleset with a classic mistake: the output chain
+/// lets every user send DNS ("the gateway may resolve names itself"). The
+/// lab must load it, find the gateway working, and fail it: exit 1, the
+/// verdict LEAK against the expected PASS, with the gateway-local DNS probes
+/// of both sweeps (root and unprivileged) as the findings.
+#[test]
+fn a_user_ruleset_that_leaks_dns_fails_the_lab() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (uid, _) = leaktest_lab::sys::user_ids("debian-tor").expect("the tor package's user");
+    let good = leaktest_lab::profiles::Policy::WHONIX.ruleset(uid);
+    let skuid = format!("meta skuid {uid} accept\n");
+    assert!(good.contains(&skuid), "{good}");
+    let bad = good.replacen(&skuid, &format!("udp dport 53 accept\n{skuid}"), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let ruleset = dir.path().join("my-gateway.nft");
+    std::fs::write(&ruleset, bad).unwrap();
+    let json = dir.path().join("lab.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_leaktest"))
+        .args(["lab", "--ruleset"])
+        .arg(&ruleset)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}\n{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a leaking ruleset fails the lab"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("lab wrote its JSON")).unwrap();
+    let profiles = doc["profiles"].as_array().unwrap();
+    assert_eq!(profiles.len(), 1);
+    let p = &profiles[0];
+    assert_eq!(p["profile"], "my-gateway.nft");
+    assert_eq!(
+        (&p["expected"], &p["got"], &p["matched"]),
+        (&"pass".into(), &"leak".into(), &false.into())
+    );
+    assert!(
+        p["gateway_check"].as_str().unwrap().contains("saw exit"),
+        "the gateway worked"
+    );
+    let findings: Vec<&str> = p["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    // Exactly the DNS probe of each family, from both gateway-local sweeps.
+    assert_eq!(
+        findings,
+        ["gw-root+gw-user ipv4 udp ×2", "gw-root+gw-user ipv6 udp ×2"],
+        "{findings:?}"
+    );
+    let mismatches = p["mismatches"].to_string();
+    assert!(
+        mismatches.contains("Udp { dst_port: 53 }"),
+        "the table names the probe: {mismatches}"
+    );
+    assert!(stdout.contains("0 of 1 profile(s) as expected"), "{stdout}");
+}
