@@ -14,13 +14,15 @@
 //!    leak with `strict`.
 //! 5. Anything else: **leak**.
 //!
-//! Per frame the classifier parses headers once without allocating; the Tor
+//! Per frame the classifier parses headers once, with leaktest-wire's
+//! [`FrameSummary`] (the decoder's own parser), without allocating; the Tor
 //! and housekeeping paths never allocate.
 
-use crate::parse::{LinkType, Net, Packet};
 use leaktest_capture::canary::CANARY_MAGIC;
 use leaktest_capture::{CANARY_DST_MAC, CANARY_ETHERTYPE};
-use leaktest_wire::{attribute, Attribution, Family, MarkerKeys, TcpFlags};
+use leaktest_wire::{
+    attribute_parsed, Attribution, Family, FrameSummary, LinkType, MarkerKeys, TcpFlags,
+};
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -205,24 +207,24 @@ impl Leak {
     /// attribution (e.g. a frame the session itself decided is a leak, such
     /// as a canary-shaped frame that is not one of its own). Never panics.
     pub fn of_frame(frame: &[u8], link: LinkType, cause: LeakCause) -> Leak {
-        Leak::from_packet(&Packet::parse(frame, link), cause, None)
+        Leak::from_summary(&FrameSummary::parse(frame, link), cause, None)
     }
 
-    fn from_packet(p: &Packet<'_>, cause: LeakCause, probe: Option<Attribution>) -> Leak {
-        let family = match p.net {
-            Net::Ipv4 { .. } => LeakFamily::Ipv4,
-            Net::Ipv6 { .. } => LeakFamily::Ipv6,
-            _ => LeakFamily::Other,
+    fn from_summary(p: &FrameSummary, cause: LeakCause, probe: Option<Attribution>) -> Leak {
+        let family = match p.family {
+            Some(Family::V4) => LeakFamily::Ipv4,
+            Some(Family::V6) => LeakFamily::Ipv6,
+            None => LeakFamily::Other,
         };
         Leak {
             family,
             cause,
-            src_mac: p.src_mac,
-            dst_mac: p.dst_mac,
+            src_mac: p.l2_src,
+            dst_mac: p.l2_dst,
             ethertype: p.ethertype,
             protocol: p.protocol,
-            src: p.src_ip(),
-            dst: p.dst_ip(),
+            src: p.src,
+            dst: p.dst,
             src_port: p.src_port,
             dst_port: p.dst_port,
             icmp_type: p.icmp_type,
@@ -276,9 +278,9 @@ impl Classifier {
         link: LinkType,
         allow: &A,
     ) -> Class {
-        let p = Packet::parse(frame, link);
-        if let Some(probe) = attribute(frame, link, &mut self.keys) {
-            return Class::Leak(Leak::from_packet(&p, LeakCause::Probe, Some(probe)));
+        let p = FrameSummary::parse(frame, link);
+        if let Some(probe) = attribute_parsed(frame, &p, &mut self.keys) {
+            return Class::Leak(Leak::from_summary(&p, LeakCause::Probe, Some(probe)));
         }
         if self.is_canary(frame, &p) {
             return Class::Canary;
@@ -286,9 +288,9 @@ impl Classifier {
         if let Some(ep) = self.tor_endpoint(&p, allow) {
             return Class::Tor(ep);
         }
-        if let Some(kind) = self.housekeeping(&p) {
+        if let Some(kind) = self.housekeeping(frame, &p) {
             if self.cfg.strict {
-                return Class::Leak(Leak::from_packet(
+                return Class::Leak(Leak::from_summary(
                     &p,
                     LeakCause::StrictHousekeeping(kind),
                     None,
@@ -296,7 +298,7 @@ impl Classifier {
             }
             return Class::Housekeeping(kind);
         }
-        Class::Leak(Leak::from_packet(&p, LeakCause::Unexpected, None))
+        Class::Leak(Leak::from_summary(&p, LeakCause::Unexpected, None))
     }
 
     /// A canary as leaktest-capture sends them: untagged, EtherType
@@ -304,11 +306,11 @@ impl Classifier {
     /// from our own MAC, starting with [`CANARY_MAGIC`]. Whether it is one of
     /// this session's canaries is the session's business (it holds the key);
     /// any other frame of that EtherType is classified like other traffic.
-    fn is_canary(&self, frame: &[u8], p: &Packet<'_>) -> bool {
+    fn is_canary(&self, frame: &[u8], p: &FrameSummary) -> bool {
         p.ethertype == Some(CANARY_ETHERTYPE)
             && frame.get(12..14) == Some(&CANARY_ETHERTYPE.to_be_bytes()[..])
-            && p.dst_mac == Some(CANARY_DST_MAC)
-            && self.is_own_mac(p.src_mac)
+            && p.l2_dst == Some(CANARY_DST_MAC)
+            && self.is_own_mac(p.l2_src)
             && frame.get(14..22) == Some(&CANARY_MAGIC[..])
     }
 
@@ -326,14 +328,14 @@ impl Classifier {
 
     fn tor_endpoint<A: TorEndpoints + ?Sized>(
         &self,
-        p: &Packet<'_>,
+        p: &FrameSummary,
         allow: &A,
     ) -> Option<SocketAddr> {
         if p.protocol != Some(6) || p.frag_offset != 0 {
             return None;
         }
-        let dst = SocketAddr::new(p.dst_ip()?, p.dst_port?);
-        if !self.cfg.own_addrs.is_empty() && !self.is_own_addr(p.src_ip()?) {
+        let dst = SocketAddr::new(p.dst?, p.dst_port?);
+        if !self.cfg.own_addrs.is_empty() && !self.is_own_addr(p.src?) {
             return None;
         }
         allow.is_tor_endpoint(&dst).then_some(dst)
@@ -353,51 +355,44 @@ impl Classifier {
             || self.is_own_addr(IpAddr::V6(a))
     }
 
-    fn housekeeping(&self, p: &Packet<'_>) -> Option<HousekeepingKind> {
-        if !self.is_own_mac(p.src_mac) {
+    fn housekeeping(&self, frame: &[u8], p: &FrameSummary) -> Option<HousekeepingKind> {
+        if !self.is_own_mac(p.l2_src) {
             return None;
         }
-        match p.net {
-            Net::Arp {
-                oper,
-                sender_mac,
-                sender_ip,
-            } => {
-                let ok = (oper == 1 || oper == 2)
-                    && self.is_own_mac(Some(sender_mac))
-                    && p.src_mac == Some(sender_mac)
-                    && self.own_or_unspecified4(sender_ip);
-                ok.then_some(HousekeepingKind::Arp)
-            }
-            Net::Ipv4 { src, dst, ttl } => {
-                if p.frag_offset != 0 || p.more_fragments {
+        if p.is_arp() {
+            let (sender_mac, sender_ip) = p.arp_sender?;
+            let ok = matches!(p.arp_op, Some(1 | 2))
+                && self.is_own_mac(Some(sender_mac))
+                && p.l2_src == Some(sender_mac)
+                && self.own_or_unspecified4(sender_ip);
+            return ok.then_some(HousekeepingKind::Arp);
+        }
+        if p.frag_offset != 0 || p.more_fragments {
+            return None;
+        }
+        match (p.src?, p.dst?) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => match p.protocol? {
+                // IGMP membership report v1/v2/v3 or leave, link-local scope.
+                2 => {
+                    let ty = *p.upper_bytes(frame).first()?;
+                    let ok = matches!(ty, 0x12 | 0x16 | 0x17 | 0x22)
+                        && p.ttl == Some(1)
+                        && dst.is_multicast()
+                        && self.own_or_unspecified4(src);
+                    ok.then_some(HousekeepingKind::Igmp)
+                }
+                17 if p.src_port == Some(68) && p.dst_port == Some(67) => {
+                    let ok =
+                        self.own_or_unspecified4(src) && self.dhcpv4_client(p.udp_payload(frame));
+                    ok.then_some(HousekeepingKind::Dhcpv4)
+                }
+                _ => None,
+            },
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                if !self.own_or_local6(src) {
                     return None;
                 }
-                match p.protocol? {
-                    // IGMP membership report v1/v2/v3 or leave, link-local scope.
-                    2 => {
-                        let ty = *p.l4_payload.first()?;
-                        let ok = matches!(ty, 0x12 | 0x16 | 0x17 | 0x22)
-                            && ttl == 1
-                            && dst.is_multicast()
-                            && self.own_or_unspecified4(src);
-                        ok.then_some(HousekeepingKind::Igmp)
-                    }
-                    17 if p.src_port == Some(68) && p.dst_port == Some(67) => {
-                        let ok = self.own_or_unspecified4(src) && self.dhcpv4_client(p.l4_payload);
-                        ok.then_some(HousekeepingKind::Dhcpv4)
-                    }
-                    _ => None,
-                }
-            }
-            Net::Ipv6 {
-                src,
-                dst,
-                hop_limit,
-            } => {
-                if p.frag_offset != 0 || p.more_fragments || !self.own_or_local6(src) {
-                    return None;
-                }
+                let hop_limit = p.ttl?;
                 match p.protocol? {
                     58 => {
                         let t = p.icmp_type?;
@@ -418,14 +413,16 @@ impl Classifier {
                     17 if p.src_port == Some(546) && p.dst_port == Some(547) => {
                         // Client message types: Solicit, Request, Confirm,
                         // Renew, Rebind, Release, Decline, Information-request.
-                        let ok =
-                            matches!(p.l4_payload.first(), Some(1 | 3 | 4 | 5 | 6 | 8 | 9 | 11));
+                        let ok = matches!(
+                            p.udp_payload(frame).first(),
+                            Some(1 | 3 | 4 | 5 | 6 | 8 | 9 | 11)
+                        );
                         ok.then_some(HousekeepingKind::Dhcpv6)
                     }
                     _ => None,
                 }
             }
-            Net::Other => None,
+            _ => None,
         }
     }
 

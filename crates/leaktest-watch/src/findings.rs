@@ -586,9 +586,9 @@ impl Findings {
 mod tests {
     use super::*;
     use crate::classify::{Classifier, ClassifierConfig};
-    use crate::parse::LinkType;
     use crate::testutil::*;
     use leaktest_wire::catalogue::ProbeKind;
+    use leaktest_wire::LinkType;
     use leaktest_wire::{MarkerKeys, ProbeSpec, RunKey};
     use std::net::Ipv4Addr;
 

@@ -7,13 +7,11 @@
 //! * [`verdict`]: capture health and the PASS / LEAK / INCONCLUSIVE rules.
 //! * [`report`]: terminal, JSON and JUnit reports.
 //! * [`pcapng`]: streaming pcapng writer with interface statistics.
-//! * [`parse`]: the allocation-free frame parser the classifier uses.
 //! * [`session`]: the watch session, the one module that does I/O: capture,
 //!   canaries, Tor allowlist feed, health, live output.
 
 pub mod classify;
 pub mod findings;
-pub mod parse;
 pub mod pcapng;
 pub mod report;
 pub mod session;

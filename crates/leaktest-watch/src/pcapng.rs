@@ -4,9 +4,9 @@
 //! Statistics Block carrying the kernel's drop counters. Nothing is kept in
 //! memory per frame, so a million leaked frames cost no memory.
 
-use crate::parse::LinkType;
 use crate::report::ReportError;
 use leaktest_capture::{CaptureStats, Frame};
+use leaktest_wire::LinkType;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,

@@ -633,10 +633,10 @@ fn clip(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::classify::{Class, Classifier, ClassifierConfig};
-    use crate::parse::LinkType;
     use crate::testutil::*;
     use leaktest_capture::Frame;
     use leaktest_wire::catalogue::ProbeKind;
+    use leaktest_wire::LinkType;
     use leaktest_wire::{MarkerKeys, ProbeSpec, RunKey, TcpFlags};
     use serde_json::Value;
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};

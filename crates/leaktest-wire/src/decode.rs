@@ -114,6 +114,8 @@ pub struct FrameSummary {
     pub vlan: Option<u16>,
     /// ARP operation (1 request, 2 reply) if the frame is ARP.
     pub arp_op: Option<u16>,
+    /// ARP sender hardware and protocol address, for Ethernet/IPv4 ARP.
+    pub arp_sender: Option<([u8; 6], Ipv4Addr)>,
     /// Offset of the IP header in the frame.
     pub ip_offset: Option<usize>,
     pub family: Option<Family>,
@@ -186,6 +188,20 @@ impl FrameSummary {
             0x0800 | 0x86dd => Some(at),
             ETHERTYPE_ARP => {
                 self.arp_op = be16(frame, at + 6);
+                // Ethernet (1) / IPv4 (0x0800), hardware length 6, protocol length 4.
+                let ether_ipv4 = be16(frame, at) == Some(1)
+                    && be16(frame, at + 2) == Some(0x0800)
+                    && frame.get(at + 4..at + 6) == Some(&[6, 4][..]);
+                if ether_ipv4 {
+                    if let (Some(mac), Some(ip)) =
+                        (frame.get(at + 8..at + 14), frame.get(at + 14..at + 18))
+                    {
+                        self.arp_sender = Some((
+                            mac.try_into().ok()?,
+                            Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]),
+                        ));
+                    }
+                }
                 None
             }
             _ => None,
@@ -247,6 +263,26 @@ impl FrameSummary {
     /// Whether the outer packet is a fragment (or carries an IPv6 Fragment header).
     pub fn is_fragment(&self) -> bool {
         self.ip().is_fragment()
+    }
+
+    /// The upper-layer bytes of the outer packet (after IPv6 extension
+    /// headers; empty if there are none or the frame is not IP). `frame` is
+    /// the frame this summary was parsed from.
+    pub fn upper_bytes<'f>(&self, frame: &'f [u8]) -> &'f [u8] {
+        let (Some(at), Some((start, end))) = (self.ip_offset, self.upper) else {
+            return &[];
+        };
+        frame
+            .get(at.saturating_add(start)..at.saturating_add(end))
+            .unwrap_or(&[])
+    }
+
+    /// The payload after a UDP header (empty if the packet is no UDP).
+    pub fn udp_payload<'f>(&self, frame: &'f [u8]) -> &'f [u8] {
+        if self.protocol != Some(17) || self.frag_offset != 0 {
+            return &[];
+        }
+        self.upper_bytes(frame).get(8..).unwrap_or(&[])
     }
 }
 
@@ -428,24 +464,46 @@ pub struct Attribution {
 
 /// Names the probe `frame` came from, or `None`. Never panics.
 pub fn attribute(frame: &[u8], link: LinkType, keys: &mut MarkerKeys) -> Option<Attribution> {
-    if let Some((m, run)) = Marker::find_verified(frame, keys) {
-        if let Some(spec) = ProbeSpec::from_seq(m.seq) {
-            return Some(Attribution {
-                spec,
-                seq: m.seq,
-                run,
-                evidence: Evidence::Payload,
-            });
-        }
+    if let Some(a) = payload_attribution(frame, keys) {
+        return Some(a);
     }
-    let runs_known = !keys.known_runs().is_empty();
-    if !runs_known && frame.len() > REPAIR_MAX_FRAME {
+    if keys.known_runs().is_empty() && frame.len() > REPAIR_MAX_FRAME {
         // Neither a repairable ip-suite probe nor a header-only match: done
         // without parsing (most frames a watcher sees).
         return None;
     }
-    let s = FrameSummary::parse(frame, link);
-    if let Some((m, run)) = repaired_ip_suite_marker(&s, frame, keys) {
+    attribute_from_headers(frame, &FrameSummary::parse(frame, link), keys)
+}
+
+/// [`attribute`] for a frame the caller has already summarised (`s` is
+/// `FrameSummary::parse` of `frame`): the same answer, one parse fewer.
+pub fn attribute_parsed(
+    frame: &[u8],
+    s: &FrameSummary,
+    keys: &mut MarkerKeys,
+) -> Option<Attribution> {
+    payload_attribution(frame, keys).or_else(|| attribute_from_headers(frame, s, keys))
+}
+
+/// An authentic payload marker anywhere in the frame.
+fn payload_attribution(frame: &[u8], keys: &mut MarkerKeys) -> Option<Attribution> {
+    let (m, run) = Marker::find_verified(frame, keys)?;
+    let spec = ProbeSpec::from_seq(m.seq)?;
+    Some(Attribution {
+        spec,
+        seq: m.seq,
+        run,
+        evidence: Evidence::Payload,
+    })
+}
+
+/// A repaired `ip`-suite marker, or else a header-only match with a known run.
+fn attribute_from_headers(
+    frame: &[u8],
+    s: &FrameSummary,
+    keys: &mut MarkerKeys,
+) -> Option<Attribution> {
+    if let Some((m, run)) = repaired_ip_suite_marker(s, frame, keys) {
         if let Some(spec) = ProbeSpec::from_seq(m.seq) {
             return Some(Attribution {
                 spec,
@@ -455,10 +513,10 @@ pub fn attribute(frame: &[u8], link: LinkType, keys: &mut MarkerKeys) -> Option<
             });
         }
     }
-    if !runs_known {
+    let runs = keys.known_runs();
+    if runs.is_empty() {
         return None;
     }
-    let runs = keys.known_runs();
     let mut best: Option<(u32, ProbeSpec, RunKey)> = None;
     header_match(&s.ip(), runs, &mut best);
     if let Some(q) = &s.quoted {
@@ -796,6 +854,7 @@ mod tests {
                     let s = FrameSummary::parse(frame, link);
                     check_summary(&spec, &s);
                     let a = attribute(frame, link, &mut open).expect("payload attribution");
+                    assert_eq!(attribute_parsed(frame, &s, &mut open), Some(a));
                     assert_eq!(
                         (a.spec, a.seq, a.run, a.evidence),
                         (spec, spec.seq(), run(), Evidence::Payload)
@@ -849,12 +908,55 @@ mod tests {
         let s = FrameSummary::parse(&ARP_REQUEST, LinkType::Ethernet);
         assert!(s.is_arp());
         assert_eq!(s.arp_op, Some(1));
+        assert_eq!(
+            s.arp_sender,
+            Some(([2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 152, 152, 11)))
+        );
         assert_eq!(s.l2_dst, Some([0xff; 6]));
         assert_eq!((s.family, s.src), (None, None));
         assert_eq!(
             attribute(&ARP_REQUEST, LinkType::Ethernet, &mut knowing_keys()),
             None
         );
+        // Behind a VLAN tag: the same sender.
+        let mut tagged = ARP_REQUEST[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x2a]);
+        tagged.extend_from_slice(&ARP_REQUEST[12..]);
+        let t = FrameSummary::parse(&tagged, LinkType::Ethernet);
+        assert_eq!(
+            (t.vlan, t.arp_op, t.arp_sender),
+            (Some(42), s.arp_op, s.arp_sender)
+        );
+        // Not Ethernet/IPv4 ARP (hardware length 8): no sender.
+        let mut odd = ARP_REQUEST;
+        odd[18] = 8;
+        assert_eq!(
+            FrameSummary::parse(&odd, LinkType::Ethernet).arp_sender,
+            None
+        );
+    }
+
+    #[test]
+    fn ipv4_non_first_fragment_has_no_ports_and_no_udp_payload() {
+        // IPv4 header (20 bytes), UDP header (8), 3 bytes of payload.
+        let mut f = [0u8; 20 + 8 + 3];
+        f[0] = 0x45;
+        f[2..4].copy_from_slice(&31u16.to_be_bytes());
+        f[9] = 17;
+        f[20..28].copy_from_slice(&[0, 68, 0, 67, 0, 11, 0, 0]);
+        f[28..].copy_from_slice(&[1, 2, 3]);
+        let s = FrameSummary::parse(&f, LinkType::RawIp);
+        assert_eq!((s.src_port, s.dst_port), (Some(68), Some(67)));
+        assert_eq!(s.upper_bytes(&f), &f[20..]);
+        assert_eq!(s.udp_payload(&f), &[1, 2, 3][..]);
+        // The same bytes as a non-first fragment (offset 24): no ports, no UDP header.
+        f[6..8].copy_from_slice(&0x0003u16.to_be_bytes());
+        let s = FrameSummary::parse(&f, LinkType::RawIp);
+        assert_eq!(
+            (s.protocol, s.frag_offset, s.src_port),
+            (Some(17), 24, None)
+        );
+        assert!(s.udp_payload(&f).is_empty());
     }
 
     #[rustfmt::skip]
@@ -1332,7 +1434,10 @@ mod tests {
                 for link in [LinkType::Ethernet, LinkType::RawIp] {
                     let s = FrameSummary::parse(&bytes, link);
                     prop_assert_eq!(s.len, bytes.len());
+                    prop_assert!(s.upper_bytes(&bytes).len() <= bytes.len());
+                    prop_assert!(s.udp_payload(&bytes).len() <= bytes.len());
                     prop_assert_eq!(attribute(&bytes, link, &mut knowing_keys()), None);
+                    prop_assert_eq!(attribute_parsed(&bytes, &s, &mut knowing_keys()), None);
                 }
             }
 

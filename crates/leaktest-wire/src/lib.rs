@@ -16,5 +16,7 @@ pub mod marker;
 
 pub use build::{Endpoints, ProbeBuilder, L2, MAX_PROBE_FRAME};
 pub use catalogue::{Family, FragKind, ProbeKind, ProbeSpec, Suite, TcpFlags};
-pub use decode::{attribute, Attribution, Evidence, FrameSummary, IpFields, LinkType};
+pub use decode::{
+    attribute, attribute_parsed, Attribution, Evidence, FrameSummary, IpFields, LinkType,
+};
 pub use marker::{Marker, MarkerKeys, RunKey};
