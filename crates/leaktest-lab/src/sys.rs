@@ -1,18 +1,13 @@
-//! System plumbing for the lab: network namespaces by name, commands and
-//! threads inside them, and child processes tracked by PID (with their start
-//! time, so a recycled PID is never signalled).
+//! System plumbing for the lab: network namespaces by name (the namespace
+//! work itself is leaktest-netns's: [`leaktest_netns::command_in`] and
+//! friends), and child processes tracked by PID with their start time, so a
+//! recycled PID is never signalled and the records can outlive the process
+//! in the lab's state file.
 
 use crate::LabError;
-use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Where `ip netns` keeps its namespace handles.
-pub const NETNS_DIR: &str = "/run/netns";
 
 /// Runs a command to completion; a non-zero status is an error carrying stderr.
 pub fn run(cmd: &mut Command) -> Result<String, LabError> {
@@ -57,6 +52,10 @@ pub fn run_with_input(cmd: &mut Command, input: &str) -> Result<String, LabError
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+fn netns_err(ns: &str) -> impl FnOnce(leaktest_netns::Error) -> LabError + '_ {
+    move |e| LabError::Netns(ns.to_string(), e.to_string())
+}
+
 /// Creates the named network namespace.
 pub fn netns_add(name: &str) -> Result<(), LabError> {
     run(Command::new("ip").args(["netns", "add", name])).map(|_| ())
@@ -64,7 +63,7 @@ pub fn netns_add(name: &str) -> Result<(), LabError> {
 
 /// Deletes the named network namespace if it exists.
 pub fn netns_del(name: &str) -> Result<(), LabError> {
-    if !Path::new(NETNS_DIR).join(name).exists() {
+    if !leaktest_netns::exists(name) {
         return Ok(());
     }
     run(Command::new("ip").args(["netns", "delete", name])).map(|_| ())
@@ -72,15 +71,8 @@ pub fn netns_del(name: &str) -> Result<(), LabError> {
 
 /// Names of every namespace whose name starts with `prefix`.
 pub fn netns_list(prefix: &str) -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir(NETNS_DIR) else {
-        return Vec::new();
-    };
-    let mut v: Vec<String> = dir
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with(prefix))
-        .collect();
-    v.sort();
+    let mut v = leaktest_netns::list().unwrap_or_default();
+    v.retain(|n| n.starts_with(prefix));
     v
 }
 
@@ -89,42 +81,9 @@ pub fn ip_batch(ns: &str, batch: &str) -> Result<(), LabError> {
     run_with_input(Command::new("ip").args(["-n", ns, "-batch", "-"]), batch).map(|_| ())
 }
 
-/// A command that will run inside `ns`.
+/// A command that will run inside `ns` (its PID is the program's).
 pub fn ns_command(ns: &str, program: &str) -> Result<Command, LabError> {
-    let fd = open_netns(ns)?;
-    let mut cmd = Command::new(program);
-    let raw = fd.as_raw_fd();
-    // SAFETY: setns and close are async-signal-safe; the fd stays open in the
-    // parent until after spawn because `fd` is moved into the closure.
-    unsafe {
-        cmd.pre_exec(move || {
-            let _keep = &fd;
-            if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Ok(cmd)
-}
-
-fn open_netns(ns: &str) -> Result<File, LabError> {
-    File::open(Path::new(NETNS_DIR).join(ns))
-        .map_err(|e| LabError::Netns(ns.to_string(), e.to_string()))
-}
-
-/// Moves the calling thread into `ns`. Only call on a thread that the lab
-/// spawned for this purpose ([`spawn_in`]).
-fn enter_netns(ns: &str) -> Result<(), LabError> {
-    let fd = open_netns(ns)?;
-    // SAFETY: plain syscall on an fd we own.
-    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(LabError::Netns(
-            ns.to_string(),
-            std::io::Error::last_os_error().to_string(),
-        ));
-    }
-    Ok(())
+    leaktest_netns::command_in(ns, program).map_err(netns_err(ns))
 }
 
 /// Spawns a thread that runs `f` inside `ns`. Sockets made there belong to
@@ -138,14 +97,7 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T, LabError> + Send + 'static,
 {
-    let ns = ns.to_string();
-    std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(move || {
-            enter_netns(&ns)?;
-            f()
-        })
-        .map_err(|e| LabError::Io(format!("spawning thread {name}"), e))
+    leaktest_netns::thread_in_named(ns, name, f).map_err(netns_err(ns))
 }
 
 /// Runs `f` inside `ns` on a short-lived thread and returns its result.
@@ -154,27 +106,15 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T, LabError> + Send + 'static,
 {
-    spawn_in(ns, "lab-run-in", f)?.join().map_err(|_| {
-        LabError::Io(
-            "thread in namespace".into(),
-            std::io::Error::other("panicked"),
-        )
-    })?
+    leaktest_netns::run_in_named(ns, f).map_err(netns_err(ns))?
 }
 
 /// Sets sysctls inside `ns` (keys like `net.ipv4.ip_forward`).
 pub fn sysctls(ns: &str, kv: &[(&str, &str)]) -> Result<(), LabError> {
-    let kv: Vec<(String, String)> = kv
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    run_in(ns, move || {
-        for (k, v) in &kv {
-            let path = format!("/proc/sys/{}", k.replace('.', "/"));
-            std::fs::write(&path, v).map_err(|e| LabError::Io(format!("writing {path}"), e))?;
-        }
-        Ok(())
-    })
+    for (k, v) in kv {
+        leaktest_netns::sysctl_in(ns, k, v).map_err(netns_err(ns))?;
+    }
+    Ok(())
 }
 
 /// Start time of a process in clock ticks since boot (field 22 of

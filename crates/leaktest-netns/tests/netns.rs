@@ -307,3 +307,56 @@ fn routes_across_a_router_namespace() {
     r.sysctl("net.ipv4.ip_forward", "1").unwrap();
     assert!(ping(&a));
 }
+
+/// The inode of a network namespace file: equal inodes, same namespace.
+fn ns_inode(path: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn by_name_helpers_work_inside_a_namespace_they_do_not_own() {
+    let name = format!("{}n", unique_prefix("ltn"));
+    let ns = Netns::create(&name).unwrap();
+    let want = ns_inode(&format!("/run/netns/{name}"));
+    // A closure on a thread that joined it, borrowing from the caller.
+    let here = "/proc/thread-self/ns/net";
+    assert_eq!(
+        leaktest_netns::run_in_named(&name, || ns_inode(here)).unwrap(),
+        want
+    );
+    // A background thread.
+    let h = leaktest_netns::thread_in_named(&name, "t", move || ns_inode(here)).unwrap();
+    assert_eq!(h.join().unwrap(), want);
+    // A command whose own PID joined it (no `ip netns exec` in between).
+    let out = leaktest_netns::command_in(&name, "readlink")
+        .unwrap()
+        .arg("/proc/self/ns/net")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("net:[{want}]")
+    );
+    // A sysctl of the namespace, not the host's.
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let flipped = if host.trim() == "1" { "0" } else { "1" };
+    leaktest_netns::sysctl_in(&name, "net.ipv4.ip_forward", flipped).unwrap();
+    assert_eq!(ns.sysctl_get("net.ipv4.ip_forward").unwrap(), flipped);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host
+    );
+    // None of them owns it: the namespace is still there, and is the guard's to delete.
+    assert!(exists(&name));
+    drop(ns);
+    assert!(!exists(&name));
+    // A namespace that does not exist is an error, and the closure never runs.
+    let ran = std::sync::atomic::AtomicBool::new(false);
+    assert!(leaktest_netns::run_in_named(&name, || ran
+        .store(true, std::sync::atomic::Ordering::SeqCst))
+    .is_err());
+    assert!(leaktest_netns::thread_in_named(&name, "t", || ()).is_err());
+    assert!(leaktest_netns::command_in(&name, "true").is_err());
+    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+}
