@@ -76,6 +76,9 @@ pub struct Lab {
     done: bool,
     /// When the private Tor network was started.
     network_started: Instant,
+    /// Watches for the first usable consensus from the moment the network
+    /// starts, so the phase time is when it formed, whatever ran meanwhile.
+    consensus: Option<std::thread::JoinHandle<Result<Duration, LabError>>>,
     /// The gateway tor has bootstrapped and the gateway check passed.
     ready: bool,
 }
@@ -162,15 +165,11 @@ impl Lab {
             threads: vec![],
             done: false,
             network_started: Instant::now(),
+            consensus: None,
             ready: false,
         };
         lab.bring_up(opts, progress)?;
         Ok(lab)
-    }
-
-    /// True once [`Lab::ready`] has succeeded.
-    pub fn is_ready(&self) -> bool {
-        self.ready
     }
 
     /// Waits for the private Tor network's first consensus, lets the
@@ -187,12 +186,13 @@ impl Lab {
             .gw_tor
             .clone()
             .ok_or_else(|| LabError::Tor("the gateway tor is not configured".into()))?;
-        let procs = self.state.processes.clone();
-        tornet::wait_consensus(&self.keys, Duration::from_secs(120), &|| {
-            check_alive(&procs, &td)
-        })?;
-        let t1 = self.network_started;
-        self.phase("consensus", t1, progress)?;
+        let formed = match self.consensus.take() {
+            Some(h) => h
+                .join()
+                .map_err(|_| LabError::Tor("the consensus watcher panicked".into()))??,
+            None => return Err(LabError::Tor("the Tor network was not started".into())),
+        };
+        self.phase("consensus", formed, progress)?;
 
         let t2 = Instant::now();
         // Whatever profile ran meanwhile, tor bootstraps behind the Whonix policy.
@@ -200,23 +200,24 @@ impl Lab {
         gateway::enable_network(&names.gw)?;
         let procs = self.state.processes.clone();
         gateway::wait_bootstrap(&g, Duration::from_secs(120), &|| check_alive(&procs, &td))?;
-        self.phase("gateway bootstrap", t2, progress)?;
+        self.phase("gateway bootstrap", t2.elapsed(), progress)?;
 
         let t3 = Instant::now();
         let f = self.check_gateway()?;
         tracing::info!(?f, "gateway works");
-        self.phase("gateway check", t3, progress)?;
+        self.phase("gateway check", t3.elapsed(), progress)?;
         self.ready = true;
         Ok(())
     }
 
+    /// Records that phase `name` took `d`, reports it, and fails here if
+    /// [`FAIL_AT_ENV`] names it.
     fn phase(
         &mut self,
         name: &str,
-        start: Instant,
+        d: Duration,
         progress: &mut dyn FnMut(&str, Duration),
     ) -> Result<(), LabError> {
-        let d = start.elapsed();
         self.timings.push((name.to_string(), d));
         progress(name, d);
         if std::env::var(FAIL_AT_ENV).as_deref() == Ok(name) {
@@ -299,7 +300,7 @@ impl Lab {
             return Err(LabError::Injected("namespaces".into()));
         }
         self.keys = keys?;
-        self.phase("keys", t0, progress)?;
+        self.phase("keys", t0.elapsed(), progress)?;
 
         // The private Tor network and the servers, all at once.
         self.network_started = Instant::now();
@@ -318,6 +319,12 @@ impl Lab {
             )?;
             self.track(t)?;
         }
+        let (keys, procs, td) = (self.keys.clone(), self.state.processes.clone(), tmp.clone());
+        self.consensus = Some(std::thread::spawn(move || {
+            tornet::wait_consensus(&keys, Duration::from_secs(120), &|| {
+                check_alive(&procs, &td)
+            })
+        }));
         self.start_servers(opts)?;
         // The gateway's policy is in place before its tor starts.
         let g = gateway::configure(&tmp, &tornet::dir_authority_lines(&self.keys))?;
@@ -329,7 +336,7 @@ impl Lab {
         gateway::wait_control(&names.gw, Duration::from_secs(30), &|| {
             check_alive(&procs, &tmp)
         })?;
-        self.phase("tor started", self.network_started, progress)?;
+        self.phase("tor started", self.network_started.elapsed(), progress)?;
         Ok(())
     }
 
