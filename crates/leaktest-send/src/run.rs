@@ -510,17 +510,22 @@ mod tests {
         }
     }
 
+    /// A recorder into `frames` that refuses and fails nothing.
+    fn recorder(frames: &Arc<Mutex<Vec<u32>>>) -> Recorder {
+        Recorder {
+            frames: frames.clone(),
+            calls: 0,
+            fail_at: None,
+            refuse_first_every: None,
+            barrier: None,
+        }
+    }
+
     fn lane(family: Family, frames: &Arc<Mutex<Vec<u32>>>, skip: bool) -> Lane {
         Lane {
             family,
             writer: Box::new(SeqWriter { skip_ip0: skip }),
-            sender: Box::new(Recorder {
-                frames: frames.clone(),
-                calls: 0,
-                fail_at: None,
-                refuse_first_every: None,
-                barrier: None,
-            }),
+            sender: Box::new(recorder(frames)),
         }
     }
 
@@ -630,11 +635,8 @@ mod tests {
     ) -> Lane {
         let mut l = lane(family, frames, false);
         l.sender = Box::new(Recorder {
-            frames: frames.clone(),
-            calls: 0,
-            fail_at: None,
-            refuse_first_every: None,
             barrier: Some(barrier.clone()),
+            ..recorder(frames)
         });
         l
     }
@@ -700,11 +702,8 @@ mod tests {
         let plan = Plan::new(&Family::BOTH, &[Suite::Tcp]);
         let mut bad = lane(Family::V6, &frames, false);
         bad.sender = Box::new(Recorder {
-            frames: frames.clone(),
-            calls: 0,
             fail_at: Some(2),
-            refuse_first_every: None,
-            barrier: None,
+            ..recorder(&frames)
         });
         let c = RunConfig {
             parallel: true,
@@ -730,11 +729,8 @@ mod tests {
         let plan = Plan::new(&[Family::V6], &[Suite::Ip]);
         let mut l = lane(Family::V6, &frames, true);
         l.sender = Box::new(Recorder {
-            frames: frames.clone(),
-            calls: 0,
-            fail_at: None,
             refuse_first_every: Some(2),
-            barrier: None,
+            ..recorder(&frames)
         });
         let stats = run(&plan, &mut [vec![l]], &cfg(), None, &mut |_| {}).unwrap();
         assert_eq!(stats.unbuilt, 1);
@@ -750,11 +746,8 @@ mod tests {
         let plan = Plan::new(&[Family::V4], &[Suite::Udp]);
         let mut l = lane(Family::V4, &frames, false);
         l.sender = Box::new(Recorder {
-            frames: frames.clone(),
-            calls: 0,
             fail_at: Some(3),
-            refuse_first_every: None,
-            barrier: None,
+            ..recorder(&frames)
         });
         let f = run(&plan, &mut [vec![l]], &cfg(), None, &mut |_| {}).unwrap_err();
         assert!(matches!(f.error, Error::Send(_)));

@@ -96,6 +96,20 @@ fn start(
     }
 }
 
+/// Starts a lab whose first profile leaks, and returns 1.5 s after every tor
+/// is up: that profile then runs at once, so the lab is mid-profile, with
+/// the watcher and a sweep running.
+// The child is handed to the caller, which waits for it.
+#[allow(clippy::zombie_processes)]
+fn start_mid_profile() -> (std::process::Child, String, PathBuf) {
+    let (child, prefix, tmpdir, mut err) = start(&["--profile", "forward-masquerade"], &[]);
+    wait_for_line(&mut err, "tor started");
+    // Keep draining stderr so the lab never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    std::thread::sleep(Duration::from_millis(1500));
+    (child, prefix, tmpdir)
+}
+
 /// Runs `leaktest lab down`, which must succeed; returns what it printed.
 fn lab_down() -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_leaktest"))
@@ -152,11 +166,7 @@ fn sigint_tears_everything_down() {
         eprintln!("skipped: needs root");
         return;
     }
-    // A leaking profile runs as soon as every tor is up: the signal lands
-    // mid-profile, with the watcher and a sweep running.
-    let (mut child, prefix, tmpdir, mut err) = start(&["--profile", "forward-masquerade"], &[]);
-    wait_for_line(&mut err, "tor started");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (mut child, prefix, tmpdir) = start_mid_profile();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let st = child.wait().unwrap();
@@ -170,9 +180,7 @@ fn kill_9_leftovers_are_removed_by_lab_down() {
         eprintln!("skipped: needs root");
         return;
     }
-    let (mut child, prefix, tmpdir, mut err) = start(&["--profile", "forward-masquerade"], &[]);
-    wait_for_line(&mut err, "tor started");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (mut child, prefix, tmpdir) = start_mid_profile();
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(tmpdir.exists(), "a killed lab cannot clean up after itself");
