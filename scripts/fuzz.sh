@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Fuzzes leaktest's frame decoder (FrameSummary::parse and attribute) with
-# cargo-fuzz on the stable toolchain: `-s none` needs no nightly features.
+# Fuzzes leaktest's frame parsing with cargo-fuzz on the stable toolchain
+# (`-s none` needs no nightly features):
+#   decode    FrameSummary::parse and the attribution steps (leaktest-wire)
+#   classify  the watcher's whole per-frame path: rule table, Tor flow judge,
+#             housekeeping by content, canary ledger, findings (leaktest-watch)
 #
-#   scripts/fuzz.sh [SECONDS]     (default 60)
+#   scripts/fuzz.sh [SECONDS]     (default 60, per target)
 #
-# Installs cargo-fuzz if missing. The corpus grows in fuzz/corpus/decode
+# Installs cargo-fuzz if missing. Corpora grow in fuzz/corpus/TARGET
 # (git-ignored), seeded from fuzz/seeds/decode (probe frames of every kind).
-# Crashes land in fuzz/artifacts/decode and make this script fail.
+# Crashes land in fuzz/artifacts/TARGET and make this script fail.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs="${1:-60}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-mkdir -p corpus/decode
-cargo fuzz build -s none decode
-cargo fuzz run -s none decode corpus/decode seeds/decode -- \
-    -max_total_time="$secs" -max_len=2048 -print_final_stats=1
+for target in decode classify; do
+  mkdir -p "corpus/$target"
+  cargo fuzz build -s none "$target"
+  cargo fuzz run -s none "$target" "corpus/$target" seeds/decode -- \
+      -max_total_time="$secs" -max_len=4096 -print_final_stats=1
+done

@@ -6,6 +6,7 @@
 //! a socket, so they answer for the calling thread's network namespace (the
 //! `/sys/class/net` view would be that of whoever mounted sysfs).
 
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -108,6 +109,24 @@ impl IfaceInfo {
 /// has none or does not exist). Read through netlink (`getifaddrs`), so for
 /// the calling thread's network namespace.
 pub fn addresses(iface: &str) -> Vec<IpAddr> {
+    networks(iface).into_iter().map(|n| n.addr()).collect()
+}
+
+/// Prefix length of a netmask (its leading one bits).
+fn prefix_of(mask: &[u8]) -> u8 {
+    let mut n = 0u8;
+    for b in mask {
+        n += b.leading_ones() as u8;
+        if *b != 0xff {
+            break;
+        }
+    }
+    n
+}
+
+/// The addresses of `iface` with their prefix lengths (the on-link
+/// networks), as [`addresses`] reads them.
+pub fn networks(iface: &str) -> Vec<IpNet> {
     let mut out = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below.
@@ -129,20 +148,121 @@ pub fn addresses(iface: &str) -> Vec<IpAddr> {
         }
         // SAFETY: ifa_addr is non-null; its family says which sockaddr it is.
         let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
+        let mask = ifa.ifa_netmask;
         if family == libc::AF_INET {
-            // SAFETY: an AF_INET address is a sockaddr_in.
+            // SAFETY: an AF_INET address (and its netmask) is a sockaddr_in.
             let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-            out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                sin.sin_addr.s_addr,
-            ))));
+            let addr = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            let prefix = if mask.is_null() {
+                32
+            } else {
+                // SAFETY: as above, for the netmask.
+                let m = unsafe { &*(mask as *const libc::sockaddr_in) };
+                prefix_of(&m.sin_addr.s_addr.to_ne_bytes())
+            };
+            if let Ok(n) = Ipv4Net::new(addr, prefix.min(32)) {
+                out.push(IpNet::V4(n));
+            }
         } else if family == libc::AF_INET6 {
-            // SAFETY: an AF_INET6 address is a sockaddr_in6.
+            // SAFETY: an AF_INET6 address (and its netmask) is a sockaddr_in6.
             let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-            out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+            let addr = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let prefix = if mask.is_null() {
+                128
+            } else {
+                // SAFETY: as above, for the netmask.
+                let m = unsafe { &*(mask as *const libc::sockaddr_in6) };
+                prefix_of(&m.sin6_addr.s6_addr)
+            };
+            if let Ok(n) = Ipv6Net::new(addr, prefix.min(128)) {
+                out.push(IpNet::V6(n));
+            }
         }
     }
     // SAFETY: `head` came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+/// What the routing table says is reachable on one interface without a
+/// router: the prefixes of its connected routes (which may be wider than
+/// its addresses' prefixes) and the next hops of routes through it (a
+/// gateway may lie outside every prefix, as with `onlink` routes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkRoutes {
+    pub prefixes: Vec<IpNet>,
+    pub next_hops: Vec<IpAddr>,
+}
+
+/// Reads [`LinkRoutes`] of `iface` from `/proc/net/route` and
+/// `/proc/net/ipv6_route` (the calling thread's network namespace: procfs's
+/// `net` directory follows the reader's). Missing files give empty lists.
+pub fn link_routes(iface: &str) -> LinkRoutes {
+    let v4 = std::fs::read_to_string("/proc/self/net/route").unwrap_or_default();
+    let v6 = std::fs::read_to_string("/proc/self/net/ipv6_route").unwrap_or_default();
+    parse_routes(iface, &v4, &v6)
+}
+
+/// RTF_GATEWAY (linux/route.h).
+const RTF_GATEWAY: u32 = 0x2;
+/// RTF_LOCAL (linux/ipv6_route.h): a route to an address of this host.
+const RTF_LOCAL: u32 = 0x8000_0000;
+
+/// Parses the two procfs route tables (see [`link_routes`]).
+pub fn parse_routes(iface: &str, v4: &str, v6: &str) -> LinkRoutes {
+    let mut out = LinkRoutes::default();
+    // Iface Destination Gateway Flags RefCnt Use Metric Mask ...: addresses
+    // are the kernel's in-memory u32 (network order) printed in hex.
+    for line in v4.lines().skip(1) {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.len() < 8 || w[0] != iface {
+            continue;
+        }
+        let hex = |s: &str| {
+            u32::from_str_radix(s, 16)
+                .ok()
+                .map(|v| Ipv4Addr::from(v.swap_bytes()))
+        };
+        let (Some(dst), Some(gw), Ok(flags), Some(mask)) = (
+            hex(w[1]),
+            hex(w[2]),
+            u32::from_str_radix(w[3], 16),
+            hex(w[7]),
+        ) else {
+            continue;
+        };
+        if flags & RTF_GATEWAY != 0 {
+            out.next_hops.push(IpAddr::V4(gw));
+        } else if let Ok(n) = Ipv4Net::with_netmask(dst, mask) {
+            out.prefixes.push(IpNet::V4(n.trunc()));
+        }
+    }
+    // dst dst_len src src_len next_hop metric refcnt use flags iface
+    for line in v6.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.len() < 10 || w[9] != iface {
+            continue;
+        }
+        let addr = |s: &str| u128::from_str_radix(s, 16).ok().map(Ipv6Addr::from);
+        let (Some(dst), Ok(len), Some(hop), Ok(flags)) = (
+            addr(w[0]),
+            u8::from_str_radix(w[1], 16),
+            addr(w[4]),
+            u32::from_str_radix(w[8], 16),
+        ) else {
+            continue;
+        };
+        if flags & RTF_LOCAL != 0 || dst.is_multicast() {
+            continue;
+        }
+        if flags & RTF_GATEWAY != 0 {
+            out.next_hops.push(IpAddr::V6(hop));
+        } else if let Ok(n) = Ipv6Net::new(dst, len) {
+            out.prefixes.push(IpNet::V6(n.trunc()));
+        }
+    }
+    out.next_hops.sort();
+    out.next_hops.dedup();
     out
 }
 
@@ -224,6 +344,47 @@ mod tests {
         assert!(IfaceInfo::read("a-name-far-too-long-for-linux").is_none());
         assert!(IfaceInfo::read("").is_none());
         assert!(IfaceMonitor::new("lt-nonexist0").is_none());
+    }
+
+    #[test]
+    fn route_tables() {
+        let v4 =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                  eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                  eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                  eth1\t0098980A\t00000000\t0001\t0\t0\t0\t00C0FFFF\t0\t0\t0\n";
+        let v6 = "20010db8000100000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0\n\
+                  00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000002 00000000 00000003     eth0\n\
+                  20010db8000100000000000000000002 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000003 00000000 80200001     eth0\n\
+                  ff000000000000000000000000000000 08 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000003 00000000 00000001     eth0\n";
+        let r = parse_routes("eth0", v4, v6);
+        assert_eq!(
+            r.prefixes,
+            vec![
+                "192.0.2.0/24".parse().unwrap(),
+                "2001:db8:1::/64".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            r.next_hops,
+            vec![
+                "192.0.2.1".parse::<IpAddr>().unwrap(),
+                "fe80::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            parse_routes("eth1", v4, v6).prefixes,
+            vec!["10.152.128.0/18".parse().unwrap()]
+        );
+        assert_eq!(parse_routes("eth9", v4, v6), LinkRoutes::default());
+    }
+
+    #[test]
+    fn prefixes_of_netmasks() {
+        assert_eq!(prefix_of(&[255, 255, 255, 0]), 24);
+        assert_eq!(prefix_of(&[255, 255, 192, 0]), 18);
+        assert_eq!(prefix_of(&[0; 4]), 0);
+        assert_eq!(prefix_of(&[0xff; 16]), 128);
     }
 
     #[test]

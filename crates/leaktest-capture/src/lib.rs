@@ -8,9 +8,10 @@
 //!   up regularly, and the direction decided by the kernel with `outbound` in
 //!   the BPF program. [`LiveCapture::drain`] hands out borrowed [`Frame`]s
 //!   straight from the ring, without copying.
-//! * [`canary`]: harmless Ethernet frames of EtherType [`CANARY_ETHERTYPE`]
-//!   that the watcher sends on the interface and must see in its own capture;
-//!   [`Canary`] keeps track of sent, seen and missing ones.
+//! * [`canary`]: sends the harmless Ethernet frames of EtherType
+//!   [`CANARY_ETHERTYPE`] that the watcher must see in its own capture (their
+//!   format and the [`CanaryLedger`] of sent and seen ones are
+//!   `leaktest_wire::canary`'s).
 //! * [`iface`]: [`IfaceMonitor`] notices the interface going down or away.
 //!
 //! What is truncated: every frame is captured up to [`DEFAULT_SNAPLEN`] bytes
@@ -23,37 +24,14 @@ pub mod canary;
 pub mod iface;
 pub mod live;
 
-pub use canary::{Canary, CanaryError, CanaryInjector, CANARY_DST_MAC, CANARY_ETHERTYPE};
-pub use iface::{addresses as iface_addresses, IfaceInfo, IfaceMonitor};
+pub use canary::{new_ledger, CanaryError, CanaryInjector};
+pub use iface::{
+    addresses as iface_addresses, link_routes, networks as iface_networks, IfaceInfo, IfaceMonitor,
+    LinkRoutes,
+};
+pub use leaktest_wire::canary::{CanaryLedger, CANARY_DST_MAC, CANARY_ETHERTYPE};
+pub use leaktest_wire::{CaptureStats, Frame};
 pub use live::{CaptureConfig, LiveCapture, DEFAULT_BUFFER_BYTES, DEFAULT_SNAPLEN};
-
-/// One captured frame, borrowed from the capture ring.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Frame<'a> {
-    /// Capture time, seconds since the Unix epoch.
-    pub ts_sec: u64,
-    /// Capture time, nanoseconds within the second.
-    pub ts_nsec: u32,
-    /// The captured bytes (at most the snap length).
-    pub data: &'a [u8],
-    /// The frame's length on the wire (may exceed `data.len()`).
-    pub orig_len: u32,
-}
-
-/// Kernel packet counters of a capture, running totals since it was opened.
-///
-/// On Linux they come from `PACKET_STATISTICS` through `pcap_stats`: they
-/// count only packets that passed the BPF filter (so only outbound frames
-/// here). `if_dropped` is filled only in promiscuous mode, hence usually 0.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CaptureStats {
-    /// Packets that passed the filter (captured or dropped).
-    pub received: u64,
-    /// Packets the kernel dropped because the ring was full.
-    pub dropped: u64,
-    /// Packets the interface driver dropped.
-    pub if_dropped: u64,
-}
 
 /// Why a capture could not be opened or read.
 #[derive(Debug, thiserror::Error)]

@@ -20,11 +20,21 @@
 //!   frames after start vanished without being counted as drops). Frames
 //!   that entered the ring before the filter was attached are discarded up
 //!   to a start barrier (a canary frame sent after attaching);
-//! * nanosecond timestamps.
+//! * nanosecond timestamps;
+//! * accounting that closes: [`LiveCapture::delivered`] counts every frame
+//!   the ring handed out (the start barrier's included), and
+//!   [`LiveCapture::seal`] detaches the capture from the interface (a filter
+//!   that accepts nothing, so the kernel neither queues nor counts another
+//!   frame) and drains what is left, after which the kernel's count of
+//!   frames that passed the filter equals frames delivered plus frames
+//!   dropped, exactly (`PACKET_STATISTICS` counts a frame only once it passed
+//!   the filter, and its `tp_packets` includes `tp_drops`: Linux
+//!   `net/packet/af_packet.c`, `tpacket_rcv` and `packet_getsockopt`).
 
-use crate::canary::CanarySighting;
-use crate::{Canary, CanaryInjector};
+use crate::canary::{new_ledger, CanaryInjector};
 use crate::{CaptureError, CaptureStats, Frame};
+use leaktest_wire::canary::CanaryLedger;
+use leaktest_wire::canary::CanarySighting;
 use pcap::{Active, Capture, Linktype, Precision};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -84,6 +94,9 @@ pub struct LiveCapture {
     iface: String,
     stats: StatsAccumulator,
     timeout_ms: i32,
+    delivered: u64,
+    barrier_frames: u64,
+    sealed: bool,
 }
 
 impl std::fmt::Debug for LiveCapture {
@@ -145,42 +158,71 @@ impl LiveCapture {
             let insns = prog.get_instructions();
             // SAFETY: pcap's BpfInstruction is a transparent wrapper of
             // `struct bpf_insn`, which has the layout of `struct sock_filter`.
-            let mut code: Vec<libc::sock_filter> = unsafe {
+            let code: Vec<libc::sock_filter> = unsafe {
                 std::slice::from_raw_parts(insns.as_ptr().cast::<libc::sock_filter>(), insns.len())
             }
             .to_vec();
-            let fprog = libc::sock_fprog {
-                len: code.len() as u16,
-                filter: code.as_mut_ptr(),
-            };
-            // SAFETY: a valid sock_fprog pointing at `code`, alive for the call.
-            let rc = unsafe {
-                libc::setsockopt(
-                    cap.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_ATTACH_FILTER,
-                    (&fprog as *const libc::sock_fprog).cast(),
-                    std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-                )
-            };
-            if rc != 0 {
-                return Err(CaptureError::Pcap {
-                    iface: iface.to_string(),
-                    msg: format!(
-                        "attaching the BPF filter: {}",
-                        std::io::Error::last_os_error()
-                    ),
-                });
-            }
+            attach_filter(cap.as_raw_fd(), code).map_err(|e| CaptureError::Pcap {
+                iface: iface.to_string(),
+                msg: format!("attaching the BPF filter: {e}"),
+            })?;
         }
         let mut live = LiveCapture {
             cap,
             iface: iface.to_string(),
             stats: StatsAccumulator::default(),
             timeout_ms: cfg.timeout_ms.clamp(1, i32::MAX as u32) as i32,
+            delivered: 0,
+            barrier_frames: 0,
+            sealed: false,
         };
         live.barrier()?;
+        live.barrier_frames = live.delivered;
         Ok(live)
+    }
+
+    /// Frames the ring handed out since the capture opened, the start
+    /// barrier's included.
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// Frames discarded by the start barrier (entered the ring before the
+    /// kernel filter was attached, or before the barrier frame).
+    pub fn barrier_frames(&self) -> u64 {
+        self.barrier_frames
+    }
+
+    /// Detaches the capture from the interface and hands every frame still
+    /// in the ring to `f`: afterwards the kernel counts nothing more, so
+    /// `stats().received == delivered() + stats().dropped` holds exactly.
+    /// Waits for the ring's last partly filled block to be retired (the
+    /// read timeout). Returns the frames handed out.
+    pub fn seal<F: FnMut(&Frame<'_>)>(&mut self, mut f: F) -> Result<u64, CaptureError> {
+        if !self.sealed {
+            // `ret #0`: accept nothing.
+            let code = vec![libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            }];
+            attach_filter(self.cap.as_raw_fd(), code).map_err(|e| CaptureError::Pcap {
+                iface: self.iface.clone(),
+                msg: format!("detaching the capture: {e}"),
+            })?;
+            self.sealed = true;
+        }
+        let mut total = 0u64;
+        // Two quiet read timeouts in a row: every block was retired and read.
+        let mut quiet = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while quiet < 2 && Instant::now() < deadline {
+            let n = self.drain(&mut f)?;
+            total += n as u64;
+            quiet = if n == 0 { quiet + 1 } else { 0 };
+        }
+        Ok(total)
     }
 
     /// Sends a start barrier and discards every frame up to it: what entered
@@ -192,13 +234,13 @@ impl LiveCapture {
             msg,
         };
         let inj = CanaryInjector::open(&self.iface).map_err(|e| fail(e.to_string()))?;
-        let mut barrier = Canary::new(inj.mac()).map_err(|e| fail(e.to_string()))?;
+        let mut barrier = new_ledger(inj.mac()).map_err(|e| fail(e.to_string()))?;
         let deadline = Instant::now() + BARRIER_TIMEOUT;
         let mut next_send = Instant::now();
         while Instant::now() < deadline {
             // Resend now and then: a lost barrier must not stall the start.
             if Instant::now() >= next_send {
-                inj.send_next(&mut barrier, Instant::now())
+                inj.send_next(&mut barrier, 0)
                     .map_err(|e| fail(e.to_string()))?;
                 next_send = Instant::now() + Duration::from_millis(500);
             }
@@ -206,7 +248,9 @@ impl LiveCapture {
             // Frames after the barrier in this batch are dropped with the
             // rest: harmless, the watch has not started yet.
             self.dispatch(&mut |f: &Frame<'_>| {
-                if matches!(barrier.observe(f.data), CanarySighting::Ours(_)) {
+                if CanaryLedger::has_canary_ethertype(f.data)
+                    && matches!(barrier.observe(f.data, false), CanarySighting::Ours(_))
+                {
                     seen = true;
                 }
             })?;
@@ -258,8 +302,10 @@ impl LiveCapture {
 
     fn dispatch<F: FnMut(&Frame<'_>)>(&mut self, f: &mut F) -> Result<usize, CaptureError> {
         let iface = &self.iface;
+        let delivered = &mut self.delivered;
         self.cap
             .dispatch(Some(DRAIN_BATCH), |p| {
+                *delivered += 1;
                 let frame = Frame {
                     ts_sec: p.header.ts.tv_sec.max(0) as u64,
                     // Nanosecond precision: tv_usec holds nanoseconds.
@@ -283,6 +329,29 @@ impl LiveCapture {
     pub fn last_stats(&self) -> CaptureStats {
         self.stats.total
     }
+}
+
+/// Attaches a classic BPF program to the capture socket with
+/// `SO_ATTACH_FILTER` (replacing any earlier one).
+fn attach_filter(fd: i32, mut code: Vec<libc::sock_filter>) -> std::io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: code.len() as u16,
+        filter: code.as_mut_ptr(),
+    };
+    // SAFETY: a valid sock_fprog pointing at `code`, alive for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Extends libpcap's 32-bit running totals to 64 bits.

@@ -26,6 +26,8 @@ pub const WEB6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x80, 0, 0, 0, 0, 0x80);
 pub const DNS4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 53);
 /// The lab domain name that the DNS server answers.
 pub const WEB_NAME: &str = "www.leaktest.test";
+/// The web server's port (the probes' target answers a SYN to it).
+pub const WEB_PORT: u16 = 80;
 
 /// Interface names (each ≤ 15 bytes).
 pub const WS_IF: &str = "eth0";

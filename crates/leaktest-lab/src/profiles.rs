@@ -215,6 +215,18 @@ impl Policy {
         self.inet || family == Family::V4
     }
 
+    /// Whether a reply from beyond the gateway to a probe of `sweep` gets
+    /// back to its sender. The gateway's own probes come from its external
+    /// address; the workstation's only when masquerade gave them that
+    /// address: the lab's internet, like the real one, has no route back to
+    /// the internal prefixes (10.152.152.0/24, fd19:c33d:88bc::/64).
+    pub fn replies_reach_sender(&self, sweep: Sweep, family: Family) -> bool {
+        match sweep {
+            Sweep::Workstation => self.masquerade && self.filters(family),
+            Sweep::GatewayRoot | Sweep::GatewayUser => true,
+        }
+    }
+
     fn forwarding(&self, family: Family) -> bool {
         match family {
             Family::V4 => self.ip_forward,

@@ -3,7 +3,7 @@
 //! server for the lab domain (the exits' only resolver). Plus the matching
 //! clients that the lab runs from the workstation to prove the gateway works.
 
-use crate::plan::{WEB4, WEB6, WEB_NAME};
+use crate::plan::{WEB4, WEB6, WEB_NAME, WEB_PORT};
 use crate::LabError;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -68,12 +68,15 @@ fn handle_http(mut s: TcpStream, peer: IpAddr, token: &str, log: &PathBuf) -> st
 
 /// Binds the web server's listeners (call inside the `net` namespace).
 pub fn bind_web() -> Result<Vec<TcpListener>, LabError> {
-    [SocketAddr::from((WEB4, 80)), SocketAddr::from((WEB6, 80))]
-        .into_iter()
-        .map(|a| {
-            TcpListener::bind(a).map_err(|e| LabError::Io(format!("binding web server on {a}"), e))
-        })
-        .collect()
+    [
+        SocketAddr::from((WEB4, WEB_PORT)),
+        SocketAddr::from((WEB6, WEB_PORT)),
+    ]
+    .into_iter()
+    .map(|a| {
+        TcpListener::bind(a).map_err(|e| LabError::Io(format!("binding web server on {a}"), e))
+    })
+    .collect()
 }
 
 /// Binds the DNS server's socket on `addr:53` (inside the `net` namespace).

@@ -1,15 +1,18 @@
 //! The suite against one gateway profile: the real `leaktest watch` on the
 //! gateway's external interface, the full default `leaktest probe` from the
 //! workstation, gateway-local raw sweeps as root and as an unprivileged uid,
-//! then the watcher's JSON report compared with the profile's expectation.
+//! then the watcher's typed report compared with the profile's expectation
+//! probe by probe. Probes that must leak and were not seen are sent again
+//! once, exactly those, under a second watch; then every one must be there.
 
-use crate::expect::{self, Comparison, Expectation, Verdict};
+use crate::expect::{self, Comparison, Expectation, SeqSet};
 use crate::lab::Lab;
 use crate::plan::*;
 use crate::profiles::{Policy, Profile, Sweep};
 use crate::sys::{self, Tracked};
 use crate::LabError;
-use serde_json::Value;
+use leaktest_send::ProbeReport;
+use leaktest_watch::{Verdict, WatchReport};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -81,8 +84,10 @@ pub struct ProfileResult {
     pub seconds: f64,
     /// Run id of each sweep.
     pub runs: BTreeMap<String, String>,
-    /// The watcher's JSON report.
-    pub report: Option<Value>,
+    /// Probes that must leak that the first watch did not see, sent again once.
+    pub resent: u64,
+    /// The watcher's reports (the second one saw the probes sent again).
+    pub reports: Vec<WatchReport>,
     /// What the workstation's fetch through the gateway showed, if it ran.
     pub gateway_check: Option<String>,
 }
@@ -170,18 +175,107 @@ pub fn run_target(
         .map_err(io("chmod key"))?;
 
     let names = lab.state.names.clone();
-    let report_path = dir.join("watch.json");
-    let ready = dir.join("watch.ready");
-    let watch_log = dir.join("watch.log");
+    let mut runs = BTreeMap::new();
+    let sweeps: &[Sweep] = if opts.local_sweeps {
+        &Sweep::ALL
+    } else {
+        &[Sweep::Workstation]
+    };
+    let first = watch_while(lab, &opts.exe, &dir, "watch", &key, &mut |lab| {
+        for &sweep in sweeps {
+            let r = sweep_once(lab, &dir, &names, opts, sweep, &key, None, None)?;
+            runs.insert(r.run_id.clone(), sweep);
+        }
+        Ok(())
+    })?;
+    let expect = model
+        .join()
+        .map_err(|_| LabError::Died("the expectation model panicked".into()))?;
+    let mut reports = vec![first];
+    let mut cmp: Comparison = expect::compare(&[&reports[0]], &expect, &runs);
+    // Probes that must leak and were not seen: sent again once, exactly
+    // those (same run, same key, so the same markers), under a new watch.
+    let missing: Vec<(Sweep, SeqSet)> = cmp
+        .missing
+        .iter()
+        .filter(|(_, m)| !m.is_empty())
+        .map(|(s, m)| (*s, m.clone()))
+        .collect();
+    let resent: u64 = missing.iter().map(|(_, m)| m.len()).sum();
+    if resent > 0 {
+        let by_sweep: BTreeMap<Sweep, String> = runs.iter().map(|(r, s)| (*s, r.clone())).collect();
+        let second = watch_while(lab, &opts.exe, &dir, "watch-resend", &key, &mut |lab| {
+            for (sweep, m) in &missing {
+                let run = u64::from_str_radix(&by_sweep[sweep], 16)
+                    .map_err(|e| LabError::Died(format!("run id {}: {e}", by_sweep[sweep])))?;
+                let list = dir.join(format!("resend-{}.seqs", sweep.name()));
+                std::fs::write(&list, leaktest_send::session::ranges_text(&m.ranges()))
+                    .map_err(io("writing the probes to send again"))?;
+                sweep_once(
+                    lab,
+                    &dir,
+                    &names,
+                    opts,
+                    *sweep,
+                    &key,
+                    Some(run),
+                    Some(&list),
+                )?;
+            }
+            Ok(())
+        })?;
+        reports.push(second);
+        let refs: Vec<&WatchReport> = reports.iter().collect();
+        cmp = expect::compare(&refs, &expect, &runs);
+    }
+    cmp.missing_as_mismatches();
+    if resent > 0 {
+        cmp.findings.push(format!(
+            "{resent} probe(s) not seen by the first watch were sent again once"
+        ));
+    }
+    Ok(ProfileResult {
+        profile: name,
+        expected: expect.verdict(),
+        got: cmp.verdict,
+        matched: cmp.ok(),
+        mismatches: cmp.mismatches,
+        findings: cmp.findings,
+        expected_leaks: expect.summary(),
+        seconds: t0.elapsed().as_secs_f64(),
+        runs: runs
+            .into_iter()
+            .map(|(r, s)| (s.name().to_string(), r))
+            .collect(),
+        resent,
+        reports,
+        gateway_check,
+    })
+}
+
+/// Runs `leaktest watch` on the gateway's external interface while `work`
+/// runs, then ends it and returns its report. `tag` names its files.
+fn watch_while(
+    lab: &mut Lab,
+    exe: &Path,
+    dir: &Path,
+    tag: &str,
+    key: &Path,
+    work: &mut dyn FnMut(&mut Lab) -> Result<(), LabError>,
+) -> Result<WatchReport, LabError> {
+    let names = lab.state.names.clone();
+    let report_path = dir.join(format!("{tag}.json"));
+    let ready = dir.join(format!("{tag}.ready"));
+    let watch_log = dir.join(format!("{tag}.log"));
     let control = format!("127.0.0.1:{CONTROL_PORT}");
-    let mut wcmd = sys::ns_command(&names.gw, &opts.exe.to_string_lossy())?;
+    let mut wcmd = sys::ns_command(&names.gw, &exe.to_string_lossy())?;
     wcmd.arg("watch")
         .args(["--iface", GW_EXT_IF, "--tor-control", &control, "--json"])
         .arg(&report_path)
         .arg("--ready-file")
         .arg(&ready)
         .arg("--key-file")
-        .arg(&key);
+        .arg(key);
     let (mut watcher, wt) = lab.spawn_tracked(wcmd, &watch_log, "leaktest watch")?;
     let wait_ready = Instant::now();
     while !ready.exists() {
@@ -203,46 +297,7 @@ pub fn run_target(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-
-    let mut runs = BTreeMap::new();
-    let sweeps: &[Sweep] = if opts.local_sweeps {
-        &Sweep::ALL
-    } else {
-        &[Sweep::Workstation]
-    };
-    let sweep_result = (|| -> Result<(), LabError> {
-        for &sweep in sweeps {
-            let json = dir.join(format!("probe-{}.json", sweep.name()));
-            let log = dir.join(format!("probe-{}.log", sweep.name()));
-            let cmd = probe_command(
-                &names,
-                &opts.exe,
-                sweep,
-                &key,
-                &json,
-                &opts.probe_rate,
-                None,
-            )?;
-            let (mut child, t) =
-                lab.spawn_tracked(cmd, &log, &format!("leaktest probe ({})", sweep.name()))?;
-            let st = wait_child(&mut child, &t, Duration::from_secs(300), "leaktest probe");
-            lab.untrack(&t)?;
-            let st = st?;
-            if !st.success() {
-                return Err(LabError::Died(format!(
-                    "leaktest probe ({}) failed ({st}): {}",
-                    sweep.name(),
-                    tail(&log)
-                )));
-            }
-            let v: Value = read_json(&json)?;
-            let run = v.get("run_id").and_then(Value::as_str).ok_or_else(|| {
-                LabError::Died(format!("probe JSON {} has no run_id", json.display()))
-            })?;
-            runs.insert(run.to_string(), sweep);
-        }
-        Ok(())
-    })();
+    let worked = work(lab);
     // On a veth a forwarded probe reaches the capture inside the sender's
     // own system call; this only lets stragglers (a frame queued for
     // neighbour resolution, the sender's RST to a SYN-ACK) out. The
@@ -251,34 +306,57 @@ pub fn run_target(
     wt.signal(libc::SIGTERM);
     let st = wait_child(&mut watcher, &wt, Duration::from_secs(60), "leaktest watch");
     lab.untrack(&wt)?;
-    sweep_result?;
+    worked?;
     let st = st?;
-    let report = read_json(&report_path).map_err(|e| {
+    read_json(&report_path).map_err(|e| {
         LabError::Died(format!(
             "watch ended ({st}) without a readable report ({e}): {}",
             tail(&watch_log)
         ))
-    })?;
-    let expect = model
-        .join()
-        .map_err(|_| LabError::Died("the expectation model panicked".into()))?;
-    let cmp: Comparison = expect::compare(&report, &expect, &runs);
-    Ok(ProfileResult {
-        profile: name,
-        expected: expect.verdict(),
-        got: cmp.verdict,
-        matched: cmp.ok(),
-        mismatches: cmp.mismatches,
-        findings: cmp.findings,
-        expected_leaks: expect.summary(),
-        seconds: t0.elapsed().as_secs_f64(),
-        runs: runs
-            .into_iter()
-            .map(|(r, s)| (s.name().to_string(), r))
-            .collect(),
-        report: Some(report),
-        gateway_check,
     })
+}
+
+/// Runs one sweep (or, with `only`, the probes listed in that file under
+/// run `run_id`) and returns the probe's report.
+#[allow(clippy::too_many_arguments)]
+fn sweep_once(
+    lab: &mut Lab,
+    dir: &Path,
+    names: &crate::topology::Names,
+    opts: &SuiteOptions,
+    sweep: Sweep,
+    key: &Path,
+    run_id: Option<u64>,
+    only: Option<&Path>,
+) -> Result<ProbeReport, LabError> {
+    let suffix = if only.is_some() { "-resend" } else { "" };
+    let json = dir.join(format!("probe-{}{suffix}.json", sweep.name()));
+    let log = dir.join(format!("probe-{}{suffix}.log", sweep.name()));
+    let mut cmd = probe_command(
+        names,
+        &opts.exe,
+        sweep,
+        key,
+        &json,
+        &opts.probe_rate,
+        run_id,
+    )?;
+    if let Some(list) = only {
+        cmd.arg("--probes").arg(list);
+    }
+    let (mut child, t) =
+        lab.spawn_tracked(cmd, &log, &format!("leaktest probe ({})", sweep.name()))?;
+    let st = wait_child(&mut child, &t, Duration::from_secs(300), "leaktest probe");
+    lab.untrack(&t)?;
+    let st = st?;
+    if !st.success() {
+        return Err(LabError::Died(format!(
+            "leaktest probe ({}) failed ({st}): {}",
+            sweep.name(),
+            tail(&log)
+        )));
+    }
+    read_json(&json)
 }
 
 /// The `leaktest probe` command of one sweep: the full default catalogue to
@@ -345,11 +423,11 @@ pub fn probe_command(
     Ok(cmd)
 }
 
-fn read_json(p: &Path) -> Result<Value, LabError> {
+fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T, LabError> {
     let t = std::fs::read_to_string(p)
         .map_err(|e| LabError::Io(format!("reading {}", p.display()), e))?;
     serde_json::from_str(&t)
-        .map_err(|e| LabError::Died(format!("{} is not JSON: {e}", p.display())))
+        .map_err(|e| LabError::Died(format!("{} is not the expected JSON: {e}", p.display())))
 }
 
 /// The last line of a log, for error messages.

@@ -30,8 +30,7 @@ fn assert_gone(s: &State) {
 
 #[test]
 fn lab_comes_up_gateway_works_and_teardown_leaves_nothing() {
-    if !sys::is_root() {
-        eprintln!("skipped: needs root");
+    if !leaktest_netns::require_root("lab bringup") {
         return;
     }
     let o = opts();

@@ -8,6 +8,9 @@
 //! * [`rate`]: the token-bucket rate limiter and `--rate` parsing.
 //! * [`run`]: the run driver that builds every planned probe into reused
 //!   buffers and sends it, with counts per family and suite.
+//! * [`session`]: a whole probe run as the command line and the lab drive
+//!   it: paths resolved, senders opened, the plan sent, the typed JSON
+//!   report ([`ProbeReport`]).
 //!
 //! Everything works in the calling thread's network namespace, which is how
 //! tests drive it inside namespaces of their own.
@@ -16,11 +19,13 @@ pub mod netlink;
 pub mod path;
 pub mod rate;
 pub mod run;
+pub mod session;
 pub mod socket;
 
 pub use path::{lookup_path, MacPair, Path, PathOptions};
 pub use rate::{Rate, RateLimiter};
 pub use run::{run, Lane, Plan, ProbeWriter, Progress, RunConfig, RunFailure, RunStats};
+pub use session::{prepare, Prepared, ProbeOutcome, ProbeReport, ProbeRequest, SocketKind};
 pub use socket::{Batch, FrameSender, PacketSender, RawIpSender, SendOutcome};
 
 use std::net::IpAddr;

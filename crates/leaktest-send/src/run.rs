@@ -28,11 +28,15 @@ impl ProbeWriter for leaktest_wire::ProbeBuilder {
     }
 }
 
-/// Which probes a run sends.
+/// Which probes a run sends: every probe of some suites in some families,
+/// or of those only the probes whose `seq` is in a set of ranges (to send
+/// again exactly the probes a watcher missed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     families: Vec<Family>,
     suites: Vec<Suite>,
+    /// Inclusive `seq` ranges, sorted and merged; `None`: every probe.
+    only: Option<Vec<(u32, u32)>>,
 }
 
 impl Plan {
@@ -44,7 +48,27 @@ impl Plan {
         let mut suites = suites.to_vec();
         suites.sort();
         suites.dedup();
-        Plan { families, suites }
+        Plan {
+            families,
+            suites,
+            only: None,
+        }
+    }
+
+    /// Keeps only the probes whose `seq` is in one of the inclusive
+    /// `ranges` (e.g. the watcher's `runs[].seqs`).
+    pub fn only(mut self, ranges: &[(u32, u32)]) -> Plan {
+        let mut r: Vec<(u32, u32)> = ranges.iter().copied().filter(|(a, b)| a <= b).collect();
+        r.sort();
+        let mut merged: Vec<(u32, u32)> = Vec::new();
+        for (a, b) in r {
+            match merged.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        self.only = Some(merged);
+        self
     }
 
     pub fn families(&self) -> &[Family] {
@@ -55,12 +79,34 @@ impl Plan {
         &self.suites
     }
 
+    /// The probes of one family and suite as runs of catalogue indexes
+    /// within the suite (`start..end`).
+    fn spans(&self, family: Family, suite: Suite) -> Vec<(u32, u32)> {
+        let n = suite.probe_count();
+        let Some(only) = &self.only else {
+            return vec![(0, n)];
+        };
+        let fam = match family {
+            Family::V4 => 0,
+            Family::V6 => leaktest_wire::catalogue::SEQ_FAMILY_BIT,
+        };
+        let (lo, hi) = (fam | suite.base(), (fam | suite.base()) + n - 1);
+        only.iter()
+            .filter(|(a, b)| *b >= lo && *a <= hi)
+            .map(|(a, b)| ((*a).max(lo) - lo, (*b).min(hi) - lo + 1))
+            .collect()
+    }
+
     /// Probes of one family.
     pub fn count(&self, family: Family) -> u64 {
         if !self.families.contains(&family) {
             return 0;
         }
-        self.suites.iter().map(|s| s.probe_count() as u64).sum()
+        self.suites
+            .iter()
+            .flat_map(|s| self.spans(family, *s))
+            .map(|(a, b)| u64::from(b - a))
+            .sum()
     }
 
     /// Probes of the whole plan.
@@ -206,12 +252,12 @@ impl FamilyQueue {
     fn new(plan: &Plan, family: Family) -> FamilyQueue {
         let mut units = Vec::new();
         for &suite in plan.suites() {
-            let n = suite.probe_count();
-            let mut start = 0;
-            while start < n {
-                let end = (start + UNIT).min(n);
-                units.push(Unit { suite, start, end });
-                start = end;
+            for (mut start, n) in plan.spans(family, suite) {
+                while start < n {
+                    let end = (start + UNIT).min(n);
+                    units.push(Unit { suite, start, end });
+                    start = end;
+                }
             }
         }
         FamilyQueue {
@@ -447,6 +493,35 @@ fn send_units(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_of_some_probes_only() {
+        let all = Plan::new(&Family::BOTH, &Suite::ALL);
+        assert_eq!(all.total(), 787_460);
+        let v6 = leaktest_wire::catalogue::SEQ_FAMILY_BIT;
+        let udp = Suite::Udp.base();
+        // Two ranges crossing suite and family bounds, one overlapping, one empty.
+        let p = Plan::new(&Family::BOTH, &[Suite::Icmp, Suite::Udp]).only(&[
+            (250, 260),
+            (udp + 10, udp + 19),
+            (udp + 15, udp + 24),
+            (v6 | 3, v6 | 3),
+            (9, 8),
+        ]);
+        assert_eq!(p.count(Family::V4), 6 + 15);
+        assert_eq!(p.count(Family::V6), 1);
+        assert_eq!(p.spans(Family::V4, Suite::Icmp), vec![(250, 256)]);
+        assert_eq!(p.spans(Family::V4, Suite::Udp), vec![(10, 25)]);
+        assert_eq!(p.spans(Family::V6, Suite::Icmp), vec![(3, 4)]);
+        // The queue hands out exactly those probes.
+        let q = FamilyQueue::new(&p, Family::V4);
+        let mut seqs = Vec::new();
+        while let Some(u) = q.take() {
+            seqs.extend((u.start..u.end).map(|i| u.suite.base() + i));
+        }
+        let want: Vec<u32> = (250..256).chain(udp + 10..udp + 25).collect();
+        assert_eq!(seqs, want);
+    }
     use crate::socket::SendOutcome;
     use std::sync::{Arc, Mutex};
 

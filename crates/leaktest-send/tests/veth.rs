@@ -28,8 +28,7 @@ const WS6: &str = "fd19:c33d:88bc::11";
 const GW6: &str = "fd19:c33d:88bc::10";
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    leaktest_netns::require_root("leaktest-send veth tests")
 }
 
 /// Two namespaces joined by a veth; `leaktest-netns` deletes them on drop
@@ -337,7 +336,6 @@ const SMALL: &[Suite] = &[Suite::Icmp, Suite::Ip, Suite::Frag];
 #[test]
 fn packet_sender_resolves_the_peer_and_delivers_every_probe_once() {
     if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
         return;
     }
     let pair = Pair::new();
@@ -359,7 +357,6 @@ fn packet_sender_resolves_the_peer_and_delivers_every_probe_once() {
 #[test]
 fn raw_ip_sender_goes_through_the_stack_and_delivers_every_probe_once() {
     if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
         return;
     }
     let pair = Pair::new();
@@ -379,7 +376,6 @@ fn raw_ip_sender_goes_through_the_stack_and_delivers_every_probe_once() {
 #[test]
 fn unroutable_and_local_targets_are_clear_errors() {
     if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
         return;
     }
     let pair = Pair::new();
@@ -416,7 +412,6 @@ fn unroutable_and_local_targets_are_clear_errors() {
 #[test]
 fn routed_targets_go_to_the_gateways_mac_also_via_an_ipv6_link_local_gateway() {
     if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
         return;
     }
     let pair = Pair::new();

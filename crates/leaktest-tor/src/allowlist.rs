@@ -1,29 +1,109 @@
-//! The set of TCP endpoints the gateway's own Tor may legitimately talk to, and pure parsers that
-//! build it from what the control port says: relays of the consensus (`GETINFO ns/all`),
-//! directory authorities and fallback directories (`GETINFO config/defaults`, `GETCONF
-//! DirAuthority`/`FallbackDir`), bridges (`GETCONF Bridge`), upstream proxies, and static
-//! `--allow ADDR:PORT` entries.
+//! The TCP endpoints the gateway's own Tor may legitimately talk to, each with the roles it
+//! plays for Tor (what Tor sends there), and pure parsers that build the list from what the
+//! control port says: relays of the consensus (`GETINFO ns/all`), directory authorities and
+//! fallback directories (`GETINFO config/defaults`, `GETCONF DirAuthority`/`FallbackDir`),
+//! bridges and their pluggable transports (`GETCONF Bridge`), and upstream proxies.
+//!
+//! DirPorts: a Tor *client* never connects to a DirPort. It fetches directory documents over a
+//! BEGIN_DIR stream inside its TLS link to the ORPort, also when `FascistFirewall` or
+//! `ReachableORAddresses` leave no ORPort reachable (then it fetches nothing). tor's
+//! `dirclient.c`: `dirclient_must_use_begindir()` returns `!public_server_mode(options)`, and
+//! `directory_initiate_request` refuses a non-begindir request for such a Tor ("Client could not
+//! use begindir connection"). Only a relay (an ORPort configured) uploads to authorities'
+//! DirPorts in plain HTTP. So DirPorts enter the list only for a Tor in server mode
+//! ([`fetch_allowlist`]).
 //!
 //! Parsers skip lines they cannot read (a Tor newer than this code may add fields); they never
 //! fail and never panic on input.
 
 use crate::client::Controller;
-use crate::error::{Result, TorError};
+use crate::error::Result;
 use crate::reply::maybe_unquote;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::OnceLock;
 
-/// A set of TCP endpoints (address, port).
+/// What an endpoint is to Tor, which says what Tor sends there. A set of bits: one endpoint can
+/// be a relay's ORPort and another's DirPort.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Roles(u8);
+
+impl Roles {
+    pub const NONE: Roles = Roles(0);
+    /// A relay's or directory server's ORPort: Tor's link protocol, inside TLS (tor-spec section
+    /// 2, "Connections").
+    pub const OR_PORT: Roles = Roles(1);
+    /// A directory server's DirPort: plain HTTP requests for `/tor/...` documents (dir-spec),
+    /// used by relays only.
+    pub const DIR_PORT: Roles = Roles(2);
+    /// A bridge without a pluggable transport: an ORPort, TLS.
+    pub const BRIDGE: Roles = Roles(4);
+    /// An obfs4 bridge: no plaintext framing at all (obfs4-spec: an Elligator2 representative,
+    /// random padding, then frames whose length is masked).
+    pub const BRIDGE_OBFS4: Roles = Roles(8);
+    /// A bridge with another pluggable transport (webtunnel, meek, ...): its own encrypted
+    /// framing, never cleartext.
+    pub const BRIDGE_OTHER_TRANSPORT: Roles = Roles(16);
+    /// An upstream proxy (`HTTPSProxy`, `Socks4Proxy`, `Socks5Proxy`): a proxy handshake in the
+    /// clear (it names the relay), then TLS.
+    pub const PROXY: Roles = Roles(32);
+
+    pub fn contains(self, other: Roles) -> bool {
+        self.0 & other.0 == other.0 && other.0 != 0
+    }
+    pub fn intersects(self, other: Roles) -> bool {
+        self.0 & other.0 != 0
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+    /// Whether Tor's flows to this endpoint are TLS from their first byte.
+    pub fn expects_tls(self) -> bool {
+        self.intersects(Roles(Roles::OR_PORT.0 | Roles::BRIDGE.0))
+    }
+    /// Short names of the roles, for people.
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (Roles::OR_PORT, "orport"),
+            (Roles::DIR_PORT, "dirport"),
+            (Roles::BRIDGE, "bridge"),
+            (Roles::BRIDGE_OBFS4, "obfs4-bridge"),
+            (Roles::BRIDGE_OTHER_TRANSPORT, "transport-bridge"),
+            (Roles::PROXY, "proxy"),
+        ]
+        .into_iter()
+        .filter(|(r, _)| self.contains(*r))
+        .map(|(_, n)| n)
+        .collect()
+    }
+}
+
+impl std::ops::BitOr for Roles {
+    type Output = Roles;
+    fn bitor(self, o: Roles) -> Roles {
+        Roles(self.0 | o.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Roles {
+    fn bitor_assign(&mut self, o: Roles) {
+        self.0 |= o.0;
+    }
+}
+
+/// The TCP endpoints (address, port) Tor may use, with their [`Roles`].
 ///
 /// Looked up once per outbound TCP frame, so it keeps IPv4 endpoints as packed `u64` and IPv6
-/// ones as `(u128, u16)` in hash sets with a cheap seeded multiply-mix hash (not SipHash); the
+/// ones as `(u128, u16)` in hash maps with a cheap seeded multiply-mix hash (not SipHash); the
 /// per-process random seed keeps relay addresses from being chosen to collide.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Allowlist {
-    v4: HashSet<u64, SeededState>,
-    v6: HashSet<(u128, u16), SeededState>,
+    v4: HashMap<u64, Roles, SeededState>,
+    v6: HashMap<(u128, u16), Roles, SeededState>,
 }
 
 /// `BuildHasher` with a per-process random seed.
@@ -99,36 +179,32 @@ impl Allowlist {
     pub fn new() -> Self {
         Allowlist::default()
     }
-    pub fn insert(&mut self, a: SocketAddr) {
+    /// Adds `roles` to endpoint `a` (an IPv4-mapped IPv6 address is its IPv4 endpoint).
+    pub fn insert_with(&mut self, a: SocketAddr, roles: Roles) {
         // Port 0 means "no such port" in Tor's formats; it is never a real endpoint.
-        if a.port() == 0 {
+        if a.port() == 0 || roles.is_empty() {
             return;
         }
-        match a {
-            SocketAddr::V4(v4) => {
-                self.v4.insert(key4(*v4.ip(), v4.port()));
-            }
-            // An IPv4-mapped address is the IPv4 endpoint.
-            SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-                Some(ip) => {
-                    self.v4.insert(key4(ip, v6.port()));
-                }
-                None => {
-                    self.v6.insert((u128::from(*v6.ip()), v6.port()));
-                }
-            },
+        match normalise(a) {
+            Key::V4(k) => *self.v4.entry(k).or_default() |= roles,
+            Key::V6(k) => *self.v6.entry(k).or_default() |= roles,
         }
     }
-    /// Flow info and scope id of an IPv6 endpoint do not matter.
+    /// Adds endpoint `a` as an ORPort.
+    pub fn insert(&mut self, a: SocketAddr) {
+        self.insert_with(a, Roles::OR_PORT);
+    }
+    /// The roles of endpoint `a` (flow info and scope id of an IPv6 endpoint do not matter).
+    #[inline]
+    pub fn roles(&self, a: &SocketAddr) -> Option<Roles> {
+        match normalise(*a) {
+            Key::V4(k) => self.v4.get(&k).copied(),
+            Key::V6(k) => self.v6.get(&k).copied(),
+        }
+    }
     #[inline]
     pub fn contains(&self, a: &SocketAddr) -> bool {
-        match a {
-            SocketAddr::V4(v4) => self.v4.contains(&key4(*v4.ip(), v4.port())),
-            SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-                Some(ip) => self.v4.contains(&key4(ip, v6.port())),
-                None => self.v6.contains(&(u128::from(*v6.ip()), v6.port())),
-            },
-        }
+        self.roles(a).is_some()
     }
     pub fn len(&self) -> usize {
         self.v4.len() + self.v6.len()
@@ -136,33 +212,69 @@ impl Allowlist {
     pub fn is_empty(&self) -> bool {
         self.v4.is_empty() && self.v6.is_empty()
     }
+    /// Adds every endpoint of `other` with its roles.
     pub fn extend(&mut self, other: &Allowlist) {
-        self.v4.extend(other.v4.iter().copied());
-        self.v6.extend(other.v6.iter().copied());
+        for (k, r) in &other.v4 {
+            *self.v4.entry(*k).or_default() |= *r;
+        }
+        for (k, r) in &other.v6 {
+            *self.v6.entry(*k).or_default() |= *r;
+        }
     }
-    /// The endpoints, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        let v4 = self.v4.iter().map(|&k| {
-            SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from((k >> 16) as u32),
-                k as u16,
-            ))
+    /// Takes `roles` away from every endpoint; endpoints left without a role go.
+    pub fn remove_roles(&mut self, roles: Roles) {
+        let strip = |r: &mut Roles| {
+            r.0 &= !roles.0;
+            !r.is_empty()
+        };
+        self.v4.retain(|_, r| strip(r));
+        self.v6.retain(|_, r| strip(r));
+    }
+    /// The endpoints and their roles, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, Roles)> + '_ {
+        let v4 = self.v4.iter().map(|(&k, &r)| {
+            (
+                SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from((k >> 16) as u32),
+                    k as u16,
+                )),
+                r,
+            )
         });
-        let v6 = self
-            .v6
-            .iter()
-            .map(|&(ip, port)| SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0)));
+        let v6 = self.v6.iter().map(|(&(ip, port), &r)| {
+            (
+                SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0)),
+                r,
+            )
+        });
         v4.chain(v6)
     }
     /// The endpoints sorted (for stable output).
     pub fn sorted(&self) -> Vec<SocketAddr> {
-        let mut v: Vec<SocketAddr> = self.iter().collect();
+        let mut v: Vec<SocketAddr> = self.iter().map(|(a, _)| a).collect();
         v.sort();
         v
     }
 }
 
+enum Key {
+    V4(u64),
+    V6((u128, u16)),
+}
+
+#[inline]
+fn normalise(a: SocketAddr) -> Key {
+    match a {
+        SocketAddr::V4(v4) => Key::V4(key4(*v4.ip(), v4.port())),
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(ip) => Key::V4(key4(ip, v6.port())),
+            None => Key::V6((u128::from(*v6.ip()), v6.port())),
+        },
+    }
+}
+
 impl FromIterator<SocketAddr> for Allowlist {
+    /// ORPorts.
     fn from_iter<T: IntoIterator<Item = SocketAddr>>(iter: T) -> Self {
         let mut a = Allowlist::new();
         for s in iter {
@@ -172,22 +284,14 @@ impl FromIterator<SocketAddr> for Allowlist {
     }
 }
 
-/// Parses one `--allow` value: `1.2.3.4:443` or `[2001:db8::1]:443`.
-pub fn parse_allow(s: &str) -> Result<SocketAddr> {
-    let s = s.trim();
-    match s.parse::<SocketAddr>() {
-        Ok(a) if a.port() != 0 => Ok(a),
-        _ => Err(TorError::BadAllow(s.to_string())),
+impl FromIterator<(SocketAddr, Roles)> for Allowlist {
+    fn from_iter<T: IntoIterator<Item = (SocketAddr, Roles)>>(iter: T) -> Self {
+        let mut a = Allowlist::new();
+        for (s, r) in iter {
+            a.insert_with(s, r);
+        }
+        a
     }
-}
-
-/// Parses several `--allow` values into an allowlist.
-pub fn parse_allow_list<S: AsRef<str>>(values: &[S]) -> Result<Allowlist> {
-    let mut list = Allowlist::new();
-    for v in values {
-        list.insert(parse_allow(v.as_ref())?);
-    }
-    Ok(list)
 }
 
 /// `GETINFO ns/all` (or a NEWCONSENSUS event body): every `r` line gives the IPv4 ORPort and,
@@ -212,12 +316,12 @@ pub fn parse_ns_all(text: &str) -> Allowlist {
                 ) else {
                     continue;
                 };
-                list.insert(SocketAddr::new(IpAddr::V4(ip), or));
-                list.insert(SocketAddr::new(IpAddr::V4(ip), dir));
+                list.insert_with(SocketAddr::new(IpAddr::V4(ip), or), Roles::OR_PORT);
+                list.insert_with(SocketAddr::new(IpAddr::V4(ip), dir), Roles::DIR_PORT);
             }
             Some("a") => {
                 if let Some(Ok(a)) = words.next().map(str::parse::<SocketAddr>) {
-                    list.insert(a);
+                    list.insert_with(a, Roles::OR_PORT);
                 }
             }
             _ => {}
@@ -238,7 +342,7 @@ fn ipv4_with_optional_port(w: &str) -> Option<(Ipv4Addr, u16)> {
 /// `[NICK] [flags] IPV4[:DIRPORT] [FINGERPRINT]` with flags `orport=N`, `ipv6=[ADDR]:PORT`,
 /// `id=`, `v3ident=`, `weight=`, `no-v2`, `bridge`, ...: the DirPort and the ORPort on the IPv4
 /// address, and the IPv6 ORPort.
-pub fn parse_dir_server_line(value: &str) -> Vec<SocketAddr> {
+pub fn parse_dir_server_line(value: &str) -> Vec<(SocketAddr, Roles)> {
     let mut ipv4: Option<(Ipv4Addr, u16)> = None;
     let mut orport: Option<u16> = None;
     let mut out = Vec::new();
@@ -247,7 +351,7 @@ pub fn parse_dir_server_line(value: &str) -> Vec<SocketAddr> {
             orport = p.parse().ok();
         } else if let Some(a) = w.strip_prefix("ipv6=") {
             if let Ok(a) = a.parse::<SocketAddr>() {
-                out.push(a);
+                out.push((a, Roles::OR_PORT));
             }
         } else if ipv4.is_none() && !w.contains('=') {
             ipv4 = ipv4_with_optional_port(w);
@@ -255,25 +359,33 @@ pub fn parse_dir_server_line(value: &str) -> Vec<SocketAddr> {
     }
     if let Some((ip, dirport)) = ipv4 {
         if dirport != 0 {
-            out.push(SocketAddr::new(IpAddr::V4(ip), dirport));
+            out.push((SocketAddr::new(IpAddr::V4(ip), dirport), Roles::DIR_PORT));
         }
         if let Some(or) = orport.filter(|&p| p != 0) {
-            out.push(SocketAddr::new(IpAddr::V4(ip), or));
+            out.push((SocketAddr::new(IpAddr::V4(ip), or), Roles::OR_PORT));
         }
     }
     out
 }
 
-/// Endpoint of one `Bridge` value: `[TRANSPORT] ADDR[:PORT] [FINGERPRINT] [k=v ...]`; a missing
-/// port is 443 (as in Tor).
-pub fn parse_bridge_line(value: &str) -> Option<SocketAddr> {
+/// Endpoint of one `Bridge` value, `[TRANSPORT] ADDR[:PORT] [FINGERPRINT] [k=v ...]` (a missing
+/// port is 443, as in Tor), with its role by transport: none is a plain bridge (TLS), `obfs4`
+/// an obfs4 bridge, any other transport name another transport.
+pub fn parse_bridge_line(value: &str) -> Option<(SocketAddr, Roles)> {
     let mut words = value.split_ascii_whitespace();
     let first = words.next()?;
-    let addr = match bridge_addr(first) {
-        Some(a) => a,
-        None => bridge_addr(words.next()?)?,
-    };
-    Some(addr)
+    match bridge_addr(first) {
+        Some(a) => Some((a, Roles::BRIDGE)),
+        None => {
+            let a = bridge_addr(words.next()?)?;
+            let role = if first.eq_ignore_ascii_case("obfs4") {
+                Roles::BRIDGE_OBFS4
+            } else {
+                Roles::BRIDGE_OTHER_TRANSPORT
+            };
+            Some((a, role))
+        }
+    }
 }
 
 fn bridge_addr(w: &str) -> Option<SocketAddr> {
@@ -375,8 +487,8 @@ pub fn parse_config_defaults_used(text: &str, used: DefaultDirs) -> Allowlist {
             false
         };
         if wanted {
-            for a in parse_dir_server_line(&value) {
-                list.insert(a);
+            for (a, r) in parse_dir_server_line(&value) {
+                list.insert_with(a, r);
             }
         }
     }
@@ -410,7 +522,17 @@ pub struct SourceCounts {
     pub proxies: usize,
 }
 
-/// Everything Tor's control port says Tor may connect to.
+/// Whether Tor runs as a relay (an `ORPort` other than 0 configured): only then does it use
+/// DirPorts (see the module documentation).
+pub fn server_mode<S: AsRef<str>>(orport_values: &[S]) -> bool {
+    orport_values.iter().any(|v| {
+        let v = v.as_ref().trim();
+        !v.is_empty() && v != "0" && !v.starts_with("0 ")
+    })
+}
+
+/// Everything Tor's control port says Tor may connect to, with the roles of each endpoint;
+/// DirPorts only for a Tor in server mode.
 pub fn fetch_allowlist(ctl: &mut Controller) -> Result<(Allowlist, SourceCounts)> {
     let mut list = Allowlist::new();
     let mut counts = SourceCounts::default();
@@ -460,13 +582,16 @@ pub fn fetch_allowlist(ctl: &mut Controller) -> Result<(Allowlist, SourceCounts)
     ] {
         for v in ctl.getconf_values(key)? {
             if let Some(a) = parse_proxy(&v, port) {
-                proxies.insert(a);
+                proxies.insert_with(a, Roles::PROXY);
             }
         }
     }
     counts.proxies = proxies.len();
     list.extend(&proxies);
 
+    if !server_mode(&ctl.getconf_values("ORPort")?) {
+        list.remove_roles(Roles::DIR_PORT);
+    }
     Ok((list, counts))
 }
 
@@ -672,14 +797,14 @@ r short 1.2.3.4
             "snowflake",
         ];
         let l = parse_bridge_values(&values);
-        for w in [
-            "192.0.2.10:443",
-            "198.51.100.7:9001",
-            "[2001:db8::7]:9002",
-            "203.0.113.9:443",
-            "[2001:db8:1::2]:443",
+        for (w, r) in [
+            ("192.0.2.10:443", Roles::BRIDGE_OBFS4),
+            ("198.51.100.7:9001", Roles::BRIDGE),
+            ("[2001:db8::7]:9002", Roles::BRIDGE),
+            ("203.0.113.9:443", Roles::BRIDGE),
+            ("[2001:db8:1::2]:443", Roles::BRIDGE_OTHER_TRANSPORT),
         ] {
-            assert!(l.contains(&sa(w)), "{w}");
+            assert_eq!(l.roles(&sa(w)), Some(r), "{w}");
         }
         assert_eq!(l.len(), 5);
     }
@@ -702,27 +827,40 @@ r short 1.2.3.4
     }
 
     #[test]
-    fn static_allow_entries() {
-        assert_eq!(parse_allow("1.2.3.4:443").unwrap(), sa("1.2.3.4:443"));
+    fn roles_of_endpoints() {
+        let l = parse_ns_all(NS_ALL);
+        assert_eq!(l.roles(&sa("162.247.74.201:443")), Some(Roles::OR_PORT));
+        assert_eq!(l.roles(&sa("162.247.74.201:80")), Some(Roles::DIR_PORT));
+        // A client never uses DirPorts: they go, ORPorts stay.
+        let mut client = l.clone();
+        client.remove_roles(Roles::DIR_PORT);
+        assert_eq!(client.len(), l.len() - 1);
+        assert!(!client.contains(&sa("162.247.74.201:80")));
+        // One endpoint can hold two roles (maatuska's ORPort 80 / another's DirPort 80).
+        let mut both = Allowlist::new();
+        both.insert_with(sa("171.25.193.9:80"), Roles::OR_PORT);
+        both.insert_with(sa("171.25.193.9:80"), Roles::DIR_PORT);
         assert_eq!(
-            parse_allow(" [2001:db8::1]:443 ").unwrap(),
-            sa("[2001:db8::1]:443")
+            both.roles(&sa("171.25.193.9:80")),
+            Some(Roles::OR_PORT | Roles::DIR_PORT)
         );
-        for bad in [
-            "1.2.3.4",
-            "1.2.3.4:0",
-            "2001:db8::1:443",
-            "host:443",
-            "",
-            "1.2.3.4:70000",
-        ] {
-            assert!(
-                matches!(parse_allow(bad), Err(TorError::BadAllow(_))),
-                "{bad}"
-            );
-        }
-        let l = parse_allow_list(&["1.2.3.4:443", "[2001:db8::1]:8443"]).unwrap();
-        assert_eq!(l.len(), 2);
+        both.remove_roles(Roles::DIR_PORT);
+        assert_eq!(both.roles(&sa("171.25.193.9:80")), Some(Roles::OR_PORT));
+        assert!(Roles::OR_PORT.expects_tls() && Roles::BRIDGE.expects_tls());
+        assert!(!Roles::BRIDGE_OBFS4.expects_tls() && !Roles::PROXY.expects_tls());
+        assert_eq!(
+            (Roles::OR_PORT | Roles::PROXY).names(),
+            vec!["orport", "proxy"]
+        );
+    }
+
+    #[test]
+    fn server_mode_from_orport() {
+        assert!(!server_mode::<&str>(&[]));
+        assert!(!server_mode(&["0"]));
+        assert!(!server_mode(&[""]));
+        assert!(server_mode(&["9001"]));
+        assert!(server_mode(&["0", "[::]:9001 IPv6Only"]));
     }
 
     #[test]

@@ -37,11 +37,6 @@ pub enum TorError {
     /// A `--tor-control` value that is neither an address nor a path.
     #[error("bad control-port target {0:?}: expected HOST:PORT (e.g. 127.0.0.1:9051) or a unix socket path")]
     BadTarget(String),
-    /// A `--allow` value that is not `ADDR:PORT`.
-    #[error(
-        "bad allowlist entry {0:?}: expected ADDR:PORT such as 1.2.3.4:443 or [2001:db8::1]:443"
-    )]
-    BadAllow(String),
     /// Reading, writing or interpreting the restriction journal failed.
     #[error("restriction journal {}: {message}", path.display())]
     Journal { path: PathBuf, message: String },

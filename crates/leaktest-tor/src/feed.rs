@@ -350,7 +350,9 @@ mod tests {
         let mut r = feed.reader();
         assert!(r.get().contains(&"198.51.100.1:5555".parse().unwrap()));
         feed.shared.publish(
-            &["203.0.113.2:443".parse().unwrap()].into_iter().collect(),
+            &["203.0.113.2:443".parse::<std::net::SocketAddr>().unwrap()]
+                .into_iter()
+                .collect(),
             SourceCounts::default(),
         );
         // The reader picks up the new generation; the list only grows.

@@ -166,14 +166,11 @@ fn feed_refreshes_on_newconsensus_and_reports_loss() {
         Duration::from_secs(5),
         || feed.generation() > g0,
     );
-    for w in [
-        "198.51.100.1:9001",
-        "198.51.100.2:443",
-        "198.51.100.2:80",
-        "[2001:db8::2]:443",
-    ] {
+    for w in ["198.51.100.1:9001", "198.51.100.2:443", "[2001:db8::2]:443"] {
         assert!(reader.get().contains(&sa(w)), "{w}");
     }
+    // A Tor client (no ORPort) never uses a relay's DirPort: not in the list.
+    assert!(!reader.get().contains(&sa("198.51.100.2:80")));
     assert_eq!(feed.source_counts().consensus, 4);
     assert!(feed.health().is_live());
 

@@ -237,15 +237,20 @@ fn cookie_auth_info_conf_and_feed() {
     let (list, counts) = fetch_allowlist(&mut c).unwrap();
     assert_eq!(counts.consensus, 0, "no consensus with DisableNetwork");
     for w in [
-        "203.0.113.11:7001",
         "203.0.113.11:5001",
-        "203.0.113.12:7002",
         "203.0.113.12:5002",
         "[2001:db8::12]:5002",
         "198.51.100.20:8443",
         "198.51.100.21:9001",
     ] {
         assert!(list.contains(&sa(w)), "{w} missing");
+    }
+    // This Tor is a client (no ORPort): it never uses the DirPorts.
+    for w in ["203.0.113.11:7001", "203.0.113.12:7002"] {
+        assert!(
+            !list.contains(&sa(w)),
+            "{w}: a client's allowlist holds a DirPort"
+        );
     }
     // With its own DirAuthority, Tor uses none of its compiled-in directory servers.
     assert!(!list.contains(&sa("128.31.0.39:9231")));
@@ -305,7 +310,7 @@ fn feed_reconnects_after_tor_restart_but_remembers_the_outage() {
     );
     let outage = feed.first_outage().expect("the outage is remembered");
     assert!(outage.reason.contains("lost"), "{outage:?}");
-    assert!(feed.current().contains(&sa("128.31.0.39:9231")));
+    assert!(feed.current().contains(&sa("128.31.0.39:9201")));
     feed.shutdown();
 }
 
@@ -516,7 +521,10 @@ fn password_and_null_auth() {
     // A stock configuration: the compiled-in authorities and fallbacks are Tor endpoints.
     let (list, counts) = fetch_allowlist(&mut c).unwrap();
     assert!(counts.default_dirs > 100, "{counts:?}");
-    assert_eq!(list.len(), counts.default_dirs);
+    // Every one of them, less the ten authorities' DirPorts (a client never uses a DirPort).
+    assert_eq!(list.len(), counts.default_dirs - 10);
+    assert!(list.contains(&sa("128.31.0.39:9201")));
+    assert!(!list.contains(&sa("128.31.0.39:9231")));
 
     // The journal names the variable, never the password; restore reads it again.
     let journal = tor.path("tor-restrict.json");

@@ -1,13 +1,16 @@
 //! Figures for the pure side of `leaktest watch`: classifier cost per frame
-//! by class, and memory of findings and pcapng writing over a long leak.
+//! by class (the Tor path following a TLS flow record by record), the cost
+//! under a flood of forged open-mode markers, and memory of findings and
+//! pcapng writing over a long leak.
 //!
 //! Run: `cargo run -p leaktest-watch --example watch_bench [-- FRAMES]`
 //! (default 1,000,000 leaked frames). Prints figures; asserts nothing.
 //! Per-frame costs are this thread's CPU time, so a busy machine skews them less.
 
+use leaktest_watch::report::AllowlistSummary;
 use leaktest_watch::{
-    CaptureHealth, CaptureStats, Classifier, ClassifierConfig, Findings, Frame, LinkType,
-    PcapngWriter, Report,
+    CaptureHealth, CaptureStats, Classifier, ClassifierConfig, Findings, FlowStats, Frame,
+    LinkType, PcapngWriter, WatchOutcome, WatchReport,
 };
 use leaktest_wire::{
     Endpoints, Family, MarkerKeys, ProbeBuilder, ProbeSpec, RunKey, Suite, L2, MAX_PROBE_FRAME,
@@ -44,13 +47,45 @@ fn eth_ipv4(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, l4: &[u8]) -> Vec<u8> {
 }
 
 fn tcp(dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    tcp_seq(40000, dport, 0, flags, payload)
+}
+
+fn tcp_seq(sport: u16, dport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut t = vec![0u8; 20];
-    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
     t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
     t[12] = 0x50;
     t[13] = flags;
     t.extend_from_slice(payload);
     t
+}
+
+/// A Tor-like TLS flow from its SYN: ClientHello, then 514-byte cells in
+/// application-data records, cut into 1448-byte segments.
+fn tor_flow(sport: u16, records: u32) -> Vec<Vec<u8>> {
+    let mut stream = vec![22, 3, 1, 0, 200, 1];
+    stream.extend([0x42; 199]);
+    for i in 0..records {
+        stream.extend_from_slice(&[23, 3, 3, 0x02, 0x02]);
+        stream.extend((0..514u32).map(|j| ((i * 131 + j * 7919) % 251) as u8));
+    }
+    let mut frames = vec![eth_ipv4(
+        6,
+        GW4,
+        RELAY,
+        &tcp_seq(sport, 9001, 99, 0x02, &[]),
+    )];
+    for (k, chunk) in stream.chunks(1448).enumerate() {
+        let seq = 100 + (k * 1448) as u32;
+        frames.push(eth_ipv4(
+            6,
+            GW4,
+            RELAY,
+            &tcp_seq(sport, 9001, seq, 0x18, chunk),
+        ));
+    }
+    frames
 }
 
 fn frame(d: &[u8]) -> Frame<'_> {
@@ -64,9 +99,10 @@ fn frame(d: &[u8]) -> Frame<'_> {
 
 fn per_frame(name: &str, c: &mut Classifier, allow: &leaktest_tor::Allowlist, f: &[u8]) {
     let n = 2_000_000u32;
+    let fr = frame(f);
     let t = cpu_ns();
     for _ in 0..n {
-        black_box(c.classify(black_box(f), LinkType::Ethernet, allow));
+        black_box(c.classify(black_box(&fr), allow));
     }
     let ns = (cpu_ns() - t) as f64 / f64::from(n);
     println!(
@@ -113,9 +149,9 @@ fn main() {
     }
     allow.insert(SocketAddr::new(IpAddr::V4(RELAY), 9001));
     let cfg = ClassifierConfig {
-        strict: false,
         own_macs: vec![GW_MAC],
-        own_addrs: vec![IpAddr::V4(GW4)],
+        own_nets: vec!["198.51.100.2/24".parse().unwrap()],
+        ..ClassifierConfig::default()
     };
     let key = RunKey::open(0xbe4c);
     let builder = ProbeBuilder::new(
@@ -144,7 +180,8 @@ fn main() {
     arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
     arp.extend_from_slice(&GW_MAC);
     arp.extend_from_slice(&GW4.octets());
-    arp.extend_from_slice(&[0; 10]);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&[198, 51, 100, 1]);
     let leak_udp = eth_ipv4(
         17,
         GW4,
@@ -159,11 +196,45 @@ fn main() {
     let mut headers_only = probe[..14 + 20 + 20].to_vec();
     headers_only[16..18].copy_from_slice(&40u16.to_be_bytes());
 
-    let mut fresh = Classifier::new(cfg.clone(), MarkerKeys::open());
-    per_frame("tor TLS data, no run known", &mut fresh, &allow, &tor_data);
-    let mut c = Classifier::new(cfg.clone(), MarkerKeys::open());
-    c.classify(&probe, LinkType::Ethernet, &allow); // learns the run
-    per_frame("tor TLS data, one run known", &mut c, &allow, &tor_data);
+    let new = || Classifier::new(cfg.clone(), LinkType::Ethernet, MarkerKeys::open());
+    // A Tor flow followed from its start, record by record.
+    {
+        let mut c = new();
+        let flows: Vec<Vec<Vec<u8>>> = (0..16).map(|i| tor_flow(41000 + i, 4000)).collect();
+        let frames: usize = flows.iter().map(Vec::len).sum();
+        let bytes: usize = flows.iter().flatten().map(Vec::len).sum();
+        let t = cpu_ns();
+        for flow in &flows {
+            for f in flow {
+                black_box(c.classify(&frame(f), &allow));
+            }
+        }
+        let ns = (cpu_ns() - t) as f64 / frames as f64;
+        println!(
+            "  {:<40} {:>5} B  {ns:>7.1} ns/frame  {:>6.2} Mframes/s  ({:.1} Gbit/s of Tor)",
+            "tor TLS flow followed from its SYN",
+            bytes / frames,
+            1e3 / ns,
+            bytes as f64 * 8.0 / ns / frames as f64
+        );
+        let st = c.flows().stats();
+        assert_eq!((st.started, st.violations, st.lost_sync), (16, 0, 0));
+    }
+    let mut fresh = new();
+    per_frame(
+        "tor TLS data, already open, no run known",
+        &mut fresh,
+        &allow,
+        &tor_data,
+    );
+    let mut c = new();
+    c.classify(&frame(&probe), &allow); // learns the run and its target
+    per_frame(
+        "tor TLS data, already open, run known",
+        &mut c,
+        &allow,
+        &tor_data,
+    );
     per_frame("tor ACK, one run known", &mut c, &allow, &tor_ack);
     per_frame("housekeeping ARP", &mut c, &allow, &arp);
     per_frame("unexpected UDP leak", &mut c, &allow, &leak_udp);
@@ -175,12 +246,44 @@ fn main() {
         &headers_only,
     );
 
+    // Forged open-mode markers: frames stuffed with markers of distinct
+    // made-up runs (each would need its own run key), to an address where
+    // runs are known, so the header labelling runs too.
+    println!("under a flood of forged open-mode markers:");
+    for markers in [1usize, 4, 40, 150] {
+        let mut c = new();
+        c.classify(&frame(&probe), &allow);
+        let frames: Vec<Vec<u8>> = (0..4096u64)
+            .map(|i| {
+                let mut payload = vec![0u8; 8];
+                for m in 0..markers as u64 {
+                    let mut mk = RunKey::open(i * 1000 + m).payload_marker(3);
+                    mk[25] ^= 1;
+                    payload.extend_from_slice(&mk);
+                }
+                eth_ipv4(17, GW4, Ipv4Addr::new(198, 51, 100, 7), &payload)
+            })
+            .collect();
+        let n = 200_000;
+        let t = cpu_ns();
+        for i in 0..n {
+            black_box(c.classify(&frame(&frames[i % frames.len()]), &allow));
+        }
+        let ns = (cpu_ns() - t) as f64 / n as f64;
+        println!(
+            "  {:<40} {:>5} B  {ns:>7.1} ns/frame  {:>6.2} Mframes/s",
+            format!("{markers} forged markers per frame"),
+            frames[0].len(),
+            1e3 / ns
+        );
+    }
+
     println!("breakdown on the Tor ACK frame:");
     time_it(
-        "leaktest_wire::attribute (one run known)",
+        "leaktest_wire::attribute (run known for its target)",
         || {
             let mut k = MarkerKeys::open();
-            k.learn(key);
+            k.learn_target(key, IpAddr::V4(RELAY));
             k
         },
         |k| leaktest_wire::attribute(black_box(&tor_ack), LinkType::Ethernet, k).is_some(),
@@ -198,6 +301,7 @@ fn main() {
         || (),
         |_| {
             leaktest_wire::FrameSummary::parse(black_box(&tor_ack), LinkType::Ethernet)
+                .ip
                 .protocol
                 .is_some()
         },
@@ -231,8 +335,8 @@ fn main() {
     for i in 0..total {
         let spec = &specs[(i % specs.len() as u64) as usize];
         let n = builder.write(spec, &mut buf);
-        let class = c.classify(&buf[..n], LinkType::Ethernet, &allow);
         let fr = frame(&buf[..n]);
+        let class = c.classify(&fr, &allow);
         if findings.record(&fr, &class).is_some() {
             new_groups += 1;
         }
@@ -271,24 +375,38 @@ fn main() {
         dropped: 0,
         canaries_sent: 3,
         canaries_seen: 3,
-        problems: vec![],
+        ..CaptureHealth::default()
     };
-    let report = Report::new("bench0", &findings, &health);
     let t = Instant::now();
-    report.write_json(dir.join("r.json")).unwrap();
+    let report = WatchReport::build(&WatchOutcome {
+        iface: "bench0",
+        findings: &findings,
+        health: &health,
+        flows: FlowStats::default(),
+        allowlist: &AllowlistSummary::default(),
+        allow: &[],
+        stats: CaptureStats::default(),
+        elapsed_s: el.as_secs_f64(),
+        interrupted: false,
+        pcap_frames: written,
+    });
+    let tb = t.elapsed();
+    let t = Instant::now();
+    report.write_json(&dir.join("r.json")).unwrap();
     let tj = t.elapsed();
     let t = Instant::now();
-    report.write_junit(dir.join("r.xml")).unwrap();
+    report.write_junit(&dir.join("r.xml")).unwrap();
     let tx = t.elapsed();
     println!(
-        "  JSON report ({:.1} MiB) in {:.0} ms, JUnit in {:.1} ms; verdict {}",
+        "  report built in {:.0} ms, JSON ({:.1} MiB) written in {:.0} ms, JUnit in {:.1} ms; verdict {}",
+        tb.as_secs_f64() * 1e3,
         std::fs::metadata(dir.join("r.json"))
             .map(|m| m.len())
             .unwrap_or(0) as f64
             / 1048576.0,
         tj.as_secs_f64() * 1e3,
         tx.as_secs_f64() * 1e3,
-        report.verdict()
+        report.verdict
     );
     println!();
     report.print_terminal(&mut std::io::stdout()).unwrap();

@@ -1,14 +1,18 @@
-//! What a watch saw: counts per class, the first leaked packets in detail,
-//! and leaks grouped for people to read.
+//! What a watch saw: counts per class and per rule, the first leaked
+//! packets in detail, leaks grouped for people to read, and per probe run
+//! the exact set of probes seen.
 //!
 //! Memory is bounded however long the watch runs: at most
 //! [`MAX_LEAK_DETAILS`] leak records, [`MAX_GROUPS`] groups (each with an
-//! 8 KiB port bitmap and a few sample addresses) and [`MAX_TOR_ENDPOINTS`]
-//! distinct Tor endpoints; beyond that only counters grow.
+//! 8 KiB port bitmap and a few sample addresses), [`MAX_TOR_ENDPOINTS`]
+//! distinct Tor endpoints and [`MAX_RUNS`] probe runs (each a 256 KiB
+//! bitmap of the catalogue); beyond that only counters grow.
 
-use crate::classify::{Class, HousekeepingKind, Leak, LeakCause, LeakFamily};
-use leaktest_capture::Frame;
-use leaktest_wire::{Family, Suite, TcpFlags};
+use crate::classify::housekeeping::HousekeepingKind;
+use crate::classify::{Class, Decision, Leak, LeakCause, LeakFamily, Rule, RULES};
+use leaktest_wire::catalogue::SEQ_FAMILY_BIT;
+use leaktest_wire::marker::KeyMode;
+use leaktest_wire::{Evidence, Family, Frame, IpProtocol, Suite, TcpFlags};
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
@@ -24,6 +28,10 @@ pub const MAX_TOR_ENDPOINTS: usize = 65_536;
 pub const MAX_GROUP_ADDRS: usize = 8;
 /// Runs named per group.
 pub const MAX_GROUP_RUNS: usize = 8;
+/// Probe runs whose probes are tracked one by one.
+pub const MAX_RUNS: usize = 16;
+/// Probe sequence numbers: 21 bits (the family bit 20 and a 20-bit index).
+const SEQ_SPACE: usize = 2 * SEQ_FAMILY_BIT as usize;
 
 /// One leaked packet, as recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +41,8 @@ pub struct LeakRecord {
     /// Length on the wire.
     pub len: u32,
     pub leak: Leak,
+    /// The rule that decided it.
+    pub rule: Rule,
 }
 
 /// A set of 16-bit values (ports) as a bitmap, printed as compressed ranges.
@@ -203,52 +213,52 @@ impl ByteSet {
 }
 
 /// What makes leaks one group: same family, protocol (or EtherType for
-/// non-IP frames), TCP flags, cause, and for probes the suite. Probes of the
-/// `ip` suite form one group per family whatever their protocol, so a full
-/// sweep reads as a handful of lines.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// non-IP frames), TCP flags, cause and rule, and for probes the suite.
+/// Probes of the `ip` suite form one group per family whatever their
+/// protocol, so a full sweep reads as a handful of lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GroupKey {
     pub family: LeakFamily,
     /// EtherType of non-IP frames (`None` for IP).
     pub ethertype: Option<u16>,
     /// The IP protocol on the wire (`None` for non-IP frames and for the
     /// `ip` suite's group, whose protocols are in [`LeakGroup::protocols`]).
-    pub protocol: Option<u8>,
+    pub protocol: Option<IpProtocol>,
     pub tcp_flags: Option<TcpFlags>,
     /// The probe suite (attributed groups).
     pub suite: Option<Suite>,
-    /// Whether the packets carried a probe marker.
+    /// Whether the packets were tied to a probe.
     pub attributed: bool,
-    /// Set when `--strict` made housekeeping a leak.
-    pub housekeeping: Option<HousekeepingKind>,
+    pub cause: LeakCause,
+    pub rule: Rule,
 }
 
 impl GroupKey {
-    fn of(l: &Leak) -> GroupKey {
+    fn of(l: &Leak, rule: Rule) -> GroupKey {
         let suite = l.probe.map(|p| p.spec.suite());
+        let family = l.family();
+        let ip = &l.summary.ip;
         GroupKey {
-            family: l.family,
-            ethertype: if l.family == LeakFamily::Other {
-                l.ethertype
+            family,
+            ethertype: if family == LeakFamily::Other {
+                l.summary.ethertype
             } else {
                 None
             },
             protocol: if suite == Some(Suite::Ip) {
                 None
             } else {
-                l.protocol
+                ip.protocol
             },
             tcp_flags: if suite == Some(Suite::Ip) {
                 None
             } else {
-                l.tcp_flags
+                ip.tcp_flags
             },
             suite,
             attributed: l.probe.is_some(),
-            housekeeping: match l.cause {
-                LeakCause::StrictHousekeeping(k) => Some(k),
-                _ => None,
-            },
+            cause: l.cause,
+            rule,
         }
     }
 }
@@ -276,28 +286,15 @@ pub struct LeakGroup {
     pub runs: Sample<u64>,
     /// Attributed by the header marker alone.
     pub header_evidence: u64,
-}
-
-fn proto_name(p: u8, family: LeakFamily) -> String {
-    match (p, family) {
-        (1, _) => "icmp".into(),
-        (58, _) => "icmpv6".into(),
-        (2, _) => "igmp".into(),
-        (6, _) => "tcp".into(),
-        (17, _) => "udp".into(),
-        (33, _) => "dccp".into(),
-        (47, _) => "gre".into(),
-        (50, _) => "esp".into(),
-        (51, _) => "ah".into(),
-        (132, _) => "sctp".into(),
-        (136, _) => "udplite".into(),
-        (p, _) => format!("proto {p}"),
-    }
+    /// The sender's RST answering a probe.
+    pub reset_evidence: u64,
+    /// VLAN ids seen.
+    pub vlans: Sample<u16>,
 }
 
 impl LeakGroup {
     fn new(key: GroupKey, ts: (u64, u32)) -> LeakGroup {
-        let has_ports = matches!(key.protocol, Some(6 | 17 | 33 | 132 | 136));
+        let has_ports = key.protocol.is_some_and(IpProtocol::has_ports);
         LeakGroup {
             key,
             packets: 0,
@@ -312,29 +309,35 @@ impl LeakGroup {
             suites: Vec::new(),
             runs: Sample::default(),
             header_evidence: 0,
+            reset_evidence: 0,
+            vlans: Sample::default(),
         }
     }
 
     fn add(&mut self, l: &Leak, ts: (u64, u32)) {
+        let ip = &l.summary.ip;
         self.packets += 1;
         self.last_ts = ts;
-        if l.fragment {
+        if l.non_first_fragment() {
             self.fragments += 1;
         }
-        if let (Some(set), Some(p)) = (self.dst_ports.as_mut(), l.dst_port) {
+        if let (Some(set), Some(p)) = (self.dst_ports.as_mut(), ip.dst_port) {
             set.insert(p);
         }
-        if let Some(t) = l.icmp_type {
+        if let Some(t) = ip.icmp_type {
             self.icmp_types.insert(t);
         }
-        if let Some(p) = l.protocol {
-            self.protocols.insert(p);
+        if let Some(p) = ip.protocol {
+            self.protocols.insert(p.0);
         }
-        if let Some(a) = l.src {
+        if let Some(a) = ip.src {
             self.srcs.add(a, MAX_GROUP_ADDRS);
         }
-        if let Some(a) = l.dst {
+        if let Some(a) = ip.dst {
             self.dsts.add(a, MAX_GROUP_ADDRS);
+        }
+        if let Some(v) = l.summary.vlan {
+            self.vlans.add(v, MAX_GROUP_ADDRS);
         }
         if let Some(p) = l.probe {
             let s = p.spec.suite();
@@ -343,8 +346,10 @@ impl LeakGroup {
                 self.suites.sort();
             }
             self.runs.add(p.run.run_id, MAX_GROUP_RUNS);
-            if p.evidence == leaktest_wire::Evidence::Header {
-                self.header_evidence += 1;
+            match p.evidence {
+                Evidence::Header => self.header_evidence += 1,
+                Evidence::Reset => self.reset_evidence += 1,
+                Evidence::Payload => {}
             }
         }
     }
@@ -360,7 +365,7 @@ impl LeakGroup {
                 None => "unreadable frame".into(),
             },
             (_, Some(p)) => {
-                let mut s = proto_name(p, k.family);
+                let mut s = p.to_string();
                 if let Some(f) = k.tcp_flags {
                     if f.0 == 0 {
                         s.push_str(" [no flags]");
@@ -405,10 +410,15 @@ impl LeakGroup {
             s.push_str(" from ");
             push_sample(&mut s, &self.srcs);
         }
+        if !self.vlans.items.is_empty() {
+            s.push_str(" vlan ");
+            push_sample(&mut s, &self.vlans);
+        }
         s
     }
 
-    /// Which probes: `probes tcp (run 0123456789abcdef)`, or why it is a leak.
+    /// Which probes, or why it is a leak: `probes tcp, run 0123456789abcdef`,
+    /// `forged canary (extended)`, `not Tor: an HTTP request in the clear`.
     pub fn origin(&self) -> String {
         if self.key.attributed {
             let suites: Vec<&str> = self.suites.iter().map(|s| s.name()).collect();
@@ -428,27 +438,48 @@ impl LeakGroup {
             if self.header_evidence > 0 {
                 let _ = write!(s, ", {} by header marker only", self.header_evidence);
             }
+            if self.reset_evidence > 0 {
+                let _ = write!(
+                    s,
+                    ", {} the sender's RST to the target's SYN-ACK",
+                    self.reset_evidence
+                );
+            }
+            if self.key.cause != LeakCause::Probe {
+                let _ = write!(s, "; {}", cause_text(self.key.cause));
+            }
             s
-        } else if let Some(k) = self.key.housekeeping {
-            format!("housekeeping {k} (--strict)")
         } else {
-            "not a probe: unexpected traffic".into()
+            cause_text(self.key.cause)
         }
     }
 
     /// The one line printed live when the group first appears.
     pub fn live_line(&self) -> String {
         format!(
-            "LEAK {} {} {} ({})",
+            "LEAK {} {} {} ({}) [rule {}]",
             self.key.family.name(),
             self.what(),
             self.detail(),
-            self.origin()
+            self.origin(),
+            self.key.rule
         )
     }
 }
 
-fn push_sample(s: &mut String, sample: &Sample<IpAddr>) {
+/// A cause for people.
+pub fn cause_text(c: LeakCause) -> String {
+    match c {
+        LeakCause::Probe => "a probe".into(),
+        LeakCause::ForgedCanary(f) => format!("forged canary ({})", f.name()),
+        LeakCause::NotTor(v) => format!("to a Tor endpoint but not Tor: {}", v.describe()),
+        LeakCause::HousekeepingShaped(k, why) => format!("housekeeping-shaped {k}: {why}"),
+        LeakCause::StrictHousekeeping(k) => format!("housekeeping {k} (--strict)"),
+        LeakCause::Unexpected => "not a probe: unexpected traffic".into(),
+    }
+}
+
+fn push_sample<T: fmt::Display>(s: &mut String, sample: &Sample<T>) {
     for (i, a) in sample.items.iter().enumerate() {
         if i > 0 {
             s.push(',');
@@ -460,27 +491,121 @@ fn push_sample(s: &mut String, sample: &Sample<IpAddr>) {
     }
 }
 
+/// The probes of one run the watch saw, one by one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RunSeen {
+    pub run_id: u64,
+    pub mode: KeyMode,
+    /// One bit per probe `seq` seen (payload or header evidence).
+    seqs: Box<[u64]>,
+    /// Distinct probes seen.
+    pub distinct: u64,
+    /// Leaked packets attributed to the run (a probe seen twice counts twice).
+    pub packets: u64,
+    /// The sender's RSTs answering SYN probes, per family (IPv4, IPv6).
+    pub resets: [u64; 2],
+}
+
+impl fmt::Debug for RunSeen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunSeen")
+            .field("run_id", &format_args!("{:016x}", self.run_id))
+            .field("distinct", &self.distinct)
+            .field("packets", &self.packets)
+            .field("resets", &self.resets)
+            .finish()
+    }
+}
+
+impl RunSeen {
+    fn new(run_id: u64, mode: KeyMode) -> RunSeen {
+        RunSeen {
+            run_id,
+            mode,
+            seqs: vec![0u64; SEQ_SPACE / 64].into_boxed_slice(),
+            distinct: 0,
+            packets: 0,
+            resets: [0; 2],
+        }
+    }
+
+    fn insert(&mut self, seq: u32) {
+        let i = seq as usize;
+        if let Some(w) = self.seqs.get_mut(i / 64) {
+            if *w & (1 << (i % 64)) == 0 {
+                *w |= 1 << (i % 64);
+                self.distinct += 1;
+            }
+        }
+    }
+
+    /// Whether probe `seq` was seen.
+    pub fn contains(&self, seq: u32) -> bool {
+        let i = seq as usize;
+        self.seqs
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// The probes seen as maximal ranges of `seq`, ascending.
+    pub fn ranges(&self) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        let mut start: Option<u32> = None;
+        for (wi, &w) in self.seqs.iter().enumerate() {
+            if w == 0 && start.is_none() {
+                continue;
+            }
+            if w == u64::MAX && start.is_some() {
+                continue;
+            }
+            for b in 0..64 {
+                let i = (wi * 64 + b) as u32;
+                let set = w & (1 << b) != 0;
+                match (set, start) {
+                    (true, None) => start = Some(i),
+                    (false, Some(s)) => {
+                        out.push((s, i - 1));
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(s) = start {
+            out.push((s, SEQ_SPACE as u32 - 1));
+        }
+        out
+    }
+}
+
 /// Everything a watch counted.
 #[derive(Clone, Debug, Default)]
 pub struct Findings {
     /// Frames recorded, of every class.
     pub packets: u64,
+    /// Frames decided by each rule, in [`RULES`] order.
+    pub by_rule: [u64; RULES.len()],
     pub tor_packets: u64,
     tor_endpoints: HashSet<SocketAddr>,
     /// More distinct Tor endpoints than [`MAX_TOR_ENDPOINTS`] were seen.
     pub tor_endpoints_overflow: bool,
+    /// Frames let out by each `--allow` entry (by entry index).
+    pub allowed: Vec<u64>,
     pub housekeeping: [u64; HousekeepingKind::ALL.len()],
     pub canary_packets: u64,
     pub leak_packets: u64,
     /// Leaked probe packets by family (IPv4, IPv6) and suite (in [`Suite::ALL`] order).
     pub probe_leaks: [[u64; Suite::ALL.len()]; 2],
-    /// Leaked packets without a probe marker, by [`LeakFamily`] (IPv4, IPv6, other).
+    /// Leaked packets without a probe, by [`LeakFamily`] (IPv4, IPv6, other).
     pub unattributed_leaks: [u64; 3],
     leaks: Vec<LeakRecord>,
     groups: Vec<LeakGroup>,
     group_index: HashMap<GroupKey, usize>,
     /// Leaked packets not in any group because [`MAX_GROUPS`] was reached.
     pub ungrouped_leaks: u64,
+    runs: Vec<RunSeen>,
+    /// Attributed packets of runs beyond [`MAX_RUNS`].
+    pub untracked_run_packets: u64,
 }
 
 impl Findings {
@@ -490,16 +615,24 @@ impl Findings {
 
     /// Records one classified frame. Returns the leak group when this frame
     /// started a new one, so the caller can print [`LeakGroup::live_line`].
-    pub fn record(&mut self, frame: &Frame<'_>, class: &Class) -> Option<&LeakGroup> {
+    pub fn record(&mut self, frame: &Frame<'_>, d: &Decision) -> Option<&LeakGroup> {
         self.packets += 1;
-        match class {
-            Class::Tor(ep) => {
+        self.by_rule[d.rule.index()] += 1;
+        match &d.class {
+            Class::Tor(t) => {
                 self.tor_packets += 1;
                 if self.tor_endpoints.len() < MAX_TOR_ENDPOINTS {
-                    self.tor_endpoints.insert(*ep);
-                } else if !self.tor_endpoints.contains(ep) {
+                    self.tor_endpoints.insert(t.endpoint);
+                } else if !self.tor_endpoints.contains(&t.endpoint) {
                     self.tor_endpoints_overflow = true;
                 }
+                None
+            }
+            Class::Allowed(a) => {
+                if self.allowed.len() <= a.entry {
+                    self.allowed.resize(a.entry + 1, 0);
+                }
+                self.allowed[a.entry] += 1;
                 None
             }
             Class::Housekeeping(k) => {
@@ -510,22 +643,25 @@ impl Findings {
                 self.canary_packets += 1;
                 None
             }
-            Class::Leak(leak) => self.record_leak(frame, leak),
+            Class::Leak(leak) => self.record_leak(frame, leak, d.rule),
         }
     }
 
-    fn record_leak(&mut self, frame: &Frame<'_>, leak: &Leak) -> Option<&LeakGroup> {
+    fn record_leak(&mut self, frame: &Frame<'_>, leak: &Leak, rule: Rule) -> Option<&LeakGroup> {
         self.leak_packets += 1;
         match &leak.probe {
             Some(p) => {
                 let f = usize::from(p.spec.family == Family::V6);
-                let su = Suite::ALL
-                    .iter()
-                    .position(|s| *s == p.spec.suite())
-                    .unwrap_or(0);
-                self.probe_leaks[f][su] += 1;
+                if p.evidence != Evidence::Reset {
+                    let su = Suite::ALL
+                        .iter()
+                        .position(|s| *s == p.spec.suite())
+                        .unwrap_or(0);
+                    self.probe_leaks[f][su] += 1;
+                }
+                self.record_run(p.run.run_id, p.run.mode, p.seq, p.evidence, f);
             }
-            None => self.unattributed_leaks[leak.family as usize] += 1,
+            None => self.unattributed_leaks[leak.family() as usize] += 1,
         }
         let ts = (frame.ts_sec, frame.ts_nsec);
         if self.leaks.len() < MAX_LEAK_DETAILS {
@@ -534,9 +670,10 @@ impl Findings {
                 ts_nsec: frame.ts_nsec,
                 len: frame.orig_len,
                 leak: *leak,
+                rule,
             });
         }
-        let key = GroupKey::of(leak);
+        let key = GroupKey::of(leak, rule);
         match self.group_index.get(&key) {
             Some(&i) => {
                 self.groups[i].add(leak, ts);
@@ -556,9 +693,45 @@ impl Findings {
         }
     }
 
+    fn record_run(
+        &mut self,
+        run_id: u64,
+        mode: KeyMode,
+        seq: u32,
+        evidence: Evidence,
+        family: usize,
+    ) {
+        let i = match self
+            .runs
+            .iter()
+            .position(|r| r.run_id == run_id && r.mode == mode)
+        {
+            Some(i) => i,
+            None if self.runs.len() < MAX_RUNS => {
+                self.runs.push(RunSeen::new(run_id, mode));
+                self.runs.len() - 1
+            }
+            None => {
+                self.untracked_run_packets += 1;
+                return;
+            }
+        };
+        let r = &mut self.runs[i];
+        r.packets += 1;
+        match evidence {
+            Evidence::Reset => r.resets[family] += 1,
+            Evidence::Payload | Evidence::Header => r.insert(seq),
+        }
+    }
+
     /// Distinct Tor endpoints seen (at most [`MAX_TOR_ENDPOINTS`]).
     pub fn tor_endpoints(&self) -> usize {
         self.tor_endpoints.len()
+    }
+
+    /// Frames let out by `--allow` entries, all together.
+    pub fn allowed_packets(&self) -> u64 {
+        self.allowed.iter().sum()
     }
 
     /// Housekeeping packets of every kind.
@@ -580,17 +753,29 @@ impl Findings {
     pub fn groups(&self) -> &[LeakGroup] {
         &self.groups
     }
+
+    /// The probe runs seen, with their probes one by one.
+    pub fn runs(&self) -> &[RunSeen] {
+        &self.runs
+    }
+
+    /// Frames of every class together: equals [`Findings::packets`].
+    pub fn classified(&self) -> u64 {
+        self.by_rule.iter().sum()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::{Classifier, ClassifierConfig};
+    use crate::classify::flows::Followed;
+    use crate::classify::{Classifier, ClassifierConfig, TorFrame};
     use crate::testutil::*;
+    use ipnet::IpNet;
+    use leaktest_tor::{Allowlist, Roles};
     use leaktest_wire::catalogue::ProbeKind;
     use leaktest_wire::LinkType;
-    use leaktest_wire::{MarkerKeys, ProbeSpec, RunKey};
-    use std::net::Ipv4Addr;
+    use leaktest_wire::{FrameSummary, MarkerKeys, ProbeSpec, RunKey};
 
     fn frame(data: &[u8]) -> Frame<'_> {
         Frame {
@@ -604,12 +789,17 @@ mod tests {
     fn classifier() -> Classifier {
         Classifier::new(
             ClassifierConfig {
-                strict: false,
                 own_macs: vec![GW_MAC],
-                own_addrs: vec![IpAddr::V4(GW4)],
+                own_nets: vec![IpNet::new(IpAddr::V4(GW4), 24).unwrap()],
+                ..ClassifierConfig::default()
             },
+            LinkType::Ethernet,
             MarkerKeys::open(),
         )
+    }
+
+    fn decision(class: Class, rule: Rule) -> Decision {
+        Decision { class, rule }
     }
 
     #[test]
@@ -635,7 +825,7 @@ mod tests {
         let key = RunKey::open(0xabc);
         let mut c = classifier();
         let mut f = Findings::new();
-        let allow: Vec<SocketAddr> = vec![];
+        let allow = Allowlist::new();
         let mut new_groups = 0;
         for port in (0..=65535u16).filter(|p| *p != 80) {
             let spec = ProbeSpec {
@@ -651,27 +841,19 @@ mod tests {
                 6,
                 &tcp(40000, port, TcpFlags::SYN, &key.payload_marker(spec.seq())),
             );
-            let class = c.classify(&data, LinkType::Ethernet, &allow);
-            if let Some(g) = f.record(&frame(&data), &class) {
+            let d = c.classify(&frame(&data), &allow);
+            if let Some(g) = f.record(&frame(&data), &d) {
                 new_groups += 1;
                 assert!(g.live_line().contains("tcp [S]"), "{}", g.live_line());
             }
         }
         // Another flag set is another group; unattributed traffic another still.
         let data = eth4(WS4, NET4, 6, &tcp(40000, 80, TcpFlags::ACK, &[]));
-        assert!(f
-            .record(
-                &frame(&data),
-                &c.classify(&data, LinkType::Ethernet, &allow)
-            )
-            .is_some());
+        let d = c.classify(&frame(&data), &allow);
+        assert!(f.record(&frame(&data), &d).is_some());
         let data = eth4(WS4, NET4, 6, &tcp(40000, 81, TcpFlags::ACK, &[]));
-        assert!(f
-            .record(
-                &frame(&data),
-                &c.classify(&data, LinkType::Ethernet, &allow)
-            )
-            .is_none());
+        let d = c.classify(&frame(&data), &allow);
+        assert!(f.record(&frame(&data), &d).is_none());
         assert_eq!(new_groups, 1);
         assert_eq!(f.leak_packets, 65537);
         assert_eq!(f.leaks().len(), MAX_LEAK_DETAILS);
@@ -682,6 +864,18 @@ mod tests {
         assert_eq!(g.suites, vec![Suite::Tcp]);
         assert_eq!(g.runs.items, vec![0xabc]);
         assert_eq!(g.origin(), "probes tcp, run 0000000000000abc");
+        // Every probe of the run, one by one.
+        let run = &f.runs()[0];
+        assert_eq!(
+            (run.run_id, run.distinct, run.packets),
+            (0xabc, 65535, 65535)
+        );
+        let tcp_syn = Suite::Tcp.base();
+        assert_eq!(
+            run.ranges(),
+            vec![(tcp_syn, tcp_syn + 79), (tcp_syn + 81, tcp_syn + 65535)]
+        );
+        assert!(run.contains(tcp_syn + 81) && !run.contains(tcp_syn + 80));
         assert_eq!(
             f.probe_leaks[0][Suite::ALL.iter().position(|s| *s == Suite::Tcp).unwrap()],
             65535
@@ -696,13 +890,27 @@ mod tests {
         let d = [0u8; 60];
         for i in 0..10u16 {
             let ep = SocketAddr::new(IpAddr::V4(NET4), 9000 + i % 3);
-            assert!(f.record(&frame(&d), &Class::Tor(ep)).is_none());
+            let t = TorFrame {
+                endpoint: ep,
+                roles: Roles::OR_PORT,
+                followed: Followed::FromStart,
+            };
+            assert!(f
+                .record(&frame(&d), &decision(Class::Tor(t), Rule::Tor))
+                .is_none());
         }
-        f.record(&frame(&d), &Class::Housekeeping(HousekeepingKind::Mld));
-        f.record(&frame(&d), &Class::Housekeeping(HousekeepingKind::Mld));
-        f.record(&frame(&d), &Class::Housekeeping(HousekeepingKind::Arp));
-        f.record(&frame(&d), &Class::Canary);
+        let hk = |k| decision(Class::Housekeeping(k), Rule::Mld);
+        f.record(&frame(&d), &hk(HousekeepingKind::Mld));
+        f.record(&frame(&d), &hk(HousekeepingKind::Mld));
+        f.record(
+            &frame(&d),
+            &decision(Class::Housekeeping(HousekeepingKind::Arp), Rule::Arp),
+        );
+        f.record(&frame(&d), &decision(Class::Canary, Rule::Canary));
         assert_eq!((f.packets, f.tor_packets, f.tor_endpoints()), (14, 10, 3));
+        assert_eq!(f.by_rule[Rule::Tor.index()], 10);
+        assert_eq!(f.by_rule[Rule::Mld.index()], 2);
+        assert_eq!(f.classified(), f.packets);
         assert_eq!(f.housekeeping_packets(), 3);
         assert_eq!(f.housekeeping_of(HousekeepingKind::Mld), 2);
         assert_eq!((f.canary_packets, f.leak_packets), (1, 0));
@@ -711,33 +919,28 @@ mod tests {
     #[test]
     fn groups_are_bounded() {
         let mut f = Findings::new();
-        let d = [0u8; 60];
         let mut made = 0;
         // 256 protocols x 5 flag values x 2 families = 2560 distinct keys.
         for proto in 0..=255u8 {
             for flags in 0..5u8 {
                 for v6 in [false, true] {
+                    let l4 = tcp(1, u16::from(proto), flags, &[]);
+                    let data = if v6 {
+                        eth6(GW6, NET6, proto, &l4)
+                    } else {
+                        eth4(GW4, NET4, proto, &l4)
+                    };
+                    let mut s = FrameSummary::parse(&data, LinkType::Ethernet);
+                    s.ip.tcp_flags = Some(TcpFlags(flags));
+                    s.ip.protocol = Some(IpProtocol(proto));
                     let l = Leak {
-                        family: if v6 {
-                            LeakFamily::Ipv6
-                        } else {
-                            LeakFamily::Ipv4
-                        },
+                        summary: s,
                         cause: LeakCause::Unexpected,
-                        src_mac: None,
-                        dst_mac: None,
-                        ethertype: None,
-                        protocol: Some(proto),
-                        src: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, flags))),
-                        dst: None,
-                        src_port: None,
-                        dst_port: Some(u16::from(proto)),
-                        icmp_type: None,
-                        tcp_flags: Some(TcpFlags(flags)),
-                        fragment: false,
                         probe: None,
                     };
-                    if f.record(&frame(&d), &Class::Leak(l)).is_some() {
+                    if f.record(&frame(&data), &decision(Class::Leak(l), Rule::Default))
+                        .is_some()
+                    {
                         made += 1;
                     }
                 }
@@ -784,13 +987,13 @@ mod tests {
         let mut c = classifier();
         let mut f = Findings::new();
         let mut buf = [0u8; leaktest_wire::MAX_PROBE_FRAME];
-        let allow: Vec<SocketAddr> = vec![];
+        let allow = Allowlist::new();
         let mut lines = Vec::new();
         for family in leaktest_wire::Family::BOTH {
             for spec in ProbeSpec::all(family, Suite::Ip) {
                 let n = b.write(&spec, &mut buf);
-                let class = c.classify(&buf[..n], LinkType::Ethernet, &allow);
-                if let Some(g) = f.record(&frame(&buf[..n]), &class) {
+                let d = c.classify(&frame(&buf[..n]), &allow);
+                if let Some(g) = f.record(&frame(&buf[..n]), &d) {
                     lines.push(g.live_line());
                 }
             }

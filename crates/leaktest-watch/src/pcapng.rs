@@ -5,9 +5,9 @@
 //! memory per frame, so a million leaked frames cost no memory.
 
 use crate::report::ReportError;
-use leaktest_capture::{CaptureStats, Frame};
 use leaktest_wire::LinkType;
-use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+use leaktest_wire::{CaptureStats, Frame};
+use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
@@ -94,12 +94,24 @@ impl PcapngWriter {
 
     /// Appends one frame.
     pub fn write(&mut self, frame: &Frame<'_>) -> Result<(), ReportError> {
+        self.write_with_comment(frame, None)
+    }
+
+    /// Appends one frame with a comment (Wireshark shows it as the packet
+    /// comment): the rule and cause that made it a leak.
+    pub fn write_with_comment(
+        &mut self,
+        frame: &Frame<'_>,
+        comment: Option<String>,
+    ) -> Result<(), ReportError> {
         let epb = EnhancedPacketBlock {
             interface_id: 0,
             timestamp: Duration::new(frame.ts_sec, frame.ts_nsec.min(999_999_999)),
             original_len: frame.orig_len.max(frame.data.len() as u32),
             data: Cow::Borrowed(frame.data),
-            options: Vec::new(),
+            options: comment
+                .map(|c| vec![EnhancedPacketOption::Comment(Cow::Owned(c))])
+                .unwrap_or_default(),
         };
         self.w
             .write_pcapng_block(epb)

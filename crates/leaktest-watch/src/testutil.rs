@@ -80,7 +80,7 @@ pub fn eth6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, l4: &[u8]) -> Vec<u8> {
     eth(GW_MAC, ROUTER_MAC, 0x86dd, &ipv6(src, dst, next, 64, l4))
 }
 
-pub fn arp(
+pub fn arp_frame(
     eth_src: [u8; 6],
     oper: u16,
     sender_mac: [u8; 6],

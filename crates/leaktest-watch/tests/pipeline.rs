@@ -4,10 +4,12 @@
 //! JUnit and terminal reports are written. Then every output is read back
 //! by an independent reader and checked against the others.
 
+use leaktest_watch::report::AllowlistSummary;
 use leaktest_watch::{
-    CaptureHealth, CaptureStats, Class, Classifier, ClassifierConfig, Findings, Frame, LinkType,
-    PcapngWriter, Report, Verdict,
+    CaptureHealth, CaptureStats, Class, Classifier, ClassifierConfig, Findings, FlowStats, Frame,
+    LinkType, PcapngWriter, Verdict, WatchOutcome, WatchReport,
 };
+use leaktest_wire::canary::{CanaryKey, CanaryLedger};
 use leaktest_wire::{
     Endpoints, Family, MarkerKeys, ProbeBuilder, ProbeSpec, RunKey, Suite, L2, MAX_PROBE_FRAME,
 };
@@ -38,8 +40,23 @@ fn arp_frame() -> Vec<u8> {
     f.extend_from_slice(&GW_MAC);
     f.extend_from_slice(&GW4.octets());
     f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&RELAY.octets());
+    f.extend_from_slice(&[198, 51, 100, 1]);
     f
+}
+
+fn report(f: &Findings, h: &CaptureHealth) -> WatchReport {
+    WatchReport::build(&WatchOutcome {
+        iface: "ext0",
+        findings: f,
+        health: h,
+        flows: FlowStats::default(),
+        allowlist: &AllowlistSummary::default(),
+        allow: &[],
+        stats: CaptureStats::default(),
+        elapsed_s: 1.0,
+        interrupted: false,
+        pcap_frames: 0,
+    })
 }
 
 struct Watch {
@@ -68,15 +85,20 @@ fn run(dir: &std::path::Path, udp_leaks: u32) -> Watch {
     );
     let mut allow = leaktest_tor::Allowlist::new();
     allow.insert(SocketAddr::new(IpAddr::V4(RELAY), 9001));
+    let ledger = CanaryLedger::new(CanaryKey::new(GW_MAC, [5; 16], 1));
+    let mut sent = ledger.clone();
+    sent.mark_sent(0, 0);
+    sent.mark_sent(1, 0);
     let mut c = Classifier::new(
         ClassifierConfig {
-            strict: false,
             own_macs: vec![GW_MAC],
-            own_addrs: vec![IpAddr::V4(GW4)],
+            own_nets: vec!["198.51.100.2/24".parse().unwrap()],
+            ..ClassifierConfig::default()
         },
+        LinkType::Ethernet,
         MarkerKeys::open(),
-    );
-    let mut canary = leaktest_capture::Canary::with_key(GW_MAC, [5; 16], 1);
+    )
+    .with_canaries(sent);
     let mut pcap = PcapngWriter::create(dir.join("leaks.pcapng"), "ext0").unwrap();
     let mut findings = Findings::new();
     let mut live_lines = Vec::new();
@@ -92,19 +114,19 @@ fn run(dir: &std::path::Path, udp_leaks: u32) -> Watch {
             data,
             orig_len: data.len() as u32,
         };
-        let class = c.classify(data, LinkType::Ethernet, &allow);
+        let d = c.classify(&fr, &allow);
         packets += 1;
-        if class == Class::Canary {
+        if d.class == Class::Canary {
             canaries += 1;
         }
-        if let Some(g) = findings.record(&fr, &class) {
+        if let Some(g) = findings.record(&fr, &d) {
             live_lines.push(g.live_line());
         }
-        if matches!(class, Class::Leak(_)) {
+        if matches!(d.class, Class::Leak(_)) {
             pcap.write(&fr).unwrap();
         }
     };
-    feed(&canary.next_frame().1);
+    feed(&ledger.key().frame(0));
     let udp: Vec<ProbeSpec> = Family::BOTH
         .into_iter()
         .flat_map(|f| ProbeSpec::all(f, Suite::Udp))
@@ -124,7 +146,7 @@ fn run(dir: &std::path::Path, udp_leaks: u32) -> Watch {
         let n = b.write(&spec, &mut buf);
         feed(&buf[..n]);
     }
-    feed(&canary.next_frame().1);
+    feed(&ledger.key().frame(1));
     let pcap_frames = pcap
         .finish(&CaptureStats {
             received: packets,
@@ -139,7 +161,7 @@ fn run(dir: &std::path::Path, udp_leaks: u32) -> Watch {
             dropped: 0,
             canaries_sent: 2,
             canaries_seen: canaries,
-            problems: vec![],
+            ..CaptureHealth::default()
         },
         live_lines,
         pcap_frames,
@@ -161,10 +183,10 @@ fn outputs_agree_with_each_other() {
         "{}",
         w.live_lines[1]
     );
-    let report = Report::new("ext0", &w.findings, &w.health);
-    assert_eq!(report.verdict(), Verdict::Leak);
-    report.write_json(dir.path().join("r.json")).unwrap();
-    report.write_junit(dir.path().join("r.xml")).unwrap();
+    let report = report(&w.findings, &w.health);
+    assert_eq!(report.verdict, Verdict::Leak);
+    report.write_json(&dir.path().join("r.json")).unwrap();
+    report.write_junit(&dir.path().join("r.xml")).unwrap();
 
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
@@ -243,7 +265,7 @@ fn long_leak_keeps_ten_thousand_details_and_counts_all() {
     let w = run(dir.path(), 70_000);
     assert_eq!(w.findings.leak_packets, 70_016);
     assert_eq!(w.pcap_frames, 70_016);
-    let report = Report::new("ext0", &w.findings, &w.health);
+    let report = report(&w.findings, &w.health);
     let mut buf = Vec::new();
     report.write_json_to(&mut buf).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
@@ -256,6 +278,16 @@ fn long_leak_keeps_ten_thousand_details_and_counts_all() {
     assert_eq!(groups[0]["dst_ports"], "0-65535");
     assert_eq!(groups[1]["family"], "ipv6");
     assert_eq!(groups[1]["dst_ports"], "0-4463");
+    // Every probe is in the run's seq ranges, though only 10,000 are detailed.
+    let run = &report.runs[0];
+    assert_eq!(run.distinct, 70_016);
+    let total: u64 = run
+        .seq_ranges()
+        .unwrap()
+        .iter()
+        .map(|(a, b)| u64::from(b - a + 1))
+        .sum();
+    assert_eq!(total, 70_016);
 }
 
 #[test]
@@ -270,21 +302,25 @@ fn clean_watch_passes_and_unproven_watch_is_inconclusive() {
     };
     let mut allow = leaktest_tor::Allowlist::new();
     allow.insert(SocketAddr::new(IpAddr::V4(RELAY), 9001));
-    let mut c = Classifier::new(ClassifierConfig::default(), MarkerKeys::open());
-    f.record(&fr, &c.classify(&tor, LinkType::Ethernet, &allow));
+    let mut c = Classifier::new(
+        ClassifierConfig::default(),
+        LinkType::Ethernet,
+        MarkerKeys::open(),
+    );
+    f.record(&fr, &c.classify(&fr, &allow));
     let ok = CaptureHealth {
         packets: 3,
         dropped: 0,
         canaries_sent: 2,
         canaries_seen: 2,
-        problems: vec![],
+        ..CaptureHealth::default()
     };
-    assert_eq!(Report::new("ext0", &f, &ok).verdict(), Verdict::Pass);
+    assert_eq!(report(&f, &ok).verdict, Verdict::Pass);
     let gone = CaptureHealth {
         problems: vec!["interface ext0 went away".into()],
         ..ok
     };
-    let r = Report::new("ext0", &f, &gone);
-    assert_eq!(r.verdict(), Verdict::Inconclusive);
-    assert_eq!(r.reasons(), ["interface ext0 went away"]);
+    let r = report(&f, &gone);
+    assert_eq!(r.verdict, Verdict::Inconclusive);
+    assert_eq!(r.reasons, ["interface ext0 went away"]);
 }

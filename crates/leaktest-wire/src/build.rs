@@ -34,6 +34,7 @@
 use crate::catalogue::{
     Family, FragKind, ProbeKind, ProbeSpec, TcpFlags, FRAG_PORT, TCP_FLAG_SETS,
 };
+use crate::hdr::{ethernet, icmp, ipv4, ipv6, tcp, udp, IpProtocol};
 use crate::marker::{HeaderTag, RunKey, MARKER_LEN};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -59,19 +60,13 @@ pub struct Endpoints {
 /// (The longest probe is an IPv6 first fragment: 14 + 40 + 8 + 40 = 102 bytes.)
 pub const MAX_PROBE_FRAME: usize = 128;
 
-/// Length of an Ethernet header without VLAN tag.
-pub const ETHERNET_HEADER_LEN: usize = 14;
-/// EtherType of IPv4.
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-/// EtherType of IPv6.
-pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// TTL / hop limit of every probe.
 pub const PROBE_TTL: u8 = 64;
 /// TCP window of every TCP probe.
 pub const TCP_WINDOW: u16 = 64240;
 /// Bytes of the fragmented UDP datagram carried by a `First` fragment probe:
 /// UDP header + marker, zero padded to a multiple of 8.
-pub const FRAG_FIRST_DATA: usize = (8 + MARKER_LEN).div_ceil(8) * 8;
+pub const FRAG_FIRST_DATA: usize = (udp::HEADER_LEN + MARKER_LEN).div_ceil(8) * 8;
 /// Length the UDP header of a `First` fragment probe claims for the whole
 /// datagram (its first fragment plus an equally long, never sent, rest).
 pub const FRAG_UDP_LEN: u16 = 2 * FRAG_FIRST_DATA as u16;
@@ -126,8 +121,9 @@ impl Shape {
     /// Length of the upper-layer header before the marker.
     fn l4_header_len(self) -> usize {
         match self {
-            Shape::Icmp | Shape::Udp | Shape::FragFirst => 8,
-            Shape::Tcp => 20,
+            Shape::Icmp => icmp::HEADER_LEN,
+            Shape::Udp | Shape::FragFirst => udp::HEADER_LEN,
+            Shape::Tcp => tcp::HEADER_LEN,
             Shape::Ip | Shape::FragNonFirst => 0,
         }
     }
@@ -230,69 +226,77 @@ impl ProbeBuilder {
         let marker_at = t.l4 + shape.l4_header_len();
         out[marker_at..marker_at + MARKER_LEN].copy_from_slice(&self.key.payload_marker(seq));
 
-        let ip = t.ip;
+        let ip = &mut out[t.ip..];
         match spec.family {
             Family::V4 => {
-                out[ip + 4..ip + 6].copy_from_slice(&tag.ipv4_id().to_be_bytes());
+                use ipv4::field;
+                ip[field::IDENT].copy_from_slice(&tag.ipv4_id().to_be_bytes());
                 if let ProbeKind::Ip { protocol } = spec.kind {
-                    out[ip + 9] = protocol;
+                    ip[field::PROTOCOL] = protocol;
                 }
-                let c = fold(sum(&out[ip..ip + 20], 0));
-                out[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
+                let c = fold(sum(&ip[..ipv4::HEADER_LEN], 0));
+                ip[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
             }
             Family::V6 => {
+                use ipv6::field;
                 let fl = tag.flow_label();
-                out[ip + 1] = (out[ip + 1] & 0xf0) | ((fl >> 16) as u8 & 0x0f);
-                out[ip + 2] = (fl >> 8) as u8;
-                out[ip + 3] = fl as u8;
+                let vtf = &mut ip[field::VER_TC_FLOW];
+                vtf[1] = (vtf[1] & 0xf0) | ((fl >> 16) as u8 & 0x0f);
+                vtf[2] = (fl >> 8) as u8;
+                vtf[3] = fl as u8;
                 if let ProbeKind::Ip { protocol } = spec.kind {
-                    out[ip + 6] = protocol;
+                    ip[field::NEXT_HEADER] = protocol;
                 }
                 if matches!(shape, Shape::FragFirst | Shape::FragNonFirst) {
-                    out[ip + 44..ip + 48].copy_from_slice(&frag_ident(tag).to_be_bytes());
+                    ip[ipv6::HEADER_LEN..][ipv6::frag::IDENT]
+                        .copy_from_slice(&frag_ident(tag).to_be_bytes());
                 }
             }
         }
 
-        let l4 = t.l4;
+        let l4 = &mut out[t.l4..t.len];
         match spec.kind {
             ProbeKind::Icmp { icmp_type } => {
-                out[l4] = icmp_type;
+                use icmp::field;
+                l4[field::TYPE] = icmp_type;
                 let (id, sq) = tag.icmp_id_seq();
-                out[l4 + 4..l4 + 6].copy_from_slice(&id.to_be_bytes());
-                out[l4 + 6..l4 + 8].copy_from_slice(&sq.to_be_bytes());
+                l4[field::IDENT].copy_from_slice(&id.to_be_bytes());
+                l4[field::SEQ].copy_from_slice(&sq.to_be_bytes());
                 // ICMPv4 has no pseudo-header: its template sum is 0.
-                let c = fold(sum(&out[l4..], t.pseudo));
-                out[l4 + 2..l4 + 4].copy_from_slice(&c.to_be_bytes());
+                let c = fold(sum(l4, t.pseudo));
+                l4[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
             }
             ProbeKind::Ip { .. }
             | ProbeKind::Frag {
                 frag: FragKind::NonFirst,
             } => {}
             ProbeKind::Tcp { flags, dst_port } => {
+                use tcp::field;
                 let set = flags.set_index().unwrap_or(0);
-                out[l4..l4 + 2].copy_from_slice(&tag.tcp_src_port(set).to_be_bytes());
-                out[l4 + 2..l4 + 4].copy_from_slice(&dst_port.to_be_bytes());
-                out[l4 + 4..l4 + 8].copy_from_slice(&tag.tcp_seq().to_be_bytes());
+                l4[field::SRC_PORT].copy_from_slice(&tag.tcp_src_port(set).to_be_bytes());
+                l4[field::DST_PORT].copy_from_slice(&dst_port.to_be_bytes());
+                l4[field::SEQ].copy_from_slice(&tag.tcp_seq().to_be_bytes());
                 if flags.0 & TcpFlags::ACK != 0 {
-                    out[l4 + 8..l4 + 12].copy_from_slice(&tcp_ack(tag).to_be_bytes());
+                    l4[field::ACK].copy_from_slice(&tcp_ack(tag).to_be_bytes());
                 }
-                out[l4 + 13] = flags.0;
-                let c = fold(sum(&out[l4..], t.pseudo));
-                out[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+                l4[field::FLAGS] = flags.0;
+                let c = fold(sum(l4, t.pseudo));
+                l4[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
             }
             ProbeKind::Udp { dst_port } => {
-                out[l4..l4 + 2].copy_from_slice(&tag.src_port().to_be_bytes());
-                out[l4 + 2..l4 + 4].copy_from_slice(&dst_port.to_be_bytes());
-                let c = nonzero(fold(sum(&out[l4..], t.pseudo)));
-                out[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+                use udp::field;
+                l4[field::SRC_PORT].copy_from_slice(&tag.src_port().to_be_bytes());
+                l4[field::DST_PORT].copy_from_slice(&dst_port.to_be_bytes());
+                let c = nonzero(fold(sum(l4, t.pseudo)));
+                l4[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
             }
             ProbeKind::Frag {
                 frag: FragKind::First,
             } => {
-                out[l4..l4 + 2].copy_from_slice(&tag.src_port().to_be_bytes());
-                let c = nonzero(fold(sum(&out[l4..], t.pseudo)));
-                out[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+                use udp::field;
+                l4[field::SRC_PORT].copy_from_slice(&tag.src_port().to_be_bytes());
+                let c = nonzero(fold(sum(l4, t.pseudo)));
+                l4[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
             }
         }
         t.len
@@ -345,29 +349,31 @@ fn empty_template() -> Template {
 }
 
 fn write_l2(t: &mut Template, l2: Option<L2>, ethertype: u16) {
+    use ethernet::field;
     if let Some(l2) = l2 {
-        t.bytes[0..6].copy_from_slice(&l2.dst);
-        t.bytes[6..12].copy_from_slice(&l2.src);
-        t.bytes[12..14].copy_from_slice(&ethertype.to_be_bytes());
-        t.ip = ETHERNET_HEADER_LEN;
+        t.bytes[field::DESTINATION].copy_from_slice(&l2.dst);
+        t.bytes[field::SOURCE].copy_from_slice(&l2.src);
+        t.bytes[field::ETHERTYPE].copy_from_slice(&ethertype.to_be_bytes());
+        t.ip = ethernet::HEADER_LEN;
     }
 }
 
 /// Fills in the constant upper-layer fields of a template.
 fn write_l4_constants(t: &mut Template, shape: Shape) {
-    let l4 = t.l4;
-    let b = &mut t.bytes;
+    let b = &mut t.bytes[t.l4..];
     match shape {
         Shape::Tcp => {
-            b[l4 + 12] = 5 << 4; // data offset: 20 bytes, no options
-            b[l4 + 14..l4 + 16].copy_from_slice(&TCP_WINDOW.to_be_bytes());
+            // Data offset: 20 bytes, no options.
+            b[tcp::field::DATA_OFFSET] = ((tcp::HEADER_LEN / 4) as u8) << 4;
+            b[tcp::field::WINDOW].copy_from_slice(&TCP_WINDOW.to_be_bytes());
         }
         Shape::Udp => {
-            b[l4 + 4..l4 + 6].copy_from_slice(&((8 + MARKER_LEN) as u16).to_be_bytes());
+            let len = (udp::HEADER_LEN + MARKER_LEN) as u16;
+            b[udp::field::LENGTH].copy_from_slice(&len.to_be_bytes());
         }
         Shape::FragFirst => {
-            b[l4 + 2..l4 + 4].copy_from_slice(&FRAG_PORT.to_be_bytes());
-            b[l4 + 4..l4 + 6].copy_from_slice(&FRAG_UDP_LEN.to_be_bytes());
+            b[udp::field::DST_PORT].copy_from_slice(&FRAG_PORT.to_be_bytes());
+            b[udp::field::LENGTH].copy_from_slice(&FRAG_UDP_LEN.to_be_bytes());
         }
         Shape::Icmp | Shape::Ip | Shape::FragNonFirst => {}
     }
@@ -378,8 +384,8 @@ fn shape_protocol(shape: Shape, family: Family) -> u8 {
     match shape {
         Shape::Icmp => family.icmp_protocol(),
         Shape::Ip => 0,
-        Shape::Tcp => 6,
-        Shape::Udp | Shape::FragFirst | Shape::FragNonFirst => 17,
+        Shape::Tcp => IpProtocol::TCP.0,
+        Shape::Udp | Shape::FragFirst | Shape::FragNonFirst => IpProtocol::UDP.0,
     }
 }
 
@@ -392,25 +398,26 @@ fn pseudo_len(shape: Shape) -> u32 {
 }
 
 fn template_v4(shape: Shape, src: Ipv4Addr, dst: Ipv4Addr, l2: Option<L2>) -> Template {
+    use ipv4::field;
     let mut t = empty_template();
-    write_l2(&mut t, l2, ETHERTYPE_IPV4);
-    let ip = t.ip;
-    t.l4 = ip + 20;
+    write_l2(&mut t, l2, ethernet::ETHERTYPE_IPV4);
+    t.l4 = t.ip + ipv4::HEADER_LEN;
     t.len = t.l4 + shape.l4_len();
     let protocol = shape_protocol(shape, Family::V4);
-    let b = &mut t.bytes;
-    b[ip] = 0x45;
-    b[ip + 2..ip + 4].copy_from_slice(&((t.len - ip) as u16).to_be_bytes());
+    let total = (t.len - t.ip) as u16;
+    let b = &mut t.bytes[t.ip..];
+    b[field::VER_IHL] = ipv4::VER_IHL_NO_OPTIONS;
+    b[field::LENGTH].copy_from_slice(&total.to_be_bytes());
     let frag: u16 = match shape {
-        Shape::FragFirst => 0x2000,
+        Shape::FragFirst => ipv4::FLAG_MF,
         Shape::FragNonFirst => (FRAG_FIRST_DATA / 8) as u16,
         _ => 0,
     };
-    b[ip + 6..ip + 8].copy_from_slice(&frag.to_be_bytes());
-    b[ip + 8] = PROBE_TTL;
-    b[ip + 9] = protocol;
-    b[ip + 12..ip + 16].copy_from_slice(&src.octets());
-    b[ip + 16..ip + 20].copy_from_slice(&dst.octets());
+    b[field::FLAGS_FRAG].copy_from_slice(&frag.to_be_bytes());
+    b[field::TTL] = PROBE_TTL;
+    b[field::PROTOCOL] = protocol;
+    b[field::SRC].copy_from_slice(&src.octets());
+    b[field::DST].copy_from_slice(&dst.octets());
     write_l4_constants(&mut t, shape);
     t.pseudo = match shape {
         Shape::Icmp | Shape::Ip | Shape::FragNonFirst => 0,
@@ -423,28 +430,33 @@ fn template_v4(shape: Shape, src: Ipv4Addr, dst: Ipv4Addr, l2: Option<L2>) -> Te
 }
 
 fn template_v6(shape: Shape, src: Ipv6Addr, dst: Ipv6Addr, l2: Option<L2>) -> Template {
+    use ipv6::field;
     let mut t = empty_template();
-    write_l2(&mut t, l2, ETHERTYPE_IPV6);
-    let ip = t.ip;
+    write_l2(&mut t, l2, ethernet::ETHERTYPE_IPV6);
     let frag = matches!(shape, Shape::FragFirst | Shape::FragNonFirst);
-    t.l4 = ip + 40 + if frag { 8 } else { 0 };
+    t.l4 = t.ip + ipv6::HEADER_LEN + if frag { ipv6::frag::LEN } else { 0 };
     t.len = t.l4 + shape.l4_len();
     let protocol = shape_protocol(shape, Family::V6);
-    let b = &mut t.bytes;
-    b[ip] = 0x60;
-    b[ip + 4..ip + 6].copy_from_slice(&((t.len - ip - 40) as u16).to_be_bytes());
-    b[ip + 6] = if frag { 44 } else { protocol };
-    b[ip + 7] = PROBE_TTL;
-    b[ip + 8..ip + 24].copy_from_slice(&src.octets());
-    b[ip + 24..ip + 40].copy_from_slice(&dst.octets());
+    let payload = (t.len - t.ip - ipv6::HEADER_LEN) as u16;
+    let b = &mut t.bytes[t.ip..];
+    b[field::VER_TC_FLOW.start] = 0x60;
+    b[field::PAYLOAD_LEN].copy_from_slice(&payload.to_be_bytes());
+    b[field::NEXT_HEADER] = if frag {
+        IpProtocol::FRAGMENT.0
+    } else {
+        protocol
+    };
+    b[field::HOP_LIMIT] = PROBE_TTL;
+    b[field::SRC].copy_from_slice(&src.octets());
+    b[field::DST].copy_from_slice(&dst.octets());
     if frag {
-        let f = ip + 40;
-        b[f] = protocol;
+        let f = &mut b[ipv6::HEADER_LEN..];
+        f[ipv6::frag::NEXT_HEADER] = protocol;
         let off_m: u16 = match shape {
-            Shape::FragFirst => 1,
+            Shape::FragFirst => ipv6::frag::FLAG_M,
             _ => ((FRAG_FIRST_DATA / 8) as u16) << 3,
         };
-        b[f + 2..f + 4].copy_from_slice(&off_m.to_be_bytes());
+        f[ipv6::frag::OFFSET_M].copy_from_slice(&off_m.to_be_bytes());
     }
     write_l4_constants(&mut t, shape);
     t.pseudo = match shape {

@@ -18,7 +18,8 @@
 //!
 //! Header marker: a 128-bit SipHash-2-4 of `"hdr" || seq` under the run key,
 //! cut into the fields below ([`HeaderTag`]). A header-only match needs at
-//! least [`HEADER_MIN_BITS`] matching tag bits.
+//! least [`HEADER_MIN_BITS`] matching tag bits, and a run already seen going
+//! to the frame's destination with its payload marker ([`MarkerKeys`]).
 //!
 //! Run keys: in *open* mode (the default) the run key is derived from the run
 //! id with a public constant, so a watcher needs no shared state; a random
@@ -30,6 +31,7 @@ use siphasher::sip::SipHasher24;
 use siphasher::sip128::{Hasher128, SipHasher24 as SipHasher24x128};
 use std::collections::HashMap;
 use std::hash::Hasher;
+use std::net::IpAddr;
 
 /// First bytes of every payload marker.
 pub const MAGIC: [u8; 4] = [0x4c, 0x6b, 0x54, 0xa7];
@@ -43,7 +45,7 @@ pub const HEADER_MIN_BITS: u32 = 31;
 const OPEN_DOMAIN_KEY: [u8; 16] = *b"leaktest-open-v1";
 
 /// How a run key was derived.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyMode {
     /// From the run id and a public constant: anyone can verify.
@@ -278,9 +280,12 @@ impl Marker {
         })
     }
 
-    /// Finds and verifies the first authentic payload marker anywhere in `bytes`.
+    /// Finds and verifies the first authentic payload marker in `bytes`,
+    /// looking at no more than [`MAX_MARKER_CANDIDATES`] places that start
+    /// with [`MAGIC`] (so a frame full of forged markers costs a bounded
+    /// number of MACs). Learns the run ([`MarkerKeys::learn`]).
     pub fn find_verified(bytes: &[u8], keys: &mut MarkerKeys) -> Option<(Marker, RunKey)> {
-        for pos in memchr::memmem::find_iter(bytes, &MAGIC) {
+        for pos in memchr::memmem::find_iter(bytes, &MAGIC).take(MAX_MARKER_CANDIDATES) {
             if let Some(m) = Marker::read(&bytes[pos..]) {
                 if let Some(key) = keys.key_for(m.mode, m.run_id) {
                     if key.tag(&bytes[pos..pos + 18]) == m.tag {
@@ -294,14 +299,35 @@ impl Marker {
     }
 }
 
+/// Places starting with [`MAGIC`] that [`Marker::find_verified`] checks per
+/// frame. A probe frame holds its marker once (also when quoted in an ICMP
+/// error or tunnelled), so a genuine marker is among the first few; beyond
+/// that a frame is stuffed with forged ones.
+pub const MAX_MARKER_CANDIDATES: usize = 4;
+
+/// Runs remembered for reports and for tools ([`MarkerKeys::runs`]).
+pub const MAX_KNOWN_RUNS: usize = 64;
+/// Probe targets remembered for header-only matching.
+pub const MAX_TARGETS: usize = 1024;
+/// Runs remembered per target.
+pub const MAX_RUNS_PER_TARGET: usize = 4;
+
 /// The keys a watcher verifies markers with: every open-mode run, shared-mode
-/// runs if it holds the secret, and the runs seen so far (for header-only
-/// matches, which carry no run id).
+/// runs if it holds the secret, the runs seen so far, and per probe target
+/// the runs whose payload markers were seen going there.
+///
+/// Header-only matching (a probe whose payload a gateway stripped or
+/// rewrote) carries no run id; it is tried only against the runs known for
+/// the frame's own destination ([`MarkerKeys::runs_for`]), so its cost is
+/// bounded (at most [`MAX_RUNS_PER_TARGET`] runs) and traffic to other
+/// destinations is never matched against a probe run. All memory is bounded
+/// however many forged markers arrive.
 #[derive(Clone, Debug, Default)]
 pub struct MarkerKeys {
     secret: Option<[u8; 16]>,
     cache: HashMap<(KeyMode, u64), RunKey>,
     known: Vec<RunKey>,
+    targets: HashMap<IpAddr, Vec<RunKey>>,
 }
 
 impl MarkerKeys {
@@ -335,15 +361,45 @@ impl MarkerKeys {
         Some(key)
     }
 
-    /// Remembers a run, so that header-only markers of it can be matched.
+    /// Remembers a run (at most [`MAX_KNOWN_RUNS`]).
     pub fn learn(&mut self, key: RunKey) {
-        if !self.known.contains(&key) && self.known.len() < 64 {
+        if !self.known.contains(&key) && self.known.len() < MAX_KNOWN_RUNS {
             self.known.push(key);
         }
     }
 
+    /// Remembers that a payload marker of `key`'s run went to `target`, so
+    /// that header-only markers of that run to that address can be matched.
+    /// At most [`MAX_TARGETS`] targets (beyond that one is forgotten to make
+    /// room) and [`MAX_RUNS_PER_TARGET`] runs each (the oldest gives way).
+    pub fn learn_target(&mut self, key: RunKey, target: IpAddr) {
+        self.learn(key);
+        if !self.targets.contains_key(&target) && self.targets.len() >= MAX_TARGETS {
+            if let Some(k) = self.targets.keys().next().copied() {
+                self.targets.remove(&k);
+            }
+        }
+        let runs = self.targets.entry(target).or_default();
+        if !runs.contains(&key) {
+            if runs.len() >= MAX_RUNS_PER_TARGET {
+                runs.remove(0);
+            }
+            runs.push(key);
+        }
+    }
+
+    /// Whether any run is known for any target.
+    pub fn has_targets(&self) -> bool {
+        !self.targets.is_empty()
+    }
+
+    /// Runs whose payload markers were seen going to `target`.
+    pub fn runs_for(&self, target: &IpAddr) -> &[RunKey] {
+        self.targets.get(target).map(Vec::as_slice).unwrap_or(&[])
+    }
+
     /// Runs learnt so far (or added with [`MarkerKeys::learn`]).
-    pub fn known_runs(&self) -> &[RunKey] {
+    pub fn runs(&self) -> &[RunKey] {
         &self.known
     }
 }

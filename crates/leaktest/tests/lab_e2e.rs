@@ -8,9 +8,7 @@ use std::process::Command;
 
 #[test]
 fn lab_runs_every_profile_as_expected_and_leaves_nothing() {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root");
+    if !leaktest_netns::require_root("lab_e2e") {
         return;
     }
     let json = std::env::temp_dir().join(format!("leaktest-lab-e2e-{}.json", std::process::id()));
@@ -40,10 +38,20 @@ fn lab_runs_every_profile_as_expected_and_leaves_nothing() {
         .as_str()
         .unwrap()
         .contains("saw exit"));
+    let tor = &profiles[0]["reports"][0]["tor"];
     assert!(
-        profiles[0]["report"]["tor"]["packets"].as_u64().unwrap() > 0,
-        "tor's own traffic was seen and classified as Tor"
+        tor["packets"].as_u64().unwrap() > 0,
+        "tor's own traffic was seen and classified as Tor: {tor}"
     );
+    assert_eq!(tor["flows"]["violations"], 0, "{tor}");
+    // Every profile's watch closed its accounting.
+    for p in profiles {
+        for r in p["reports"].as_array().unwrap() {
+            let a = &r["capture"]["accounting"];
+            assert_eq!(a["sealed"], true, "{}: {a}", p["profile"]);
+            assert_eq!(a["handled"], a["classified"], "{}: {a}", p["profile"]);
+        }
+    }
     assert_eq!(out.status.code(), Some(0));
     let prefix = doc["lab"].as_str().unwrap();
     let ns_left = std::fs::read_dir("/run/netns")
@@ -67,9 +75,7 @@ fn lab_runs_every_profile_as_expected_and_leaves_nothing() {
 /// of both sweeps (root and unprivileged) as the findings.
 #[test]
 fn a_user_ruleset_that_leaks_dns_fails_the_lab() {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root");
+    if !leaktest_netns::require_root("lab_e2e") {
         return;
     }
     let (uid, _) = leaktest_lab::sys::user_ids("debian-tor").expect("the tor package's user");
@@ -119,13 +125,23 @@ fn a_user_ruleset_that_leaks_dns_fails_the_lab() {
     // Exactly the DNS probe of each family, from both gateway-local sweeps.
     assert_eq!(
         findings,
-        ["gw-root+gw-user ipv4 udp ×2", "gw-root+gw-user ipv6 udp ×2"],
+        [
+            "gw-root ipv4 udp ×1",
+            "gw-root ipv6 udp ×1",
+            "gw-user ipv4 udp ×1",
+            "gw-user ipv6 udp ×1"
+        ],
         "{findings:?}"
     );
     let mismatches = p["mismatches"].to_string();
     assert!(
         mismatches.contains("Udp { dst_port: 53 }"),
         "the table names the probe: {mismatches}"
+    );
+    assert!(
+        mismatches
+            .contains("gw-root: 2 probes leaked that the model stops (ipv4 udp 1, ipv6 udp 1)"),
+        "{mismatches}"
     );
     assert!(stdout.contains("0 of 1 profile(s) as expected"), "{stdout}");
 }

@@ -10,8 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    leaktest_netns::require_root("lab_teardown")
 }
 
 /// The lab's prefix and temporary directory, from its first progress line.
@@ -141,7 +140,6 @@ fn wait_for_line(err: &mut BufReader<std::process::ChildStderr>, needle: &str) {
 #[test]
 fn injected_failure_tears_everything_down() {
     if !is_root() {
-        eprintln!("skipped: needs root");
         return;
     }
     let (mut child, prefix, tmpdir, mut err) = start(
@@ -163,7 +161,6 @@ fn injected_failure_tears_everything_down() {
 #[test]
 fn sigint_tears_everything_down() {
     if !is_root() {
-        eprintln!("skipped: needs root");
         return;
     }
     let (mut child, prefix, tmpdir) = start_mid_profile();
@@ -177,7 +174,6 @@ fn sigint_tears_everything_down() {
 #[test]
 fn kill_9_leftovers_are_removed_by_lab_down() {
     if !is_root() {
-        eprintln!("skipped: needs root");
         return;
     }
     let (mut child, prefix, tmpdir) = start_mid_profile();
@@ -192,7 +188,6 @@ fn kill_9_leftovers_are_removed_by_lab_down() {
 #[test]
 fn keep_leaves_the_profile_up_until_lab_down() {
     if !is_root() {
-        eprintln!("skipped: needs root");
         return;
     }
     let (mut child, prefix, tmpdir, mut err) = start(&["--profile", "dns-forward", "--keep"], &[]);

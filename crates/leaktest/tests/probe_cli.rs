@@ -11,8 +11,7 @@ use std::sync::Arc;
 const BIN: &str = env!("CARGO_BIN_EXE_leaktest");
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    leaktest_netns::require_root("probe_cli")
 }
 
 fn stderr(o: &Output) -> String {
@@ -133,7 +132,6 @@ fn rx_packets(ns: &Netns, ifname: &str) -> u64 {
 #[test]
 fn probe_run_between_namespaces() {
     if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
         return;
     }
     let p = pair();
@@ -211,7 +209,6 @@ fn probe_run_between_namespaces() {
 #[test]
 fn unroutable_and_unprivileged_runs_fail_cleanly() {
     if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
         return;
     }
     let p = pair();

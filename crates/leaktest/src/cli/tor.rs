@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use leaktest_tor::restrict::{self, Journal, JournalMode, RESTRICTION};
-use leaktest_tor::{fetch_allowlist, parse_allow_list, ConnectOptions, ControlTarget, Controller};
+use leaktest_tor::{fetch_allowlist, ConnectOptions, ControlTarget, Controller};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -63,13 +63,13 @@ struct AllowlistArgs {
     /// Name of an environment variable holding the control-port password (HASHEDPASSWORD)
     #[arg(long, value_name = "VAR")]
     tor_password_env: Option<String>,
-    /// Extra endpoints, as for `leaktest watch --allow`
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Extra Tor endpoints, as for `leaktest watch --allow tor:ADDR:PORT` or `obfs4:ADDR:PORT`
+    #[arg(long, value_name = "tor:ADDR:PORT")]
     allow: Vec<String>,
-    /// Print every endpoint, one per line
+    /// Print every endpoint and its roles (orport, bridge, obfs4-bridge, ...), one per line
     #[arg(long)]
     list: bool,
-    /// Print JSON: {"endpoints": N, "sources": {...}, "list": [...]}
+    /// Print JSON: {"endpoints": N, "sources": {...}, "list": [{"endpoint", "roles"}...]}
     #[arg(long)]
     json: bool,
 }
@@ -166,7 +166,12 @@ fn run_restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
 
 fn run_allowlist(a: AllowlistArgs) -> anyhow::Result<ExitCode> {
     let opts = ConnectOptions::from_cli(a.tor_control.as_deref(), a.tor_password_env.as_deref())?;
-    let mut list = parse_allow_list(&a.allow)?;
+    let (entries, mut list) = leaktest_watch::parse_allow_list(&a.allow)?;
+    if let Some(e) = entries.first() {
+        anyhow::bail!(
+            "--allow {e}: only Tor endpoints (tor:ADDR:PORT, obfs4:ADDR:PORT) belong to Tor's allowlist"
+        );
+    }
     let mut ctl = Controller::connect(&opts)?;
     let version = ctl
         .protocol_info_cached()
@@ -175,12 +180,16 @@ fn run_allowlist(a: AllowlistArgs) -> anyhow::Result<ExitCode> {
     ctl.quit();
     list.extend(&fresh);
     let sorted = list.sorted();
+    let roles = |s: &std::net::SocketAddr| list.roles(s).unwrap_or_default().names().join(",");
     if a.json {
         let v = serde_json::json!({
             "tor_version": version,
             "endpoints": sorted.len(),
             "sources": counts,
-            "list": sorted.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "list": sorted
+                .iter()
+                .map(|s| serde_json::json!({"endpoint": s.to_string(), "roles": list.roles(s).unwrap_or_default().names()}))
+                .collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -199,8 +208,8 @@ fn run_allowlist(a: AllowlistArgs) -> anyhow::Result<ExitCode> {
         a.allow.len()
     );
     if a.list {
-        for s in sorted {
-            println!("{s}");
+        for s in &sorted {
+            println!("{s} {}", roles(s));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -4,9 +4,9 @@
 use anyhow::{bail, Context};
 use leaktest_capture::CaptureConfig;
 use leaktest_tor::restrict::{self, RestrictGuard};
-use leaktest_tor::{parse_allow_list, ConnectOptions, ControlTarget, DEFAULT_CONTROL};
+use leaktest_tor::{ConnectOptions, ControlTarget, DEFAULT_CONTROL};
 use leaktest_watch::session::{self, SessionConfig};
-use leaktest_watch::Report;
+use leaktest_watch::{parse_allow_list, RULES};
 use leaktest_wire::MarkerKeys;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,27 +20,48 @@ Capture every frame leaving the gateway's external interface and judge it.
 
 Run it on the Tor gateway, on the interface that faces the real network, then run \
 `leaktest probe` on the workstation behind the gateway. Every outbound frame (IPv4, IPv6 \
-and anything else at layer 2) is classified, first match wins:
-  1. it carries the authenticated marker of a probe: LEAK, attributed to that probe, \
-whatever its destination (probe traffic must never leave in the clear, not even to a relay);
-  2. TCP from the gateway to an (address, port) its own Tor legitimately uses: Tor;
-  3. the gateway's own link housekeeping (ARP, IPv6 neighbour discovery, MLD, DHCP \
-client): counted, not a leak (a leak with --strict);
-  4. anything else: LEAK.
+and anything else at layer 2) is decided by an ordered table of rules; the first that \
+claims a frame decides, and its name is in every report:
+  probe-marker   the authenticated marker of a probe: LEAK, attributed to that probe, \
+whatever its destination (probe traffic must never leave in the clear, not even to a relay)
+  canary         the canary EtherType: this watch's own canary, byte for byte and seen \
+once; anything else of that EtherType is a forged canary: LEAK
+  tor            TCP from the gateway to an endpoint its Tor uses AND carrying what Tor \
+sends there (TLS from the first byte to an ORPort, obfs4's shape to an obfs4 bridge, never \
+cleartext): Tor; to such an endpoint but not Tor-shaped: LEAK
+  allow          to an --allow endpoint, of its kind: counted as allowed, apart from Tor
+  arp, neighbour-discovery, mld, igmp, dhcpv4, dhcpv6
+                 link housekeeping with exactly the content the gateway's kernel sends \
+(own addresses, on-link destinations, nothing after the options): counted, not a leak \
+(a leak with --strict); of those shapes but with other content: LEAK
+  default        anything else: LEAK
 
 The Tor endpoints come from Tor itself with --tor-control: every relay of the consensus \
-(IPv4 and IPv6 ORPorts and DirPorts), directory authorities, fallback directories and \
-bridges, refreshed on every new consensus while watching. So the seed procedure's Step 0 \
-(restricting Tor to ports 80 and 443 before the test) is unnecessary: relays on any port \
-are recognised, and a leak to port 80, 443, 9001 or 9030 is still reported. Without a \
-control port, list the endpoints with --allow (a VPN endpoint, a bridge, a test relay). \
+(IPv4 and IPv6 ORPorts), directory authorities, fallback directories and bridges with \
+their transports, refreshed on every new consensus while watching. DirPorts are not Tor \
+endpoints for a Tor client: a client fetches directory documents inside its TLS link, \
+never from a DirPort (tor's dirclient.c), so a request to a DirPort is a leak. The seed \
+procedure's Step 0 (restricting Tor to ports 80 and 443) is unnecessary: relays on any \
+port are recognised, and a leak to port 80, 443, 9001 or 9030 is still reported. \
 --restrict-tor still applies Step 0 for the duration of the watch and undoes it afterwards; \
 beware that restricting Tor's ports changes which guards Tor selects.
 
+--allow [KIND:]ADDR[/PREFIX]:PORT[-PORT] lets out what the operator means to let out; \
+IPv6 in brackets. Kinds: any (the default: TCP, UDP, SCTP, DCCP, UDP-Lite to that address \
+and port, whatever they carry), tcp, udp (a WireGuard or OpenVPN-UDP server), tls (TCP \
+that must be TLS from its first byte, never cleartext), and tor or obfs4 (a relay or \
+bridge given by hand, for a gateway without a control port: counted as Tor).
+
 The watch proves that its capture sees: it injects harmless canary frames (EtherType \
 0x88B5 to a locally administered MAC) at the start, every second and at the end, and \
-requires its own capture to see every one. A missed canary, a kernel drop, the interface \
-going down or away, or the Tor allowlist becoming unavailable makes PASS impossible.
+requires its own capture to see every one exactly once. At the end it seals the capture \
+and requires the kernel's count of outbound frames to equal the frames it classified. A \
+missed canary, a kernel drop, counts that do not close, the interface going down or away, \
+or the Tor allowlist becoming unavailable makes PASS impossible.
+
+The limit of any content check: a process on the gateway that wraps its data in \
+well-formed TLS records to a relay's ORPort looks like Tor; what is ruled out is anything \
+in the clear.
 
 The watch ends after --duration, or on SIGINT (Ctrl-C) or SIGTERM, and writes all its \
 reports in every case. A second Ctrl-C exits at once without reports.";
@@ -75,8 +96,9 @@ pub struct Args {
     /// Name of an environment variable holding the control-port password (HASHEDPASSWORD)
     #[arg(long, value_name = "VAR")]
     tor_password_env: Option<String>,
-    /// A TCP endpoint Tor (or a VPN) may use, in addition to the control port's list; repeatable
-    #[arg(long = "allow", value_name = "ADDR:PORT")]
+    /// An endpoint let out on purpose: [any|tcp|udp|tls|tor|obfs4:]ADDR[/PREFIX]:PORT[-PORT]
+    /// (see above); repeatable
+    #[arg(long = "allow", value_name = "[KIND:]ADDR:PORT")]
     allow: Vec<String>,
     /// Stop after this many seconds (default: until Ctrl-C or SIGTERM)
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
@@ -126,24 +148,6 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
-/// Reads a `--key-file`: 32 hex digits (a 16-byte secret), whitespace around ignored.
-pub fn read_key_file(path: &Path) -> anyhow::Result<[u8; 16]> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading key file {}", path.display()))?;
-    let bytes = hex::decode(text.trim())
-        .ok()
-        .filter(|b| b.len() == 16)
-        .with_context(|| {
-            format!(
-                "key file {} must hold exactly 32 hex digits",
-                path.display()
-            )
-        })?;
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&bytes);
-    Ok(key)
-}
-
 fn connect_options(args: &Args) -> anyhow::Result<Option<ConnectOptions>> {
     let target = match (&args.tor_control, args.restrict_tor) {
         (Some(t), _) => t.clone(),
@@ -162,11 +166,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.tor_password_env.is_some() && args.tor_control.is_none() && !args.restrict_tor {
         bail!("--tor-password-env needs --tor-control");
     }
-    let allow = parse_allow_list(&args.allow).context("--allow")?;
+    let (allow, tor_extra) = parse_allow_list(&args.allow)?;
     let keys = match &args.key_file {
-        Some(p) => MarkerKeys::with_secret(read_key_file(p)?),
+        Some(p) => MarkerKeys::with_secret(leaktest_fs::read_secret("--key-file", p)?),
         None => MarkerKeys::open(),
     };
+    // Every output is checked before anything starts (not found out at the end).
+    let outputs: Vec<(&str, &Path)> = [
+        ("--json", &args.json),
+        ("--junit", &args.junit),
+        ("--pcap", &args.pcap),
+        ("--ready-file", &args.ready_file),
+    ]
+    .into_iter()
+    .filter_map(|(n, p)| p.as_deref().map(|p| (n, p)))
+    .collect();
+    leaktest_fs::check_outputs(&outputs)?;
     let opts = connect_options(&args)?;
     if lacks_privileges() {
         bail!(
@@ -206,6 +221,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cfg = SessionConfig {
         capture,
         tor_control: opts,
+        tor_extra,
         allow,
         duration: args.duration,
         strict: args.strict,
@@ -231,42 +247,49 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Undo the restriction before anything else can fail.
     let restored = guard.map(|g| g.restore());
     let outcome = outcome?;
-    let report = Report::new(&outcome.iface, &outcome.findings, &outcome.health);
-    let mut failures = Vec::new();
+    let mut report = outcome.report();
     if let Some(Err(e)) = restored {
-        failures.push(format!("restoring Tor's configuration failed: {e:#}"));
+        report
+            .warnings
+            .push(format!("restoring Tor's configuration failed: {e:#}"));
     }
+    // A report that cannot be written is a warning in the others and on
+    // stderr; the verdict's exit status stands.
     if let Some(p) = &args.json {
         if let Err(e) = report.write_json(p) {
-            failures.push(e.to_string());
+            report.warnings.push(e.to_string());
         }
     }
     if let Some(p) = &args.junit {
         if let Err(e) = report.write_junit(p) {
-            failures.push(e.to_string());
+            report.warnings.push(e.to_string());
         }
     }
     let mut out = stdout.lock();
     let _ = report.print_terminal(&mut out);
+    let a = outcome.health.accounting.unwrap_or_default();
     let _ = writeln!(
         out,
-        "capture: {:.1} s, {} frames, kernel counted {} and dropped {}; Tor allowlist: {} endpoints{}",
+        "capture: {:.1} s; the kernel counted {} frames, the capture delivered {} ({} before the watch began) and dropped {}, the {} rules classified {}; Tor allowlist: {} endpoints{}",
         outcome.elapsed.as_secs_f64(),
-        outcome.findings.packets,
         outcome.stats.received,
+        a.delivered,
+        a.barrier,
         outcome.stats.dropped,
+        RULES.len(),
+        a.classified,
         outcome.allowlist.endpoints,
         if outcome.allowlist.from_control_port {
             format!(" from the control port, {} refreshes", outcome.allowlist.refreshes)
         } else {
-            " (static --allow entries)".to_string()
+            " (--allow tor:/obfs4: entries only)".to_string()
         }
     );
     let _ = out.flush();
-    if !failures.is_empty() {
-        bail!("{}", failures.join("; "));
+    for w in &report.warnings {
+        eprintln!("leaktest: warning: {w}");
     }
-    Ok(ExitCode::from(report.verdict().exit_code()))
+    Ok(ExitCode::from(report.exit_code))
 }
 
 /// Whether we plainly lack privileges (not root and no CAP_NET_RAW).
@@ -296,17 +319,5 @@ mod tests {
         assert!(parse_seconds("-1").is_err());
         assert!(parse_seconds("nan").is_err());
         assert!(parse_seconds("x").is_err());
-    }
-
-    #[test]
-    fn key_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("k");
-        std::fs::write(&p, "00112233445566778899aabbccddeeff\n").unwrap();
-        assert_eq!(read_key_file(&p).unwrap()[15], 0xff);
-        std::fs::write(&p, "0011").unwrap();
-        assert!(read_key_file(&p).is_err());
-        std::fs::write(&p, "zz112233445566778899aabbccddeeff").unwrap();
-        assert!(read_key_file(&p).is_err());
     }
 }

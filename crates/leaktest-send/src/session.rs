@@ -1,0 +1,629 @@
+//! A whole probe run, as `leaktest probe` and the lab drive it: resolve
+//! where each family's probes go ([`prepare`]), open the senders, send the
+//! plan ([`Prepared::run`]), and report what went out ([`ProbeReport`],
+//! whose JSON the lab reads back).
+//!
+//! Argument parsing and the progress display are the command line's; the
+//! sending itself is [`crate::run`]'s.
+
+use crate::path::{lookup_path, Path, PathOptions};
+use crate::rate::Rate;
+use crate::run::{Lane, Plan, Progress, RunConfig, RunStats};
+use crate::socket::{FrameSender, PacketSender, RawIpSender};
+use crate::Error;
+use leaktest_wire::marker::KeyMode;
+use leaktest_wire::{Endpoints, Family, ProbeBuilder, RunKey, Suite, L2};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::AtomicBool;
+use std::time::SystemTime;
+
+/// How probes leave the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketKind {
+    /// AF_PACKET: whole Ethernet frames on the egress interface (workstation side).
+    Packet,
+    /// Raw IP sockets through this host's own stack and firewall (gateway side).
+    Raw,
+}
+
+impl SocketKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SocketKind::Packet => "packet",
+            SocketKind::Raw => "raw",
+        }
+    }
+}
+
+/// What to send, already checked (targets per family, suites).
+#[derive(Clone, Debug)]
+pub struct ProbeRequest {
+    pub families: Vec<Family>,
+    pub target4: Option<Ipv4Addr>,
+    pub target6: Option<Ipv6Addr>,
+    pub suites: Vec<Suite>,
+    /// Only these probes (inclusive `seq` ranges), e.g. to resend what a
+    /// watcher missed; `None`: every probe of the suites.
+    pub only: Option<Vec<(u32, u32)>>,
+    pub rate: Rate,
+    pub key: RunKey,
+    pub socket: SocketKind,
+    pub iface: Option<String>,
+    pub gateway_mac: Option<[u8; 6]>,
+}
+
+impl ProbeRequest {
+    fn target(&self, f: Family) -> Option<IpAddr> {
+        match f {
+            Family::V4 => self.target4.map(IpAddr::V4),
+            Family::V6 => self.target6.map(IpAddr::V6),
+        }
+    }
+
+    /// The plan of this request.
+    pub fn plan(&self) -> Plan {
+        let p = Plan::new(&self.families, &self.suites);
+        match &self.only {
+            Some(r) => p.only(r),
+            None => p,
+        }
+    }
+}
+
+/// Sending threads: at `--rate max` one per core (at most four), which share
+/// the plan; at a fixed rate one, whose pacing is the rate.
+pub fn sending_threads(rate: Rate) -> usize {
+    match rate {
+        Rate::Max => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4),
+        Rate::Pps(_) => 1,
+    }
+}
+
+/// A run ready to send: paths resolved, senders open.
+pub struct Prepared {
+    request: ProbeRequest,
+    plan: Plan,
+    paths: Vec<(Family, Path)>,
+    workers: Vec<Vec<Lane>>,
+    /// Things to tell the user before sending.
+    pub notes: Vec<String>,
+}
+
+/// Resolves each family's path and opens one sender per family and thread.
+/// Refuses before resolving anything when the privilege is missing
+/// (resolution may send a datagram).
+pub fn prepare(request: ProbeRequest) -> Result<Prepared, Error> {
+    for &family in &request.families {
+        crate::socket::check_privilege(request.socket.name(), family == Family::V6)?;
+    }
+    let opts = PathOptions {
+        iface: request.iface.clone(),
+        gateway_mac: request.gateway_mac,
+        link_layer: request.socket == SocketKind::Packet,
+        resolve_timeout: None,
+    };
+    let mut notes = Vec::new();
+    let mut paths = Vec::new();
+    let mut workers: Vec<Vec<Lane>> = (0..sending_threads(request.rate))
+        .map(|_| Vec::new())
+        .collect();
+    for &family in &request.families {
+        let Some(target) = request.target(family) else {
+            return Err(Error::BadTarget(format!("no {family} target given")));
+        };
+        let path = lookup_path(target, &opts)?;
+        if request.socket == SocketKind::Raw && path.ethernet && path.macs.is_none() {
+            notes.push(format!(
+                "next hop {} on {} has no neighbour entry yet: the kernel resolves it with the \
+                 first {family} probes and may drop a few meanwhile",
+                path.next_hop, path.iface
+            ));
+        }
+        let ends = match (path.source, target) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => Endpoints {
+                src4: Some(s),
+                dst4: Some(d),
+                ..Endpoints::default()
+            },
+            (IpAddr::V6(s), IpAddr::V6(d)) => Endpoints {
+                src6: Some(s),
+                dst6: Some(d),
+                ..Endpoints::default()
+            },
+            _ => {
+                return Err(Error::BadTarget(format!(
+                    "the kernel chose a {} source for {target}",
+                    path.source
+                )))
+            }
+        };
+        let l2 = match request.socket {
+            SocketKind::Packet => path.macs.map(|m| L2 {
+                src: m.src,
+                dst: m.dst,
+            }),
+            SocketKind::Raw => None,
+        };
+        // One sender per worker thread: a socket is not shared between threads.
+        for lanes in &mut workers {
+            let sender: Box<dyn FrameSender> = match request.socket {
+                SocketKind::Packet => Box::new(PacketSender::open(path.ifindex, path.ethernet)?),
+                SocketKind::Raw => Box::new(RawIpSender::open(target, request.iface.as_deref())?),
+            };
+            if sender.wants_ethernet() && l2.is_none() {
+                return Err(Error::BadTarget(format!(
+                    "interface {} needs Ethernet addresses that could not be found",
+                    path.iface
+                )));
+            }
+            lanes.push(Lane {
+                family,
+                writer: Box::new(ProbeBuilder::new(request.key, ends, l2)),
+                sender,
+            });
+        }
+        paths.push((family, path));
+    }
+    Ok(Prepared {
+        plan: request.plan(),
+        request,
+        paths,
+        workers,
+        notes,
+    })
+}
+
+/// A finished (or stopped) run.
+pub struct ProbeOutcome {
+    pub report: ProbeReport,
+    /// The error that ended the run early, if one did.
+    pub error: Option<Error>,
+}
+
+impl Prepared {
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub fn paths(&self) -> &[(Family, Path)] {
+        &self.paths
+    }
+
+    /// Sending threads this run uses.
+    pub fn threads(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Sends the plan; `stop` ends it early at a batch boundary.
+    pub fn run(mut self, stop: &AtomicBool, progress: &mut dyn FnMut(&Progress)) -> ProbeOutcome {
+        let cfg = RunConfig {
+            rate: self.request.rate,
+            ..RunConfig::default()
+        };
+        let started = SystemTime::now();
+        let result = crate::run(&self.plan, &mut self.workers, &cfg, Some(stop), progress);
+        let finished = SystemTime::now();
+        let (stats, error) = match result {
+            Ok(s) => (s, None),
+            Err(f) => (*f.stats, Some(f.error)),
+        };
+        ProbeOutcome {
+            report: ProbeReport::build(
+                &self.request,
+                &self.plan,
+                &self.paths,
+                &stats,
+                self.workers.len(),
+                started,
+                finished,
+            ),
+            error,
+        }
+    }
+}
+
+/// The key a run was signed with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyReport {
+    pub mode: KeyMode,
+    /// A public name of the key (16 hex digits); reveals nothing of it.
+    pub fingerprint: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Targets {
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+/// Where one family's probes went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathReport {
+    pub interface: String,
+    pub target: IpAddr,
+    pub source: IpAddr,
+    pub next_hop: IpAddr,
+    pub via_gateway: bool,
+    pub src_mac: Option<String>,
+    pub dst_mac: Option<String>,
+}
+
+/// `"max"` or probes per second.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RateReport {
+    Pps(u64),
+    Named(String),
+}
+
+/// The JSON report of a probe run (`leaktest probe --json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    pub tool: String,
+    pub version: String,
+    /// 16 hex digits.
+    pub run_id: String,
+    pub key: KeyReport,
+    pub targets: Targets,
+    pub interface: String,
+    pub socket: SocketKind,
+    pub rate: RateReport,
+    pub families: Vec<Family>,
+    pub suites: Vec<Suite>,
+    /// The `seq` ranges sent, when only some probes were asked for.
+    pub only: Option<String>,
+    pub paths: BTreeMap<String, PathReport>,
+    pub planned: u64,
+    pub sent: u64,
+    /// Per family: `total` and one count per suite.
+    pub counts: BTreeMap<String, BTreeMap<String, u64>>,
+    pub suite_totals: BTreeMap<String, u64>,
+    pub refused: BTreeMap<String, BTreeMap<String, u64>>,
+    pub refused_total: u64,
+    pub unbuilt: u64,
+    pub retries: u64,
+    pub threads: usize,
+    pub complete: bool,
+    /// RFC 3339 UTC.
+    pub started: String,
+    pub finished: String,
+    pub seconds: f64,
+    pub pps: f64,
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// `[(0, 255), (300, 300)]` as `0-255,300`.
+pub fn ranges_text(r: &[(u32, u32)]) -> String {
+    r.iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Reads `0-255,300` (commas, spaces or newlines between items).
+pub fn parse_ranges(s: &str) -> Result<Vec<(u32, u32)>, String> {
+    let mut v = Vec::new();
+    for part in s
+        .split([',', ' ', '\n', '\t', '\r'])
+        .filter(|p| !p.is_empty())
+    {
+        let bad = || format!("{part:?} is not a probe number or range (like 512-1023)");
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?),
+            None => {
+                let x = part.parse().map_err(|_| bad())?;
+                (x, x)
+            }
+        };
+        if a > b {
+            return Err(bad());
+        }
+        v.push((a, b));
+    }
+    Ok(v)
+}
+
+impl ProbeReport {
+    fn build(
+        req: &ProbeRequest,
+        plan: &Plan,
+        paths: &[(Family, Path)],
+        s: &RunStats,
+        threads: usize,
+        started: SystemTime,
+        finished: SystemTime,
+    ) -> ProbeReport {
+        let per = |m: &BTreeMap<Family, BTreeMap<Suite, u64>>| {
+            let mut out = BTreeMap::new();
+            for &f in plan.families() {
+                let mut fm = BTreeMap::new();
+                let sub = m.get(&f);
+                fm.insert("total".into(), sub.map_or(0, |x| x.values().sum::<u64>()));
+                for &su in plan.suites() {
+                    fm.insert(
+                        su.name().into(),
+                        sub.and_then(|x| x.get(&su)).copied().unwrap_or(0),
+                    );
+                }
+                out.insert(f.name().into(), fm);
+            }
+            out
+        };
+        let mut ifaces: Vec<&str> = paths.iter().map(|(_, p)| p.iface.as_str()).collect();
+        ifaces.dedup();
+        ProbeReport {
+            tool: "leaktest probe".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            run_id: format!("{:016x}", req.key.run_id),
+            key: KeyReport {
+                mode: req.key.mode,
+                fingerprint: req.key.fingerprint(),
+            },
+            targets: Targets {
+                ipv4: req.target4,
+                ipv6: req.target6,
+            },
+            interface: ifaces.join(","),
+            socket: req.socket,
+            rate: match req.rate {
+                Rate::Max => RateReport::Named("max".into()),
+                Rate::Pps(p) => RateReport::Pps(p),
+            },
+            families: plan.families().to_vec(),
+            suites: plan.suites().to_vec(),
+            only: req.only.as_deref().map(ranges_text),
+            paths: paths
+                .iter()
+                .map(|(f, p)| {
+                    (
+                        f.name().to_string(),
+                        PathReport {
+                            interface: p.iface.clone(),
+                            target: p.target,
+                            source: p.source,
+                            next_hop: p.next_hop,
+                            via_gateway: p.via_gateway,
+                            src_mac: p.macs.map(|m| fmt_mac(&m.src)),
+                            dst_mac: p.macs.map(|m| fmt_mac(&m.dst)),
+                        },
+                    )
+                })
+                .collect(),
+            planned: plan.total(),
+            sent: s.sent_total(),
+            counts: per(&s.sent),
+            suite_totals: plan
+                .suites()
+                .iter()
+                .map(|su| (su.name().to_string(), s.sent_suite(*su)))
+                .collect(),
+            refused: per(&s.refused),
+            refused_total: s.refused_total(),
+            unbuilt: s.unbuilt,
+            retries: s.retries,
+            threads,
+            complete: s.complete,
+            started: rfc3339(started),
+            finished: rfc3339(finished),
+            seconds: s.elapsed.as_secs_f64(),
+            pps: s.pps().round(),
+        }
+    }
+
+    /// The one summary line.
+    pub fn summary(&self) -> String {
+        let fams: Vec<String> = self
+            .families
+            .iter()
+            .map(|f| {
+                let n = self
+                    .counts
+                    .get(f.name())
+                    .and_then(|m| m.get("total"))
+                    .copied();
+                format!("{f} {}", thousands(n.unwrap_or(0)))
+            })
+            .collect();
+        let mut line = format!(
+            "sent {} probes ({}) in {:.2} s, {} pps",
+            thousands(self.sent),
+            fams.join(", "),
+            self.seconds,
+            thousands(self.pps as u64),
+        );
+        if self.refused_total > 0 {
+            line.push_str(&format!(
+                ", {} refused by the local stack",
+                thousands(self.refused_total)
+            ));
+        }
+        if !self.complete {
+            line.push_str(&format!(
+                ", INCOMPLETE ({} planned)",
+                thousands(self.planned)
+            ));
+        }
+        line.push_str(&format!(
+            ", run {}, key {} {}",
+            self.run_id,
+            match self.key.mode {
+                KeyMode::Open => "open",
+                KeyMode::Shared => "shared",
+            },
+            self.key.fingerprint
+        ));
+        line
+    }
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// RFC 3339 UTC with milliseconds, from the system clock.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::MacPair;
+    use std::time::Duration;
+
+    #[test]
+    fn number_time_and_range_formats() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(787_460), "787,460");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        // Checked with `date -u -d @1796000000`.
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_000_000_123);
+        assert_eq!(rfc3339(t), "2026-11-30T00:53:20.123Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            parse_ranges("0-255, 300\n512-513").unwrap(),
+            vec![(0, 255), (300, 300), (512, 513)]
+        );
+        assert_eq!(ranges_text(&[(0, 255), (300, 300)]), "0-255,300");
+        assert!(parse_ranges("5-4").is_err());
+        assert!(parse_ranges("x").is_err());
+    }
+
+    fn sample_stats() -> RunStats {
+        let mut s = RunStats::default();
+        for f in Family::BOTH {
+            let m = s.sent.entry(f).or_default();
+            m.insert(Suite::Icmp, 256);
+            m.insert(Suite::Udp, 65_536);
+        }
+        s.elapsed = Duration::from_millis(250);
+        s.complete = true;
+        s
+    }
+
+    #[test]
+    fn json_report_and_summary() {
+        let key = RunKey::shared(&[7u8; 16], 0x3f09_c4e1_a2b3_c4d5);
+        let req = ProbeRequest {
+            families: Family::BOTH.to_vec(),
+            target4: Some("10.152.152.10".parse().unwrap()),
+            target6: Some("fd19:c33d:88bc::10".parse().unwrap()),
+            suites: vec![Suite::Icmp, Suite::Udp],
+            only: None,
+            rate: Rate::Max,
+            key,
+            socket: SocketKind::Packet,
+            iface: None,
+            gateway_mac: None,
+        };
+        let plan = req.plan();
+        let path = Path {
+            target: "10.152.152.10".parse().unwrap(),
+            ifindex: 2,
+            iface: "eth0".into(),
+            mtu: Some(1500),
+            source: "10.152.152.11".parse().unwrap(),
+            next_hop: "10.152.152.10".parse().unwrap(),
+            via_gateway: false,
+            macs: Some(MacPair {
+                src: [2, 0, 0, 0, 0, 1],
+                dst: [2, 0, 0, 0, 0, 2],
+            }),
+            ethernet: true,
+        };
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        let r = ProbeReport::build(
+            &req,
+            &plan,
+            &[(Family::V4, path)],
+            &sample_stats(),
+            2,
+            t0,
+            t0 + Duration::from_millis(250),
+        );
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["run_id"], "3f09c4e1a2b3c4d5");
+        assert_eq!(j["threads"], 2);
+        assert_eq!(j["key"]["mode"], "shared");
+        assert_eq!(j["key"]["fingerprint"], key.fingerprint());
+        assert_eq!(j["targets"]["ipv6"], "fd19:c33d:88bc::10");
+        assert_eq!(
+            (
+                j["interface"].as_str(),
+                j["socket"].as_str(),
+                j["rate"].as_str()
+            ),
+            (Some("eth0"), Some("packet"), Some("max"))
+        );
+        assert_eq!(j["families"], serde_json::json!(["ipv4", "ipv6"]));
+        assert_eq!(j["suites"], serde_json::json!(["icmp", "udp"]));
+        assert_eq!(j["planned"], 2 * (256 + 65_536));
+        assert_eq!(j["sent"], 2 * (256 + 65_536));
+        assert_eq!(j["counts"]["ipv4"]["total"], 256 + 65_536);
+        assert_eq!(j["counts"]["ipv6"]["udp"], 65_536);
+        assert_eq!(j["suite_totals"]["icmp"], 512);
+        assert_eq!(j["paths"]["ipv4"]["dst_mac"], "02:00:00:00:00:02");
+        assert_eq!(j["started"], "2026-11-30T00:53:20.000Z");
+        assert_eq!(j["seconds"], 0.25);
+        assert_eq!(j["complete"], true);
+        let back: ProbeReport = serde_json::from_value(j).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(
+            r.summary(),
+            format!(
+                "sent 131,584 probes (ipv4 65,792, ipv6 65,792) in 0.25 s, 526,336 pps, \
+                 run 3f09c4e1a2b3c4d5, key shared {}",
+                key.fingerprint()
+            )
+        );
+    }
+}

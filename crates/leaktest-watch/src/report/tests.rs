@@ -1,0 +1,432 @@
+//! The typed report: JSON schema, JUnit read back by an XML reader, the
+//! terminal layout, and the JSON read back into the same type.
+
+use super::*;
+use crate::classify::{Classifier, ClassifierConfig, Decision};
+use crate::testutil::*;
+use ipnet::IpNet;
+use leaktest_tor::Allowlist;
+use leaktest_wire::canary::{CanaryKey, CanaryLedger};
+use leaktest_wire::catalogue::ProbeKind;
+use leaktest_wire::{Frame, LinkType};
+use leaktest_wire::{MarkerKeys, ProbeSpec, RunKey, TcpFlags};
+use serde_json::Value;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+fn healthy() -> CaptureHealth {
+    CaptureHealth {
+        packets: 0,
+        dropped: 0,
+        canaries_sent: 4,
+        canaries_seen: 4,
+        ..CaptureHealth::default()
+    }
+}
+
+fn report(f: &Findings, h: &CaptureHealth) -> WatchReport {
+    WatchReport::build(&WatchOutcome {
+        iface: "ext0",
+        findings: f,
+        health: h,
+        flows: FlowStats::default(),
+        allowlist: &AllowlistSummary::default(),
+        allow: &[],
+        stats: CaptureStats::default(),
+        elapsed_s: 1.5,
+        interrupted: false,
+        pcap_frames: 0,
+    })
+}
+
+/// A watch that saw Tor, housekeeping, a canary, TCP and ICMPv6 probe
+/// leaks and one unexpected IPv6 UDP packet.
+fn leaky() -> (Findings, CaptureHealth) {
+    let ledger = CanaryLedger::new(CanaryKey::new(GW_MAC, [3; 16], 1));
+    let mut sent = ledger.clone();
+    sent.mark_sent(0, 0);
+    let mut c = Classifier::new(
+        ClassifierConfig {
+            own_macs: vec![GW_MAC],
+            own_nets: vec![
+                IpNet::new(IpAddr::V4(GW4), 24).unwrap(),
+                IpNet::new(IpAddr::V6(GW6), 64).unwrap(),
+            ],
+            ..ClassifierConfig::default()
+        },
+        LinkType::Ethernet,
+        MarkerKeys::open(),
+    )
+    .with_canaries(sent);
+    let tor: Allowlist = [SocketAddr::new(IpAddr::V4(NET4), 9001)]
+        .into_iter()
+        .collect();
+    let key = RunKey::open(0x1122334455667788);
+    let mut frames = vec![
+        eth4(GW4, NET4, 6, &tcp(40000, 9001, 0x10, &[])),
+        arp_frame(GW_MAC, 1, GW_MAC, GW4, Ipv4Addr::new(198, 51, 100, 1)),
+        ledger.key().frame(0).to_vec(),
+        eth6(GW6, NET6, 17, &udp(5000, 443, b"x")),
+    ];
+    for port in [21u16, 22, 23, 25, 80] {
+        let spec = ProbeSpec {
+            family: leaktest_wire::Family::V4,
+            kind: ProbeKind::Tcp {
+                flags: TcpFlags(TcpFlags::SYN),
+                dst_port: port,
+            },
+        };
+        frames.push(eth4(
+            WS4,
+            NET4,
+            6,
+            &tcp(40000, port, TcpFlags::SYN, &key.payload_marker(spec.seq())),
+        ));
+    }
+    let icmp6 = ProbeSpec {
+        family: leaktest_wire::Family::V6,
+        kind: ProbeKind::Icmp { icmp_type: 128 },
+    };
+    frames.push(eth6(
+        GW6,
+        NET6,
+        58,
+        &icmp(
+            128,
+            0,
+            &[&[0, 1, 0, 1][..], &key.payload_marker(icmp6.seq())].concat(),
+        ),
+    ));
+    let mut f = Findings::new();
+    for (i, d) in frames.iter().enumerate() {
+        let frame = Frame {
+            ts_sec: 1_700_000_000 + i as u64,
+            ts_nsec: 1,
+            data: d,
+            orig_len: d.len() as u32,
+        };
+        let decision = c.classify(&frame, &tor);
+        f.record(&frame, &decision);
+    }
+    let health = CaptureHealth {
+        packets: frames.len() as u64,
+        ..healthy()
+    };
+    (f, health)
+}
+
+fn json_of(r: &WatchReport) -> Value {
+    let mut buf = Vec::new();
+    r.write_json_to(&mut buf).unwrap();
+    // The JSON reads back into the same type.
+    let back: WatchReport = serde_json::from_slice(&buf).unwrap();
+    assert_eq!(&back, r);
+    serde_json::from_slice(&buf).unwrap()
+}
+
+fn is_u64(v: &Value) -> bool {
+    v.as_u64().is_some()
+}
+
+fn check_schema(v: &Value) {
+    let o = v.as_object().unwrap();
+    assert!(["pass", "leak", "inconclusive"].contains(&o["verdict"].as_str().unwrap()));
+    assert!(o["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r.is_string()));
+    assert!(o["interface"].is_string());
+    for k in ["packets", "dropped", "canaries_sent", "canaries_seen"] {
+        assert!(is_u64(&o["capture"][k]), "capture.{k}");
+    }
+    assert!(is_u64(&o["tor"]["packets"]) && is_u64(&o["tor"]["endpoints"]));
+    assert!(is_u64(&o["housekeeping"]["packets"]));
+    assert!(is_u64(&o["leak_packets"]));
+    let opt_u = |x: &Value, max: u64| x.is_null() || x.as_u64().is_some_and(|n| n <= max);
+    let flags = |x: &Value| {
+        x.is_null()
+            || x.as_str()
+                .is_some_and(|s| s.chars().all(|c| "FSRPAUEC".contains(c)))
+    };
+    for l in o["leaks"].as_array().unwrap() {
+        assert!(["ipv4", "ipv6", "other"].contains(&l["family"].as_str().unwrap()));
+        assert!(opt_u(&l["protocol"], 255));
+        assert!(l["src"].is_string() && l["dst"].is_string());
+        assert!(opt_u(&l["src_port"], 65535) && opt_u(&l["dst_port"], 65535));
+        assert!(opt_u(&l["icmp_type"], 255));
+        assert!(flags(&l["tcp_flags"]));
+        let p = &l["probe"];
+        if !p.is_null() {
+            let run = p["run"].as_str().unwrap();
+            assert!(run.len() == 16 && run.chars().all(|c| c.is_ascii_hexdigit()));
+            assert!(is_u64(&p["seq"]));
+            assert!(["icmp", "ip", "tcp", "udp", "frag"].contains(&p["suite"].as_str().unwrap()));
+            assert!(["ipv4", "ipv6"].contains(&p["family"].as_str().unwrap()));
+            assert!(opt_u(&p["protocol"], 255) && !p["protocol"].is_null());
+            assert!(opt_u(&p["dst_port"], 65535));
+            assert!(flags(&p["tcp_flags"]));
+            assert!(opt_u(&p["icmp_type"], 255));
+        }
+    }
+}
+
+#[test]
+fn json_report_of_a_leak() {
+    let (f, h) = leaky();
+    let r = report(&f, &h);
+    assert_eq!(r.verdict, Verdict::Leak);
+    let v = json_of(&r);
+    check_schema(&v);
+    assert_eq!(v["verdict"], "leak");
+    assert_eq!(v["interface"], "ext0");
+    assert_eq!(v["capture"]["packets"], 10);
+    assert_eq!(v["capture"]["canaries_seen"], 4);
+    assert_eq!(
+        (v["tor"]["packets"].as_u64(), v["tor"]["endpoints"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(v["housekeeping"]["packets"], 1);
+    assert_eq!(v["housekeeping"]["by_kind"]["arp"], 1);
+    assert_eq!(v["leak_packets"], 7);
+    let leaks = v["leaks"].as_array().unwrap();
+    assert_eq!(leaks.len(), 7);
+    let u = &leaks[0];
+    assert_eq!(u["family"], "ipv6");
+    assert_eq!(u["protocol"], 17);
+    assert_eq!(u["src"], GW6.to_string());
+    assert_eq!(u["dst_port"], 443);
+    assert_eq!(u["tcp_flags"], Value::Null);
+    assert_eq!(u["probe"], Value::Null);
+    assert_eq!(
+        (u["cause"].as_str(), u["rule"].as_str()),
+        (Some("unexpected"), Some("default"))
+    );
+    let t = &leaks[1];
+    assert_eq!(
+        (t["family"].as_str(), t["protocol"].as_u64()),
+        (Some("ipv4"), Some(6))
+    );
+    assert_eq!(
+        (t["dst_port"].as_u64(), t["tcp_flags"].as_str()),
+        (Some(21), Some("S"))
+    );
+    assert_eq!(t["src"], WS4.to_string());
+    assert_eq!(t["probe"]["run"], "1122334455667788");
+    assert_eq!(t["probe"]["suite"], "tcp");
+    assert_eq!(t["probe"]["family"], "ipv4");
+    assert_eq!(t["probe"]["protocol"], 6);
+    assert_eq!(t["probe"]["dst_port"], 21);
+    assert_eq!(t["probe"]["tcp_flags"], "S");
+    assert_eq!(t["probe"]["icmp_type"], Value::Null);
+    assert_eq!(t["probe"]["evidence"], "payload");
+    assert_eq!(
+        (t["cause"].as_str(), t["rule"].as_str()),
+        (Some("probe"), Some("probe-marker"))
+    );
+    let i = &leaks[6];
+    assert_eq!(
+        (i["protocol"].as_u64(), i["icmp_type"].as_u64()),
+        (Some(58), Some(128))
+    );
+    assert_eq!(i["probe"]["suite"], "icmp");
+    assert_eq!(i["probe"]["family"], "ipv6");
+    assert_eq!(i["probe"]["icmp_type"], 128);
+    assert_eq!(i["probe"]["dst_port"], Value::Null);
+    let groups = v["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 3);
+    assert_eq!(groups[1]["dst_ports"], "21-23,25,80");
+    assert_eq!(groups[1]["packets"], 5);
+    assert_eq!(groups[1]["rule"], "probe-marker");
+    // Frames per rule, in table order, add up to every frame.
+    let rules = v["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), RULES.len());
+    assert_eq!(
+        rules
+            .iter()
+            .map(|r| r["packets"].as_u64().unwrap())
+            .sum::<u64>(),
+        10
+    );
+    assert_eq!(rules[0]["rule"], "probe-marker");
+    assert_eq!(rules[0]["packets"], 6);
+    assert_eq!(rules[1]["packets"], 1, "the canary");
+    // Every probe of the run, as seq ranges.
+    let run = &v["runs"][0];
+    assert_eq!(run["run"], "1122334455667788");
+    assert_eq!(run["distinct"], 6);
+    let seqs = r.runs[0].seq_ranges().unwrap();
+    assert_eq!(seqs.iter().map(|(a, b)| b - a + 1).sum::<u32>(), 6);
+}
+
+#[test]
+fn json_report_of_a_pass_and_an_inconclusive_watch() {
+    let mut f = Findings::new();
+    let ep = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5)), 443);
+    let d = [0u8; 60];
+    f.record(
+        &Frame::whole(&d),
+        &Decision {
+            class: crate::classify::Class::Tor(crate::classify::TorFrame {
+                endpoint: ep,
+                roles: leaktest_tor::Roles::OR_PORT,
+                followed: crate::classify::flows::Followed::FromStart,
+            }),
+            rule: Rule::Tor,
+        },
+    );
+    let h = CaptureHealth {
+        packets: 5,
+        ..healthy()
+    };
+    let v = json_of(&report(&f, &h));
+    check_schema(&v);
+    assert_eq!(v["verdict"], "pass");
+    assert_eq!(v["leaks"], Value::Array(vec![]));
+    let h = CaptureHealth { dropped: 9, ..h };
+    let v = json_of(&report(&f, &h));
+    check_schema(&v);
+    assert_eq!(v["verdict"], "inconclusive");
+    assert!(v["reasons"][0]
+        .as_str()
+        .unwrap()
+        .contains("dropped 9 packets"));
+}
+
+#[test]
+fn write_json_creates_the_file() {
+    let (f, h) = leaky();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("r.json");
+    report(&f, &h).write_json(&p).unwrap();
+    let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    check_schema(&v);
+    let err = report(&f, &h)
+        .write_json(&dir.path().join("missing/r.json"))
+        .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[test]
+fn junit_read_back_by_an_xml_reader() {
+    let (f, h) = leaky();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("junit.xml");
+    report(&f, &h).write_junit(&p).unwrap();
+    let text = std::fs::read_to_string(&p).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let cases: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
+    // 2 families x 5 suites, 3 "other traffic" cases, capture health.
+    assert_eq!(cases.len(), 14);
+    let failed: Vec<String> = cases
+        .iter()
+        .filter(|c| c.children().any(|n| n.has_tag_name("failure")))
+        .map(|c| c.attribute("name").unwrap().to_string())
+        .collect();
+    assert_eq!(failed, vec!["ipv4 tcp", "ipv6 icmp", "ipv6 other traffic"]);
+    let tcp = cases
+        .iter()
+        .find(|c| c.attribute("name") == Some("ipv4 tcp"))
+        .unwrap();
+    assert_eq!(tcp.attribute("classname"), Some("leaktest.probes.ipv4"));
+    let failure = tcp.children().find(|n| n.has_tag_name("failure")).unwrap();
+    assert_eq!(
+        failure.attribute("message"),
+        Some("5 ipv4 tcp probe packets leaked")
+    );
+    assert!(failure
+        .text()
+        .unwrap_or("")
+        .contains("dst ports 21-23,25,80"));
+    let suite = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testsuite"))
+        .unwrap();
+    assert_eq!(suite.attribute("tests"), Some("14"));
+    assert_eq!(suite.attribute("failures"), Some("3"));
+
+    // An inconclusive watch fails only the capture-health case.
+    let clean = Findings::new();
+    let h = CaptureHealth {
+        canaries_seen: 1,
+        ..healthy()
+    };
+    let xml = junit::junit(&report(&clean, &h)).to_string().unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let failed: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .filter(|c| c.children().any(|n| n.has_tag_name("failure")))
+        .map(|c| c.attribute("name").unwrap())
+        .collect();
+    assert_eq!(failed, vec!["capture health"]);
+}
+
+#[test]
+fn thousands_separators() {
+    let t: Vec<String> = [0, 7, 999, 1000, 65535, 1_000_000, u64::MAX]
+        .into_iter()
+        .map(terminal::thousands)
+        .collect();
+    assert_eq!(
+        t,
+        [
+            "0",
+            "7",
+            "999",
+            "1,000",
+            "65,535",
+            "1,000,000",
+            "18,446,744,073,709,551,615"
+        ]
+    );
+}
+
+#[test]
+fn terminal_report_is_grouped_and_aligned() {
+    let (f, h) = leaky();
+    let mut out = Vec::new();
+    report(&f, &h).print_terminal(&mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.starts_with("leaktest watch on ext0\n"), "{text}");
+    assert!(
+        text.contains("  tor           1 packet to 1 endpoint\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  housekeeping  1 packet (arp 1)\n"),
+        "{text}"
+    );
+    assert!(text.contains("verdict: LEAK (exit 1)\n"), "{text}");
+    assert!(
+        text.contains(
+            "  - 6 of them carried the marker of a leaktest probe (ipv4 tcp 5, ipv6 icmp 1)\n"
+        ),
+        "{text}"
+    );
+    let table: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("family"))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(table.len(), 4, "{text}");
+    // Columns line up: "packets" is right-aligned under its header.
+    let col = table[0].find("packets").unwrap() + "packets".len();
+    for row in &table[1..] {
+        assert_eq!(row.as_bytes()[col], b' ', "{text}");
+        assert!(row.as_bytes()[col - 1].is_ascii_digit(), "{text}");
+    }
+    assert!(table[2].contains("tcp [S]") && table[2].contains("dst ports 21-23,25,80"));
+    assert!(table[2].contains("probes tcp, run 1122334455667788"));
+    assert!(
+        table[2].contains("probe-marker"),
+        "the rule is in the table: {text}"
+    );
+    assert!(
+        text.contains("  rules         probe-marker 6, canary 1, tor 1, arp 1, default 1\n"),
+        "{text}"
+    );
+    println!("{text}");
+}

@@ -1,0 +1,375 @@
+//! Which probe a captured frame came from.
+//!
+//! Two kinds of evidence, used for different things:
+//!
+//! 1. [`attribute_payload`]: an authentic payload marker anywhere in the
+//!    frame ([`Marker::find_verified`]), or an `ip`-suite marker whose bytes a
+//!    NAT rewrote and that this module puts back. It survives NAT, ICMP
+//!    quoting, tunnels and fragments that hold the marker. It is a 64-bit
+//!    MAC, so it may decide a frame's class: a frame carrying it is a probe.
+//! 2. [`attribute_headers`]: for a frame already judged a leak, the header
+//!    marker of a run whose payload markers were seen going to the frame's
+//!    destination (or to the destination of the packet an ICMP error
+//!    quotes). The probe `seq` is recomputed from the headers and the
+//!    header-tag fields are compared; a field counts only if it matches in
+//!    full, and the match needs at least [`HEADER_MIN_BITS`] bits. No field
+//!    is required, so a NAT that rewrites the source address, source port,
+//!    IPv4 ID or checksums only removes the bits of the fields it rewrote.
+//!    It only labels: it never turns a frame into a leak.
+//!
+//! Header evidence also names the sender's own answer to a probe: a TCP
+//! RST whose sequence number is a SYN probe's plus one, from the probe's
+//! source port to its destination port ([`Evidence::Reset`]). A target
+//! that accepts the SYN answers with a SYN-ACK acknowledging sequence + 1,
+//! and the sender's kernel, which has no such connection, resets it with
+//! exactly that sequence number (RFC 9293 section 3.10.7.1).
+//!
+//! Bits each probe shape can give from headers alone: IPv4 ID 16, IPv6 flow
+//! label 20, TCP sequence 32, UDP source port 15, TCP source port 12 (its
+//! low 3 bits are the flag set), ICMP id/seq 32, IPv6 fragment
+//! identification 32. So `ip`-suite probes (16 or 20 bits) and IPv4
+//! non-first fragments (16 bits) can only be attributed by their payload,
+//! and an IPv4 UDP probe only if both its ID and its source port are intact.
+
+use super::summary::{FrameSummary, IpFields, LinkType};
+use crate::build::frag_ident;
+use crate::catalogue::{
+    Family, FragKind, ProbeKind, ProbeSpec, TcpFlags, FRAG_PORT, TCP_FLAG_SETS,
+};
+use crate::hdr::{tcp, IpProtocol};
+use crate::marker::{HeaderTag, Marker, MarkerKeys, RunKey, HEADER_MIN_BITS, MAGIC, MARKER_LEN};
+use std::net::IpAddr;
+
+/// How a frame was tied to a probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Evidence {
+    /// An authentic payload marker was found in the frame.
+    Payload,
+    /// Header fields matched the header marker of a known run.
+    Header,
+    /// The sender's RST answering the target's SYN-ACK to a SYN probe.
+    Reset,
+}
+
+impl Evidence {
+    pub fn name(self) -> &'static str {
+        match self {
+            Evidence::Payload => "payload",
+            Evidence::Header => "header",
+            Evidence::Reset => "reset",
+        }
+    }
+}
+
+/// The probe a frame came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attribution {
+    pub spec: ProbeSpec,
+    pub seq: u32,
+    pub run: RunKey,
+    pub evidence: Evidence,
+}
+
+/// Names the probe `frame` came from by any evidence, or `None`; a payload
+/// marker also teaches `keys` the frame's destination as a target of its
+/// run. For tools and tests; the watcher uses the two steps separately.
+/// Never panics.
+pub fn attribute(frame: &[u8], link: LinkType, keys: &mut MarkerKeys) -> Option<Attribution> {
+    let s = FrameSummary::parse(frame, link);
+    if let Some(a) = attribute_payload(frame, &s, keys) {
+        if let Some(dst) = s.ip.dst {
+            keys.learn_target(a.run, dst);
+        }
+        return Some(a);
+    }
+    attribute_headers(&s, keys)
+}
+
+/// An authentic payload marker in `frame` (`s` is its summary), or a
+/// repaired `ip`-suite marker. Never panics.
+pub fn attribute_payload(
+    frame: &[u8],
+    s: &FrameSummary,
+    keys: &mut MarkerKeys,
+) -> Option<Attribution> {
+    let (m, run) =
+        Marker::find_verified(frame, keys).or_else(|| repaired_ip_suite_marker(s, frame, keys))?;
+    let spec = ProbeSpec::from_seq(m.seq)?;
+    Some(Attribution {
+        spec,
+        seq: m.seq,
+        run,
+        evidence: Evidence::Payload,
+    })
+}
+
+/// A header-only match of the outer packet, or of the packet an ICMP error
+/// quotes, against the runs known for its destination. Never panics.
+pub fn attribute_headers(s: &FrameSummary, keys: &MarkerKeys) -> Option<Attribution> {
+    if !keys.has_targets() {
+        return None;
+    }
+    let mut best: Option<(u32, ProbeSpec, RunKey, Evidence)> = None;
+    for f in std::iter::once(&s.ip).chain(s.quoted.as_ref()) {
+        if let Some(dst) = f.dst {
+            header_match(f, keys.runs_for(&dst), &mut best);
+        }
+    }
+    let (bits, spec, run, evidence) = best?;
+    (bits >= HEADER_MIN_BITS).then(|| Attribution {
+        spec,
+        seq: spec.seq(),
+        run,
+        evidence,
+    })
+}
+
+/// Longest frame that can hold an `ip`-suite probe whose marker a NAT
+/// rewrote: two VLAN tags, an IPv4 header with options, the marker.
+const REPAIR_MAX_FRAME: usize = 14 + 8 + 60 + MARKER_LEN;
+
+/// An `ip`-suite probe's payload is the bare marker, so for protocol numbers
+/// whose header a NAT rewrites, the NAT rewrites marker bytes: TCP source and
+/// destination ports (marker bytes 0..4, the magic) and checksum (bytes
+/// 16..18, inside `seq`); ICMPv6 checksum (bytes 2..4, the magic). Those
+/// bytes are known for the probe these headers would be, so they are put
+/// back and the MAC decides. (UDP, DCCP and SCTP checksums and UDP's length
+/// fall on the run id and cannot be repaired; a NAT that checks UDP's length
+/// does not rewrite these packets anyway.)
+fn repaired_ip_suite_marker(
+    s: &FrameSummary,
+    frame: &[u8],
+    keys: &mut MarkerKeys,
+) -> Option<(Marker, RunKey)> {
+    if frame.len() > REPAIR_MAX_FRAME {
+        return None;
+    }
+    let ip = &s.ip;
+    let (family, protocol) = (ip.family?, ip.protocol?);
+    let seg = s.upper_bytes(frame);
+    if ip.is_fragment() || seg.len() != MARKER_LEN || ip.header_protocol != Some(protocol) {
+        return None;
+    }
+    let mut m: [u8; MARKER_LEN] = seg.try_into().ok()?;
+    let seq = ProbeSpec {
+        family,
+        kind: ProbeKind::Ip {
+            protocol: protocol.0,
+        },
+    }
+    .seq();
+    match (protocol, family) {
+        (IpProtocol::TCP, _) => {
+            m[tcp::field::SRC_PORT.start..tcp::field::DST_PORT.end].copy_from_slice(&MAGIC);
+            m[14..18].copy_from_slice(&seq.to_be_bytes());
+        }
+        (IpProtocol::ICMPV6, Family::V6) => m[2..4].copy_from_slice(&MAGIC[2..4]),
+        _ => return None,
+    }
+    if m[..] == seg[..] {
+        // Nothing was rewritten: the plain search already failed on these bytes.
+        return None;
+    }
+    Marker::find_verified(&m, keys).filter(|(found, _)| found.seq == seq)
+}
+
+/// A probe the headers of a packet could be, and how its headers would show it.
+#[derive(Clone, Copy)]
+struct Candidate {
+    spec: ProbeSpec,
+    evidence: Evidence,
+}
+
+/// Scores every probe the headers of `f` could be against `runs`.
+fn header_match(
+    f: &IpFields,
+    runs: &[RunKey],
+    best: &mut Option<(u32, ProbeSpec, RunKey, Evidence)>,
+) {
+    if runs.is_empty() {
+        return;
+    }
+    let mut cands = [None; 8];
+    header_candidates(f, &mut cands);
+    for c in cands.into_iter().flatten() {
+        if max_header_bits(&c.spec) < HEADER_MIN_BITS {
+            continue;
+        }
+        for run in runs {
+            let bits = header_bits(f, &c, run.header_tag(c.spec.seq()));
+            if best.is_none_or(|(b, _, _, _)| bits > b) {
+                *best = Some((bits, c.spec, *run, c.evidence));
+            }
+        }
+    }
+}
+
+/// The probes whose headers `f` could be (at most 8).
+fn header_candidates(f: &IpFields, out: &mut [Option<Candidate>; 8]) {
+    let (Some(family), Some(protocol)) = (f.family, f.protocol) else {
+        return;
+    };
+    let mut n = 0;
+    let mut push = |kind, evidence| {
+        if let Some(slot) = out.get_mut(n) {
+            *slot = Some(Candidate {
+                spec: ProbeSpec { family, kind },
+                evidence,
+            });
+            n += 1;
+        }
+    };
+    let first = f.frag_offset == 0;
+    match protocol {
+        p if p.0 == family.icmp_protocol() && first => {
+            if let (Some(icmp_type), Some(0)) = (f.icmp_type, f.icmp_code) {
+                push(ProbeKind::Icmp { icmp_type }, Evidence::Header);
+            }
+        }
+        IpProtocol::TCP if first => {
+            let Some(dst_port) = f.dst_port else { return };
+            match f.tcp_flags {
+                Some(flags) => {
+                    if TCP_FLAG_SETS.contains(&flags) {
+                        push(ProbeKind::Tcp { flags, dst_port }, Evidence::Header);
+                    }
+                    if flags.0 & (TcpFlags::RST | TcpFlags::SYN | TcpFlags::FIN) == TcpFlags::RST {
+                        push(
+                            ProbeKind::Tcp {
+                                flags: TcpFlags(TcpFlags::SYN),
+                                dst_port,
+                            },
+                            Evidence::Reset,
+                        );
+                    }
+                }
+                // An ICMP error may quote only 8 bytes of TCP: no flags.
+                None => {
+                    for flags in TCP_FLAG_SETS {
+                        push(ProbeKind::Tcp { flags, dst_port }, Evidence::Header);
+                    }
+                }
+            }
+        }
+        IpProtocol::UDP if first => {
+            let Some(dst_port) = f.dst_port else { return };
+            push(ProbeKind::Udp { dst_port }, Evidence::Header);
+            if dst_port == FRAG_PORT {
+                push(
+                    ProbeKind::Frag {
+                        frag: FragKind::First,
+                    },
+                    Evidence::Header,
+                );
+            }
+        }
+        IpProtocol::UDP => push(
+            ProbeKind::Frag {
+                frag: FragKind::NonFirst,
+            },
+            Evidence::Header,
+        ),
+        _ => {}
+    }
+}
+
+/// The most header-tag bits a probe can show from headers alone.
+pub(crate) fn max_header_bits(spec: &ProbeSpec) -> u32 {
+    let ip = match spec.family {
+        Family::V4 => 16,
+        Family::V6 => 20,
+    };
+    let l4 = match (spec.kind, spec.family) {
+        (ProbeKind::Icmp { .. }, _) => 32,
+        (ProbeKind::Tcp { .. }, _) => 32 + 15,
+        (ProbeKind::Udp { .. }, _) => 15,
+        (
+            ProbeKind::Frag {
+                frag: FragKind::First,
+            },
+            Family::V4,
+        ) => 15,
+        (
+            ProbeKind::Frag {
+                frag: FragKind::First,
+            },
+            Family::V6,
+        ) => 15 + 32,
+        (ProbeKind::Frag { .. }, Family::V4) => 0,
+        (ProbeKind::Frag { .. }, Family::V6) => 32,
+        (ProbeKind::Ip { .. }, _) => 0,
+    };
+    ip + l4
+}
+
+/// Header-tag bits of `tag` that `f` shows in full-field matches, read as
+/// the candidate says.
+fn header_bits(f: &IpFields, c: &Candidate, tag: HeaderTag) -> u32 {
+    let spec = &c.spec;
+    let mut bits = 0;
+    // The sender's RST is a new packet of the sender's own stack: its IP ID
+    // and flow label are the stack's, not the probe's.
+    if c.evidence != Evidence::Reset {
+        match spec.family {
+            Family::V4 if f.ip_id == Some(tag.ipv4_id()) => bits += 16,
+            Family::V6 if f.flow_label == Some(tag.flow_label()) => bits += 20,
+            _ => {}
+        }
+    }
+    let port = match spec.kind {
+        ProbeKind::Tcp { flags, .. } => {
+            let set = flags.set_index().unwrap_or(0);
+            if f.src_port == Some(tag.tcp_src_port(set)) {
+                12 // tag bits; the low 3 bits only repeat the flags
+            } else {
+                0
+            }
+        }
+        _ => {
+            if f.src_port == Some(tag.src_port()) {
+                15
+            } else {
+                0
+            }
+        }
+    };
+    let ident = if f.frag_ident == Some(frag_ident(tag)) {
+        32
+    } else {
+        0
+    };
+    bits += match spec.kind {
+        ProbeKind::Icmp { .. } => {
+            if f.icmp_id_seq == Some(tag.icmp_id_seq()) {
+                32
+            } else {
+                0
+            }
+        }
+        ProbeKind::Tcp { .. } => {
+            let want = match c.evidence {
+                Evidence::Reset => tag.tcp_seq().wrapping_add(1),
+                _ => tag.tcp_seq(),
+            };
+            port + if f.tcp_seq == Some(want) { 32 } else { 0 }
+        }
+        ProbeKind::Udp { .. } => port,
+        ProbeKind::Frag {
+            frag: FragKind::First,
+        } => port + ident,
+        ProbeKind::Frag {
+            frag: FragKind::NonFirst,
+        } => ident,
+        ProbeKind::Ip { .. } => 0,
+    };
+    bits
+}
+
+/// The destinations a frame's header evidence is checked against (outer,
+/// quoted): for tests and tools that teach [`MarkerKeys`] targets by hand.
+pub fn header_destinations(s: &FrameSummary) -> impl Iterator<Item = IpAddr> + '_ {
+    std::iter::once(&s.ip)
+        .chain(s.quoted.as_ref())
+        .filter_map(|f| f.dst)
+}
