@@ -128,7 +128,7 @@ ratios=()
 for round in $(seq 1 "$REPEAT"); do
   # 1. leaktest, 65,536 UDP probes.
   sampler "$work/lt.rx"
-  ip netns exec "$ns_s" "$LEAKTEST" probe --target 203.0.113.2 --suite udp --family 4 \
+  ip netns exec "$ns_s" "$LEAKTEST" probe --on-link --target 203.0.113.2 --suite udp --family 4 \
     --rate max --json "$work/lt.json" >"$work/lt.out"
   wait_sampler
   lt_rx=$(pps_of "$work/lt.rx")
@@ -150,7 +150,7 @@ for round in $(seq 1 "$REPEAT"); do
   printf '          ratio leaktest/nmap: %s\n' "$ratio"
   # 3. a longer single-family sweep: 327,680 IPv4 TCP probes.
   sampler "$work/tcp.rx"
-  ip netns exec "$ns_s" "$LEAKTEST" probe --target 203.0.113.2 --suite tcp --family 4 \
+  ip netns exec "$ns_s" "$LEAKTEST" probe --on-link --target 203.0.113.2 --suite tcp --family 4 \
     --rate max --json "$work/tcp.json" >"$work/tcp.out"
   wait_sampler
   read -r tcp_n tcp_s <"$work/tcp.rx"
@@ -158,7 +158,7 @@ for round in $(seq 1 "$REPEAT"); do
     "$(pps_of "$work/tcp.rx")" "$tcp_n" "$tcp_s" "$(json_fmt "$work/tcp.json" pps 0)"
   # 4. the whole default suite, both families.
   sampler "$work/all.rx"
-  ip netns exec "$ns_s" "$LEAKTEST" probe --target 203.0.113.2 --target6 2001:db8::2 \
+  ip netns exec "$ns_s" "$LEAKTEST" probe --on-link --target 203.0.113.2 --target6 2001:db8::2 \
     --rate max --json "$work/all.json" >"$work/all.out"
   wait_sampler
   read -r all_n all_s <"$work/all.rx"

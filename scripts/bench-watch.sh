@@ -79,7 +79,7 @@ run_bench() {
   [ -e "$tmp/ready" ] || { echo "bench-watch: the watcher never became ready" >&2; cat "$tmp/watch.err" >&2; exit 1; }
   local sent=0 secs=0
   for i in $(seq "$sweeps"); do
-    ip netns exec "$ws" "$bin" probe --target 198.51.100.1 --target6 2001:db8:1::1 \
+    ip netns exec "$ws" "$bin" probe --on-link --target 198.51.100.1 --target6 2001:db8:1::1 \
       --rate max --json "$tmp/probe.json" >/dev/null
     sent=$((sent + $(jq -r .sent "$tmp/probe.json")))
     secs=$(echo "$secs + $(jq -r .seconds "$tmp/probe.json")" | bc -l)

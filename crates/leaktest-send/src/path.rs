@@ -34,6 +34,10 @@ pub struct PathOptions {
     pub link_layer: bool,
     /// Wait this long for neighbour resolution ([`RESOLVE_TIMEOUT`] if `None`).
     pub resolve_timeout: Option<Duration>,
+    /// Accept a target on the link itself (no router between): probes to it
+    /// never pass through a gateway, so they cannot show a forwarding leak.
+    /// Off by default ([`Error::OnLinkTarget`]).
+    pub allow_on_link: bool,
 }
 
 /// The link-layer header probes to a target carry.
@@ -148,7 +152,19 @@ pub fn lookup_path(target: IpAddr, opts: &PathOptions) -> Result<Path, Error> {
     })?;
     let link = nl.link_get(oif).map_err(Error::Netlink)?;
     if link.kind == netlink::ARPHRD_LOOPBACK {
+        if opts.iface.is_some() {
+            return Err(Error::BadTarget(format!(
+                "interface {} is the loopback interface: probes must leave through the link towards the gateway; name that one with --iface",
+                link.name
+            )));
+        }
         return Err(Error::LocalTarget(target));
+    }
+    if route.gateway.is_none() && !opts.allow_on_link {
+        return Err(Error::OnLinkTarget {
+            target,
+            iface: link.name.clone(),
+        });
     }
     if link.flags & libc::IFF_UP as u32 == 0 {
         return Err(Error::InterfaceDown(link.name.clone()));

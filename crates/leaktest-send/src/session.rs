@@ -53,6 +53,8 @@ pub struct ProbeRequest {
     pub socket: SocketKind,
     pub iface: Option<String>,
     pub gateway_mac: Option<[u8; 6]>,
+    /// Accept targets on the link itself (see [`PathOptions::allow_on_link`]).
+    pub allow_on_link: bool,
 }
 
 impl ProbeRequest {
@@ -106,6 +108,7 @@ pub fn prepare(request: ProbeRequest) -> Result<Prepared, Error> {
         gateway_mac: request.gateway_mac,
         link_layer: request.socket == SocketKind::Packet,
         resolve_timeout: None,
+        allow_on_link: request.allow_on_link,
     };
     let mut notes = Vec::new();
     let mut paths = Vec::new();
@@ -564,6 +567,7 @@ mod tests {
             socket: SocketKind::Packet,
             iface: None,
             gateway_mac: None,
+            allow_on_link: false,
         };
         let plan = req.plan();
         let path = Path {

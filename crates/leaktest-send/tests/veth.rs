@@ -218,6 +218,8 @@ fn send_from_ws(pair: &Pair, kind: Kind, key: RunKey, suites: &'static [Suite]) 
                 target,
                 &PathOptions {
                     link_layer: kind == Kind::Packet,
+                    // The peer is on the link: this test probes it directly.
+                    allow_on_link: true,
                     ..PathOptions::default()
                 },
             )
@@ -387,13 +389,21 @@ fn unroutable_and_local_targets_are_clear_errors() {
         let opts = PathOptions {
             link_layer: true,
             resolve_timeout: Some(Duration::from_millis(300)),
+            allow_on_link: true,
             ..PathOptions::default()
+        };
+        let strict = PathOptions {
+            allow_on_link: false,
+            ..opts.clone()
         };
         (
             lookup_path("203.0.113.7".parse().unwrap(), &opts).map(|_| ()),
             lookup_path(WS4.parse().unwrap(), &opts).map(|_| ()),
             // On link but not answering: resolution gives up after the timeout.
             lookup_path(GW4.parse().unwrap(), &opts).map(|_| ()),
+            // The gateway's own address, without --on-link: refused, and
+            // before any resolution datagram is sent.
+            lookup_path(GW4.parse().unwrap(), &strict).map(|_| ()),
         )
     })
     .join()
@@ -405,6 +415,11 @@ fn unroutable_and_local_targets_are_clear_errors() {
     let e = r.2.unwrap_err().to_string();
     assert!(
         e.contains("no MAC address for next hop 10.152.152.10"),
+        "{e}"
+    );
+    let e = r.3.unwrap_err().to_string();
+    assert!(
+        e.contains("is on the link of") && e.contains("beyond the gateway"),
         "{e}"
     );
 }

@@ -141,7 +141,8 @@ fn probe_run_between_namespaces() {
     let json = dir.path().join("run.json");
     let before = rx_packets(&p.gw, &p.gw_if);
     let mut cmd = p.ws.command(BIN);
-    cmd.args(["probe", "--target", GW4, "--target6", GW6])
+    // The peer is on the link: --on-link says so on purpose.
+    cmd.args(["probe", "--on-link", "--target", GW4, "--target6", GW6])
         .args([
             "--suite",
             "icmp,frag",
@@ -218,6 +219,54 @@ fn unroutable_and_unprivileged_runs_fail_cleanly() {
             .output()
             .unwrap();
     assert_error(&o, "no route to 203.0.113.9");
+    // The gateway's own address (on the link, no router between): refused
+    // with the fix, for both socket kinds and both families, before a single
+    // datagram leaves. The gateway counts every IP packet from the
+    // workstation except the kernel's own neighbour discovery and MLD.
+    let rules = tempfile::NamedTempFile::new().unwrap();
+    let nd = "nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, \
+              mld-listener-report, mld2-listener-report";
+    let ruleset = [
+        "table inet seen {".to_string(),
+        "counter v4 { }".into(),
+        "counter v6 { }".into(),
+        "chain pre {".into(),
+        "type filter hook prerouting priority -300; policy accept;".into(),
+        format!("ip saddr {WS4} counter name v4"),
+        format!("ip6 saddr {WS6} icmpv6 type {{ {nd} }} accept"),
+        format!("ip6 saddr {WS6} counter name v6"),
+        "}".into(),
+        "}".into(),
+    ];
+    std::fs::write(rules.path(), ruleset.join("\n") + "\n").unwrap();
+    let mut nft = p.gw.command("nft");
+    nft.arg("-f").arg(rules.path());
+    p.gw.exec(nft).unwrap();
+    for socket in ["packet", "raw"] {
+        for target in [["--target", GW4], ["--target6", GW6]] {
+            let o =
+                p.ws.command(BIN)
+                    .args(["probe", "--socket", socket])
+                    .args(target)
+                    .output()
+                    .unwrap();
+            assert_error(&o, "is on the link of");
+            assert!(stderr(&o).contains("beyond the gateway"), "{}", stderr(&o));
+        }
+    }
+    let o =
+        p.gw.command("nft")
+            .args(["-j", "list", "counters", "table", "inet", "seen"])
+            .output()
+            .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let counted: Vec<u64> = v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["counter"]["packets"].as_u64())
+        .collect();
+    assert_eq!(counted, [0, 0], "probes sent before the refusal");
     let o =
         p.ws.command("setpriv")
             .args([
@@ -228,7 +277,7 @@ fn unroutable_and_unprivileged_runs_fail_cleanly() {
                 "--clear-groups",
                 BIN,
             ])
-            .args(["probe", "--target", GW4, "--suite", "frag"])
+            .args(["probe", "--on-link", "--target", GW4, "--suite", "frag"])
             .output()
             .unwrap();
     assert_error(&o, "needs root or CAP_NET_RAW");

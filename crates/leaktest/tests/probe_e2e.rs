@@ -522,6 +522,8 @@ fn full_default_suite_arrives_exactly_once_and_decodes() {
     let mut cmd = ws.command(env!("CARGO_BIN_EXE_leaktest"));
     cmd.args([
         "probe",
+        // The receiver is on the link: this test looks at the probes themselves.
+        "--on-link",
         "--target",
         &DST4.to_string(),
         "--target6",

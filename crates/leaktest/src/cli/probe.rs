@@ -128,6 +128,11 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "packet")]
     pub socket: SocketArg,
 
+    /// The target is on this host's own link on purpose (a peer in a lab, a test of the link):
+    /// probes reach it directly, not through a gateway, so they cannot show a forwarding leak
+    #[arg(long)]
+    pub on_link: bool,
+
     /// Send only these probes: a file of probe numbers and ranges (`seq`, as in the watcher's
     /// JSON `runs[].seqs`, e.g. 512-1023,1049088), to send again exactly the probes a watch
     /// missed; with the same --run-id and --key-file the markers are identical
@@ -360,6 +365,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         socket: args.socket.into(),
         iface: args.iface.clone(),
         gateway_mac: args.gateway_mac,
+        allow_on_link: args.on_link,
     })?;
     for n in &prepared.notes {
         eprintln!("leaktest: note: {n}");
