@@ -12,6 +12,9 @@
 //!   they are regular files no larger than a cap, so `/dev/zero` or a FIFO
 //!   cannot make the tool grow without bound or hang.
 //!
+//! * [`InstanceLock`]: one holder at a time of a named lock (one watcher per
+//!   interface), and the PID of the holder when refused.
+//!
 //! The path `-` means standard output for outputs.
 
 use std::ffi::OsString;
@@ -52,6 +55,12 @@ pub enum FsError {
     },
     #[error("{what} {}: must hold exactly 32 hex digits (a 16-byte secret, e.g. from `openssl rand -hex 16`)", path.display())]
     BadSecret { what: String, path: PathBuf },
+    #[error("{what} is already in use by leaktest pid {pid} (lock {})", path.display())]
+    Locked {
+        what: String,
+        path: PathBuf,
+        pid: u32,
+    },
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: String,
@@ -235,6 +244,144 @@ pub fn write_atomic(
     Ok(())
 }
 
+/// Opens `path` for an output written as it goes (a pcap file): created
+/// if new, emptied if a regular file, refused otherwise. It is opened
+/// without blocking and checked before anything is written or truncated,
+/// so a FIFO cannot hang the caller and a device is never written.
+pub fn create_stream(what: &str, path: &Path) -> Result<File, FsError> {
+    let err = |source| FsError::Io {
+        what: what.into(),
+        path: path.into(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(err)?;
+    let m = file.metadata().map_err(err)?;
+    if !m.file_type().is_file() {
+        return Err(FsError::NotRegular {
+            what: what.into(),
+            path: path.into(),
+            kind: kind_of(&m.file_type()),
+        });
+    }
+    file.set_len(0).map_err(err)?;
+    // Blocking writes again (a regular file ignores the flag; be plain).
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    // SAFETY: fcntl on a descriptor this function owns.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(file)
+}
+
+/// Default directory of [`InstanceLock`]s (overridden by `LEAKTEST_RUN_DIR`).
+pub const DEFAULT_RUN_DIR: &str = "/run/leaktest";
+
+/// `$LEAKTEST_RUN_DIR`, else [`DEFAULT_RUN_DIR`].
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("LEAKTEST_RUN_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR))
+}
+
+/// An exclusive lock held for the life of this value: an advisory `flock`
+/// on a file that holds the holder's PID, deleted when the value drops. The
+/// kernel releases the lock when the process ends, however it ends (`kill
+/// -9` included), so a file left behind never blocks a later run.
+#[derive(Debug)]
+pub struct InstanceLock {
+    path: PathBuf,
+    /// Held (not read) so the lock lasts as long as this value.
+    _file: File,
+}
+
+/// How often [`InstanceLock::acquire`] retries when the file it locked was
+/// deleted by the previous holder meanwhile.
+const LOCK_ATTEMPTS: usize = 8;
+
+impl InstanceLock {
+    /// Takes the lock `dir/name` without waiting (`dir` is created, mode
+    /// 0755). Refused with [`FsError::Locked`] and the holder's PID when
+    /// another process holds it; `what` names the resource in messages.
+    pub fn acquire(what: &str, dir: &Path, name: &str) -> Result<InstanceLock, FsError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = dir.join(name);
+        let err = |source| FsError::Io {
+            what: what.into(),
+            path: path.clone(),
+            source,
+        };
+        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o755)
+            .create(dir)
+            .map_err(err)?;
+        for _ in 0..LOCK_ATTEMPTS {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&path)
+                .map_err(err)?;
+            let meta = file.metadata().map_err(err)?;
+            if !meta.file_type().is_file() {
+                return Err(err(io::Error::other("not a regular file")));
+            }
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+            // SAFETY: flock on a descriptor this function owns.
+            if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                    return Err(err(e));
+                }
+                let mut text = String::new();
+                let _ = (&file).take(64).read_to_string(&mut text);
+                return Err(FsError::Locked {
+                    what: what.into(),
+                    path,
+                    pid: text.trim().parse().unwrap_or(0),
+                });
+            }
+            // The previous holder deletes the file when it lets go: a lock
+            // on a file no longer at `path` locks nothing. Try again.
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.ino() == meta.ino() && m.dev() == meta.dev() => {}
+                _ => continue,
+            }
+            file.set_len(0).map_err(err)?;
+            writeln!(file, "{}", std::process::id()).map_err(err)?;
+            return Ok(InstanceLock { path, _file: file });
+        }
+        Err(err(io::Error::other(
+            "the lock file kept changing under us; try again",
+        )))
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for InstanceLock {
+    fn drop(&mut self) {
+        // Deleted while still held: a process that opened it meanwhile
+        // notices (its inode is no longer at the path) and starts over.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 /// Reads a regular file of at most `max` bytes. A FIFO, device or
 /// directory is refused without blocking (it is opened non-blocking and
 /// checked before any read).
@@ -400,6 +547,57 @@ mod tests {
             Err(FsError::NotRegular { .. })
         ));
         assert!(read_secret("--key-file", &d.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn streams_only_into_regular_files() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.pcapng");
+        fs::write(&p, "old contents").unwrap();
+        let mut f = create_stream("--pcap", &p).unwrap();
+        f.write_all(b"new").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new");
+        let fifo = d.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // No reader: a blocking open would hang; this one is refused.
+        let e = create_stream("--pcap", &fifo).unwrap_err();
+        assert!(
+            e.to_string().contains("FIFO") || e.to_string().contains("No such device"),
+            "{e}"
+        );
+        assert!(create_stream("--pcap", d.path()).is_err());
+    }
+
+    #[test]
+    fn instance_locks_refuse_a_second_holder_with_its_pid() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("run");
+        let a = InstanceLock::acquire("interface eth0", &dir, "watch-1-2.lock").unwrap();
+        assert_eq!(
+            fs::read_to_string(a.path()).unwrap().trim(),
+            std::process::id().to_string()
+        );
+        // flock locks belong to the open file: a second open in this process conflicts too.
+        let e = InstanceLock::acquire("interface eth0", &dir, "watch-1-2.lock").unwrap_err();
+        assert!(
+            matches!(e, FsError::Locked { pid, .. } if pid == std::process::id()),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains(&format!("leaktest pid {}", std::process::id())),
+            "{e}"
+        );
+        // Another name is another lock.
+        let _b = InstanceLock::acquire("interface eth1", &dir, "watch-1-3.lock").unwrap();
+        // Released with the value (and by the kernel when a process dies),
+        // and the file goes with it.
+        let path = a.path().to_path_buf();
+        drop(a);
+        assert!(!path.exists());
+        InstanceLock::acquire("interface eth0", &dir, "watch-1-2.lock").unwrap();
     }
 
     #[test]

@@ -9,14 +9,20 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Tor's usual control port.
 pub const DEFAULT_CONTROL: &str = "127.0.0.1:9051";
 /// Default deadline for connecting and for each complete reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a blocking wait (connecting, reading a reply) looks at the cancel flag of
+/// [`ConnectOptions::with_cancel`].
+pub const CANCEL_POLL: Duration = Duration::from_millis(100);
 /// Events kept while nobody reads them; older ones are dropped (and counted).
 const MAX_QUEUED_EVENTS: usize = 4096;
 
@@ -85,6 +91,9 @@ pub struct ConnectOptions {
     /// restore knows where to look; the secret itself is never stored).
     pub password_env: Option<String>,
     pub timeout: Duration,
+    /// Raised (by a signal handler) to abandon a wait: connecting and every reply then
+    /// return [`TorError::Interrupted`] within [`CANCEL_POLL`].
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl fmt::Debug for ConnectOptions {
@@ -94,6 +103,7 @@ impl fmt::Debug for ConnectOptions {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("password_env", &self.password_env)
             .field("timeout", &self.timeout)
+            .field("cancellable", &self.cancel.is_some())
             .finish()
     }
 }
@@ -105,6 +115,22 @@ impl ConnectOptions {
             password: None,
             password_env: None,
             timeout: DEFAULT_TIMEOUT,
+            cancel: None,
+        }
+    }
+
+    /// Waits end early (with [`TorError::Interrupted`]) once `flag` is raised.
+    pub fn with_cancel(mut self, flag: Arc<AtomicBool>) -> ConnectOptions {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// The same options without a cancel flag (for work that must still run after a stop
+    /// request, such as undoing a restriction).
+    pub fn uncancellable(&self) -> ConnectOptions {
+        ConnectOptions {
+            cancel: None,
+            ..self.clone()
         }
     }
 
@@ -203,6 +229,68 @@ impl ShutdownHandle {
     }
 }
 
+/// Connects to `addr` within `timeout`, looking at `cancel` every [`CANCEL_POLL`]: a raised
+/// flag ends the wait with an [`io::ErrorKind::Interrupted`] error. (A blocking
+/// `connect_timeout` to a port that drops SYNs would hold a Ctrl-C for the whole timeout.)
+fn connect_tcp(
+    addr: &SocketAddr,
+    timeout: Duration,
+    cancel: Option<&AtomicBool>,
+) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    sock.set_nonblocking(true)?;
+    match sock.connect(&(*addr).into()) {
+        Ok(()) => {}
+        Err(e)
+            if e.raw_os_error() == Some(libc::EINPROGRESS)
+                || e.kind() == io::ErrorKind::WouldBlock =>
+        {
+            let deadline = Instant::now() + timeout;
+            loop {
+                if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer within {timeout:?}"),
+                    ));
+                }
+                let wait = (deadline - now).min(CANCEL_POLL);
+                let mut pfd = libc::pollfd {
+                    fd: sock.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd for a descriptor this function owns.
+                let rc = unsafe { libc::poll(&mut pfd, 1, wait.as_millis().max(1) as i32) };
+                if rc < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                if rc > 0 {
+                    if let Some(e) = sock.take_error()? {
+                        return Err(e);
+                    }
+                    break;
+                }
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    sock.set_nonblocking(false)?;
+    Ok(sock.into())
+}
+
 /// An open control connection.
 pub struct Controller {
     stream: Stream,
@@ -217,6 +305,7 @@ pub struct Controller {
     password_env: Option<String>,
     /// Set after an error that may have desynchronised replies from commands.
     broken: bool,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl fmt::Debug for Controller {
@@ -232,13 +321,29 @@ impl fmt::Debug for Controller {
 impl Controller {
     /// Opens a connection without authenticating.
     pub fn open(target: &ControlTarget, timeout: Duration) -> Result<Controller> {
-        let connect_err = |error| TorError::Connect {
-            target: target.to_string(),
-            error,
+        Controller::open_cancellable(target, timeout, None)
+    }
+
+    /// [`Controller::open`] that gives up with [`TorError::Interrupted`] once `cancel` is
+    /// raised (checked every [`CANCEL_POLL`]).
+    pub fn open_cancellable(
+        target: &ControlTarget,
+        timeout: Duration,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Result<Controller> {
+        let connect_err = |error: io::Error| {
+            if error.kind() == io::ErrorKind::Interrupted {
+                TorError::Interrupted
+            } else {
+                TorError::Connect {
+                    target: target.to_string(),
+                    error,
+                }
+            }
         };
         let stream = match target {
             ControlTarget::Tcp(addr) => {
-                Stream::Tcp(TcpStream::connect_timeout(addr, timeout).map_err(connect_err)?)
+                Stream::Tcp(connect_tcp(addr, timeout, cancel.as_deref()).map_err(connect_err)?)
             }
             ControlTarget::Unix(path) => {
                 Stream::Unix(UnixStream::connect(path).map_err(connect_err)?)
@@ -257,12 +362,13 @@ impl Controller {
             auth: None,
             password_env: None,
             broken: false,
+            cancel,
         })
     }
 
     /// Opens and authenticates with the best method Tor offers.
     pub fn connect(opts: &ConnectOptions) -> Result<Controller> {
-        let mut c = Controller::open(&opts.target, opts.timeout)?;
+        let mut c = Controller::open_cancellable(&opts.target, opts.timeout, opts.cancel.clone())?;
         c.password_env = opts.password_env.clone();
         c.authenticate(opts.password.as_deref())?;
         Ok(c)
@@ -288,6 +394,11 @@ impl Controller {
         self.events_dropped
     }
 
+    /// Replaces the cancel flag (`None`: waits run to their deadline).
+    pub fn set_cancel(&mut self, cancel: Option<Arc<AtomicBool>>) {
+        self.cancel = cancel;
+    }
+
     /// A handle that can close this connection from another thread.
     pub fn shutdown_handle(&self) -> Result<ShutdownHandle> {
         Ok(ShutdownHandle(self.stream.try_clone()?))
@@ -302,11 +413,23 @@ impl Controller {
                     return Ok(reply);
                 }
             }
+            if self
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                return Err(TorError::Interrupted);
+            }
             let now = Instant::now();
             if now >= deadline {
                 return Err(TorError::Timeout(budget));
             }
-            self.stream.set_read_timeout(Some(deadline - now))?;
+            let wait = (deadline - now).min(if self.cancel.is_some() {
+                CANCEL_POLL
+            } else {
+                Duration::MAX
+            });
+            self.stream.set_read_timeout(Some(wait))?;
             match self.stream.read(&mut buf) {
                 Ok(0) => return Err(TorError::Closed),
                 Ok(n) => self.lines.push(&buf[..n]),

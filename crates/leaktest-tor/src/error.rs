@@ -18,6 +18,9 @@ pub enum TorError {
     /// Tor did not complete a reply in time.
     #[error("Tor's control port did not answer within {0:?}")]
     Timeout(Duration),
+    /// The wait was abandoned because the cancel flag was raised (a signal).
+    #[error("interrupted while waiting for Tor's control port")]
+    Interrupted,
     /// Tor closed the control connection.
     #[error("Tor closed the control connection")]
     Closed,
@@ -40,6 +43,22 @@ pub enum TorError {
     /// Reading, writing or interpreting the restriction journal failed.
     #[error("restriction journal {}: {message}", path.display())]
     Journal { path: PathBuf, message: String },
+    /// The journal was written in another network namespace: its Tor is not the one here.
+    #[error("restriction journal {}: written in network namespace {netns}, this is {ours}; restore it from that namespace (or `leaktest tor restore --forget` if it is gone)", path.display())]
+    OtherNamespace {
+        path: PathBuf,
+        netns: u64,
+        ours: u64,
+    },
+    /// Another Tor answers the control port than the one the journal restricted, which
+    /// still runs: applying the journal would change the wrong Tor.
+    #[error("restriction journal {}: it restricted Tor pid {restricted}, which still runs, but {target} leads to Tor pid {answering}; restore it through that Tor's control port (--tor-control)", path.display())]
+    OtherTor {
+        path: PathBuf,
+        target: String,
+        restricted: u32,
+        answering: u32,
+    },
     /// Tor's ports are already restricted by a journal that is still in force.
     #[error("Tor is already restricted (journal {}, written by pid {pid}); run `leaktest tor restore` first", path.display())]
     AlreadyRestricted { path: PathBuf, pid: u32 },

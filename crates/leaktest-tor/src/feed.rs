@@ -155,6 +155,10 @@ impl AllowlistFeed {
         let mut ctl = Controller::connect(&opts)?;
         let (fresh, counts) = fetch_allowlist(&mut ctl)?;
         ctl.setevents(&["NEWCONSENSUS", "CONF_CHANGED"])?;
+        // The cancel flag covers the start only: once watching, the feed runs until
+        // shutdown (a stop request must not look like an allowlist outage).
+        ctl.set_cancel(None);
+        let opts = opts.uncancellable();
         let mut feed = AllowlistFeed::fixed(extra);
         feed.shared.publish(&fresh, counts);
         *feed

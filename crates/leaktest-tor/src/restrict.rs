@@ -7,10 +7,21 @@
 //! With the Tor-aware allowlist this restriction is unnecessary; it also changes which guards
 //! Tor picks (only relays on 80/443 qualify), so use it only to reproduce the seed's procedure.
 //!
-//! The journal (JSON, mode 0600, in `$LEAKTEST_STATE_DIR` or `/var/lib/leaktest`) records the
-//! previous values, the owner's pid and start time, and how to reach the control port (address
-//! or path, authentication method, and for password authentication only the *name* of the
-//! environment variable holding it — never a secret).
+//! The journal (JSON, mode 0600, in `$LEAKTEST_STATE_DIR` or `/var/lib/leaktest`, one per
+//! network namespace: `tor-restrict-net<INODE>.json`) records the previous values, the owner's
+//! pid and start time, how to reach the control port (address or path, authentication method,
+//! and for password authentication only the *name* of the environment variable holding it —
+//! never a secret), and whose restriction it is: the network namespace (the inode of
+//! `/proc/self/ns/net`) and the Tor process (`GETINFO process/pid`, control-spec section 3.9,
+//! with its start time from `/proc/PID/stat`).
+//!
+//! A journal is only ever applied to the Tor it was written for. The same control address can
+//! lead to another Tor (another namespace's, or a Tor started since); then:
+//! * another namespace's journal is left alone ([`TorError::OtherNamespace`]);
+//! * a journal whose Tor still runs but is not the one answering is refused
+//!   ([`TorError::OtherTor`]) and kept;
+//! * a journal whose Tor has exited is obsolete (a `SETCONF` lives only as long as the Tor
+//!   process; nothing was saved to its torrc) and is deleted without touching any Tor.
 //!
 //! ## Using [`RestrictGuard`] from a watch session with signal handling
 //! Restore on drop must run in normal code, not in a signal handler (it does I/O and takes
@@ -39,17 +50,34 @@ pub const RESTRICTION: [(&str, &str); 3] = [
 
 /// Default state directory (overridden by `LEAKTEST_STATE_DIR`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/leaktest";
-/// Journal file name inside the state directory.
-pub const JOURNAL_FILE: &str = "tor-restrict.json";
-const JOURNAL_VERSION: u32 = 1;
+/// Journal file name inside the state directory, for the network namespace whose
+/// `/proc/self/ns/net` has inode `netns` (the initial namespace's is 4026531840 on Linux).
+pub fn journal_file(netns: u64) -> String {
+    format!("tor-restrict-net{netns}.json")
+}
+/// The version written; version 1 (no owner identity) is still read.
+const JOURNAL_VERSION: u32 = 2;
+/// The largest journal read (a journal is a few hundred bytes).
+pub const MAX_JOURNAL_BYTES: u64 = 64 * 1024;
 
-/// `$LEAKTEST_STATE_DIR/tor-restrict.json`, or `/var/lib/leaktest/tor-restrict.json`.
-pub fn default_journal_path() -> PathBuf {
-    let dir = std::env::var_os("LEAKTEST_STATE_DIR")
+/// The inode of this process's network namespace (`/proc/self/ns/net`), which names it for
+/// as long as it exists.
+pub fn current_netns() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/net").ok().map(|m| m.ino())
+}
+
+/// The state directory: `$LEAKTEST_STATE_DIR`, else `/var/lib/leaktest`.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("LEAKTEST_STATE_DIR")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-    dir.join(JOURNAL_FILE)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+}
+
+/// This network namespace's journal: `STATE_DIR/tor-restrict-net<INODE>.json`.
+pub fn default_journal_path() -> PathBuf {
+    state_dir().join(journal_file(current_netns().unwrap_or(0)))
 }
 
 /// Who is responsible for restoring.
@@ -83,6 +111,28 @@ pub struct ControlRecord {
     pub password_env: Option<String>,
 }
 
+/// The Tor process a journal restricted.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TorIdentity {
+    /// `GETINFO process/pid`.
+    pub pid: u32,
+    /// Its start time in clock ticks since boot (`/proc/PID/stat` field 22), when visible.
+    pub process_start: Option<u64>,
+    /// Tor's version (PROTOCOLINFO), for messages.
+    pub version: Option<String>,
+}
+
+/// How the Tor answering a control port relates to the one a journal restricted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TorMatch {
+    /// The same process (or a version-1 journal, which does not record it).
+    Same,
+    /// Another Tor answers, and the restricted one still runs.
+    Other { restricted: u32, answering: u32 },
+    /// The restricted Tor has exited: its run-time restriction went with it.
+    Gone { restricted: u32 },
+}
+
 /// The journal file's content.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Journal {
@@ -96,6 +146,12 @@ pub struct Journal {
     pub created_unix: u64,
     pub control: ControlRecord,
     pub previous: Vec<PreviousValue>,
+    /// The network namespace (inode) it was written in; `None` in version 1.
+    #[serde(default)]
+    pub netns: Option<u64>,
+    /// The Tor it restricted; `None` in version 1.
+    #[serde(default)]
+    pub tor: Option<TorIdentity>,
 }
 
 fn journal_err(path: &Path, message: impl Into<String>) -> TorError {
@@ -119,20 +175,23 @@ fn proc_stat(pid: u32) -> Option<(char, u64, String)> {
 }
 
 impl Journal {
-    /// Reads the journal; `Ok(None)` if there is none.
+    /// Reads the journal; `Ok(None)` if there is none. Only a regular file of at most
+    /// [`MAX_JOURNAL_BYTES`] is read.
     pub fn load(path: &Path) -> Result<Option<Journal>> {
-        let text = match fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(journal_err(path, format!("cannot read: {e}"))),
-        };
+        if let Err(e) = fs::symlink_metadata(path) {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                return Ok(None);
+            }
+        }
+        let text = leaktest_fs::read_bounded_string("journal", path, MAX_JOURNAL_BYTES)
+            .map_err(|e| journal_err(path, format!("cannot read: {e}")))?;
         let j: Journal = serde_json::from_str(&text).map_err(|e| {
             journal_err(
                 path,
-                format!("unreadable ({e}); inspect it and delete it by hand"),
+                format!("unreadable ({e}); inspect it, then delete it with `leaktest tor restore --forget`"),
             )
         })?;
-        if j.version != JOURNAL_VERSION {
+        if !(1..=JOURNAL_VERSION).contains(&j.version) {
             return Err(journal_err(
                 path,
                 format!("unknown journal version {}", j.version),
@@ -179,6 +238,61 @@ impl Journal {
         remove_journal(path)
     }
 
+    /// Whether this journal belongs to another network namespace than this process's.
+    pub fn other_namespace(&self) -> bool {
+        matches!((self.netns, current_netns()), (Some(a), Some(b)) if a != b)
+    }
+
+    /// The error for a journal of another namespace.
+    fn namespace_error(&self, path: &Path) -> TorError {
+        TorError::OtherNamespace {
+            path: path.to_path_buf(),
+            netns: self.netns.unwrap_or(0),
+            ours: current_netns().unwrap_or(0),
+        }
+    }
+
+    /// How the Tor behind `ctl` relates to the one this journal restricted.
+    pub fn match_tor(&self, ctl: &mut Controller) -> Result<TorMatch> {
+        let Some(t) = &self.tor else {
+            return Ok(TorMatch::Same);
+        };
+        let now = tor_identity(ctl)?;
+        let same_start = match (t.process_start, now.process_start) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        if now.pid == t.pid && same_start {
+            return Ok(TorMatch::Same);
+        }
+        Ok(if !self.tor_exited() {
+            TorMatch::Other {
+                restricted: t.pid,
+                answering: now.pid,
+            }
+        } else {
+            TorMatch::Gone { restricted: t.pid }
+        })
+    }
+
+    /// True when the Tor this journal restricted has certainly exited: its pid is gone or
+    /// belongs to a younger process. (Only known when its start time was visible in this
+    /// process's `/proc` when the journal was written, i.e. the same pid namespace.)
+    pub fn tor_exited(&self) -> bool {
+        let Some(TorIdentity {
+            pid,
+            process_start: Some(start),
+            ..
+        }) = &self.tor
+        else {
+            return false;
+        };
+        match proc_stat(*pid) {
+            None | Some(('Z', _, _)) | Some(('X', _, _)) => true,
+            Some((_, s, _)) => s != *start,
+        }
+    }
+
     /// True when the process that wrote this journal still runs (same pid *and* start time).
     pub fn owner_alive(&self) -> bool {
         match proc_stat(self.pid) {
@@ -190,6 +304,22 @@ impl Journal {
             },
         }
     }
+}
+
+/// The identity of the Tor behind `ctl`: `GETINFO process/pid` and that process's start time.
+pub fn tor_identity(ctl: &mut Controller) -> Result<TorIdentity> {
+    let text = ctl.getinfo_one("process/pid")?;
+    let pid: u32 = text
+        .trim()
+        .parse()
+        .map_err(|_| TorError::Protocol(format!("process/pid is {text:?}, not a number")))?;
+    Ok(TorIdentity {
+        pid,
+        process_start: proc_stat(pid).map(|s| s.1),
+        version: ctl
+            .protocol_info_cached()
+            .and_then(|p| p.tor_version.clone()),
+    })
 }
 
 /// Removes the journal (and syncs its directory).
@@ -251,6 +381,7 @@ pub fn restrict(ctl: &mut Controller, journal_path: &Path, mode: JournalMode) ->
         });
     }
     let previous = current_values(ctl)?;
+    let tor = tor_identity(ctl)?;
     let me = proc_stat(std::process::id());
     let journal = Journal {
         version: JOURNAL_VERSION,
@@ -268,6 +399,8 @@ pub fn restrict(ctl: &mut Controller, journal_path: &Path, mode: JournalMode) ->
             password_env: ctl.password_env().map(str::to_string),
         },
         previous,
+        netns: current_netns(),
+        tor: Some(tor),
     };
     journal.store(journal_path)?;
     let pairs: Vec<(&str, Option<&str>)> =
@@ -317,15 +450,60 @@ pub fn apply_previous(ctl: &mut Controller, previous: &[PreviousValue]) -> Resul
     Ok(())
 }
 
-/// Restores from the journal at `journal_path` over `ctl` and deletes the journal.
-/// `Ok(None)` if there was no journal.
-pub fn restore(ctl: &mut Controller, journal_path: &Path) -> Result<Option<Journal>> {
+/// What [`restore`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Restored {
+    /// There was no journal.
+    Nothing,
+    /// The previous values are back; the journal is deleted.
+    Applied(Journal),
+    /// The restricted Tor has exited, so there was nothing to put back (a `SETCONF` does not
+    /// outlive the process); the journal is deleted and no Tor was changed.
+    TorGone(Journal),
+}
+
+impl Restored {
+    /// The journal, unless there was none.
+    pub fn journal(&self) -> Option<&Journal> {
+        match self {
+            Restored::Nothing => None,
+            Restored::Applied(j) | Restored::TorGone(j) => Some(j),
+        }
+    }
+}
+
+/// Restores from the journal at `journal_path` over `ctl` and deletes the journal, but only
+/// for the Tor and network namespace it was written for: a journal of another namespace is
+/// refused ([`TorError::OtherNamespace`]), and so is one whose Tor still runs while another
+/// answers `ctl` ([`TorError::OtherTor`]); both are kept.
+pub fn restore(ctl: &mut Controller, journal_path: &Path) -> Result<Restored> {
     let Some(j) = Journal::load(journal_path)? else {
-        return Ok(None);
+        return Ok(Restored::Nothing);
     };
+    if j.other_namespace() {
+        return Err(j.namespace_error(journal_path));
+    }
+    match j.match_tor(ctl)? {
+        TorMatch::Same => {}
+        TorMatch::Other {
+            restricted,
+            answering,
+        } => {
+            return Err(TorError::OtherTor {
+                path: journal_path.to_path_buf(),
+                target: ctl.target().to_string(),
+                restricted,
+                answering,
+            })
+        }
+        TorMatch::Gone { .. } => {
+            remove_journal(journal_path)?;
+            return Ok(Restored::TorGone(j));
+        }
+    }
     apply_previous(ctl, &j.previous)?;
     remove_journal(journal_path)?;
-    Ok(Some(j))
+    Ok(Restored::Applied(j))
 }
 
 /// Connection options to reach the Tor a journal was written for: its recorded target (unless
@@ -384,8 +562,13 @@ pub fn recover_leftover_at(path: &Path) -> Result<Option<String>> {
     let Some(j) = Journal::load(path)? else {
         return Ok(None);
     };
-    if j.mode == JournalMode::Manual || j.owner_alive() {
+    // Another namespace's journal is that namespace's business (its Tor is not ours).
+    if j.mode == JournalMode::Manual || j.owner_alive() || j.other_namespace() {
         return Ok(None);
+    }
+    if j.tor_exited() {
+        remove_journal(path)?;
+        return Ok(Some(gone_message(&j, path)));
     }
     let opts = journal_connect_options(&j, None, None).map_err(|e| {
         journal_err(
@@ -405,12 +588,26 @@ pub fn recover_leftover_at(path: &Path) -> Result<Option<String>> {
             ),
         )
     })?;
-    apply_previous(&mut ctl, &j.previous)?;
-    remove_journal(path)?;
-    Ok(Some(format!(
-        "restored Tor's configuration left restricted by an earlier run (pid {})",
-        j.pid
-    )))
+    let restored = restore(&mut ctl, path);
+    ctl.quit();
+    Ok(match restored? {
+        Restored::Nothing => None,
+        Restored::Applied(j) => Some(format!(
+            "restored Tor's configuration left restricted by an earlier run (pid {})",
+            j.pid
+        )),
+        Restored::TorGone(j) => Some(gone_message(&j, path)),
+    })
+}
+
+fn gone_message(j: &Journal, path: &Path) -> String {
+    format!(
+        "an earlier run (pid {}) left Tor pid {} restricted, and that Tor has exited (its \
+         run-time restriction with it): removed the journal {} without changing any Tor",
+        j.pid,
+        j.tor.as_ref().map_or(0, |t| t.pid),
+        path.display()
+    )
 }
 
 /// Restricts Tor for its lifetime (`watch --restrict-tor`) and restores on [`restore`] or drop.
@@ -439,7 +636,8 @@ impl RestrictGuard {
         restrict(&mut ctl, journal, JournalMode::Guard)?;
         ctl.quit();
         Ok(RestrictGuard {
-            opts: opts.clone(),
+            // Undoing the restriction runs after a stop request: never cancelled.
+            opts: opts.uncancellable(),
             journal: journal.to_path_buf(),
             active: true,
         })
@@ -499,7 +697,88 @@ mod tests {
                 values: vec!["0".into()],
                 was_default: true,
             }],
+            netns: current_netns(),
+            tor: None,
         }
+    }
+
+    /// A pid no process has (beyond the kernel's pid_max default range in use here).
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn another_namespaces_journal_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.json");
+        // Its owner is dead and its Tor unreachable from here: in its own namespace it would
+        // be restored; from this one it must not even be tried.
+        let mut j = sample(dead_pid(), Some(0));
+        j.netns = Some(current_netns().unwrap() + 1);
+        j.control.target = ControlTarget::Unix(dir.path().join("no-such-socket"));
+        j.store(&path).unwrap();
+        assert_eq!(recover_leftover_at(&path).unwrap(), None);
+        assert!(path.exists());
+        assert!(j.other_namespace());
+        assert!(!sample(1, None).other_namespace());
+    }
+
+    #[test]
+    fn a_journal_whose_tor_exited_is_obsolete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.json");
+        let mut j = sample(dead_pid(), Some(0));
+        // Its Tor exited too (a pid and start time no live process has): the journal goes,
+        // without contacting any Tor (the control socket does not even exist).
+        j.tor = Some(TorIdentity {
+            pid: dead_pid(),
+            process_start: Some(1),
+            version: None,
+        });
+        j.control.target = ControlTarget::Unix(dir.path().join("no-such-socket"));
+        j.store(&path).unwrap();
+        assert!(j.tor_exited());
+        let msg = recover_leftover_at(&path).unwrap().unwrap();
+        assert!(msg.contains("has exited"), "{msg}");
+        assert!(!path.exists());
+        // This process as "Tor": alive, so not exited.
+        let me = proc_stat(std::process::id()).unwrap();
+        j.tor = Some(TorIdentity {
+            pid: std::process::id(),
+            process_start: Some(me.1),
+            version: None,
+        });
+        assert!(!j.tor_exited());
+        // Without a start time (another pid namespace) nothing is concluded.
+        j.tor.as_mut().unwrap().process_start = None;
+        j.tor.as_mut().unwrap().pid = dead_pid();
+        assert!(!j.tor_exited());
+    }
+
+    #[test]
+    fn version_1_journals_still_load_and_bad_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.json");
+        let mut v = serde_json::to_value(sample(1, None)).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.remove("netns");
+        o.remove("tor");
+        o.insert("version".into(), 1.into());
+        fs::write(&path, v.to_string()).unwrap();
+        let j = Journal::load(&path).unwrap().unwrap();
+        assert_eq!((j.version, j.netns, j.tor), (1, None, None));
+        // Larger than a journal can be, a FIFO: refused at once, nothing read or hung.
+        fs::write(&path, vec![b' '; MAX_JOURNAL_BYTES as usize + 1]).unwrap();
+        assert!(Journal::load(&path).is_err());
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = Journal::load(&fifo).unwrap_err().to_string();
+        assert!(e.contains("FIFO"), "{e}");
     }
 
     #[test]

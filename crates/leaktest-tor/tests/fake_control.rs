@@ -208,3 +208,36 @@ fn a_silent_peer_times_out() {
     assert!(c.getinfo(&["version"]).is_err());
     drop(listener);
 }
+
+/// A raised cancel flag (a signal in the CLI) ends a wait on a silent peer within
+/// `CANCEL_POLL`, long before the connection's own timeout.
+#[test]
+fn a_cancel_flag_ends_the_wait_for_a_silent_peer() {
+    use std::sync::atomic::AtomicBool;
+    // Accepted by the kernel (backlog) and then never answered.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let flag = Arc::new(AtomicBool::new(false));
+    let opts = ConnectOptions::new(ControlTarget::Tcp(addr))
+        .with_timeout(Duration::from_secs(60))
+        .with_cancel(flag.clone());
+    let raise = {
+        let flag = flag.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            flag.store(true, Ordering::SeqCst);
+            Instant::now()
+        })
+    };
+    let r = Controller::connect(&opts);
+    let ended = Instant::now();
+    let raised = raise.join().unwrap();
+    assert!(matches!(r, Err(TorError::Interrupted)), "{r:?}");
+    let late = ended.saturating_duration_since(raised);
+    eprintln!("ended {late:?} after the flag was raised");
+    // Ended by the flag, not by the 60 s timeout.
+    assert!(late < Duration::from_secs(10), "{late:?}");
+    // Without the flag the same options still wait (uncancellable copy ignores it).
+    assert!(opts.uncancellable().cancel.is_none());
+    drop(listener);
+}

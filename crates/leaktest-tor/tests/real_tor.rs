@@ -353,10 +353,16 @@ fn restrict_restore_round_trip_and_guard() {
         restrict::restrict(&mut c, &journal, JournalMode::Manual),
         Err(TorError::AlreadyRestricted { .. })
     ));
-    assert!(restrict::restore(&mut c, &journal).unwrap().is_some());
+    assert!(matches!(
+        restrict::restore(&mut c, &journal).unwrap(),
+        restrict::Restored::Applied(_)
+    ));
     assert_eq!(restricted_values(&mut c), before);
     assert!(!journal.exists());
-    assert!(restrict::restore(&mut c, &journal).unwrap().is_none());
+    assert_eq!(
+        restrict::restore(&mut c, &journal).unwrap(),
+        restrict::Restored::Nothing
+    );
 
     // Case 2: values set by the operator, including a repeated line option.
     c.setconf(&[
@@ -393,6 +399,46 @@ fn restrict_restore_round_trip_and_guard() {
     let guard = RestrictGuard::restrict(&opts, &journal).unwrap();
     guard.restore().unwrap();
     assert_eq!(restricted_values(&mut c), before);
+}
+
+/// The same control address can lead to another Tor (another namespace's tor on
+/// 127.0.0.1:9051, or one started since): a journal is applied only to the Tor it restricted.
+#[test]
+fn a_journal_is_never_applied_to_another_tor() {
+    let mut a = Tor::start("CookieAuthentication 1");
+    let b = Tor::start("CookieAuthentication 1");
+    let journal = a.path("state/tor-restrict.json");
+    let connect = |t: &Tor| {
+        Controller::connect(&ConnectOptions::new(t.tcp()).with_timeout(Duration::from_secs(5)))
+            .unwrap()
+    };
+    let mut ca = connect(&a);
+    let mut cb = connect(&b);
+    let b_before = restricted_values(&mut cb);
+    let j = restrict::restrict(&mut ca, &journal, JournalMode::Manual).unwrap();
+    let tor_a = j.tor.as_ref().expect("the journal names its Tor").pid;
+    assert_eq!(tor_a, a.child.id());
+    assert_eq!(j.netns, restrict::current_netns());
+    // Through B's control port (as if A's address now led to B): refused, nothing changed.
+    let e = restrict::restore(&mut cb, &journal).unwrap_err();
+    assert!(matches!(e, TorError::OtherTor { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("restricted Tor pid {tor_a}, which still runs")),
+        "{e}"
+    );
+    assert!(journal.exists());
+    assert_eq!(restricted_values(&mut cb), b_before);
+    assert_eq!(restricted_values(&mut ca)[2].1.as_deref(), Some("1"));
+    // A exits: its run-time restriction is gone with it. The journal is obsolete and goes,
+    // and B is still untouched.
+    drop(ca);
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    let r = restrict::restore(&mut cb, &journal).unwrap();
+    assert!(matches!(r, restrict::Restored::TorGone(_)), "{r:?}");
+    assert!(!journal.exists());
+    assert_eq!(restricted_values(&mut cb), b_before);
 }
 
 /// Env vars through which `crash_recovery_after_kill_9` drives its child.

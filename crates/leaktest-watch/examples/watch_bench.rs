@@ -344,13 +344,13 @@ fn main() {
     }
     let el = t.elapsed();
     let cpu = (cpu_ns() - cpu0) as f64 / 1e9;
-    let written = pcap
-        .finish(&CaptureStats {
-            received: total,
-            dropped: 0,
-            if_dropped: 0,
-        })
-        .unwrap();
+    let summary = pcap.finish(&CaptureStats {
+        received: total,
+        dropped: 0,
+        if_dropped: 0,
+    });
+    assert_eq!(summary.error, None, "writing the pcapng file");
+    let written = summary.written;
     let rss1 = status_kib("VmRSS:");
     println!(
         "\n{total} leaked probe frames built, classified, recorded and written to pcapng in {:.2} s wall, {cpu:.2} s CPU ({:.0} kframes/s of CPU time)",

@@ -1,8 +1,15 @@
 //! A streaming pcapng writer for leaked frames (`--pcap FILE`): one section,
-//! one interface (nanosecond timestamps), one Enhanced Packet Block per frame
-//! written straight to a buffered file, and at the end an Interface
-//! Statistics Block carrying the kernel's drop counters. Nothing is kept in
-//! memory per frame, so a million leaked frames cost no memory.
+//! one interface (nanosecond timestamps), one Enhanced Packet Block per frame,
+//! and at the end an Interface Statistics Block carrying the kernel's drop
+//! counters. Nothing is kept in memory per frame beyond a bounded spool, so a
+//! million leaked frames cost no memory.
+//!
+//! The file only ever holds whole blocks: blocks are spooled in memory (up to
+//! [`SPOOL_BYTES`]) and written out at block boundaries; when a write fails
+//! (a full disk, a quota) the file is cut back to the last block written
+//! whole, further frames are only counted, and [`PcapngWriter::finish`] says
+//! how many of the frames meant for the file it holds. The result is a valid
+//! pcapng file up to its last complete block, never one ending mid-block.
 
 use crate::report::ReportError;
 use leaktest_wire::LinkType;
@@ -18,18 +25,88 @@ use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::DataLink;
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Snap length written in the interface description (0 = no limit).
 const SNAPLEN: u32 = 0;
 
+/// Bytes of whole blocks held in memory before they are written out.
+pub const SPOOL_BYTES: usize = 1 << 20;
+
+/// Where the blocks end up: a file that can be written and cut back.
+pub trait BlockSink {
+    /// Writes some of `buf`, as [`Write::write`].
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// Cuts the sink back to `len` bytes.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// Makes what was written durable.
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+impl BlockSink for File {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Write::write(self, buf)
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.set_len(len)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.sync_all()
+    }
+}
+
+/// What a finished pcapng file holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PcapSummary {
+    /// Frames in the file, each in a whole block.
+    pub written: u64,
+    /// Frames the watch meant to write (`written` unless a write failed).
+    pub offered: u64,
+    /// Why the file holds fewer frames than offered, or lacks its
+    /// statistics block.
+    pub error: Option<String>,
+}
+
+impl PcapSummary {
+    /// The warning for a file that holds less than it should, e.g. `pcap
+    /// truncated: 812 of 40,000 frames written to leaks.pcapng (No space left
+    /// on device)`.
+    pub fn warning(&self, path: &Path) -> Option<String> {
+        let e = self.error.as_ref()?;
+        Some(if self.written < self.offered {
+            format!(
+                "pcap truncated: {} of {} frames written to {} ({e}); the file is valid up to its last complete block",
+                self.written,
+                self.offered,
+                path.display()
+            )
+        } else {
+            format!(
+                "pcap {}: all {} frames written, but not its statistics block ({e})",
+                path.display(),
+                self.written
+            )
+        })
+    }
+}
+
 /// Writes frames to a pcapng file as they come.
-pub struct PcapngWriter {
+pub struct PcapngWriter<S: BlockSink = File> {
     path: PathBuf,
-    w: PcapNgWriter<BufWriter<File>>,
+    /// Serialises blocks into the spool (`get_mut` drains it).
+    w: PcapNgWriter<Vec<u8>>,
+    sink: S,
+    /// End offsets of the spooled blocks, with the frame count after each.
+    boundaries: Vec<(usize, u64)>,
+    /// Bytes of whole blocks in the sink.
+    on_disk: u64,
+    /// Frames in whole blocks in the sink.
+    frames_on_disk: u64,
+    /// Frames meant for the file (written, spooled, or lost to a failure).
     frames: u64,
+    failed: Option<String>,
     start_ns: u64,
 }
 
@@ -39,28 +116,52 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-impl PcapngWriter {
+impl PcapngWriter<File> {
     /// Creates `path` for frames captured on Ethernet interface `iface_name`.
     pub fn create(path: impl AsRef<Path>, iface_name: &str) -> Result<PcapngWriter, ReportError> {
         PcapngWriter::create_with_link(path, iface_name, LinkType::Ethernet)
     }
 
-    /// Creates `path` for frames of the given link type.
+    /// Creates `path` for frames of the given link type. Only a regular file
+    /// (or a new one) is written: it is opened without blocking (a FIFO cannot
+    /// hang the watch) and refused if it is not a regular file.
     pub fn create_with_link(
         path: impl AsRef<Path>,
         iface_name: &str,
         link: LinkType,
     ) -> Result<PcapngWriter, ReportError> {
         let path = path.as_ref().to_owned();
-        let file = File::create(&path).map_err(|source| ReportError::Io {
+        let io_err = |source| ReportError::Io {
             path: path.clone(),
             source,
+        };
+        let file = leaktest_fs::create_stream("--pcap", &path).map_err(|e| ReportError::Io {
+            path: path.clone(),
+            source: io::Error::other(e.to_string()),
         })?;
+        let mut w = PcapngWriter::with_sink(path.clone(), file, iface_name, link)?;
+        // The header is on disk at once: a full disk is found before the watch.
+        w.spill();
+        match w.failed.take() {
+            Some(e) => Err(io_err(io::Error::other(e))),
+            None => Ok(w),
+        }
+    }
+}
+
+impl<S: BlockSink> PcapngWriter<S> {
+    /// A writer into any sink (`path` names it in messages).
+    pub fn with_sink(
+        path: PathBuf,
+        sink: S,
+        iface_name: &str,
+        link: LinkType,
+    ) -> Result<PcapngWriter<S>, ReportError> {
         let pcap_err = |source| ReportError::Pcap {
             path: path.clone(),
             source,
         };
-        let mut w = PcapNgWriter::new(BufWriter::with_capacity(1 << 20, file)).map_err(pcap_err)?;
+        let mut w = PcapNgWriter::new(Vec::with_capacity(SPOOL_BYTES)).map_err(pcap_err)?;
         let idb = InterfaceDescriptionBlock {
             linktype: match link {
                 LinkType::Ethernet => DataLink::ETHERNET,
@@ -77,18 +178,74 @@ impl PcapngWriter {
             ],
         };
         w.write_pcapng_block(idb).map_err(pcap_err)?;
+        let header_end = w.get_ref().len();
         Ok(PcapngWriter {
             path,
             w,
+            sink,
+            boundaries: vec![(header_end, 0)],
+            on_disk: 0,
+            frames_on_disk: 0,
             frames: 0,
+            failed: None,
             start_ns: now_ns(),
         })
     }
 
-    fn pcap_err(&self, source: pcap_file::PcapError) -> ReportError {
-        ReportError::Pcap {
-            path: self.path.clone(),
-            source,
+    /// Writes the spool out, whole blocks only; on a failure the sink is cut
+    /// back to the last whole block and the writer stops writing.
+    fn spill(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
+        let buf = std::mem::take(self.w.get_mut());
+        let mut pos = 0;
+        let mut error = None;
+        while pos < buf.len() {
+            match self.sink.write(&buf[pos..]) {
+                Ok(0) => {
+                    error = Some(io::Error::from(io::ErrorKind::WriteZero));
+                    break;
+                }
+                Ok(n) => pos += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        // The last block that reached the sink whole.
+        let (whole, frames) = self
+            .boundaries
+            .iter()
+            .rev()
+            .find(|(end, _)| *end <= pos)
+            .copied()
+            .unwrap_or((0, self.frames_on_disk));
+        if let Some(e) = error {
+            let mut msg = e.to_string();
+            if whole < pos {
+                if let Err(t) = self.sink.truncate(self.on_disk + whole as u64) {
+                    msg =
+                        format!("{msg}; cutting the file back to its last whole block failed: {t}");
+                }
+            }
+            self.failed = Some(msg);
+        }
+        self.on_disk += whole as u64;
+        self.frames_on_disk = frames;
+        self.boundaries.clear();
+        // Keep the spool's allocation.
+        let mut buf = buf;
+        buf.clear();
+        *self.w.get_mut() = buf;
+    }
+
+    fn block_done(&mut self) {
+        self.boundaries.push((self.w.get_ref().len(), self.frames));
+        if self.w.get_ref().len() >= SPOOL_BYTES {
+            self.spill();
         }
     }
 
@@ -98,12 +255,18 @@ impl PcapngWriter {
     }
 
     /// Appends one frame with a comment (Wireshark shows it as the packet
-    /// comment): the rule and cause that made it a leak.
+    /// comment): the rule and cause that made it a leak. After a failed
+    /// write the frame is only counted; the error is returned once, at the
+    /// write that failed.
     pub fn write_with_comment(
         &mut self,
         frame: &Frame<'_>,
         comment: Option<String>,
     ) -> Result<(), ReportError> {
+        if self.failed.is_some() {
+            self.frames += 1;
+            return Ok(());
+        }
         let epb = EnhancedPacketBlock {
             interface_id: 0,
             timestamp: Duration::new(frame.ts_sec, frame.ts_nsec.min(999_999_999)),
@@ -115,51 +278,64 @@ impl PcapngWriter {
         };
         self.w
             .write_pcapng_block(epb)
-            .map_err(|e| self.pcap_err(e))?;
+            .map_err(|source| ReportError::Pcap {
+                path: self.path.clone(),
+                source,
+            })?;
         self.frames += 1;
-        Ok(())
+        self.block_done();
+        match &self.failed {
+            Some(e) => Err(ReportError::Io {
+                path: self.path.clone(),
+                source: io::Error::other(e.clone()),
+            }),
+            None => Ok(()),
+        }
     }
 
-    /// Frames written so far.
+    /// Frames meant for the file so far (written, spooled or lost).
     pub fn frames(&self) -> u64 {
         self.frames
     }
 
-    /// Writes the Interface Statistics Block (packets accepted by the filter,
-    /// kernel and interface drops) and flushes the file to disk.
-    pub fn finish(mut self, stats: &CaptureStats) -> Result<u64, ReportError> {
+    /// Writes the Interface Statistics Block (packets accepted by the filter;
+    /// the kernel's drops in `isb_osdrop`, the interface's own in
+    /// `isb_ifdrop`, as the pcapng specification, draft-ietf-opsawg-pcapng section 4.6, defines
+    /// them), writes everything out and syncs it.
+    pub fn finish(mut self, stats: &CaptureStats) -> PcapSummary {
         let end = now_ns();
-        let isb = InterfaceStatisticsBlock {
-            interface_id: 0,
-            timestamp: end,
-            options: vec![
-                InterfaceStatisticsOption::IsbStartTime(self.start_ns),
-                InterfaceStatisticsOption::IsbEndTime(end),
-                InterfaceStatisticsOption::IsbFilterAccept(stats.received),
-                // Wireshark shows isb_ifdrop as "Dropped packets" and dumpcap
-                // puts every drop it knows there; isb_osdrop has the kernel's
-                // own share alone.
-                InterfaceStatisticsOption::IsbIfDrop(
-                    stats.dropped.saturating_add(stats.if_dropped),
-                ),
-                InterfaceStatisticsOption::IsbOsDrop(stats.dropped),
-                InterfaceStatisticsOption::Comment(Cow::Owned(format!(
-                    "leaktest wrote {} of {} captured frames",
-                    self.frames, stats.received
-                ))),
-            ],
-        };
-        self.w
-            .write_pcapng_block(isb)
-            .map_err(|e| self.pcap_err(e))?;
-        let frames = self.frames;
-        let path = self.path.clone();
-        let mut inner = self.w.into_inner();
-        inner
-            .flush()
-            .and_then(|_| inner.get_ref().sync_all())
-            .map_err(|source| ReportError::Io { path, source })?;
-        Ok(frames)
+        if self.failed.is_none() {
+            let isb = InterfaceStatisticsBlock {
+                interface_id: 0,
+                timestamp: end,
+                options: vec![
+                    InterfaceStatisticsOption::IsbStartTime(self.start_ns),
+                    InterfaceStatisticsOption::IsbEndTime(end),
+                    InterfaceStatisticsOption::IsbFilterAccept(stats.received),
+                    InterfaceStatisticsOption::IsbIfDrop(stats.if_dropped),
+                    InterfaceStatisticsOption::IsbOsDrop(stats.dropped),
+                    InterfaceStatisticsOption::Comment(Cow::Owned(format!(
+                        "leaktest wrote {} of {} captured frames",
+                        self.frames, stats.received
+                    ))),
+                ],
+            };
+            match self.w.write_pcapng_block(isb) {
+                Ok(_) => self.block_done(),
+                Err(e) => self.failed = Some(e.to_string()),
+            }
+            self.spill();
+        }
+        if self.failed.is_none() {
+            if let Err(e) = self.sink.sync() {
+                self.failed = Some(format!("syncing: {e}"));
+            }
+        }
+        PcapSummary {
+            written: self.frames_on_disk,
+            offered: self.frames,
+            error: self.failed,
+        }
     }
 }
 
@@ -190,14 +366,20 @@ mod tests {
             .unwrap();
         }
         assert_eq!(w.frames(), 100);
-        let n = w
-            .finish(&CaptureStats {
-                received: 1000,
-                dropped: 17,
-                if_dropped: 3,
-            })
-            .unwrap();
-        assert_eq!(n, 100);
+        let n = w.finish(&CaptureStats {
+            received: 1000,
+            dropped: 17,
+            if_dropped: 3,
+        });
+        assert_eq!(
+            n,
+            PcapSummary {
+                written: 100,
+                offered: 100,
+                error: None
+            }
+        );
+        assert_eq!(n.warning(path), None);
         data
     }
 
@@ -238,8 +420,10 @@ mod tests {
                 .and_then(|o| o.as_u64_le())
         };
         assert_eq!(opt(6), Some(1000), "isb_filteraccept");
+        // Each drop count in its own option: the kernel's (capture) drops in
+        // isb_osdrop, the interface's in isb_ifdrop.
         assert_eq!(opt(7), Some(17), "isb_osdrop");
-        assert_eq!(opt(5), Some(20), "isb_ifdrop: kernel and interface drops");
+        assert_eq!(opt(5), Some(3), "isb_ifdrop");
     }
 
     #[test]
@@ -255,7 +439,7 @@ mod tests {
             orig_len: pkt.len() as u32,
         })
         .unwrap();
-        w.finish(&CaptureStats::default()).unwrap();
+        assert_eq!(w.finish(&CaptureStats::default()).error, None);
         let bytes = std::fs::read(&path).unwrap();
         let mut linktypes = Vec::new();
         let mut data = Vec::new();
@@ -314,6 +498,113 @@ mod tests {
             assert!(s.contains("Number of packets:   100"), "{s}");
             assert!(s.contains("Name = ext0"), "{s}");
             assert!(s.contains("Number of stat entries = 1"), "{s}");
+        }
+    }
+
+    /// A disk that takes `room` bytes, then answers ENOSPC (a short write
+    /// first, as a real file system does when the space runs out mid-write).
+    struct FullDisk {
+        data: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
+        room: usize,
+    }
+
+    impl BlockSink for FullDisk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut data = self.data.borrow_mut();
+            let n = buf.len().min(self.room - data.len());
+            if n == 0 {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            data.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn truncate(&mut self, len: u64) -> io::Result<()> {
+            self.data.borrow_mut().truncate(len as usize);
+            Ok(())
+        }
+        fn sync(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The frames of a pcapng image and whether it has a statistics block;
+    /// panics unless the image is whole blocks only.
+    fn whole_blocks(bytes: &[u8]) -> (Vec<Vec<u8>>, bool) {
+        let mut frames = Vec::new();
+        let mut stats = false;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (next, block) = pcap_parser::parse_block_le(rest).expect("a whole block");
+            match block {
+                Block::EnhancedPacket(b) => frames.push(b.data[..b.caplen as usize].to_vec()),
+                Block::InterfaceStatistics(_) => stats = true,
+                Block::SectionHeader(_) | Block::InterfaceDescription(_) => {}
+                _ => panic!("unexpected block"),
+            }
+            rest = next;
+        }
+        (frames, stats)
+    }
+
+    #[test]
+    fn a_full_disk_leaves_whole_blocks_and_says_how_many() {
+        // About 1.4 kB per block: 4,000 frames spill the 1 MiB spool five
+        // times; each disk below fills at a different point, mid-block.
+        let total = 4000u64;
+        for room in [
+            0usize,
+            100,
+            SPOOL_BYTES + 5000,
+            3 * SPOOL_BYTES + 777,
+            8 * SPOOL_BYTES,
+        ] {
+            let data = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let disk = FullDisk {
+                data: data.clone(),
+                room,
+            };
+            let mut w =
+                PcapngWriter::with_sink("t.pcapng".into(), disk, "ext0", LinkType::Ethernet)
+                    .unwrap();
+            let mut errors = 0;
+            let mut sent = Vec::new();
+            for i in 0..total {
+                let frame = vec![(i % 251) as u8; 1300 + (i % 97) as usize];
+                let f = Frame {
+                    ts_sec: i,
+                    ts_nsec: 0,
+                    data: &frame,
+                    orig_len: frame.len() as u32,
+                };
+                if w.write_with_comment(&f, Some("leak: test".into())).is_err() {
+                    errors += 1;
+                }
+                sent.push(frame);
+            }
+            assert_eq!(w.frames(), total);
+            let summary = w.finish(&CaptureStats::default());
+            let (frames, stats) = whole_blocks(&data.borrow());
+            assert_eq!(summary.offered, total, "room {room}");
+            assert_eq!(summary.written, frames.len() as u64, "room {room}");
+            // What is in the file is exactly the first frames, in order.
+            assert_eq!(frames[..], sent[..frames.len()], "room {room}");
+            if room == 8 * SPOOL_BYTES {
+                assert_eq!((summary.written, errors, stats), (total, 0, true));
+                assert_eq!(summary.error, None);
+                continue;
+            }
+            assert!(!stats, "room {room}: no statistics block after a failure");
+            assert!(summary.written < total, "room {room}: {summary:?}");
+            assert_eq!(errors, 1, "room {room}: one error, at the failing write");
+            let warning = summary.warning(Path::new("t.pcapng")).unwrap();
+            assert!(
+                warning.starts_with(&format!(
+                    "pcap truncated: {} of {total} frames written to t.pcapng (",
+                    summary.written
+                )),
+                "{warning}"
+            );
+            assert!(warning.contains("No space left on device"), "{warning}");
         }
     }
 }

@@ -127,12 +127,15 @@ pub struct SessionOutcome {
     pub interrupted: bool,
     /// Frames written to the pcapng file.
     pub pcap_frames: u64,
+    /// What did not affect the verdict but the user must know (a pcap file
+    /// cut short by a full disk); they go into every report's warnings.
+    pub warnings: Vec<String>,
 }
 
 impl SessionOutcome {
     /// The report of this watch (and its verdict).
     pub fn report(&self) -> WatchReport {
-        WatchReport::build(&WatchOutcome {
+        let mut r = WatchReport::build(&WatchOutcome {
             iface: &self.iface,
             findings: &self.findings,
             health: &self.health,
@@ -143,7 +146,9 @@ impl SessionOutcome {
             elapsed_s: self.elapsed.as_secs_f64(),
             interrupted: self.interrupted,
             pcap_frames: self.pcap_frames,
-        })
+        });
+        r.warnings.extend(self.warnings.iter().cloned());
+        r
     }
 }
 
@@ -245,7 +250,6 @@ pub fn run(
     let start = Instant::now();
     let mut findings = Findings::new();
     let mut problems = Problems::default();
-    let mut pcap_failed = false;
     let mut ready_pending = cfg.ready_file.clone();
     let mut live_announced = false;
     let mut capture_broken = false;
@@ -259,7 +263,6 @@ pub fn run(
                       findings: &mut Findings,
                       reader: &mut leaktest_tor::AllowlistReader,
                       pcap: &mut Option<PcapngWriter>,
-                      problems: &mut Problems,
                       live: &mut dyn Write| {
         handled += 1;
         let d = classifier.classify(f, reader.get());
@@ -269,11 +272,11 @@ pub fn run(
             let _ = live.flush();
         }
         if let Some(w) = pcap.as_mut() {
-            if (matches!(d.class, Class::Leak(_)) || cfg.pcap_all) && !pcap_failed {
-                if let Err(e) = w.write_with_comment(f, Some(pcap_comment(&d))) {
-                    pcap_failed = true;
-                    problems.push(start, format_args!("writing the pcap file failed: {e}"));
-                }
+            if matches!(d.class, Class::Leak(_)) || cfg.pcap_all {
+                // A failed write cuts the file back to whole blocks and
+                // later frames are only counted: the summary at the end
+                // says how many made it (a warning; the verdict stands).
+                let _ = w.write_with_comment(f, Some(pcap_comment(&d)));
             }
         }
     };
@@ -311,7 +314,6 @@ pub fn run(
                 &mut findings,
                 &mut reader,
                 &mut pcap,
-                &mut problems,
                 live,
             )
         });
@@ -374,7 +376,6 @@ pub fn run(
                     &mut findings,
                     &mut reader,
                     &mut pcap,
-                    &mut problems,
                     live,
                 )
             });
@@ -395,7 +396,6 @@ pub fn run(
                 &mut findings,
                 &mut reader,
                 &mut pcap,
-                &mut problems,
                 live,
             )
         });
@@ -434,15 +434,14 @@ pub fn run(
     };
     drop(reader);
     feed.shutdown();
-    let pcap_frames = match pcap {
-        Some(w) => {
-            let n = w.frames();
-            if let Err(e) = w.finish(&stats) {
-                problems.push(start, format_args!("finishing the pcap file failed: {e}"));
-            }
-            n
+    let mut warnings = Vec::new();
+    let pcap_frames = match (pcap, &cfg.pcap) {
+        (Some(w), Some(path)) => {
+            let summary = w.finish(&stats);
+            warnings.extend(summary.warning(path));
+            summary.written
         }
-        None => 0,
+        _ => 0,
     };
     let (sent, seen) = classifier
         .canaries()
@@ -475,6 +474,7 @@ pub fn run(
         elapsed,
         interrupted,
         pcap_frames,
+        warnings,
     })
 }
 

@@ -147,13 +147,13 @@ fn run(dir: &std::path::Path, udp_leaks: u32) -> Watch {
         feed(&buf[..n]);
     }
     feed(&ledger.key().frame(1));
-    let pcap_frames = pcap
-        .finish(&CaptureStats {
-            received: packets,
-            dropped: 0,
-            if_dropped: 0,
-        })
-        .unwrap();
+    let summary = pcap.finish(&CaptureStats {
+        received: packets,
+        dropped: 0,
+        if_dropped: 0,
+    });
+    assert_eq!(summary.error, None);
+    let pcap_frames = summary.written;
     Watch {
         findings,
         health: CaptureHealth {

@@ -254,6 +254,29 @@ fn unroutable_and_unprivileged_runs_fail_cleanly() {
             assert!(stderr(&o).contains("beyond the gateway"), "{}", stderr(&o));
         }
     }
+    // A --json that cannot be written is found out before the first probe,
+    // not after the sweep.
+    let dir = tempfile::tempdir().unwrap();
+    for (json, want) in [
+        (dir.path().join("missing/run.json"), "does not exist"),
+        (dir.path().to_path_buf(), "a directory"),
+    ] {
+        let o =
+            p.ws.command(BIN)
+                .args(["probe", "--on-link", "--target", GW4, "--suite", "frag"])
+                .arg("--json")
+                .arg(&json)
+                .output()
+                .unwrap();
+        assert_error(&o, want);
+    }
+    // --iface lo is named for what it is.
+    let o =
+        p.ws.command(BIN)
+            .args(["probe", "--iface", "lo", "--target", "203.0.113.9"])
+            .output()
+            .unwrap();
+    assert_error(&o, "loopback interface");
     let o =
         p.gw.command("nft")
             .args(["-j", "list", "counters", "table", "inet", "seen"])

@@ -1,6 +1,8 @@
 //! The JUnit XML report: one test case per probe family and suite (failed
-//! where a probe of it leaked), one per family for traffic that is not a
-//! probe, and one for the capture's health.
+//! where a probe of it leaked; passed where none did and the family was
+//! declared probed with `watch --families`; skipped otherwise, since the
+//! watcher cannot see a probe that did not leak), one per family for
+//! traffic that is not a probe, and one for the capture's health.
 
 use super::WatchReport;
 use crate::classify::LeakFamily;
@@ -24,6 +26,12 @@ fn failed(message: String, detail: String) -> TestCaseStatus {
     st
 }
 
+fn skipped(message: String) -> TestCaseStatus {
+    let mut st = TestCaseStatus::skipped();
+    st.set_message(message);
+    st
+}
+
 /// The report as JUnit.
 pub fn junit(r: &WatchReport) -> Report {
     let mut suite = TestSuite::new(format!("leaktest watch {}", r.interface));
@@ -40,8 +48,18 @@ pub fn junit(r: &WatchReport) -> Report {
     for family in Family::BOTH {
         for s in Suite::ALL {
             let n = r.probe_leaks(family, s.name());
+            let declared = r.families_probed.as_ref().map(|f| f.contains(&family));
             let status = if n == 0 {
-                TestCaseStatus::success()
+                match declared {
+                    Some(true) => TestCaseStatus::success(),
+                    Some(false) => {
+                        skipped(format!("no {family} probes: --families left {family} out"))
+                    }
+                    None => skipped(format!(
+                        "not known whether {family} was probed (a probe that did not leak is \
+                         not seen): give watch --families 4, 6 or both"
+                    )),
+                }
             } else {
                 let detail = lines(&|g| {
                     g.probes

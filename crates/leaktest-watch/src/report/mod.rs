@@ -393,6 +393,12 @@ pub struct WatchReport {
     /// Problems writing other reports (the verdict stands).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The families the workstation probed, as the operator declared them
+    /// (`watch --families`); `None`: not declared. The watcher cannot know
+    /// what was probed and did not leak, so a family's probe test cases in
+    /// the JUnit report pass only when declared here.
+    #[serde(default)]
+    pub families_probed: Option<Vec<Family>>,
 }
 
 impl WatchReport {
@@ -471,6 +477,7 @@ impl WatchReport {
                 .collect(),
             untracked_run_packets: f.untracked_run_packets,
             warnings: Vec::new(),
+            families_probed: None,
         }
     }
 

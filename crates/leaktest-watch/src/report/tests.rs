@@ -292,6 +292,49 @@ fn json_report_of_a_pass_and_an_inconclusive_watch() {
         .contains("dropped 9 packets"));
 }
 
+/// A leak carried in an 802.1Q (and a QinQ) tagged frame names its VLAN ids
+/// in the leak record, in the group, and on the group's line.
+#[test]
+fn vlan_ids_are_in_leak_records() {
+    let mut c = Classifier::new(
+        ClassifierConfig::default(),
+        LinkType::Ethernet,
+        MarkerKeys::open(),
+    );
+    let inner = eth4(GW4, NET4, 17, &udp(5000, 53, b"query"));
+    // Insert a tag after the MAC addresses: TPID then TCI (PCP 0, VID).
+    let tag = |frame: &[u8], tpid: u16, vid: u16| {
+        let mut v = frame[..12].to_vec();
+        v.extend_from_slice(&tpid.to_be_bytes());
+        v.extend_from_slice(&vid.to_be_bytes());
+        v.extend_from_slice(&frame[12..]);
+        v
+    };
+    let single = tag(&inner, 0x8100, 42);
+    let double = tag(&tag(&inner, 0x8100, 7), 0x88a8, 300);
+    let mut f = Findings::new();
+    for d in [&single, &double] {
+        let frame = Frame::whole(d);
+        let decision = c.classify(&frame, &Allowlist::new());
+        f.record(&frame, &decision);
+    }
+    let r = report(&f, &healthy());
+    assert_eq!(r.leaks.len(), 2);
+    assert_eq!(r.leaks[0].vlan, Some(42));
+    // QinQ: the outer (service) tag's id.
+    assert_eq!(r.leaks[1].vlan, Some(300));
+    assert_eq!(r.leaks[0].dst_port, Some(53), "decoded past the tag");
+    let v = json_of(&r);
+    assert_eq!(v["leaks"][0]["vlan"], 42);
+    let vlans: Vec<u16> = r.groups.iter().flat_map(|g| g.vlans.clone()).collect();
+    assert!(vlans.contains(&42) && vlans.contains(&300), "{vlans:?}");
+    assert!(
+        r.groups.iter().any(|g| g.line().contains("vlan 42")),
+        "{:?}",
+        r.groups
+    );
+}
+
 #[test]
 fn write_json_creates_the_file() {
     let (f, h) = leaky();
@@ -311,7 +354,9 @@ fn junit_read_back_by_an_xml_reader() {
     let (f, h) = leaky();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("junit.xml");
-    report(&f, &h).write_junit(&p).unwrap();
+    let mut r = report(&f, &h);
+    r.families_probed = Some(Family::BOTH.to_vec());
+    r.write_junit(&p).unwrap();
     let text = std::fs::read_to_string(&p).unwrap();
     let doc = roxmltree::Document::parse(&text).unwrap();
     let cases: Vec<_> = doc
@@ -362,6 +407,51 @@ fn junit_read_back_by_an_xml_reader() {
         .map(|c| c.attribute("name").unwrap())
         .collect();
     assert_eq!(failed, vec!["capture health"]);
+}
+
+/// What the watcher cannot know is not claimed: without --families the
+/// probe cases that did not leak are skipped, and with `--families 4` the
+/// IPv6 ones are skipped while a leak still fails its case.
+#[test]
+fn junit_passes_only_the_families_declared_probed() {
+    let (f, h) = leaky();
+    let statuses = |families: Option<Vec<Family>>| {
+        let mut r = report(&f, &h);
+        r.families_probed = families;
+        let xml = junit::junit(&r).to_string().unwrap();
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        doc.descendants()
+            .filter(|n| n.has_tag_name("testcase"))
+            .filter(|c| {
+                c.attribute("classname")
+                    .unwrap()
+                    .starts_with("leaktest.probes")
+            })
+            .map(|c| {
+                let st = if c.children().any(|n| n.has_tag_name("failure")) {
+                    "failed"
+                } else if c.children().any(|n| n.has_tag_name("skipped")) {
+                    "skipped"
+                } else {
+                    "passed"
+                };
+                (c.attribute("name").unwrap().to_string(), st)
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let undeclared = statuses(None);
+    assert_eq!(undeclared["ipv4 tcp"], "failed");
+    assert_eq!(undeclared["ipv6 icmp"], "failed");
+    assert_eq!(undeclared["ipv4 udp"], "skipped");
+    assert_eq!(undeclared["ipv6 udp"], "skipped");
+    let v4 = statuses(Some(vec![Family::V4]));
+    assert_eq!(v4["ipv4 udp"], "passed");
+    assert_eq!(v4["ipv6 udp"], "skipped");
+    // A leak is a leak, declared or not.
+    assert_eq!(v4["ipv6 icmp"], "failed");
+    let both = statuses(Some(Family::BOTH.to_vec()));
+    assert_eq!(both["ipv6 udp"], "passed");
+    assert_eq!(both.values().filter(|s| **s == "skipped").count(), 0);
 }
 
 #[test]

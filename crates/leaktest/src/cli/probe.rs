@@ -34,8 +34,10 @@ the exact probe behind any packet that leaks. The default is the whole catalogue
 That is 393,730 probes per family, 787,460 for both.
 
 Probes go to the target you name: an address beyond the gateway (a host you may probe on the \
-other side of it; packets addressed to the gateway itself are delivered to it and never forwarded, \
-so they cannot show a forwarding leak), through the interface and next hop the kernel's routing table chooses for it. With \
+other side of it), through the interface and next hop the kernel's routing table chooses for it. \
+A target the routing table reaches without a gateway (on the link itself, such as the gateway's \
+own address) is refused before anything is sent: packets addressed to the gateway are delivered \
+to it and never forwarded, so they cannot show a forwarding leak (--on-link if you mean it). With \
 the default `--socket packet`, leaktest writes complete Ethernet frames on that interface \
 (AF_PACKET, batches of up to 128 per sendmmsg call), addressed to the next hop's MAC from the \
 neighbour table; if the entry is missing it sends one empty UDP datagram to the next hop's own \
@@ -49,7 +51,10 @@ Families: with both --target and --target6, the default `--family both` probes b
 IPv6 only with just --target6). An explicit `--family both` needs both targets.
 
 Refused targets: loopback, multicast, unspecified, broadcast and reserved (240/4) addresses, \
-addresses of this host, IPv4-mapped IPv6 addresses, and link-local addresses without --iface.
+addresses of this host, IPv4-mapped IPv6 addresses, link-local addresses without --iface, and \
+targets on the link (reached without a gateway) unless --on-link. --json must be a new or \
+regular file in a writable directory, checked before the first probe; --key-file a regular \
+file of at most 4 KiB.
 
 Output: a progress bar on stderr when it is a terminal, and one summary line on stdout, e.g.
   sent 787,460 probes (ipv4 393,730, ipv6 393,730) in 1.42 s, 554,000 pps, run 3f09c4e1a2b3c4d5, key open 5d0c6e3a9b8f7e21
@@ -65,9 +70,9 @@ verify the marker; the watcher needs nothing). With --key-file both sides share 
 create one with `openssl rand -hex 16 > leaktest.key` and give the same file to `leaktest watch`.
 
 Examples:
-  leaktest probe --target 10.152.152.10                           # IPv4, 10,000 pps, ~40 s
-  leaktest probe --target 10.152.152.10 --target6 fd19:c33d:88bc::10 --rate max --json run.json
-  leaktest probe --target 10.152.152.10 --suite udp,frag --rate 50k
+  leaktest probe --target 203.0.113.7                             # IPv4, 10,000 pps, ~40 s
+  leaktest probe --target 203.0.113.7 --target6 2001:db8::7 --rate max --json run.json
+  leaktest probe --target 203.0.113.7 --suite udp,frag --rate 50k
   leaktest probe --target 203.0.113.1 --socket raw                # on the gateway itself
 
 Needs root or CAP_NET_RAW. Exit status 0 when every planned probe was handed to the kernel, \

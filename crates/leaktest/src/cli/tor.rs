@@ -2,7 +2,7 @@
 //! control port, journaled, and restore), and a look at the allowlist the watcher would use.
 
 use anyhow::Context;
-use leaktest_tor::restrict::{self, Journal, JournalMode, RESTRICTION};
+use leaktest_tor::restrict::{self, Journal, JournalMode, Restored, RESTRICTION};
 use leaktest_tor::{fetch_allowlist, ConnectOptions, ControlTarget, Controller};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,8 +36,9 @@ struct ControlArgs {
     /// Name of an environment variable holding the control-port password (HASHEDPASSWORD)
     #[arg(long, value_name = "VAR")]
     tor_password_env: Option<String>,
-    /// Journal file [default: $LEAKTEST_STATE_DIR/tor-restrict.json, else
-    /// /var/lib/leaktest/tor-restrict.json]
+    /// Journal file [default: this network namespace's, STATE/tor-restrict-net<INODE>.json in
+    /// $LEAKTEST_STATE_DIR, else /var/lib/leaktest]. A journal is applied only to the Tor it
+    /// restricted, from the namespace it was written in
     #[arg(long, value_name = "FILE")]
     journal: Option<PathBuf>,
 }
@@ -46,7 +47,8 @@ struct ControlArgs {
 struct RestoreArgs {
     #[command(flatten)]
     control: ControlArgs,
-    /// Delete the journal without contacting Tor (for a Tor that no longer exists)
+    /// Delete the journal without contacting Tor (for a Tor that no longer exists), also one
+    /// that cannot be read
     #[arg(long)]
     forget: bool,
     /// Restore even though the leaktest that restricted Tor is still running
@@ -127,19 +129,25 @@ fn describe(p: &restrict::PreviousValue) -> String {
 
 fn run_restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     let path = journal_path(&a.control.journal);
+    if a.forget {
+        // Also a journal that cannot be read or parsed: that is what --forget is for.
+        if std::fs::symlink_metadata(&path).is_err() {
+            println!("nothing to forget: no journal at {}", path.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        let who = match Journal::load(&path) {
+            Ok(Some(j)) => format!("written by pid {}", j.pid),
+            Ok(None) => "gone meanwhile".to_string(),
+            Err(e) => format!("unreadable: {e}"),
+        };
+        Journal::remove(&path)?;
+        println!("deleted {} without contacting Tor ({who})", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let Some(journal) = Journal::load(&path)? else {
         println!("nothing to restore: no journal at {}", path.display());
         return Ok(ExitCode::SUCCESS);
     };
-    if a.forget {
-        Journal::remove(&path)?;
-        println!(
-            "deleted {} without contacting Tor (written by pid {})",
-            path.display(),
-            journal.pid
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
     if journal.mode == JournalMode::Guard && journal.owner_alive() && !a.force {
         anyhow::bail!(
             "leaktest pid {} holds this restriction and restores it when it ends (use --force to restore now)",
@@ -155,11 +163,22 @@ fn run_restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     let opts =
         restrict::journal_connect_options(&journal, target, a.control.tor_password_env.as_deref())?;
     let mut ctl = Controller::connect(&opts)?;
-    restrict::restore(&mut ctl, &path).context("restoring Tor's configuration")?;
+    let restored = restrict::restore(&mut ctl, &path).context("restoring Tor's configuration");
     ctl.quit();
-    println!("Tor's configuration restored:");
-    for p in &journal.previous {
-        println!("  {}", describe(p));
+    match restored? {
+        Restored::Nothing => println!("nothing to restore: no journal at {}", path.display()),
+        Restored::Applied(j) => {
+            println!("Tor's configuration restored:");
+            for p in &j.previous {
+                println!("  {}", describe(p));
+            }
+        }
+        Restored::TorGone(j) => println!(
+            "the Tor this journal restricted (pid {}) has exited, and its run-time restriction \
+             with it: deleted {} without changing the Tor now answering",
+            j.tor.as_ref().map_or(0, |t| t.pid),
+            path.display()
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,6 +15,18 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// SIGINT, SIGTERM, SIGHUP (a dropped SSH session) and SIGQUIT all end a
+/// watch the same way: the full report, and a Tor restriction undone.
+const STOP_SIGNALS: [i32; 4] = [
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGHUP,
+    signal_hook::consts::SIGQUIT,
+];
+
+/// Exit status when a signal ends leaktest before a watch began.
+const EXIT_INTERRUPTED: u8 = 130;
+
 const LONG_ABOUT: &str = "\
 Capture every frame leaving the gateway's external interface and judge it.
 
@@ -63,19 +75,36 @@ The limit of any content check: a process on the gateway that wraps its data in 
 well-formed TLS records to a relay's ORPort looks like Tor; what is ruled out is anything \
 in the clear.
 
-The watch ends after --duration, or on SIGINT (Ctrl-C) or SIGTERM, and writes all its \
-reports in every case. A second Ctrl-C exits at once without reports.";
+The watch ends after --duration, or on SIGINT (Ctrl-C), SIGTERM, SIGHUP (a dropped SSH \
+session) or SIGQUIT, and then writes all its reports and undoes --restrict-tor. A second \
+signal exits at once without reports.
+
+Files: every output (--json, --junit, --pcap, --ready-file) is checked before the first \
+frame: its directory must exist and be writable, it must be a regular file or new (never a \
+directory, device or FIFO), and no two may be the same file. Reports are written to a \
+temporary file in the same directory and renamed over the target. A report that still \
+cannot be written at the end is a warning (on stderr and in the other reports); the exit \
+status stays the verdict's. A --pcap file cut short by a full disk keeps every whole block \
+and the warning says how many of the frames it holds. --key-file must be a regular file of \
+at most 4 KiB.
+
+One watcher per interface: a second watch on the same interface (same network namespace) \
+is refused with the first one's PID (lock in $LEAKTEST_RUN_DIR, default /run/leaktest).";
 
 const AFTER_LONG_HELP: &str = "\
 Verdict and exit status:
   0  PASS          nothing leaked, and the capture was proven complete
   1  LEAK          at least one frame leaked (printed live, one line per new group)
   3  INCONCLUSIVE  nothing leaked, but the capture could not be proven complete
-  2  error         bad option, missing interface, no privileges (needs root or
-                   CAP_NET_RAW), unreachable or refusing control port
+  2  error         bad option, unusable output path, missing interface, another
+                   watcher on it, no privileges (needs root or CAP_NET_RAW),
+                   unreachable or refusing control port
+  130              a signal before the watch began (e.g. while connecting to
+                   the control port): nothing was judged
 
 Examples:
   leaktest watch --iface eth0 --tor-control 127.0.0.1:9051 --duration 120 --json watch.json
+  leaktest watch --iface eth0 --tor-control 127.0.0.1:9051 --families both --junit leaktest.xml
   leaktest watch --iface eth0 --tor-control /run/tor/control --pcap leaks.pcapng
   leaktest watch --iface eth0 --allow 198.51.100.7:443 --allow [2001:db8::7]:9001
 
@@ -109,6 +138,11 @@ pub struct Args {
     /// Write a JUnit XML report here (one test case per probe family and protocol)
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// The families the workstation probes (as its `probe --family`): the JUnit report passes
+    /// a family's probe cases only when declared here, and skips them otherwise (a probe that
+    /// did not leak is never seen, so the watcher cannot know it was sent)
+    #[arg(long, value_enum, value_name = "4|6|both")]
+    families: Option<super::probe::FamilyArg>,
     /// Write every leaked frame to this pcapng file (with the kernel's drop counters)
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
@@ -138,14 +172,59 @@ pub struct Args {
     snaplen: u32,
 }
 
+/// The longest `--duration`, in seconds (about 31 years).
+const MAX_DURATION_S: f64 = 1e9;
+
 fn parse_seconds(s: &str) -> Result<Duration, String> {
     let v: f64 = s
         .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if !(v.is_finite() && v > 0.0 && v <= 1e9) {
+        .ok()
+        .filter(|v: &f64| !v.is_nan())
+        .ok_or_else(|| format!("`{s}` is not a number of seconds"))?;
+    if v <= 0.0 {
         return Err(format!("`{s}`: the duration must be positive"));
     }
+    if v > MAX_DURATION_S {
+        return Err(format!(
+            "`{s}` seconds is longer than the longest watch (1,000,000,000 s, about 31 years); \
+             leave --duration out to watch until stopped"
+        ));
+    }
     Ok(Duration::from_secs_f64(v))
+}
+
+/// One watcher per interface: two on one interface would each see the
+/// other's canaries (and a LEAK with the wrong reason). The lock is
+/// `$LEAKTEST_RUN_DIR/watch-net<NETNS>-if<IFINDEX>.lock` (default
+/// /run/leaktest), named by the network namespace's inode and the
+/// interface's index; `None` if the interface does not exist (the session
+/// then says so).
+fn watch_lock(iface: &str) -> anyhow::Result<Option<leaktest_fs::InstanceLock>> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(name) = std::ffi::CString::new(iface) else {
+        return Ok(None);
+    };
+    // SAFETY: a valid NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Ok(None);
+    }
+    let netns = std::fs::metadata("/proc/self/ns/net")
+        .context("reading this network namespace's identity")?
+        .ino();
+    let lock = leaktest_fs::InstanceLock::acquire(
+        &format!("interface {iface}"),
+        &leaktest_fs::run_dir(),
+        &format!("watch-net{netns}-if{index}.lock"),
+    )
+    .map_err(|e| match e {
+        leaktest_fs::FsError::Locked { .. } => anyhow::anyhow!(
+            "{e}: one watcher per interface (a second would see the first's canaries as forged); \
+             end that watch first"
+        ),
+        e => anyhow::anyhow!("{e} (set LEAKTEST_RUN_DIR to a writable directory)"),
+    })?;
+    Ok(Some(lock))
 }
 
 fn connect_options(args: &Args) -> anyhow::Result<Option<ConnectOptions>> {
@@ -182,7 +261,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     .filter_map(|(n, p)| p.as_deref().map(|p| (n, p)))
     .collect();
     leaktest_fs::check_outputs(&outputs)?;
-    let opts = connect_options(&args)?;
     if lacks_privileges() {
         bail!(
             "capturing needs root (or CAP_NET_RAW and CAP_NET_ADMIN); run leaktest watch as root"
@@ -190,22 +268,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     // Signals only raise a flag; the session polls it and ends normally, so
-    // reports are written and a Tor restriction is undone. A second signal
-    // exits at once.
+    // reports are written and a Tor restriction is undone. SIGHUP (a dropped
+    // SSH session) and SIGQUIT count as SIGTERM. A second signal exits at
+    // once. Every wait before the watch (the control port) looks at the flag
+    // at least every 100 ms.
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    for sig in STOP_SIGNALS {
         signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
             .context("installing signal handlers")?;
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
+    let opts = connect_options(&args)?.map(|o| o.with_cancel(stop.clone()));
+    let _lock = watch_lock(&args.iface)?;
+    let interrupted = |e: anyhow::Error| -> anyhow::Result<ExitCode> {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("leaktest: interrupted before the watch began: nothing was captured, nothing judged");
+            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+        }
+        Err(e)
+    };
 
     // (A restriction left behind by a crashed leaktest was undone in main.)
     let guard = if args.restrict_tor {
         let o = opts
             .as_ref()
             .context("--restrict-tor needs a control port")?;
-        let g = RestrictGuard::restrict(o, &restrict::default_journal_path())
-            .context("restricting Tor (--restrict-tor)")?;
+        let g = match RestrictGuard::restrict(o, &restrict::default_journal_path())
+            .context("restricting Tor (--restrict-tor)")
+        {
+            Ok(g) => g,
+            Err(e) => return interrupted(e),
+        };
         eprintln!(
             "leaktest: Tor restricted to ports 80/443 for this watch (journal {}); it is restored when the watch ends",
             g.journal_path().display()
@@ -246,25 +339,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let outcome = session::run(cfg, &stop, &mut stdout);
     // Undo the restriction before anything else can fail.
     let restored = guard.map(|g| g.restore());
-    let outcome = outcome?;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            if let Some(Err(r)) = restored {
+                eprintln!("leaktest: warning: restoring Tor's configuration failed: {r:#}");
+            }
+            return interrupted(e.into());
+        }
+    };
     let mut report = outcome.report();
+    report.families_probed = args.families.map(|f| match f {
+        super::probe::FamilyArg::V4 => vec![leaktest_wire::Family::V4],
+        super::probe::FamilyArg::V6 => vec![leaktest_wire::Family::V6],
+        super::probe::FamilyArg::Both => leaktest_wire::Family::BOTH.to_vec(),
+    });
     if let Some(Err(e)) = restored {
         report
             .warnings
             .push(format!("restoring Tor's configuration failed: {e:#}"));
     }
-    // A report that cannot be written is a warning in the others and on
-    // stderr; the verdict's exit status stands.
-    if let Some(p) = &args.json {
-        if let Err(e) = report.write_json(p) {
-            report.warnings.push(e.to_string());
-        }
-    }
-    if let Some(p) = &args.junit {
-        if let Err(e) = report.write_junit(p) {
-            report.warnings.push(e.to_string());
-        }
-    }
+    write_reports(&mut report, args.json.as_deref(), args.junit.as_deref());
     let mut out = stdout.lock();
     let _ = report.print_terminal(&mut out);
     let a = outcome.health.accounting.unwrap_or_default();
@@ -290,6 +385,42 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("leaktest: warning: {w}");
     }
     Ok(ExitCode::from(report.exit_code))
+}
+
+/// Writes the JSON and JUnit reports. A report that cannot be written is a
+/// warning in the others (rewritten once to carry it) and on stderr; the
+/// verdict's exit status stands.
+fn write_reports(
+    report: &mut leaktest_watch::WatchReport,
+    json: Option<&Path>,
+    junit: Option<&Path>,
+) {
+    type Write = fn(&leaktest_watch::WatchReport, &Path) -> Result<(), leaktest_watch::ReportError>;
+    let outputs: Vec<(&Path, Write)> = [
+        json.map(|p| (p, leaktest_watch::WatchReport::write_json as Write)),
+        junit.map(|p| (p, leaktest_watch::WatchReport::write_junit as Write)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut written = vec![false; outputs.len()];
+    for (i, (path, write)) in outputs.iter().enumerate() {
+        match write(report, path) {
+            Ok(()) => written[i] = true,
+            Err(e) => report.warnings.push(e.to_string()),
+        }
+    }
+    if written.iter().all(|w| *w) {
+        return;
+    }
+    // The ones written before a later one failed lack its warning.
+    for (i, (path, write)) in outputs.iter().enumerate() {
+        if written[i] {
+            if let Err(e) = write(report, path) {
+                report.warnings.push(e.to_string());
+            }
+        }
+    }
 }
 
 /// Whether we plainly lack privileges (not root and no CAP_NET_RAW).
@@ -319,5 +450,10 @@ mod tests {
         assert!(parse_seconds("-1").is_err());
         assert!(parse_seconds("nan").is_err());
         assert!(parse_seconds("x").is_err());
+        let e = parse_seconds("99999999999999999999").unwrap_err();
+        assert!(e.contains("longer than the longest watch"), "{e}");
+        assert!(parse_seconds("1e9").is_ok());
+        assert!(parse_seconds("inf").unwrap_err().contains("longer"));
+        assert!(parse_seconds("-inf").unwrap_err().contains("positive"));
     }
 }

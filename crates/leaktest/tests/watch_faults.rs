@@ -1,0 +1,452 @@
+//! Bad input and bad luck against `leaktest watch` and `leaktest tor`
+//! (issue 13), with the built binary, in namespaces this test creates:
+//!
+//! * outputs and inputs are checked before anything starts: a device (made
+//!   with `mknod` in a temporary directory, never a system one), a FIFO,
+//!   `/dev/zero` as a key file, one path for two outputs: exit 2 at once,
+//!   the device untouched;
+//! * a report whose directory disappears mid-watch: the verdict's exit code
+//!   stands and the failure is a warning on stderr and in the JSON;
+//! * SIGHUP and SIGQUIT end a watch like SIGTERM, with the full report;
+//! * a second watcher on the same interface is refused with the first's PID;
+//! * a WireGuard-like UDP endpoint let out with `--allow udp:` passes, counted
+//!   apart from Tor;
+//! * a signal while connecting to a control port that drops SYNs ends the
+//!   wait at once (exit 130), not after the connect timeout;
+//! * `tor restore --forget` deletes a journal that cannot be read.
+//!
+//! Needs root: without it the tests say so and pass, unless
+//! `LEAKTEST_REQUIRE_ROOT=1` (CI) makes them fail.
+
+#[path = "support/watch_lab.rs"]
+mod watch_lab;
+
+use leaktest_netns::{Netns, Proc};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use watch_lab::*;
+
+/// Starts `leaktest watch --iface gw1 ARGS --ready-file R` with stdout and
+/// stderr to files in the lab directory, and waits until it is ready.
+fn spawn_watch(lab: &Lab, args: &[&str]) -> Proc {
+    let ready = lab.path("ready");
+    let _ = std::fs::remove_file(&ready);
+    let mut cmd = lab.ns("gw").command(BIN);
+    cmd.args(["watch", "--iface", "gw1"])
+        .args(args)
+        .arg("--ready-file")
+        .arg(&ready)
+        .env("LEAKTEST_STATE_DIR", lab.path("state"))
+        .env("LEAKTEST_RUN_DIR", lab.path("run"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(lab.path("watch.out")).unwrap())
+        .stderr(std::fs::File::create(lab.path("watch.err")).unwrap());
+    let p = lab.ns("gw").spawn(cmd).expect("spawning leaktest watch");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        if let Ok(Some(st)) = p.try_wait() {
+            panic!(
+                "leaktest watch ended before it was ready: {st:?}\n{}",
+                text(&lab.path("watch.err"))
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leaktest watch never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p
+}
+
+/// Ends the watch with `sig` and returns its exit code.
+fn end_watch(p: &Proc, sig: i32) -> i32 {
+    p.signal(sig).unwrap();
+    let st = p
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap()
+        .expect("leaktest watch did not end");
+    st.code().expect("leaktest watch killed by a signal")
+}
+
+fn text(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+#[test]
+fn signals_a_vanished_report_directory_and_a_second_watcher() {
+    if !is_root() {
+        return;
+    }
+    let mut lab = build("wfs", false);
+    let reports = lab.path("reports");
+    std::fs::create_dir(&reports).unwrap();
+    let junit = reports.join("watch.xml");
+    let json = lab.path("watch.json");
+    let mut args = vec![
+        "--json".to_string(),
+        json.display().to_string(),
+        "--junit".into(),
+        junit.display().to_string(),
+        "--families".into(),
+        "both".into(),
+    ];
+    for r in RELAYS {
+        args.extend(["--allow".into(), format!("tor:{r}")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let watch = spawn_watch(&lab, &args);
+    lab.start_relays();
+
+    // One watcher per interface: the second is refused at start, naming the first.
+    let mut second = lab.ns("gw").command(BIN);
+    second
+        .args(["watch", "--iface", "gw1", "--duration", "1"])
+        .env("LEAKTEST_RUN_DIR", lab.path("run"));
+    let o = second.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("already in use by leaktest pid {}", watch.pid())),
+        "{err}"
+    );
+    assert!(err.contains("one watcher per interface"), "{err}");
+
+    // The JUnit report's directory goes away mid-watch.
+    std::fs::remove_dir_all(&reports).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    // A dropped SSH session: SIGHUP ends the watch like SIGTERM.
+    let code = end_watch(&watch, libc::SIGHUP);
+    let w = read_json(&json);
+    let err = text(&lab.path("watch.err"));
+    assert_eq!(w["verdict"], "pass", "{w:#}\n{err}");
+    assert_eq!(code, 0, "the verdict's exit code stands: {err}");
+    assert_eq!(w["exit_code"], 0);
+    assert_eq!(w["capture"]["interrupted"], true);
+    let warnings = w["warnings"].to_string();
+    assert!(
+        warnings.contains("JUnit report") && warnings.contains("does not exist"),
+        "{warnings}"
+    );
+    assert!(
+        err.contains("leaktest: warning: JUnit report"),
+        "stderr: {err}"
+    );
+    assert!(!junit.exists());
+    // Its lock went with it: a new watch on the interface starts, and SIGQUIT ends it with
+    // the full report too.
+    let watch = spawn_watch(&lab, &["--json", json.to_str().unwrap()]);
+    std::fs::remove_file(&json).unwrap();
+    let code = end_watch(&watch, libc::SIGQUIT);
+    let w = read_json(&json);
+    assert_eq!(w["capture"]["interrupted"], true, "{w:#}");
+    assert_eq!(code, w["exit_code"].as_i64().unwrap() as i32);
+}
+
+/// A WireGuard-like client on the gateway (Tor's uid, the only one the
+/// gateway lets out) sends UDP to its server; `--allow udp:` with the
+/// provider's range makes that allowed traffic, counted apart from Tor.
+#[test]
+fn a_udp_allowed_vpn_endpoint_passes() {
+    if !is_root() {
+        return;
+    }
+    let lab = build("wfv", false);
+    let json = lab.path("watch.json");
+    let watch = spawn_watch(
+        &lab,
+        &[
+            "--allow",
+            "udp:198.51.100.0/24:51820",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    // 20 datagrams of a WireGuard handshake initiation's size (148 bytes).
+    let mut vpn = lab.ns("gw").command("setpriv");
+    vpn.args([
+        &format!("--reuid={TOR_UID}"),
+        &format!("--regid={TOR_UID}"),
+        "--clear-groups",
+        "perl",
+        "-e",
+        // Unconnected: the server's ICMP port unreachable must not fail later sends.
+        "use IO::Socket::INET; my $s = IO::Socket::INET->new(Proto => 'udp') or die \"$!\"; \
+         my $to = sockaddr_in(51820, inet_aton('198.51.100.1')); \
+         for (1 .. 20) { $s->send(\"\\x01\" x 148, 0, $to) or die \"$!\"; \
+         select(undef, undef, undef, 0.02) }",
+    ]);
+    let o = lab.ns("gw").exec(vpn).expect("the VPN client");
+    assert!(o.status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let code = end_watch(&watch, libc::SIGTERM);
+    let w = read_json(&json);
+    assert_eq!(w["verdict"], "pass", "{w:#}");
+    assert_eq!(code, 0);
+    assert_eq!(w["allowed"][0]["entry"], "udp:198.51.100.0/24:51820");
+    assert_eq!(w["allowed"][0]["packets"], 20, "{w:#}");
+    assert_eq!(w["tor"]["packets"], 0);
+    assert_eq!(w["leak_packets"], 0);
+}
+
+/// A network namespace of its own with only `lo` (up), for runs that must
+/// not reach anything.
+fn lone_ns(tag: &str) -> Netns {
+    let ns = Netns::create(&leaktest_netns::unique_prefix(tag)).unwrap();
+    ns.ip(["link", "set", "lo", "up"]).unwrap();
+    ns
+}
+
+fn run_in(ns: &Netns, args: &[&str], env: &[(&str, &Path)]) -> (Option<i32>, String, Duration) {
+    let mut cmd = ns.command(BIN);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let t = Instant::now();
+    let o = cmd.output().unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+        t.elapsed(),
+    )
+}
+
+#[test]
+fn inputs_and_outputs_are_checked_before_anything_starts() {
+    if !is_root() {
+        return;
+    }
+    let ns = lone_ns("wfi");
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    // A character device of our own (1:7 is what /dev/full is), and a FIFO.
+    let dev = d("full");
+    let c = std::ffi::CString::new(dev.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path; makedev(1, 7).
+    assert_eq!(
+        unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 7)) },
+        0
+    );
+    let fifo = d("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let key = d("key");
+    std::fs::write(&key, "00112233445566778899aabbccddeeff\n").unwrap();
+    let dev_s = dev.to_str().unwrap();
+    let fifo_s = fifo.to_str().unwrap();
+    let same = d("r.out");
+    let same_s = same.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--ready-file", dev_s], "a device"),
+        (&["--pcap", dev_s], "a device"),
+        (&["--json", fifo_s], "a FIFO"),
+        (&["--junit", dir.path().to_str().unwrap()], "a directory"),
+        (&["--json", same_s, "--junit", same_s], "same file"),
+        (&["--json", same_s, "--pcap", same_s], "same file"),
+        (&["--key-file", "/dev/zero"], "a device"),
+        (&["--key-file", fifo_s], "a FIFO"),
+    ];
+    for (extra, want) in cases {
+        let mut args = vec!["watch", "--iface", "lo", "--duration", "1"];
+        args.extend_from_slice(extra);
+        let (code, err, took) = run_in(&ns, &args, &[("LEAKTEST_RUN_DIR", &d("run"))]);
+        assert_eq!(code, Some(2), "{extra:?}: {err}");
+        assert!(err.starts_with("leaktest: error:"), "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?}: {err}");
+        // Refused at once, not after reading a never-ending file or waiting on a FIFO.
+        assert!(took < Duration::from_secs(5), "{extra:?}: {took:?}");
+    }
+    // The device is still a device; nothing was left next to it.
+    assert!(std::fs::symlink_metadata(&dev)
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    let names: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|p| [&dev, &fifo, &key].contains(&p) || p == &d("run")),
+        "{names:?}"
+    );
+    // The probe side: --key-file and --json the same way, before a probe is built.
+    for (extra, want) in [
+        (&["--key-file", "/dev/zero"][..], "a device"),
+        (&["--json", dev_s][..], "a device"),
+    ] {
+        let mut args = vec!["probe", "--target", "203.0.113.9"];
+        args.extend_from_slice(extra);
+        let (code, err, _) = run_in(&ns, &args, &[]);
+        assert_eq!(code, Some(2), "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
+}
+
+/// A control port that drops SYNs: connecting would wait for the 10 s
+/// timeout; a signal ends the wait at once.
+#[test]
+fn a_signal_while_connecting_to_a_silent_control_port() {
+    if !is_root() {
+        return;
+    }
+    let ns = lone_ns("wfc");
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("drop.nft");
+    std::fs::write(
+        &rules,
+        "table inet silent {\n chain in {\n type filter hook input priority 0; policy accept;\n \
+         tcp dport 9051 drop\n }\n}\n",
+    )
+    .unwrap();
+    let mut nft = ns.command("nft");
+    nft.arg("-f").arg(&rules);
+    ns.exec(nft).unwrap();
+    let mut cmd = ns.command(BIN);
+    cmd.args(["watch", "--iface", "lo", "--tor-control", "127.0.0.1:9051"])
+        .env("LEAKTEST_RUN_DIR", dir.path().join("run"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("err")).unwrap());
+    let p = ns.spawn(cmd).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(p.is_running(), "{}", text(&dir.path().join("err")));
+    let signalled = Instant::now();
+    p.signal(libc::SIGINT).unwrap();
+    let st = p
+        .wait_timeout(Duration::from_secs(15))
+        .unwrap()
+        .expect("leaktest watch did not end");
+    let took = signalled.elapsed();
+    let err = text(&dir.path().join("err"));
+    eprintln!("ended {took:?} after SIGINT");
+    assert_eq!(st.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted before the watch began"), "{err}");
+    // Well before the connect timeout (10 s) would have ended it.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn tor_restore_forget_deletes_an_unreadable_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("tor-restrict.json");
+    std::fs::write(&journal, "{ this is not a journal").unwrap();
+    let run = |extra: &[&str]| {
+        let o = Command::new(BIN)
+            .env("LEAKTEST_STATE_DIR", dir.path())
+            .args(["tor", "restore", "--journal"])
+            .arg(&journal)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    // Without --forget: an error that says how to get rid of it (and no Tor contacted).
+    let (code, _, err) = run(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--forget"), "{err}");
+    assert!(journal.exists());
+    let (code, out, err) = run(&["--forget"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("unreadable"), "{out}");
+    assert!(!journal.exists());
+    let (code, out, _) = run(&["--forget"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("nothing to forget"), "{out}");
+}
+
+/// Walks a pcapng image block by block (each block's total length is at
+/// offset 4, little-endian, as leaktest writes it) and returns the number of
+/// Enhanced Packet Blocks and whether a statistics block is there; panics if
+/// the image does not end at a block boundary.
+fn pcapng_blocks(bytes: &[u8]) -> (u64, bool) {
+    let (mut at, mut packets, mut stats) = (0usize, 0u64, false);
+    while at < bytes.len() {
+        assert!(at + 12 <= bytes.len(), "a block header cut at {at}");
+        let kind = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        assert!(len >= 12 && at + len <= bytes.len(), "a block cut at {at}");
+        let trailer = u32::from_le_bytes(bytes[at + len - 4..at + len].try_into().unwrap());
+        assert_eq!(trailer as usize, len, "block at {at}");
+        packets += u64::from(kind == 6);
+        stats |= kind == 5;
+        at += len;
+    }
+    (packets, stats)
+}
+
+/// `--pcap` on a file system that fills up (a 64 KiB tmpfs in a private
+/// mount namespace): the watch's verdict stands, the file keeps every whole
+/// block, and the warning says how many of the leaked frames it holds.
+#[test]
+fn a_full_disk_cuts_the_pcap_at_a_block_and_says_so() {
+    if !is_root() {
+        return;
+    }
+    let lab = build("wfp", true);
+    let small = lab.path("small");
+    std::fs::create_dir(&small).unwrap();
+    let (json, ready, kept) = (
+        lab.path("watch.json"),
+        lab.path("ready"),
+        lab.path("kept.pcapng"),
+    );
+    // The tmpfs exists only in this shell's mount namespace: the file is
+    // copied out before the namespace ends.
+    let script = format!(
+        "set -u; mount -t tmpfs -o size=64k leaktest-test {small} || exit 90; \
+         {bin} watch --iface gw1 --duration 6 --json {json} --ready-file {ready} \
+         --pcap {small}/leaks.pcapng; rc=$?; cp {small}/leaks.pcapng {kept}; exit $rc",
+        small = small.display(),
+        bin = BIN,
+        json = json.display(),
+        ready = ready.display(),
+        kept = kept.display(),
+    );
+    let mut cmd = lab.ns("gw").command("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("LEAKTEST_RUN_DIR", lab.path("run"))
+        .stdout(std::fs::File::create(lab.path("watch.out")).unwrap())
+        .stderr(std::fs::File::create(lab.path("watch.err")).unwrap());
+    let watch = lab.ns("gw").spawn(cmd).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(
+            watch.is_running() && Instant::now() < deadline,
+            "the watch never became ready: {}",
+            text(&lab.path("watch.err"))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // 65,536 UDP probes through the forwarding gateway: far more than 64 KiB.
+    probe(
+        &lab,
+        &["--suite", "udp", "--family", "4", "--rate", "20000"],
+    );
+    let st = watch
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap()
+        .expect("the watch did not end");
+    let err = text(&lab.path("watch.err"));
+    let w = read_json(&json);
+    assert_eq!(w["verdict"], "leak", "{err}");
+    assert_eq!(st.code(), Some(1), "the verdict's exit code: {err}");
+    let leaked = u(&w["leak_packets"]);
+    let written = u(&w["capture"]["pcap_frames"]);
+    assert!(written > 0 && written < leaked, "{written} of {leaked}");
+    let warning = format!("pcap truncated: {written} of {leaked} frames written to");
+    assert!(w["warnings"].to_string().contains(&warning), "{w:#}");
+    assert!(err.contains(&warning), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    let (packets, stats) = pcapng_blocks(&std::fs::read(&kept).unwrap());
+    assert_eq!(packets, written);
+    assert!(!stats, "no statistics block after the disk filled");
+}
