@@ -13,6 +13,8 @@ use std::time::Duration;
 pub const STATE_DIR: &str = "/run/leaktest-lab";
 /// Prefix of every lab's namespace names.
 pub const NS_PREFIX: &str = "ltlab-";
+/// The largest lab state file read (one is a few kilobytes).
+pub const MAX_STATE_FILE: u64 = 1 << 20;
 
 /// What one lab owns.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -45,7 +47,7 @@ impl State {
             .map_err(|e| LabError::Io(format!("renaming {}", path.display()), e))
     }
 
-    /// Every state file in `dir`.
+    /// Every state file in `dir` (regular files of at most [`MAX_STATE_FILE`] bytes).
     pub fn load_all(dir: &Path) -> Vec<(PathBuf, State)> {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return Vec::new();
@@ -56,7 +58,7 @@ impl State {
             if p.extension().and_then(|x| x.to_str()) != Some("json") {
                 continue;
             }
-            if let Some(s) = std::fs::read_to_string(&p)
+            if let Some(s) = leaktest_fs::read_bounded_string("lab state", &p, MAX_STATE_FILE)
                 .ok()
                 .and_then(|t| serde_json::from_str::<State>(&t).ok())
             {

@@ -766,14 +766,14 @@ pub fn getconf_values(reply: &Reply) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// The largest cookie file read. The path comes from whoever answers the control port, so
+/// it is read only as a regular file under this cap (`/dev/zero` or a FIFO is refused).
+const MAX_COOKIE_FILE: u64 = 4096;
+
 fn read_cookie(path: Option<&Path>) -> std::result::Result<Vec<u8>, String> {
     let path = path.ok_or("Tor offers cookie authentication but names no COOKIEFILE")?;
-    let cookie = std::fs::read(path).map_err(|e| {
-        format!(
-            "cannot read Tor's cookie file {}: {e} (run as root or as a member of Tor's group)",
-            path.display()
-        )
-    })?;
+    let cookie = leaktest_fs::read_bounded("Tor's cookie file", path, MAX_COOKIE_FILE)
+        .map_err(|e| format!("cannot read {e} (run as root or as a member of Tor's group)"))?;
     if cookie.len() != COOKIE_LEN {
         return Err(format!(
             "cookie file {} has {} bytes, expected {COOKIE_LEN}",
@@ -788,6 +788,20 @@ fn read_cookie(path: Option<&Path>) -> std::result::Result<Vec<u8>, String> {
 mod tests {
     use super::*;
     use crate::reply::parse_replies;
+
+    #[test]
+    fn cookie_files_are_read_bounded_and_regular_only() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("control_auth_cookie");
+        std::fs::write(&p, [7u8; COOKIE_LEN]).unwrap();
+        assert_eq!(read_cookie(Some(&p)).unwrap(), vec![7u8; COOKIE_LEN]);
+        // A control port that names /dev/zero (or a FIFO) gets a refusal, not a read forever.
+        let e = read_cookie(Some(Path::new("/dev/zero"))).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        std::fs::write(&p, vec![0u8; 1 << 20]).unwrap();
+        let e = read_cookie(Some(&p)).unwrap_err();
+        assert!(e.contains("larger than"), "{e}");
+    }
 
     #[test]
     fn targets() {
