@@ -11,6 +11,7 @@ pkgs=(
   iproute2 nftables procps util-linux    # namespaces, veth, firewall, setpriv
   tor openssl                            # the lab's private Tor network (keys via openssl) and gateway
   tshark nmap iputils-ping perl          # independent readers/peers in tests and benchmarks
+  man-db                                 # `man -l` renders the generated manual pages in tests
 )
 missing=()
 for p in "${pkgs[@]}"; do

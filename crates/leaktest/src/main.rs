@@ -14,6 +14,9 @@ pub const EXIT_ERROR: u8 = 2;
 
 #[derive(Parser)]
 #[command(
+    after_long_help = "Manual pages: `leaktest man`, `leaktest man SUBCOMMAND`; shell completions: \
+`leaktest completions bash|zsh|fish`.\n\nExit status: 0 pass, 1 leak, 2 error, 3 inconclusive \
+(watch and lab).",
     name = "leaktest",
     version,
     about = "Prove that a Tor gateway sends nothing in the clear",
@@ -25,7 +28,7 @@ pub const EXIT_ERROR: u8 = 2;
         in network namespaces and shows the whole suite catching deliberately broken gateways.",
     after_help = "Exit status: 0 pass, 1 leak, 2 error, 3 inconclusive (watch and lab)."
 )]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +44,10 @@ enum Command {
     Tor(cli::tor::Args),
     /// Build an isolated Whonix-style lab with real Tor and run the whole suite in it
     Lab(cli::lab::Args),
+    /// Print the manual pages (roff), generated from the same definitions as --help
+    Man(cli::docs::ManArgs),
+    /// Print shell completions for bash, zsh, fish, elvish or PowerShell
+    Completions(cli::docs::CompletionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,17 +67,22 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .without_time()
         .init();
-    // A Tor restriction left by a leaktest that was killed (kill -9, crash) is undone first.
-    match leaktest_tor::recover_leftover() {
-        Ok(Some(message)) => eprintln!("leaktest: {message}"),
-        Ok(None) => {}
-        Err(e) => eprintln!("leaktest: warning: {e}"),
+    // A Tor restriction left by a leaktest that was killed (kill -9, crash) is undone first
+    // (not by the commands that only print documentation).
+    if !matches!(cli.command, Command::Man(_) | Command::Completions(_)) {
+        match leaktest_tor::recover_leftover() {
+            Ok(Some(message)) => eprintln!("leaktest: {message}"),
+            Ok(None) => {}
+            Err(e) => eprintln!("leaktest: warning: {e}"),
+        }
     }
     let result = match cli.command {
         Command::Probe(args) => cli::probe::run(args),
         Command::Watch(args) => cli::watch::run(args),
         Command::Tor(args) => cli::tor::run(args),
         Command::Lab(args) => cli::lab::run(args),
+        Command::Man(args) => cli::docs::run_man(args),
+        Command::Completions(args) => cli::docs::run_completions(args),
     };
     match result {
         Ok(code) => code,

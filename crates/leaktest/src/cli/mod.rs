@@ -1,6 +1,7 @@
 //! One module per subcommand: argument parsing and wiring only; the work is
 //! done by the library crates.
 
+pub mod docs;
 pub mod lab;
 pub mod probe;
 pub mod tor;
