@@ -12,6 +12,7 @@ pkgs=(
   tor openssl                            # the lab's private Tor network (keys via openssl) and gateway
   tshark nmap iputils-ping perl          # independent readers/peers in tests and benchmarks
   man-db                                 # `man -l` renders the generated manual pages in tests
+  lintian dpkg-dev                       # scripts/package.sh: checks the .deb, computes its Depends
 )
 missing=()
 for p in "${pkgs[@]}"; do
