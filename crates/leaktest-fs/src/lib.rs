@@ -15,12 +15,11 @@
 //! * [`InstanceLock`]: one holder at a time of a named lock (one watcher per
 //!   interface), and the PID of the holder when refused.
 //!
-//! The path `-` means standard output for outputs.
+//! `-` is not standard output: an output is always a file.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -37,6 +36,12 @@ pub enum FsError {
     },
     #[error("{what} {}: is {kind}, not a regular file; give a new or regular file's path", path.display())]
     NotRegular {
+        what: String,
+        path: PathBuf,
+        kind: &'static str,
+    },
+    #[error("{what} {}: is {kind}, not a regular file", path.display())]
+    NotRegularInput {
         what: String,
         path: PathBuf,
         kind: &'static str,
@@ -108,10 +113,26 @@ fn resolve(path: &Path) -> PathBuf {
 }
 
 /// Checks one output path (see the crate documentation). `what` names it
-/// in errors (`--json`, `--pcap`, ...).
+/// in errors (`--json`, `--pcap`, ...). The directory's writability is
+/// tested by creating (and deleting) a file in it, so a directory that
+/// refuses new files whatever its mode bits say (`/proc`, `/sys`, a
+/// read-only mount) is found out here, not at the end.
 pub fn check_output(what: &str, path: &Path) -> Result<(), FsError> {
     if path.as_os_str() == "-" {
-        return Ok(());
+        return Err(FsError::Io {
+            what: what.into(),
+            path: path.into(),
+            source: io::Error::other("standard output is not an output here: give a file"),
+        });
+    }
+    if let Ok(m) = fs::symlink_metadata(path) {
+        if m.file_type().is_symlink() && fs::metadata(path).is_err() {
+            return Err(FsError::Io {
+                what: what.into(),
+                path: path.into(),
+                source: io::Error::other("a symbolic link to nothing; give the file's own path"),
+            });
+        }
     }
     let real = resolve(path);
     match fs::metadata(&real) {
@@ -134,36 +155,40 @@ pub fn check_output(what: &str, path: &Path) -> Result<(), FsError> {
             })
         }
     }
-    let c =
-        std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| FsError::NoDirectory {
-            what: what.into(),
-            path: path.into(),
-        })?;
-    // SAFETY: a valid NUL-terminated path.
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
-        return Err(FsError::NotWritable {
-            what: what.into(),
-            path: path.into(),
-            source: io::Error::last_os_error(),
-        });
+    let probe = dir.join(format!(
+        ".leaktest-check-{}-{:08x}",
+        std::process::id(),
+        getrandom::u32().unwrap_or(0)
+    ));
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = fs::remove_file(&probe);
+        }
+        Err(source) => {
+            return Err(FsError::NotWritable {
+                what: what.into(),
+                path: path.into(),
+                source,
+            })
+        }
     }
     Ok(())
 }
 
-/// Checks every output (name, path) and that no two are the same file
-/// (standard output, `-`, may be given once).
+/// Checks every output (name, path) and that no two are the same file.
 pub fn check_outputs(outputs: &[(&str, &Path)]) -> Result<(), FsError> {
     for (what, p) in outputs {
         check_output(what, p)?;
     }
     for (i, (a, pa)) in outputs.iter().enumerate() {
         for (b, pb) in &outputs[i + 1..] {
-            let same = if pa.as_os_str() == "-" || pb.as_os_str() == "-" {
-                pa.as_os_str() == "-" && pb.as_os_str() == "-"
-            } else {
-                resolve(pa) == resolve(pb)
-            };
-            if same {
+            if resolve(pa) == resolve(pb) {
                 return Err(FsError::SameFile {
                     what: (*a).into(),
                     other: (*b).into(),
@@ -177,8 +202,7 @@ pub fn check_outputs(outputs: &[(&str, &Path)]) -> Result<(), FsError> {
 
 /// Writes `path` atomically: `write` fills a temporary file in the same
 /// directory, which is synced and renamed over `path` (re-checked just
-/// before: only a regular file or nothing is replaced). `-` writes to
-/// standard output. On any failure the temporary file is removed and
+/// before: only a regular file or nothing is replaced). On any failure the temporary file is removed and
 /// `path` is untouched.
 pub fn write_atomic(
     what: &str,
@@ -190,10 +214,6 @@ pub fn write_atomic(
         path: path.into(),
         source,
     };
-    if path.as_os_str() == "-" {
-        let mut out = io::stdout().lock();
-        return write(&mut out).and_then(|_| out.flush()).map_err(err);
-    }
     check_output(what, path)?;
     let real = resolve(path);
     let dir = real.parent().unwrap_or(Path::new("/")).to_path_buf();
@@ -398,7 +418,7 @@ pub fn read_bounded(what: &str, path: &Path, max: u64) -> Result<Vec<u8>, FsErro
         .map_err(err)?;
     let m = f.metadata().map_err(err)?;
     if !m.file_type().is_file() {
-        return Err(FsError::NotRegular {
+        return Err(FsError::NotRegularInput {
             what: what.into(),
             path: path.into(),
             kind: kind_of(&m.file_type()),
@@ -459,6 +479,7 @@ pub fn read_secret(what: &str, path: &Path) -> Result<[u8; 16], FsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
 
     #[test]
     fn outputs_must_be_regular_new_and_distinct() {
@@ -471,8 +492,17 @@ mod tests {
         let e = check_outputs(&[("--json", &a), ("--pcap", &again)]).unwrap_err();
         assert!(matches!(e, FsError::SameFile { .. }), "{e}");
         assert!(e.to_string().contains("--json and --pcap"), "{e}");
-        assert!(check_outputs(&[("--json", Path::new("-")), ("--junit", Path::new("-"))]).is_err());
-        assert!(check_outputs(&[("--json", Path::new("-")), ("--junit", &b)]).is_ok());
+        // "-" is not standard output here (it was never documented as such).
+        assert!(check_output("--json", Path::new("-")).is_err());
+        // A symbolic link to nothing; /proc, which refuses new files whatever its mode says.
+        let dangling = d.path().join("dangling");
+        std::os::unix::fs::symlink(d.path().join("nothing"), &dangling).unwrap();
+        let e = check_output("--json", &dangling).unwrap_err();
+        assert!(e.to_string().contains("symbolic link to nothing"), "{e}");
+        let e = check_output("--json", Path::new("/proc/x")).unwrap_err();
+        assert!(matches!(e, FsError::NotWritable { .. }), "{e}");
+        // The check leaves nothing behind.
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
         // A directory, a device, a FIFO, a missing directory.
         for (p, kind) in [
             (d.path().to_path_buf(), "directory"),
@@ -544,7 +574,7 @@ mod tests {
         }
         assert!(matches!(
             read_secret("--key-file", Path::new("/dev/zero")),
-            Err(FsError::NotRegular { .. })
+            Err(FsError::NotRegularInput { .. })
         ));
         assert!(read_secret("--key-file", &d.path().join("missing")).is_err());
     }
@@ -612,11 +642,11 @@ mod tests {
         ));
         assert!(matches!(
             read_bounded("key", Path::new("/dev/zero"), 64),
-            Err(FsError::NotRegular { .. })
+            Err(FsError::NotRegularInput { .. })
         ));
         assert!(matches!(
             read_bounded("key", d.path(), 64),
-            Err(FsError::NotRegular { .. })
+            Err(FsError::NotRegularInput { .. })
         ));
         let fifo = d.path().join("fifo");
         let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
@@ -625,7 +655,7 @@ mod tests {
         // Does not hang: refused at once.
         assert!(matches!(
             read_bounded("key", &fifo, 64),
-            Err(FsError::NotRegular { .. })
+            Err(FsError::NotRegularInput { .. })
         ));
         assert!(read_bounded_string("key", &p, 10).is_ok());
     }

@@ -188,7 +188,7 @@ impl Journal {
         let j: Journal = serde_json::from_str(&text).map_err(|e| {
             journal_err(
                 path,
-                format!("unreadable ({e}); inspect it, then delete it with `leaktest tor restore --forget`"),
+                format!("unreadable ({e}); inspect it; `leaktest tor restore --forget` deletes it"),
             )
         })?;
         if !(1..=JOURNAL_VERSION).contains(&j.version) {
@@ -616,6 +616,9 @@ fn gone_message(j: &Journal, path: &Path) -> String {
 pub struct RestrictGuard {
     opts: ConnectOptions,
     journal: PathBuf,
+    /// The journal as written: if its file is deleted meanwhile (`tor restore --forget
+    /// --force`), the restriction is still undone from this copy.
+    written: Journal,
     active: bool,
 }
 
@@ -633,9 +636,10 @@ impl RestrictGuard {
     /// Connects, journals, restricts. The restore uses a fresh connection with the same options.
     pub fn restrict(opts: &ConnectOptions, journal: &Path) -> Result<RestrictGuard> {
         let mut ctl = Controller::connect(opts)?;
-        restrict(&mut ctl, journal, JournalMode::Guard)?;
+        let written = restrict(&mut ctl, journal, JournalMode::Guard)?;
         ctl.quit();
         Ok(RestrictGuard {
+            written,
             // Undoing the restriction runs after a stop request: never cancelled.
             opts: opts.uncancellable(),
             journal: journal.to_path_buf(),
@@ -655,7 +659,16 @@ impl RestrictGuard {
 
     fn restore_inner(&self) -> Result<()> {
         let mut ctl = Controller::connect(&self.opts)?;
-        let r = restore(&mut ctl, &self.journal).map(|_| ());
+        let r = match restore(&mut ctl, &self.journal) {
+            // The file went away under us: undo the restriction from the copy in memory, if
+            // the Tor it restricted is the one answering.
+            Ok(Restored::Nothing) => match self.written.match_tor(&mut ctl) {
+                Ok(TorMatch::Same) => apply_previous(&mut ctl, &self.written.previous),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            },
+            r => r.map(|_| ()),
+        };
         ctl.quit();
         r
     }

@@ -439,6 +439,15 @@ pub fn run(
         (Some(w), Some(path)) => {
             let summary = w.finish(&stats);
             warnings.extend(summary.warning(path));
+            // Its directory removed (or the file deleted) during the watch: the frames are
+            // gone with it, whatever the writes said.
+            if summary.error.is_none() && std::fs::symlink_metadata(path).is_err() {
+                warnings.push(format!(
+                    "pcap {}: the file was removed during the watch; its {} frames are lost",
+                    path.display(),
+                    summary.written
+                ));
+            }
             summary.written
         }
         _ => 0,

@@ -304,4 +304,34 @@ fn unroutable_and_unprivileged_runs_fail_cleanly() {
             .output()
             .unwrap();
     assert_error(&o, "needs root or CAP_NET_RAW");
+    // SIGHUP (a dropped SSH session) ends a sweep like SIGTERM: exit 2, and
+    // the JSON is written, saying it is incomplete.
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("hup.json");
+    let mut cmd = p.ws.command(BIN);
+    cmd.args([
+        "probe",
+        "--on-link",
+        "--target",
+        GW4,
+        "--suite",
+        "udp",
+        "--rate",
+        "2000",
+    ])
+    .arg("--json")
+    .arg(&json)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let sweep = p.ws.spawn(cmd).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    sweep.signal(libc::SIGHUP).unwrap();
+    let st = sweep
+        .wait_timeout(std::time::Duration::from_secs(20))
+        .unwrap()
+        .expect("the probe did not end on SIGHUP");
+    assert_eq!(st.code(), Some(2));
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(j["complete"], false);
+    assert!(j["sent"].as_u64().unwrap() < 65_536, "{j}");
 }

@@ -249,6 +249,9 @@ fn inputs_and_outputs_are_checked_before_anything_starts() {
         (&["--json", same_s, "--pcap", same_s], "same file"),
         (&["--key-file", "/dev/zero"], "a device"),
         (&["--key-file", fifo_s], "a FIFO"),
+        // A directory that takes no new files whatever its mode bits say.
+        (&["--json", "/proc/x"], "not writable"),
+        (&["--ready-file", "/proc/x"], "not writable"),
     ];
     for (extra, want) in cases {
         let mut args = vec!["watch", "--iface", "lo", "--duration", "1"];
@@ -358,6 +361,60 @@ fn tor_restore_forget_deletes_an_unreadable_journal() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("unreadable"), "{out}");
     assert!(!journal.exists());
+    // --forget deletes journals only: not a file that is neither a journal nor named like
+    // one (a typo in --journal), not a FIFO, and not the journal of a leaktest still running.
+    let forget = |path: &Path| {
+        let o = Command::new(BIN)
+            .env("LEAKTEST_STATE_DIR", dir.path())
+            .args(["tor", "restore", "--forget", "--journal"])
+            .arg(path)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let torrc = dir.path().join("torrc");
+    std::fs::write(&torrc, "SocksPort 9050\n").unwrap();
+    let (code, err) = forget(&torrc);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a journal"), "{err}");
+    assert!(torrc.exists());
+    let fifo = dir.path().join("tor-restrict-fifo.json");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (code, err) = forget(&fifo);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(fifo.exists());
+    // A journal whose owner (this test process) is alive.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let start: u64 = stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let live = dir.path().join("tor-restrict-live.json");
+    std::fs::write(
+        &live,
+        serde_json::json!({
+            "version": 2, "pid": std::process::id(), "process_start": start,
+            "process_name": null, "mode": "guard", "created_unix": 1,
+            "control": {"target": {"tcp": "127.0.0.1:9"}, "auth": null, "password_env": null},
+            "previous": [], "netns": null, "tor": null
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (code, err) = forget(&live);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("leaktest pid {}", std::process::id())),
+        "{err}"
+    );
+    assert!(live.exists());
     let (code, out, _) = run(&["--forget"]);
     assert_eq!(code, Some(0));
     assert!(out.contains("nothing to forget"), "{out}");

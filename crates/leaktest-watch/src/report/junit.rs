@@ -37,6 +37,14 @@ pub fn junit(r: &WatchReport) -> Report {
     let mut suite = TestSuite::new(format!("leaktest watch {}", r.interface));
     suite.add_property(("interface", r.interface.as_str()));
     suite.add_property(("verdict", r.verdict.name()));
+    // Warnings (a report that could not be written, a pcap cut short) do not
+    // change the verdict, but a CI reader must see them.
+    if !r.warnings.is_empty() {
+        suite.set_system_err(format!("warning: {}", r.warnings.join("\nwarning: ")));
+        for w in &r.warnings {
+            suite.add_property(("warning", w.as_str()));
+        }
+    }
     let lines = |pick: &dyn Fn(&super::GroupReport) -> bool| {
         let mut s = String::new();
         for g in r.groups.iter().filter(|g| pick(g)) {

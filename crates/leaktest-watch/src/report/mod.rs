@@ -500,13 +500,13 @@ impl WatchReport {
         w.write_all(b"\n")
     }
 
-    /// Writes the JSON report to `path` atomically (`-`: standard output).
+    /// Writes the JSON report to `path` atomically.
     pub fn write_json(&self, path: &Path) -> Result<(), ReportError> {
         leaktest_fs::write_atomic("JSON report", path, |w| self.write_json_to(w))?;
         Ok(())
     }
 
-    /// Writes the JUnit XML report to `path` atomically (`-`: standard output).
+    /// Writes the JUnit XML report to `path` atomically.
     pub fn write_junit(&self, path: &Path) -> Result<(), ReportError> {
         let xml = junit::junit(self);
         leaktest_fs::write_atomic("JUnit report", path, |w| {

@@ -392,6 +392,22 @@ fn junit_read_back_by_an_xml_reader() {
     assert_eq!(suite.attribute("tests"), Some("14"));
     assert_eq!(suite.attribute("failures"), Some("3"));
 
+    // Warnings reach the JUnit report too.
+    let mut warned = report(&f, &h);
+    warned
+        .warnings
+        .push("pcap truncated: 1 of 9 frames written to x (full)".into());
+    let xml = junit::junit(&warned).to_string().unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let err = doc
+        .descendants()
+        .find(|n| n.has_tag_name("system-err"))
+        .expect("a system-err with the warnings");
+    assert!(
+        err.text().unwrap().contains("pcap truncated: 1 of 9"),
+        "{xml}"
+    );
+
     // An inconclusive watch fails only the capture-health case.
     let clean = Findings::new();
     let h = CaptureHealth {

@@ -376,7 +376,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         eprintln!("leaktest: note: {n}");
     }
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    // SIGHUP (a dropped SSH session) and SIGQUIT too: the JSON is still written, so the
+    // probes that were not sent can be sent later with --probes.
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGQUIT,
+    ] {
         signal_hook::flag::register(sig, stop.clone()).context("cannot install signal handler")?;
     }
     let total = prepared.plan().total();

@@ -130,15 +130,48 @@ fn describe(p: &restrict::PreviousValue) -> String {
 fn run_restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     let path = journal_path(&a.control.journal);
     if a.forget {
-        // Also a journal that cannot be read or parsed: that is what --forget is for.
-        if std::fs::symlink_metadata(&path).is_err() {
-            println!("nothing to forget: no journal at {}", path.display());
-            return Ok(ExitCode::SUCCESS);
+        // Also a journal that cannot be read or parsed: that is what --forget is for. But
+        // only a regular file that is a journal or named like one (a typo in --journal must
+        // not delete /etc/tor/torrc), and not one a running leaktest still holds.
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(_) => {
+                println!("nothing to forget: no journal at {}", path.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        if !meta.file_type().is_file() {
+            anyhow::bail!(
+                "{} is not a regular file, so not a journal: nothing deleted",
+                path.display()
+            );
         }
         let who = match Journal::load(&path) {
-            Ok(Some(j)) => format!("written by pid {}", j.pid),
+            Ok(Some(j)) => {
+                if j.mode == JournalMode::Guard && j.owner_alive() && !a.force {
+                    anyhow::bail!(
+                        "leaktest pid {} holds this restriction and restores it when it ends; \
+                         nothing deleted (--force to delete it anyway)",
+                        j.pid
+                    );
+                }
+                format!("written by pid {}", j.pid)
+            }
             Ok(None) => "gone meanwhile".to_string(),
-            Err(e) => format!("unreadable: {e}"),
+            Err(e) => {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if !(name.starts_with("tor-restrict") && name.ends_with(".json")) {
+                    anyhow::bail!(
+                        "{} is not a journal and not named like one (tor-restrict*.json): \
+                         nothing deleted ({e})",
+                        path.display()
+                    );
+                }
+                "it was unreadable".to_string()
+            }
         };
         Journal::remove(&path)?;
         println!("deleted {} without contacting Tor ({who})", path.display());
@@ -152,6 +185,14 @@ fn run_restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!(
             "leaktest pid {} holds this restriction and restores it when it ends (use --force to restore now)",
             journal.pid
+        );
+    }
+    if journal.other_namespace() {
+        anyhow::bail!(
+            "{} was written in network namespace {}, this is another: restore it from that \
+             namespace (or --forget it if that namespace is gone)",
+            path.display(),
+            journal.netns.unwrap_or(0)
         );
     }
     let target = a

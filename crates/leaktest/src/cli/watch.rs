@@ -184,6 +184,11 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     if v <= 0.0 {
         return Err(format!("`{s}`: the duration must be positive"));
     }
+    if v < 0.1 {
+        return Err(format!(
+            "`{s}` seconds is too short to prove a capture (at least 0.1 s)"
+        ));
+    }
     if v > MAX_DURATION_S {
         return Err(format!(
             "`{s}` seconds is longer than the longest watch (1,000,000,000 s, about 31 years); \
@@ -453,6 +458,7 @@ mod tests {
         let e = parse_seconds("99999999999999999999").unwrap_err();
         assert!(e.contains("longer than the longest watch"), "{e}");
         assert!(parse_seconds("1e9").is_ok());
+        assert!(parse_seconds("1e-10").unwrap_err().contains("too short"));
         assert!(parse_seconds("inf").unwrap_err().contains("longer"));
         assert!(parse_seconds("-inf").unwrap_err().contains("positive"));
     }
