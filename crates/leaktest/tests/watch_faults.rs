@@ -278,6 +278,26 @@ fn inputs_and_outputs_are_checked_before_anything_starts() {
             .all(|p| [&dev, &fifo, &key].contains(&p) || p == &d("run")),
         "{names:?}"
     );
+    // Without privileges: one line naming the capability, exit 2.
+    let mut cmd = ns.command("setpriv");
+    cmd.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        BIN,
+    ])
+    .args(["watch", "--iface", "lo", "--duration", "1"])
+    .env("LEAKTEST_RUN_DIR", d("run"));
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("leaktest: error:") && err.contains("CAP_NET_RAW"),
+        "{err}"
+    );
     // The probe side: --key-file and --json the same way, before a probe is built.
     for (extra, want) in [
         (&["--key-file", "/dev/zero"][..], "a device"),
