@@ -381,7 +381,13 @@ pub fn restrict(ctl: &mut Controller, journal_path: &Path, mode: JournalMode) ->
         });
     }
     let previous = current_values(ctl)?;
-    let tor = tor_identity(ctl)?;
+    // A control port that refuses `process/pid` (a filtering proxy) still gets a journal,
+    // without the Tor's identity (then restored to whichever Tor answers, as in version 1).
+    let tor = match tor_identity(ctl) {
+        Ok(t) => Some(t),
+        Err(TorError::Refused { .. }) => None,
+        Err(e) => return Err(e),
+    };
     let me = proc_stat(std::process::id());
     let journal = Journal {
         version: JOURNAL_VERSION,
@@ -400,7 +406,7 @@ pub fn restrict(ctl: &mut Controller, journal_path: &Path, mode: JournalMode) ->
         },
         previous,
         netns: current_netns(),
-        tor: Some(tor),
+        tor,
     };
     journal.store(journal_path)?;
     let pairs: Vec<(&str, Option<&str>)> =
