@@ -52,7 +52,9 @@ pub mod feed;
 pub mod reply;
 pub mod restrict;
 
-pub use allowlist::{fetch_allowlist, Allowlist, DefaultDirs, Roles, SourceCounts};
+pub use allowlist::{
+    fetch_allowlist, Allowlist, DefaultDirs, MixHasher, Roles, SeededState, SourceCounts,
+};
 pub use auth::{AuthMethod, ProtocolInfo};
 pub use client::{ConnectOptions, ControlTarget, Controller, DEFAULT_CONTROL, DEFAULT_TIMEOUT};
 pub use error::{Result, TorError};

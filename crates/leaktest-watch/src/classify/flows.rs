@@ -422,75 +422,12 @@ fn mostly_text(p: &[u8]) -> bool {
     w.iter().filter(printable).count() * 10 >= w.len() * 9
 }
 
-/// A fast hasher for the flow table with a per-process random seed, so
-/// that flows cannot be chosen to collide (SipHash, std's default, costs a
-/// third of the per-frame time here).
-#[derive(Clone, Copy, Debug)]
-struct SeededState(u64);
-
-impl Default for SeededState {
-    fn default() -> Self {
-        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-        SeededState(*SEED.get_or_init(|| {
-            let s = std::collections::hash_map::RandomState::new();
-            std::hash::BuildHasher::hash_one(&s, 0x6c65_616b_u64) | 1
-        }))
-    }
-}
-
-impl std::hash::BuildHasher for SeededState {
-    type Hasher = MixHasher;
-    fn build_hasher(&self) -> MixHasher {
-        MixHasher(self.0)
-    }
-}
-
-/// Multiply-rotate mixing with a splitmix64 finaliser.
-struct MixHasher(u64);
-
-impl std::hash::Hasher for MixHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for c in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..c.len()].copy_from_slice(c);
-            self.write_u64(u64::from_le_bytes(b));
-        }
-    }
-    #[inline]
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (self.0 ^ x)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(29);
-    }
-    #[inline]
-    fn write_u32(&mut self, x: u32) {
-        self.write_u64(u64::from(x));
-    }
-    #[inline]
-    fn write_u16(&mut self, x: u16) {
-        self.write_u64(u64::from(x));
-    }
-    #[inline]
-    fn write_u8(&mut self, x: u8) {
-        self.write_u64(u64::from(x));
-    }
-    #[inline]
-    fn write_usize(&mut self, x: usize) {
-        self.write_u64(x as u64);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// The flows of one watch.
 #[derive(Debug, Default)]
 pub struct FlowTable {
-    flows: HashMap<FlowKey, FlowState, SeededState>,
+    /// Seeded multiply-mix hash (the allowlist's): cheap per frame, keys
+    /// cannot be chosen to collide.
+    flows: HashMap<FlowKey, FlowState, leaktest_tor::SeededState>,
     stats: FlowStats,
     last_sweep_ns: u64,
 }
