@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 pub enum FsError {
     #[error("{what} {}: its directory does not exist", path.display())]
     NoDirectory { what: String, path: PathBuf },
-    #[error("{what} {}: the directory is not writable ({source})", path.display())]
+    #[error("{what} {}: its directory is not writable: no file can be created there ({source})", path.display())]
     NotWritable {
         what: String,
         path: PathBuf,

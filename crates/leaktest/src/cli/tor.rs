@@ -158,15 +158,15 @@ fn run_restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
                 format!("written by pid {}", j.pid)
             }
             Ok(None) => "gone meanwhile".to_string(),
-            Err(e) => {
+            Err(_) => {
                 let name = path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 if !(name.starts_with("tor-restrict") && name.ends_with(".json")) {
                     anyhow::bail!(
-                        "{} is not a journal and not named like one (tor-restrict*.json): \
-                         nothing deleted ({e})",
+                        "{} is not a journal (it cannot be read as one) and is not named like \
+                         one (tor-restrict*.json): nothing deleted",
                         path.display()
                     );
                 }
