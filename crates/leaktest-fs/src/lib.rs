@@ -13,7 +13,9 @@
 //!   cannot make the tool grow without bound or hang.
 //!
 //! * [`InstanceLock`]: one holder at a time of a named lock (one watcher per
-//!   interface), and the PID of the holder when refused.
+//!   interface), and the PID of the holder when refused; [`watch_lock_name`]
+//!   and [`watched_interfaces`] name and find the watchers' locks, so a probe
+//!   on the watched host knows which interfaces are watched.
 //!
 //! `-` is not standard output: an output is always a file.
 
@@ -402,6 +404,108 @@ impl Drop for InstanceLock {
     }
 }
 
+/// The name of the lock a watcher holds on interface `ifindex` of the
+/// network namespace whose `/proc/self/ns/net` inode is `netns`.
+pub fn watch_lock_name(netns: u64, ifindex: u32) -> String {
+    format!("watch-net{netns}-if{ifindex}.lock")
+}
+
+/// The inode of the calling thread's network namespace (`/proc/thread-self/ns/net`).
+pub fn netns_inode() -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(fs::metadata("/proc/thread-self/ns/net")?.ino())
+}
+
+/// A watcher found by [`watched_interfaces`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watched {
+    pub ifindex: u32,
+    /// The holder's PID as the lock file records it (0 if unreadable).
+    pub pid: u32,
+}
+
+/// The interfaces of network namespace `netns` that a watcher watches now:
+/// the [`watch_lock_name`] files in `dir` whose lock is held. Whether a lock
+/// is held is read from `/proc/locks` (the kernel's table of `flock` locks,
+/// by device and inode), never by taking it, so a starting watcher is never
+/// refused because someone looked. A file left by a killed watcher is not
+/// held and not listed. An unreadable `dir` is an error; a missing one is no
+/// watcher.
+pub fn watched_interfaces(dir: &Path, netns: u64) -> io::Result<Vec<Watched>> {
+    use std::os::unix::fs::MetadataExt;
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let prefix = format!("watch-net{netns}-if");
+    let mut candidates = Vec::new();
+    for e in entries {
+        let e = e?;
+        let name = e.file_name();
+        let Some(idx) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.strip_suffix(".lock"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(m) = fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        if m.file_type().is_file() {
+            candidates.push((idx, m.dev(), m.ino(), e.path()));
+        }
+    }
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let held = held_flocks(&fs::read_to_string("/proc/locks")?);
+    let mut out: Vec<Watched> = candidates
+        .into_iter()
+        .filter(|(_, dev, ino, _)| held.contains(&(*dev, *ino)))
+        .map(|(ifindex, _, _, path)| {
+            let pid = read_bounded_string("lock", &path, 64)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0);
+            Watched { ifindex, pid }
+        })
+        .collect();
+    out.sort_by_key(|w| w.ifindex);
+    Ok(out)
+}
+
+/// `(st_dev, st_ino)` of every file with a `FLOCK` lock in `/proc/locks`
+/// text. Lines look like `1: FLOCK  ADVISORY  WRITE 812 00:19:4242 0 EOF`
+/// (fs/locks.c `lock_get_status`: major and minor in hex, inode in
+/// decimal); blocked waiters (`1: -> FLOCK ...`) are not holders.
+fn held_flocks(text: &str) -> Vec<(u64, u64)> {
+    let mut v = Vec::new();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let _ordinal = f.next();
+        if f.next() != Some("FLOCK") {
+            continue;
+        }
+        let Some(id) = f.nth(3) else { continue };
+        let mut p = id.split(':');
+        let (Some(maj), Some(min), Some(ino)) = (p.next(), p.next(), p.next()) else {
+            continue;
+        };
+        let (Ok(maj), Ok(min), Ok(ino)) = (
+            u32::from_str_radix(maj, 16),
+            u32::from_str_radix(min, 16),
+            ino.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        v.push((libc::makedev(maj, min), ino));
+    }
+    v
+}
+
 /// Reads a regular file of at most `max` bytes. A FIFO, device or
 /// directory is refused without blocking (it is opened non-blocking and
 /// checked before any read).
@@ -628,6 +732,56 @@ mod tests {
         drop(a);
         assert!(!path.exists());
         InstanceLock::acquire("interface eth0", &dir, "watch-1-2.lock").unwrap();
+    }
+
+    #[test]
+    fn watched_interfaces_lists_held_locks_only() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("run");
+        assert_eq!(watched_interfaces(&dir, 7).unwrap(), vec![]);
+        let a = InstanceLock::acquire("interface eth0", &dir, &watch_lock_name(7, 2)).unwrap();
+        let _b = InstanceLock::acquire("interface eth1", &dir, &watch_lock_name(7, 5)).unwrap();
+        // Another namespace's watcher is not ours.
+        let _c = InstanceLock::acquire("interface eth0", &dir, &watch_lock_name(8, 3)).unwrap();
+        // A file left by a killed watcher: present, not locked.
+        fs::write(dir.join(watch_lock_name(7, 9)), "4242\n").unwrap();
+        let me = std::process::id();
+        assert_eq!(
+            watched_interfaces(&dir, 7).unwrap(),
+            vec![
+                Watched {
+                    ifindex: 2,
+                    pid: me
+                },
+                Watched {
+                    ifindex: 5,
+                    pid: me
+                }
+            ]
+        );
+        drop(a);
+        assert_eq!(
+            watched_interfaces(&dir, 7).unwrap(),
+            vec![Watched {
+                ifindex: 5,
+                pid: me
+            }]
+        );
+    }
+
+    #[test]
+    fn proc_locks_lines() {
+        let t = "1: FLOCK  ADVISORY  WRITE 812 00:19:4242 0 EOF\n\
+                 1: -> FLOCK  ADVISORY  WRITE 900 00:19:4243 0 EOF\n\
+                 2: POSIX  ADVISORY  WRITE 77 fd:01:99 0 EOF\n\
+                 3: FLOCK  ADVISORY  WRITE 813 103:0a:17 0 EOF\n";
+        assert_eq!(
+            held_flocks(t),
+            vec![
+                (libc::makedev(0, 0x19), 4242),
+                (libc::makedev(0x103, 0x0a), 17)
+            ]
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! * [`path`]: target sanity checks, and where packets to a target go (egress
 //!   interface, source address, next hop and its MAC) from the kernel's
 //!   routing and neighbour tables over rtnetlink ([`netlink`]).
+//! * [`hop`]: the first-hop check (is the target the first router itself?).
 //! * [`socket`]: the AF_PACKET ([`PacketSender`]) and raw IP
 //!   ([`RawIpSender`]) senders, both batching with `sendmmsg`.
 //! * [`rate`]: the token-bucket rate limiter and `--rate` parsing.
@@ -15,6 +16,7 @@
 //! Everything works in the calling thread's network namespace, which is how
 //! tests drive it inside namespaces of their own.
 
+pub mod hop;
 pub mod netlink;
 pub mod path;
 pub mod rate;
@@ -25,7 +27,9 @@ pub mod socket;
 pub use path::{lookup_path, MacPair, Path, PathOptions};
 pub use rate::{Rate, RateLimiter};
 pub use run::{run, Lane, Plan, ProbeWriter, Progress, RunConfig, RunFailure, RunStats};
-pub use session::{prepare, Prepared, ProbeOutcome, ProbeReport, ProbeRequest, SocketKind};
+pub use session::{
+    prepare, Prepared, ProbeOutcome, ProbeReport, ProbeRequest, SocketKind, Uplinks,
+};
 pub use socket::{Batch, FrameSender, PacketSender, RawIpSender, SendOutcome};
 
 use std::net::IpAddr;
@@ -46,6 +50,22 @@ pub enum Error {
          --on-link if you mean to probe a host on this link"
     )]
     OnLinkTarget { target: IpAddr, iface: String },
+    #[error(
+        "target {target} is the first hop: {answer}. It is the gateway itself (another of its \
+         addresses), so probes to it are delivered to the gateway and never forwarded: give an \
+         address beyond the gateway, or --on-link if you mean to probe the first hop"
+    )]
+    FirstHopTarget { target: IpAddr, answer: String },
+    #[error(
+        "the route to {target} leaves by {iface}, but {watched}: probes that way cannot show what \
+         the watched uplink lets out. Give a target routed through the uplink, or name the \
+         interface you watch with --uplink"
+    )]
+    NotWatchedUplink {
+        target: IpAddr,
+        iface: String,
+        watched: String,
+    },
     #[error("no interface named {0:?}")]
     NoSuchInterface(String),
     #[error("interface {0} is down")]

@@ -65,6 +65,9 @@ pub struct Path {
     pub macs: Option<MacPair>,
     /// True if the interface carries Ethernet frames.
     pub ethernet: bool,
+    /// What [`crate::hop::check_first_hop`] (or the watched-uplink check)
+    /// found, in one line; `None` until [`crate::prepare`] checked it.
+    pub first_hop: Option<String>,
 }
 
 /// Why a target is refused before any lookup, or `None` if it is a
@@ -205,6 +208,7 @@ pub fn lookup_path(target: IpAddr, opts: &PathOptions) -> Result<Path, Error> {
         via_gateway: route.gateway.is_some(),
         macs,
         ethernet,
+        first_hop: None,
     })
 }
 

@@ -53,8 +53,25 @@ pub struct ProbeRequest {
     pub socket: SocketKind,
     pub iface: Option<String>,
     pub gateway_mac: Option<[u8; 6]>,
-    /// Accept targets on the link itself (see [`PathOptions::allow_on_link`]).
+    /// Accept targets on the link itself (see [`PathOptions::allow_on_link`])
+    /// and targets that answer at the first hop ([`crate::hop`]).
     pub allow_on_link: bool,
+    /// The interfaces a watcher on this host watches, when known: each
+    /// family's route must leave by one of them ([`Error::NotWatchedUplink`]),
+    /// and the first-hop check is skipped (the first hop is beyond the
+    /// watched link). `None`: no watcher here, the host is behind the
+    /// gateway, and the first-hop check runs.
+    pub uplinks: Option<Uplinks>,
+}
+
+/// The watched uplink interfaces of this host (see [`ProbeRequest::uplinks`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uplinks {
+    /// Interface indexes.
+    pub ifindexes: Vec<u32>,
+    /// Where they come from, for messages ("the watcher (PID 812) watches eth0",
+    /// "--uplink eth0").
+    pub from: String,
 }
 
 impl ProbeRequest {
@@ -119,7 +136,32 @@ pub fn prepare(request: ProbeRequest) -> Result<Prepared, Error> {
         let Some(target) = request.target(family) else {
             return Err(Error::BadTarget(format!("no {family} target given")));
         };
-        let path = lookup_path(target, &opts)?;
+        let mut path = lookup_path(target, &opts)?;
+        path.first_hop = Some(match &request.uplinks {
+            Some(u) if !u.ifindexes.contains(&path.ifindex) => {
+                return Err(Error::NotWatchedUplink {
+                    target,
+                    iface: path.iface.clone(),
+                    watched: u.from.clone(),
+                })
+            }
+            Some(u) => format!(
+                "not checked: the route leaves by the watched uplink ({})",
+                u.from
+            ),
+            None if request.allow_on_link => "not checked (--on-link)".into(),
+            // Raw sockets test this host's own output path (the gateway's): its
+            // first hop lies beyond its own uplink, which is what is watched.
+            None if request.socket == SocketKind::Raw => {
+                "not checked (--socket raw: this host's own output path)".into()
+            }
+            None => match crate::hop::check_first_hop(&path, request.key, None)? {
+                crate::hop::FirstHop::Target { answer } => {
+                    return Err(Error::FirstHopTarget { target, answer })
+                }
+                h => h.describe(),
+            },
+        });
         if request.socket == SocketKind::Raw && path.ethernet && path.macs.is_none() {
             notes.push(format!(
                 "next hop {} on {} has no neighbour entry yet: the kernel resolves it with the \
@@ -254,6 +296,9 @@ pub struct PathReport {
     pub via_gateway: bool,
     pub src_mac: Option<String>,
     pub dst_mac: Option<String>,
+    /// What the first-hop check found (see `leaktest_send::hop`).
+    #[serde(default)]
+    pub first_hop: Option<String>,
 }
 
 /// `"max"` or probes per second.
@@ -405,6 +450,7 @@ impl ProbeReport {
                             via_gateway: p.via_gateway,
                             src_mac: p.macs.map(|m| fmt_mac(&m.src)),
                             dst_mac: p.macs.map(|m| fmt_mac(&m.dst)),
+                            first_hop: p.first_hop.clone(),
                         },
                     )
                 })
@@ -568,6 +614,7 @@ mod tests {
             iface: None,
             gateway_mac: None,
             allow_on_link: false,
+            uplinks: None,
         };
         let plan = req.plan();
         let path = Path {
@@ -583,6 +630,7 @@ mod tests {
                 dst: [2, 0, 0, 0, 0, 2],
             }),
             ethernet: true,
+            first_hop: Some("beyond the first hop (time exceeded from 10.152.152.10)".into()),
         };
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
         let r = ProbeReport::build(
@@ -616,6 +664,10 @@ mod tests {
         assert_eq!(j["counts"]["ipv6"]["udp"], 65_536);
         assert_eq!(j["suite_totals"]["icmp"], 512);
         assert_eq!(j["paths"]["ipv4"]["dst_mac"], "02:00:00:00:00:02");
+        assert_eq!(
+            j["paths"]["ipv4"]["first_hop"],
+            "beyond the first hop (time exceeded from 10.152.152.10)"
+        );
         assert_eq!(j["started"], "2026-11-30T00:53:20.000Z");
         assert_eq!(j["seconds"], 0.25);
         assert_eq!(j["complete"], true);

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use leaktest_send::session::{parse_ranges, thousands};
 pub use leaktest_send::SocketKind;
-use leaktest_send::{ProbeRequest, Rate};
+use leaktest_send::{ProbeRequest, Rate, Uplinks};
 use leaktest_wire::{Family, RunKey, Suite};
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -37,7 +37,15 @@ Probes go to the target you name: an address beyond the gateway (a host you may 
 other side of it), through the interface and next hop the kernel's routing table chooses for it. \
 A target the routing table reaches without a gateway (on the link itself, such as the gateway's \
 own address) is refused before anything is sent: packets addressed to the gateway are delivered \
-to it and never forwarded, so they cannot show a forwarding leak (--on-link if you mean it). With \
+to it and never forwarded, so they cannot show a forwarding leak (--on-link if you mean it). \
+For the same reason a target routed through the gateway that is the gateway (another of its \
+addresses) is refused: before a packet-socket sweep, one echo request (the catalogue's, marked) goes to the \
+target with TTL/hop limit 1, and an answer from the target itself means it is the first hop; Time \
+Exceeded from the gateway means it lies beyond (no answer: it cannot tell, and the sweep goes on; \
+the JSON's paths.*.first_hop says which). On a host where `leaktest watch` runs (same network \
+namespace), the check is replaced by another: each family's route must leave by an interface a \
+watcher watches (or one named with --uplink), because probes routed elsewhere cannot show what \
+the watched uplink lets out. With \
 the default `--socket packet`, leaktest writes complete Ethernet frames on that interface \
 (AF_PACKET, batches of up to 128 per sendmmsg call), addressed to the next hop's MAC from the \
 neighbour table; if the entry is missing it sends one empty UDP datagram to the next hop's own \
@@ -52,7 +60,8 @@ IPv6 only with just --target6). An explicit `--family both` needs both targets.
 
 Refused targets: loopback, multicast, unspecified, broadcast and reserved (240/4) addresses, \
 addresses of this host, IPv4-mapped IPv6 addresses, link-local addresses without --iface, and \
-targets on the link (reached without a gateway) unless --on-link. --json must be a new or \
+targets on the link (reached without a gateway) or answering at the first hop unless \
+--on-link, and routes that do not leave by the watched uplink. --json must be a new or \
 regular file in a writable directory, checked before the first probe; --key-file a regular \
 file of at most 4 KiB.
 
@@ -60,7 +69,7 @@ Output: a progress bar on stderr when it is a terminal, and one summary line on 
   sent 787,460 probes (ipv4 393,730, ipv6 393,730) in 1.42 s, 554,000 pps, run 3f09c4e1a2b3c4d5, key open 5d0c6e3a9b8f7e21
 --json FILE writes: run_id (16 hex digits), key {mode, fingerprint}, targets {ipv4, ipv6}, \
 interface, socket, rate (pps or \"max\"), families, suites, paths (per family: interface, \
-source, next_hop, via_gateway, src_mac, dst_mac), planned, sent, counts {ipv4: {total, icmp, \
+source, next_hop, via_gateway, src_mac, dst_mac, first_hop), planned, sent, counts {ipv4: {total, icmp, \
 ...}, ipv6: ...}, suite_totals, refused, refused_total, unbuilt, retries, complete, started and \
 finished (RFC 3339 UTC), seconds, pps. It is written also when the run fails or is interrupted \
 (complete: false).
@@ -133,8 +142,9 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "packet")]
     pub socket: SocketArg,
 
-    /// The target is on this host's own link on purpose (a peer in a lab, a test of the link):
-    /// probes reach it directly, not through a gateway, so they cannot show a forwarding leak
+    /// The target is on this host's own link or is the first hop on purpose (a peer in a lab, a
+    /// test of the link): probes reach it directly, not through a gateway, so they cannot show a
+    /// forwarding leak; also skips the first-hop check
     #[arg(long)]
     pub on_link: bool,
 
@@ -147,6 +157,11 @@ pub struct Args {
     /// Send out of IFACE instead of the interface the routing table chooses
     #[arg(long, value_name = "IFACE")]
     pub iface: Option<String>,
+
+    /// The interface the watcher watches on this host (repeatable): each family's route must
+    /// leave by it. Found by itself when `leaktest watch` runs in this network namespace
+    #[arg(long, value_name = "IFACE")]
+    pub uplink: Vec<String>,
 
     /// Destination MAC of every frame (aa:bb:cc:dd:ee:ff) instead of the next hop's from the
     /// neighbour table (packet socket only)
@@ -330,6 +345,69 @@ fn progress_bar(total: u64) -> Option<ProgressBar> {
     Some(pb)
 }
 
+/// The watched uplinks of this host: `--uplink` if given, else the
+/// interfaces that a running `leaktest watch` in this network namespace
+/// holds its lock on (`$LEAKTEST_RUN_DIR`); `None` when there is no watcher
+/// here (the host is behind the gateway: the first-hop check runs instead).
+fn uplinks(args: &Args) -> Result<Option<Uplinks>> {
+    if !args.uplink.is_empty() {
+        let mut ifindexes = Vec::new();
+        for name in &args.uplink {
+            ifindexes.push(
+                leaktest_send::path::ifindex_of(name)
+                    .map_err(|e| anyhow::anyhow!("--uplink: {e}"))?,
+            );
+        }
+        return Ok(Some(Uplinks {
+            ifindexes,
+            from: format!("--uplink names {}", args.uplink.join(", ")),
+        }));
+    }
+    let dir = leaktest_fs::run_dir();
+    let found = leaktest_fs::netns_inode().and_then(|ns| leaktest_fs::watched_interfaces(&dir, ns));
+    let watched = match found {
+        Ok(w) if !w.is_empty() => w,
+        Ok(_) => return Ok(None),
+        Err(e) => {
+            eprintln!(
+                "leaktest: note: cannot see which interfaces a watcher watches here ({}: {e}); \
+                 checking the first hop instead",
+                dir.display()
+            );
+            return Ok(None);
+        }
+    };
+    let from = watched
+        .iter()
+        .map(|w| {
+            format!(
+                "the watcher (PID {}) on this host watches {}",
+                w.pid,
+                ifname(w.ifindex)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Ok(Some(Uplinks {
+        ifindexes: watched.iter().map(|w| w.ifindex).collect(),
+        from,
+    }))
+}
+
+/// The name of interface `index`, or `if<index>` if it has none any more.
+fn ifname(index: u32) -> String {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf holds IF_NAMESIZE bytes as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return format!("if{index}");
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     let settings = Settings::from_args(&args)?;
     for n in &settings.notes {
@@ -371,6 +449,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         iface: args.iface.clone(),
         gateway_mac: args.gateway_mac,
         allow_on_link: args.on_link,
+        uplinks: uplinks(&args)?,
     })?;
     for n in &prepared.notes {
         eprintln!("leaktest: note: {n}");

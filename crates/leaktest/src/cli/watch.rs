@@ -205,7 +205,6 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 /// interface's index; `None` if the interface does not exist (the session
 /// then says so).
 fn watch_lock(iface: &str) -> anyhow::Result<Option<leaktest_fs::InstanceLock>> {
-    use std::os::unix::fs::MetadataExt;
     let Ok(name) = std::ffi::CString::new(iface) else {
         return Ok(None);
     };
@@ -214,13 +213,11 @@ fn watch_lock(iface: &str) -> anyhow::Result<Option<leaktest_fs::InstanceLock>> 
     if index == 0 {
         return Ok(None);
     }
-    let netns = std::fs::metadata("/proc/self/ns/net")
-        .context("reading this network namespace's identity")?
-        .ino();
+    let netns = leaktest_fs::netns_inode().context("reading this network namespace's identity")?;
     let lock = leaktest_fs::InstanceLock::acquire(
         &format!("interface {iface}"),
         &leaktest_fs::run_dir(),
-        &format!("watch-net{netns}-if{index}.lock"),
+        &leaktest_fs::watch_lock_name(netns, index),
     )
     .map_err(|e| match e {
         leaktest_fs::FsError::Locked { .. } => anyhow::anyhow!(

@@ -1,0 +1,150 @@
+//! Plans that cannot test the gateway are refused before the sweep (issue
+//! 13), with the built binary, in the watch lab's namespaces:
+//!
+//! * a target routed through the gateway that *is* the gateway (its uplink
+//!   address): the first-hop check (one echo request with TTL/hop limit 1)
+//!   gets the answer from the target itself, and the probe refuses with exit
+//!   2, sending no sweep; a target beyond gets Time Exceeded from the
+//!   gateway, recorded in the JSON;
+//! * a gateway-local sweep whose route does not leave by the interface the
+//!   running watcher watches is refused, naming the watcher; `--uplink`
+//!   states the interface explicitly; a route through the watched uplink
+//!   is accepted and says so in the JSON.
+//!
+//! Needs root: without it the tests say so and pass, unless
+//! `LEAKTEST_REQUIRE_ROOT=1` (CI) makes them fail.
+
+#[path = "support/watch_lab.rs"]
+mod watch_lab;
+
+use std::process::Output;
+use watch_lab::*;
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Packets the "internet" namespace received on in0.
+fn in0_rx(lab: &Lab) -> u64 {
+    let mut cmd = lab.ns("in").command("cat");
+    cmd.arg("/sys/class/net/in0/statistics/rx_packets");
+    let o = lab.ns("in").exec(cmd).expect("reading in0's counter");
+    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn a_target_that_is_the_gateway_itself_is_refused() {
+    if !is_root() {
+        return;
+    }
+    // The forwarding gateway, made to answer pings on every address.
+    let lab = build("php", true);
+    for rule in [
+        "insert rule inet ltgw input icmp type echo-request accept",
+        "insert rule inet ltgw input icmpv6 type echo-request accept",
+    ] {
+        let mut c = lab.ns("gw").command("nft");
+        c.args(rule.split(' '));
+        lab.ns("gw").exec(c).expect("adding the echo rule");
+    }
+    let before = in0_rx(&lab);
+    for (target, flag, family) in [
+        ("198.51.100.2", "--target", "4"),
+        ("2001:db8:1::2", "--target6", "6"),
+    ] {
+        let json = lab.path(&format!("refused{family}.json"));
+        let mut cmd = lab.ns("ws").command(BIN);
+        cmd.args(["probe", flag, target, "--family", family, "--json"])
+            .arg(&json);
+        let o = cmd.output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("is the first hop"), "{err}");
+        assert!(err.contains("echo reply"), "{err}");
+        assert!(err.contains("--on-link"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(!json.exists(), "refused before the sweep, no report");
+    }
+    // The check itself never left the gateway (TTL 1), the sweep never began.
+    let after = in0_rx(&lab);
+    assert!(
+        after - before <= 2,
+        "{} packets reached the internet side",
+        after - before
+    );
+
+    // A target beyond: Time Exceeded from the gateway, in the JSON.
+    let v = probe(&lab, &["--suite", "icmp"]);
+    for (fam, gw) in [("ipv4", "10.152.152.10"), ("ipv6", "fd19:c33d:88bc::10")] {
+        let fh = v["paths"][fam]["first_hop"].as_str().unwrap();
+        assert_eq!(
+            fh,
+            format!("beyond the first hop (time exceeded from {gw})")
+        );
+    }
+}
+
+#[test]
+fn a_gateway_sweep_must_leave_by_the_watched_uplink() {
+    if !is_root() {
+        return;
+    }
+    let lab = build("pup", false);
+    // A network behind the workstation side: routed, not on the link.
+    ip(
+        lab.ns("gw"),
+        &["route", "add", "192.0.2.0/24", "via", "10.152.152.11"],
+    );
+    let watch = start_watch(&lab, &[]);
+    let run = lab.path("run");
+    let probe_gw = |target: &str, extra: &[&str]| {
+        let json = lab.path("gwprobe.json");
+        let _ = std::fs::remove_file(&json);
+        let mut cmd = lab.ns("gw").command(BIN);
+        cmd.args([
+            "probe", "--socket", "raw", "--target", target, "--suite", "icmp", "--json",
+        ])
+        .arg(&json)
+        .args(extra)
+        .env("LEAKTEST_RUN_DIR", &run);
+        (cmd.output().unwrap(), json)
+    };
+    let (o, json) = probe_gw("192.0.2.7", &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("leaves by gw0"), "{err}");
+    assert!(err.contains(&format!("PID {}", watch.pid())), "{err}");
+    assert!(err.contains("watches gw1"), "{err}");
+    assert!(!json.exists());
+
+    // Stated explicitly: the other interface is refused too, and named.
+    let (o, _) = probe_gw("192.0.2.7", &["--uplink", "gw1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--uplink names gw1"), "{}", stderr(&o));
+
+    // Through the watched uplink: accepted, and the JSON says why unchecked.
+    let (o, json) = probe_gw("203.0.113.7", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = read_json(&json);
+    let fh = v["paths"]["ipv4"]["first_hop"].as_str().unwrap();
+    assert!(
+        fh.starts_with("not checked: the route leaves by the watched uplink"),
+        "{fh}"
+    );
+    assert!(fh.contains("watches gw1"), "{fh}");
+
+    let (code, _, _) = finish_watch(&lab, watch);
+    // The correct gateway drops the local sweep: PASS.
+    assert_eq!(code, 0);
+
+    // With the watcher gone its lock is not held (the file may stay): no
+    // watched uplink to match, and a raw sweep is this host's own output path.
+    let (o, json) = probe_gw("192.0.2.7", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = read_json(&json);
+    let fh = v["paths"]["ipv4"]["first_hop"].as_str().unwrap();
+    assert_eq!(
+        fh,
+        "not checked (--socket raw: this host's own output path)"
+    );
+}
