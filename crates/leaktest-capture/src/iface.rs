@@ -46,9 +46,19 @@ fn ifreq(iface: &str) -> Option<libc::ifreq> {
     Some(req)
 }
 
+/// A socket for the `SIOCGIF*` ioctls. Any family serves (the kernel falls
+/// back to `dev_ioctl` for requests a family does not handle: net/socket.c
+/// `sock_do_ioctl`); a route netlink socket is used because it is the one
+/// family the watcher's sandbox may still create (it sends nothing).
 fn ioctl_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2) call; the result is checked.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
     if raw < 0 {
         return Err(io::Error::last_os_error());
     }

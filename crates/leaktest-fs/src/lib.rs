@@ -325,6 +325,8 @@ pub struct InstanceLock {
     path: PathBuf,
     /// Held (not read) so the lock lasts as long as this value.
     _file: File,
+    /// Whether dropping it deletes the file (not in a forked child).
+    unlink: bool,
 }
 
 /// How often [`InstanceLock::acquire`] retries when the file it locked was
@@ -383,7 +385,11 @@ impl InstanceLock {
             }
             file.set_len(0).map_err(err)?;
             writeln!(file, "{}", std::process::id()).map_err(err)?;
-            return Ok(InstanceLock { path, _file: file });
+            return Ok(InstanceLock {
+                path,
+                _file: file,
+                unlink: true,
+            });
         }
         Err(err(io::Error::other(
             "the lock file kept changing under us; try again",
@@ -394,13 +400,23 @@ impl InstanceLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// In a child forked while the lock was held: closes this process's
+    /// descriptor and leaves the file alone. The lock stays held by the
+    /// parent's descriptor (a `flock` belongs to the open file description,
+    /// which both share) and goes with the parent.
+    pub fn close_in_child(mut self) {
+        self.unlink = false;
+    }
 }
 
 impl Drop for InstanceLock {
     fn drop(&mut self) {
         // Deleted while still held: a process that opened it meanwhile
         // notices (its inode is no longer at the path) and starts over.
-        let _ = fs::remove_file(&self.path);
+        if self.unlink {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 

@@ -152,6 +152,15 @@ impl AllowlistFeed {
     /// reports: exit 2), subscribes to `NEWCONSENSUS CONF_CHANGED` and starts the refresh thread.
     /// `extra` (the `--allow` entries) is always part of the list.
     pub fn start(opts: ConnectOptions, extra: Allowlist) -> Result<AllowlistFeed> {
+        AllowlistFeed::connect(opts, extra)?.spawn()
+    }
+
+    /// The first half of [`AllowlistFeed::start`]: connects, authenticates
+    /// (reading the cookie file, which needs its privilege), builds the first
+    /// allowlist and subscribes, without starting the thread. A process that
+    /// drops privilege does so between this and [`PendingFeed::spawn`], so
+    /// the thread starts with the dropped credentials.
+    pub fn connect(opts: ConnectOptions, extra: Allowlist) -> Result<PendingFeed> {
         let mut ctl = Controller::connect(&opts)?;
         let (fresh, counts) = fetch_allowlist(&mut ctl)?;
         ctl.setevents(&["NEWCONSENSUS", "CONF_CHANGED"])?;
@@ -159,19 +168,14 @@ impl AllowlistFeed {
         // shutdown (a stop request must not look like an allowlist outage).
         ctl.set_cancel(None);
         let opts = opts.uncancellable();
-        let mut feed = AllowlistFeed::fixed(extra);
+        let feed = AllowlistFeed::fixed(extra);
         feed.shared.publish(&fresh, counts);
         *feed
             .shared
             .shutdown
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(ctl.shutdown_handle()?);
-        let shared = feed.shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("tor-allowlist".into())
-            .spawn(move || run(shared, opts, ctl))?;
-        feed.thread = Some(thread);
-        Ok(feed)
+        Ok(PendingFeed { feed, opts, ctl })
     }
 
     /// A reader for a capture loop.
@@ -327,6 +331,42 @@ fn reconnect(shared: &Shared, opts: &ConnectOptions) -> Option<Controller> {
             Some(c)
         }
         Err(_) => None,
+    }
+}
+
+/// A feed connected and holding its first allowlist, whose refresh thread
+/// has not started ([`AllowlistFeed::connect`]).
+pub struct PendingFeed {
+    feed: AllowlistFeed,
+    opts: ConnectOptions,
+    ctl: Controller,
+}
+
+impl std::fmt::Debug for PendingFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingFeed").finish_non_exhaustive()
+    }
+}
+
+impl PendingFeed {
+    /// Starts the refresh thread (named `tor-allowlist`).
+    pub fn spawn(self) -> Result<AllowlistFeed> {
+        let PendingFeed {
+            mut feed,
+            opts,
+            ctl,
+        } = self;
+        let shared = feed.shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("tor-allowlist".into())
+            .spawn(move || run(shared, opts, ctl))?;
+        feed.thread = Some(thread);
+        Ok(feed)
+    }
+
+    /// The allowlist as first fetched.
+    pub fn generation(&self) -> u64 {
+        self.feed.generation()
     }
 }
 

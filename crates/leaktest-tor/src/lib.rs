@@ -58,5 +58,5 @@ pub use allowlist::{
 pub use auth::{AuthMethod, ProtocolInfo};
 pub use client::{ConnectOptions, ControlTarget, Controller, DEFAULT_CONTROL, DEFAULT_TIMEOUT};
 pub use error::{Result, TorError};
-pub use feed::{AllowlistFeed, AllowlistReader, FeedHealth, Outage};
+pub use feed::{AllowlistFeed, AllowlistReader, FeedHealth, Outage, PendingFeed};
 pub use restrict::{recover_leftover, JournalMode, RestrictGuard};

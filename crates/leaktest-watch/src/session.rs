@@ -103,6 +103,8 @@ pub enum SessionError {
     Tor(#[from] TorError),
     #[error(transparent)]
     Report(#[from] ReportError),
+    #[error("dropping privilege: {0}")]
+    Sandbox(String),
     #[error("writing the ready file {path}: {source}")]
     ReadyFile {
         path: PathBuf,
@@ -170,7 +172,7 @@ impl Problems {
 
 /// Writes `path` atomically (temporary file, then rename over a regular
 /// file or nothing), so a reader never sees it half written.
-fn write_ready_file(path: &Path, iface: &str) -> Result<(), SessionError> {
+pub fn write_ready_file(path: &Path, iface: &str) -> Result<(), SessionError> {
     let body = format!(
         "{{\"ready\": true, \"interface\": {}, \"pid\": {}}}\n",
         serde_json::Value::from(iface),
@@ -213,13 +215,49 @@ pub fn run(
     stop: &AtomicBool,
     live: &mut dyn Write,
 ) -> Result<SessionOutcome, SessionError> {
+    run_with(cfg, stop, live, &mut NoHooks)
+}
+
+/// What a caller may do at the two moments of a watch that concern
+/// privilege (see `leaktest_priv` and the CLI's privilege separation).
+pub trait SessionHooks {
+    /// Called once everything that needs privilege is open (the capture, the
+    /// canary socket, the Tor control connection with its cookie read, the
+    /// pcapng file) and before any frame is read or any thread started: a
+    /// privilege-separated caller drops privilege here. An error ends the
+    /// watch before it begins.
+    fn opened(&mut self) -> Result<(), SessionError> {
+        Ok(())
+    }
+
+    /// Called once, when the capture is proven live (its first canary was
+    /// seen), with [`SessionConfig::ready_file`]. The default writes it.
+    fn ready(&mut self, path: &Path, iface: &str) -> Result<(), SessionError> {
+        write_ready_file(path, iface)
+    }
+}
+
+/// The hooks of an unseparated watch: nothing dropped, the ready file written here.
+pub struct NoHooks;
+
+impl SessionHooks for NoHooks {}
+
+/// [`run`] with [`SessionHooks`].
+pub fn run_with(
+    cfg: SessionConfig,
+    stop: &AtomicBool,
+    live: &mut dyn Write,
+    hooks: &mut dyn SessionHooks,
+) -> Result<SessionOutcome, SessionError> {
     let iface = cfg.capture.iface.clone();
     // Everything that can fail outright happens before the capture starts.
     let mut monitor =
         IfaceMonitor::new(&iface).ok_or_else(|| CaptureError::NoSuchInterface(iface.clone()))?;
-    let feed = match cfg.tor_control.clone() {
-        Some(opts) => AllowlistFeed::start(opts, cfg.tor_extra.clone())?,
-        None => AllowlistFeed::fixed(cfg.tor_extra.clone()),
+    // Connected (the cookie read) now; the refresh thread starts after the
+    // hook, with whatever credentials the hook left.
+    let pending = match cfg.tor_control.clone() {
+        Some(opts) => Some(AllowlistFeed::connect(opts, cfg.tor_extra.clone())?),
+        None => None,
     };
     let canary_err = |e: &dyn std::fmt::Display| SessionError::Canary {
         iface: iface.clone(),
@@ -227,8 +265,6 @@ pub fn run(
     };
     let injector = CanaryInjector::open(&iface).map_err(|e| canary_err(&e))?;
     let ledger = new_ledger(injector.mac()).map_err(|e| canary_err(&e))?;
-    let first_generation = feed.generation();
-    let mut reader = feed.reader();
     let mut pcap = match &cfg.pcap {
         Some(p) => Some(PcapngWriter::create(p, &iface)?),
         None => None,
@@ -246,6 +282,15 @@ pub fn run(
     )
     .with_canaries(ledger);
     let mut cap = LiveCapture::open(&cfg.capture)?;
+    // Everything privileged is open: the caller may drop privilege now,
+    // before a single frame is read.
+    hooks.opened()?;
+    let feed = match pending {
+        Some(p) => p.spawn()?,
+        None => AllowlistFeed::fixed(cfg.tor_extra.clone()),
+    };
+    let first_generation = feed.generation();
+    let mut reader = feed.reader();
 
     let start = Instant::now();
     let mut findings = Findings::new();
@@ -329,7 +374,7 @@ pub fn run(
                 eprintln!("leaktest: capture on {iface} is live (its first canary was seen): start the probes");
             }
             if let Some(path) = ready_pending.take() {
-                write_ready_file(&path, &iface)?;
+                hooks.ready(&path, &iface)?;
             }
         }
         if Instant::now() >= next_health {

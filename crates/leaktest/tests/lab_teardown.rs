@@ -103,8 +103,9 @@ fn start(
 fn start_mid_profile() -> (std::process::Child, String, PathBuf) {
     let (child, prefix, tmpdir, mut err) = start(&["--profile", "forward-masquerade"], &[]);
     wait_for_line(&mut err, "tor started");
-    // Keep draining stderr so the lab never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    // Keep draining stderr so the lab never blocks on a full pipe; it goes to
+    // this test's stderr, shown when the test fails (a teardown error is there).
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::stderr()));
     std::thread::sleep(Duration::from_millis(1500));
     (child, prefix, tmpdir)
 }

@@ -482,3 +482,96 @@ fn bad_options_and_missing_interface_exit_2() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
     }
 }
+
+/// The watch's children (its sandboxed reader), from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+/// Issue 12: the frames are read and judged by a child that runs as the
+/// `--user` (here a uid without a passwd entry) with no capability, no new
+/// privileges and a seccomp filter, while the privileged parent reads
+/// nothing from the network; the verdict and the counts are those of the
+/// forwarding gateway (every ICMP probe leaks, each attributed). A reader
+/// killed mid-watch is exit 2, never a verdict; `--no-sandbox` keeps one
+/// privileged process.
+#[test]
+fn the_reader_is_sandboxed_and_judges_the_same() {
+    if !is_root() {
+        return;
+    }
+    let lab = build("wsb", true);
+    let watch = start_watch(&lab, &["--user", "4000123"]);
+    let kids = children(watch.pid());
+    assert_eq!(kids.len(), 1, "one sandboxed reader: {kids:?}");
+    let reader = leaktest_priv::Status::of(kids[0]).unwrap();
+    assert_eq!(reader.uids, [4_000_123; 4], "{reader:?}");
+    assert_eq!(reader.gids, [4_000_123; 4], "{reader:?}");
+    assert_eq!(
+        (
+            reader.cap_eff,
+            reader.cap_prm,
+            reader.cap_inh,
+            reader.cap_amb
+        ),
+        (0, 0, 0, 0),
+        "{reader:?}"
+    );
+    assert_eq!(reader.cap_bnd, 0, "bounding set emptied: {reader:?}");
+    assert!(reader.no_new_privs, "{reader:?}");
+    assert_eq!(reader.seccomp, 2, "{reader:?}");
+    assert!(reader.is_sandboxed());
+    let monitor = leaktest_priv::Status::of(watch.pid()).unwrap();
+    assert_eq!(
+        monitor.uids, [0; 4],
+        "the monitor stays root to restore Tor"
+    );
+    assert_eq!(monitor.seccomp, 0);
+
+    let p = probe(&lab, &["--suite", "icmp", "--family", "both"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out, w) = finish_watch(&lab, watch);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(w["verdict"], "leak");
+    assert_eq!(u(&w["leak_packets"]), u(&p["sent"]), "{out}");
+    assert!(w["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["probe"]["run"] == p["run_id"]));
+    assert!(
+        lab.path("ready").exists(),
+        "the monitor wrote the ready file"
+    );
+
+    // A reader that dies is never a verdict.
+    let _ = std::fs::remove_file(lab.path("watch.json"));
+    std::fs::remove_file(lab.path("ready")).unwrap();
+    let watch = start_watch(&lab, &[]);
+    let kids = children(watch.pid());
+    assert_eq!(kids.len(), 1);
+    // SAFETY: kill of the reader this test's watch started, by PID.
+    assert_eq!(unsafe { libc::kill(kids[0] as i32, libc::SIGKILL) }, 0);
+    let st = watch
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap()
+        .expect("the watch must end when its reader dies");
+    assert_eq!(st.code(), Some(2));
+    assert!(
+        !lab.path("watch.json").exists(),
+        "no report without a reader"
+    );
+
+    // --no-sandbox: one process, privileged.
+    let _ = std::fs::remove_file(lab.path("ready"));
+    let watch = start_watch(&lab, &["--no-sandbox"]);
+    assert!(children(watch.pid()).is_empty());
+    let one = leaktest_priv::Status::of(watch.pid()).unwrap();
+    assert_ne!(one.cap_eff, 0);
+    let (code, out, _) = finish_watch(&lab, watch);
+    assert_eq!(code, 0, "{out}");
+}

@@ -3,9 +3,10 @@
 
 use anyhow::{bail, Context};
 use leaktest_capture::CaptureConfig;
+use leaktest_priv::{Ended, Recv, Sandbox, Side, User};
 use leaktest_tor::restrict::{self, RestrictGuard};
 use leaktest_tor::{ConnectOptions, ControlTarget, DEFAULT_CONTROL};
-use leaktest_watch::session::{self, SessionConfig};
+use leaktest_watch::session::{self, SessionConfig, SessionError, SessionHooks};
 use leaktest_watch::{parse_allow_list, RULES};
 use leaktest_wire::MarkerKeys;
 use std::io::Write;
@@ -89,7 +90,16 @@ and the warning says how many of the frames it holds. --key-file must be a regul
 at most 4 KiB.
 
 One watcher per interface: a second watch on the same interface (same network namespace) \
-is refused with the first one's PID (lock in $LEAKTEST_RUN_DIR, default /run/leaktest).";
+is refused with the first one's PID (lock in $LEAKTEST_RUN_DIR, default /run/leaktest).
+
+Privilege separation: once the capture, the canary socket, Tor's control connection and the \
+pcap file are open, the watch forks. The child reads and judges every frame as --user \
+(default the `leaktest` user, else `nobody`) with no capabilities, PR_SET_NO_NEW_PRIVS and a \
+seccomp filter allowing only the capture loop's system calls, verified in /proc before the \
+first frame. The parent (the PID to signal; the one in the ready file) stays root, reads \
+nothing from the network, passes signals on, and at the end undoes --restrict-tor and writes \
+the reports. A child that dies ends the watch with exit 2. --no-sandbox keeps one \
+privileged process (debugging only).";
 
 const AFTER_LONG_HELP: &str = "\
 Verdict and exit status:
@@ -98,7 +108,8 @@ Verdict and exit status:
   3  INCONCLUSIVE  nothing leaked, but the capture could not be proven complete
   2  error         bad option, unusable output path, missing interface, another
                    watcher on it, no privileges (needs root or CAP_NET_RAW),
-                   unreachable or refusing control port
+                   unreachable or refusing control port, a sandbox that could
+                   not be entered, a sandboxed reader that died
   130              a signal before the watch began (e.g. while connecting to
                    the control port): nothing was judged
 
@@ -164,6 +175,15 @@ pub struct Args {
     /// Written once the capture is proven live (its first canary seen)
     #[arg(long, value_name = "FILE")]
     ready_file: Option<PathBuf>,
+    /// The unprivileged user (name or uid; a uid without a passwd entry works) that reads and
+    /// judges frames once the capture is open; default `leaktest` if that user exists, else
+    /// `nobody`. Needs root (started with capabilities only, the reader keeps the current uid)
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// Read and judge frames with full privilege, in one process (debugging only: a parser bug
+    /// is then a root compromise of the gateway)
+    #[arg(long, conflicts_with = "user")]
+    no_sandbox: bool,
     /// Capture ring size in MiB
     #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=2047))]
     buffer_mib: u32,
@@ -274,14 +294,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // SSH session) and SIGQUIT count as SIGTERM. A second signal exits at
     // once. Every wait before the watch (the control port) looks at the flag
     // at least every 100 ms.
+    let sandbox = sandbox_for(&args)?;
     let stop = Arc::new(AtomicBool::new(false));
+    let mut at_once = Vec::new();
     for sig in STOP_SIGNALS {
-        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
-            .context("installing signal handlers")?;
+        at_once.push(
+            signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
+                .context("installing signal handlers")?,
+        );
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
     let opts = connect_options(&args)?.map(|o| o.with_cancel(stop.clone()));
-    let _lock = watch_lock(&args.iface)?;
+    let lock = watch_lock(&args.iface)?;
     let interrupted = |e: anyhow::Error| -> anyhow::Result<ExitCode> {
         if stop.load(std::sync::atomic::Ordering::SeqCst) {
             eprintln!("leaktest: interrupted before the watch began: nothing was captured, nothing judged");
@@ -338,9 +362,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let mut stdout = std::io::stdout();
-    let outcome = session::run(cfg, &stop, &mut stdout);
+    let mut hooks = Privsep {
+        sandbox,
+        stop: stop.clone(),
+        at_once,
+        duties: Some(Duties { guard, lock }),
+        reader: None,
+        args: &args,
+    };
+    let outcome = session::run_with(cfg, &stop, &mut stdout, &mut hooks);
+    if let Some(reader) = hooks.reader.take() {
+        // The sandboxed reader: the monitor does the rest.
+        reader_exit(&reader, outcome, &args, &stop);
+    }
+    let Duties { guard, lock } = hooks.duties.take().expect("duties stay in one process");
     // Undo the restriction before anything else can fail.
     let restored = guard.map(|g| g.restore());
+    drop(lock);
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
@@ -350,23 +388,51 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return interrupted(e.into());
         }
     };
+    let report = full_report(&outcome, &args);
+    let summary = summary_line(&outcome);
+    Ok(ExitCode::from(finish(report, &summary, restored, &args)))
+}
+
+/// The report of a finished session, with what only the command line knows.
+fn full_report(outcome: &session::SessionOutcome, args: &Args) -> leaktest_watch::WatchReport {
     let mut report = outcome.report();
     report.families_probed = args.families.map(|f| match f {
         super::probe::FamilyArg::V4 => vec![leaktest_wire::Family::V4],
         super::probe::FamilyArg::V6 => vec![leaktest_wire::Family::V6],
         super::probe::FamilyArg::Both => leaktest_wire::Family::BOTH.to_vec(),
     });
+    report
+}
+
+/// Writes the reports, prints the verdict and returns the exit status: the
+/// last step of a watch, in the monitor when privilege is separated.
+fn finish(
+    mut report: leaktest_watch::WatchReport,
+    summary: &str,
+    restored: Option<Result<(), leaktest_tor::TorError>>,
+    args: &Args,
+) -> u8 {
     if let Some(Err(e)) = restored {
         report
             .warnings
             .push(format!("restoring Tor's configuration failed: {e:#}"));
     }
     write_reports(&mut report, args.json.as_deref(), args.junit.as_deref());
+    let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let _ = report.print_terminal(&mut out);
+    let _ = writeln!(out, "{summary}");
+    let _ = out.flush();
+    for w in &report.warnings {
+        eprintln!("leaktest: warning: {w}");
+    }
+    report.exit_code
+}
+
+/// The closing line about the capture itself.
+fn summary_line(outcome: &session::SessionOutcome) -> String {
     let a = outcome.health.accounting.unwrap_or_default();
-    let _ = writeln!(
-        out,
+    format!(
         "capture: {:.1} s; the kernel counted {} frames, the capture delivered {} ({} before the watch began) and dropped {}, the {} rules classified {}; Tor allowlist: {} endpoints{}",
         outcome.elapsed.as_secs_f64(),
         outcome.stats.received,
@@ -381,12 +447,238 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         } else {
             " (--allow tor:/obfs4: entries only)".to_string()
         }
-    );
-    let _ = out.flush();
-    for w in &report.warnings {
-        eprintln!("leaktest: warning: {w}");
+    )
+}
+
+/// What stays with the privileged process: the Tor restriction to undo and
+/// the interface lock.
+struct Duties {
+    guard: Option<RestrictGuard>,
+    lock: Option<leaktest_fs::InstanceLock>,
+}
+
+/// Messages from the sandboxed reader to the monitor, one JSON line each.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "msg", rename_all = "lowercase")]
+enum ToMonitor {
+    /// The capture is proven live: write the ready file.
+    Ready { iface: String },
+    /// The watch is over: the report and the closing line.
+    Done {
+        report: Box<leaktest_watch::WatchReport>,
+        summary: String,
+    },
+}
+
+/// Privilege separation of a watch (OpenSSH's shape). Once the session has
+/// opened everything that needs privilege, the process forks: the child
+/// drops to the sandbox (unprivileged user, no capabilities, no new
+/// privileges, seccomp; `leaktest_priv`) and reads and judges every frame;
+/// the parent, still privileged, reads nothing from the network: it writes
+/// the ready file when told, passes signals on, and at the end undoes
+/// `--restrict-tor` (which needs the cookie again), writes the reports and
+/// exits with the verdict the reader sent.
+struct Privsep<'a> {
+    /// `None`: `--no-sandbox`, one process.
+    sandbox: Option<Sandbox>,
+    stop: Arc<AtomicBool>,
+    /// The "second signal exits at once" handlers, which the monitor drops:
+    /// it must outlive the reader to restore Tor.
+    at_once: Vec<signal_hook::SigId>,
+    duties: Option<Duties>,
+    /// Set in the reader.
+    reader: Option<leaktest_priv::Reader>,
+    args: &'a Args,
+}
+
+impl SessionHooks for Privsep<'_> {
+    fn opened(&mut self) -> Result<(), SessionError> {
+        let Some(sandbox) = self.sandbox.as_mut() else {
+            return Ok(());
+        };
+        let side = leaktest_priv::separate().map_err(|e| SessionError::Sandbox(e.to_string()))?;
+        match side {
+            Side::Reader(reader) => {
+                // The parent keeps these. The guard's copy holds no connection (a
+                // restore reconnects) and is forgotten; the lock's descriptor is
+                // closed here without unlinking the file (the parent's keeps the
+                // lock: it belongs to the open file, shared by both).
+                if let Some(d) = self.duties.take() {
+                    std::mem::forget(d.guard);
+                    if let Some(l) = d.lock {
+                        l.close_in_child();
+                    }
+                }
+                let reader = self.reader.insert(reader);
+                reader
+                    .enter(sandbox)
+                    .map_err(|e| SessionError::Sandbox(e.to_string()))?;
+                Ok(())
+            }
+            Side::Monitor(m) => {
+                for id in self.at_once.drain(..) {
+                    signal_hook::low_level::unregister(id);
+                }
+                let duties = self.duties.take().expect("duties before the fork");
+                let code = monitor(m, duties, self.args, &self.stop);
+                std::process::exit(i32::from(code));
+            }
+        }
     }
-    Ok(ExitCode::from(report.exit_code))
+
+    fn ready(&mut self, path: &Path, iface: &str) -> Result<(), SessionError> {
+        match &self.reader {
+            None => session::write_ready_file(path, iface),
+            Some(r) => {
+                let msg = serde_json::to_vec(&ToMonitor::Ready {
+                    iface: iface.to_string(),
+                })
+                .expect("a plain message serialises");
+                r.send(&msg).map_err(|e| SessionError::ReadyFile {
+                    path: path.to_owned(),
+                    source: e,
+                })
+            }
+        }
+    }
+}
+
+/// The sandbox of this watch: `None` with `--no-sandbox`. As root the reader
+/// becomes `--user` (default [`leaktest_priv::PACKAGE_USER`], else
+/// `nobody`); started with capabilities only it keeps its uid and loses the
+/// capabilities.
+fn sandbox_for(args: &Args) -> anyhow::Result<Option<Sandbox>> {
+    if args.no_sandbox {
+        return Ok(None);
+    }
+    // SAFETY: no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let user = match (&args.user, root) {
+        (Some(u), true) => Some(User::resolve(u).context("--user")?),
+        (None, true) => Some(User::default_user().context("the sandbox user")?),
+        (Some(u), false) => {
+            let u = User::resolve(u).context("--user")?;
+            // SAFETY: no preconditions.
+            if u.uid != unsafe { libc::getuid() } {
+                bail!("{}", leaktest_priv::PrivError::NeedsRoot(u.name));
+            }
+            Some(u)
+        }
+        (None, false) => None,
+    };
+    Ok(Some(Sandbox::new(user)?))
+}
+
+/// The end of the sandboxed reader: the report goes to the monitor, and the
+/// process ends without running anything else (it owns nothing to undo).
+fn reader_exit(
+    reader: &leaktest_priv::Reader,
+    outcome: Result<session::SessionOutcome, SessionError>,
+    args: &Args,
+    stop: &AtomicBool,
+) -> ! {
+    let code = match outcome {
+        Ok(o) => {
+            let msg = ToMonitor::Done {
+                report: Box::new(full_report(&o, args)),
+                summary: summary_line(&o),
+            };
+            match serde_json::to_vec(&msg)
+                .map_err(std::io::Error::other)
+                .and_then(|m| reader.send(&m))
+            {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("leaktest: error: sending the report to the monitor: {e}");
+                    2
+                }
+            }
+        }
+        Err(e) => {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                i32::from(EXIT_INTERRUPTED)
+            } else {
+                eprintln!("leaktest: error: {e}");
+                2
+            }
+        }
+    };
+    // SAFETY: ends the process at once; nothing of it needs to run.
+    unsafe { libc::_exit(code) }
+}
+
+/// The monitor's whole life: pass signals on, write the ready file when the
+/// reader says so, then restore Tor and write the reports from the reader's
+/// report. Returns the exit status.
+fn monitor(mut m: leaktest_priv::Monitor, duties: Duties, args: &Args, stop: &AtomicBool) -> u8 {
+    use std::sync::atomic::Ordering;
+    let mut done: Option<(leaktest_watch::WatchReport, String)> = None;
+    let mut failed = false;
+    loop {
+        if stop.swap(false, Ordering::SeqCst) {
+            // Each signal once: the first ends the watch, a second ends it at once.
+            m.signal(libc::SIGTERM);
+        }
+        match m.recv(Duration::from_millis(100)) {
+            Ok(Recv::Timeout) => {}
+            Ok(Recv::Closed) => break,
+            Err(e) => {
+                eprintln!("leaktest: error: reading from the sandboxed reader: {e}");
+                m.signal(libc::SIGKILL);
+                failed = true;
+                break;
+            }
+            Ok(Recv::Message(line)) => match serde_json::from_slice::<ToMonitor>(&line) {
+                Ok(ToMonitor::Ready { iface }) => {
+                    if let Some(p) = &args.ready_file {
+                        if let Err(e) = session::write_ready_file(p, &iface) {
+                            eprintln!("leaktest: error: {e}");
+                            m.signal(libc::SIGTERM);
+                            failed = true;
+                        }
+                    }
+                }
+                Ok(ToMonitor::Done { report, summary }) => done = Some((*report, summary)),
+                Err(e) => {
+                    // Nothing but the reader writes there: a message that does
+                    // not parse is a reader that is not ours any more.
+                    eprintln!("leaktest: error: the sandboxed reader sent garbage ({e}); ended it");
+                    m.signal(libc::SIGKILL);
+                    failed = true;
+                    break;
+                }
+            },
+        }
+    }
+    let pid = m.reader_pid();
+    let ended = m.wait();
+    let restored = duties.guard.map(|g| g.restore());
+    drop(duties.lock);
+    match (done, failed) {
+        (Some((report, summary)), false) => finish(report, &summary, restored, args),
+        _ => {
+            if let Some(Err(e)) = restored {
+                eprintln!("leaktest: warning: restoring Tor's configuration failed: {e:#}");
+            }
+            match ended {
+                Ok(Ended::Exited(c)) if c != 0 => c as u8,
+                Ok(Ended::Exited(_)) => {
+                    eprintln!(
+                        "leaktest: error: the sandboxed reader (PID {pid}) ended without a report"
+                    );
+                    2
+                }
+                Ok(Ended::Signaled(sig)) => {
+                    eprintln!("leaktest: error: the sandboxed reader (PID {pid}) was killed by signal {sig}; no report");
+                    2
+                }
+                Err(e) => {
+                    eprintln!("leaktest: error: waiting for the sandboxed reader: {e}");
+                    2
+                }
+            }
+        }
+    }
 }
 
 /// Writes the JSON and JUnit reports. A report that cannot be written is a
