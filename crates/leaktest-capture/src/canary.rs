@@ -75,6 +75,11 @@ impl CanaryInjector {
     }
 
     /// The interface's MAC (the canaries' source address).
+    /// The socket's descriptor (for a sandbox that forbids sending on it).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.fd)
+    }
+
     pub fn mac(&self) -> [u8; 6] {
         self.mac
     }

@@ -193,6 +193,12 @@ impl LiveCapture {
         self.barrier_frames
     }
 
+    /// The capture socket's descriptor (for a sandbox that forbids sending
+    /// on it; the capture keeps owning it).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.cap.as_raw_fd()
+    }
+
     /// Detaches the capture from the interface and hands every frame still
     /// in the ring to `f`: afterwards the kernel counts nothing more, so
     /// `stats().received == delivered() + stats().dropped` holds exactly.

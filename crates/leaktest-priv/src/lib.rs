@@ -18,10 +18,14 @@
 //!    explicitly (this is all there is to do when started with file
 //!    capabilities instead of root);
 //! 4. `PR_SET_NO_NEW_PRIVS` (prctl(2)): no exec can give them back;
-//! 5. a seccomp filter ([`watch_filter`]) that allows only the system calls
-//!    the capture loop makes; anything else fails with `EPERM`;
+//! 5. a seccomp filter ([`sandbox_filter`]) that allows only the system calls
+//!    the capture loop (and the probe's sending loop) makes; anything else
+//!    fails with `EPERM`;
 //! 6. all of it verified from `/proc/thread-self/status` ([`Status`]), so a
 //!    step that silently did nothing is an error, not a sandbox in name only.
+//!
+//! `leaktest probe` is split the same way once its sockets are open: the
+//! sandboxed child sends the sweep, the parent writes the report.
 //!
 //! The caller must be single-threaded when it enters (threads started later
 //! inherit the credentials and the filter; earlier ones would not).
@@ -240,7 +244,8 @@ impl Status {
 /// cleanly).
 pub struct Sandbox {
     user: Option<User>,
-    filters: Vec<BpfProgram>,
+    /// Descriptors nothing may be written or sent on (see [`Sandbox::protect`]).
+    protected: Vec<i32>,
     /// The monitor's PID, when entered in a child of [`separate`].
     parent: Option<libc::pid_t>,
 }
@@ -255,11 +260,22 @@ impl Sandbox {
     /// A sandbox that runs as `user` (required when entered as root; `None`
     /// keeps the current unprivileged uid when started with capabilities).
     pub fn new(user: Option<User>) -> Result<Sandbox, PrivError> {
+        // Compiled once here so that a filter that cannot be built is an
+        // error before anything starts; [`Sandbox::enter`] builds the real one
+        // (it names the entering process and the protected descriptors).
+        sandbox_filter(1, &[])?;
         Ok(Sandbox {
             user,
-            filters: watch_filter()?,
+            protected: Vec::new(),
             parent: None,
         })
+    }
+
+    /// Forbids writing or sending on these descriptors once entered: a
+    /// packet socket kept open for reading (the capture, the canary socket)
+    /// must not become a way to put frames on the wire.
+    pub fn protect(&mut self, fds: &[i32]) {
+        self.protected.extend_from_slice(fds);
     }
 
     /// The user the reader runs as, if it changes uid.
@@ -327,7 +343,9 @@ impl Sandbox {
         check("prctl(PR_SET_NO_NEW_PRIVS)", unsafe {
             libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         })?;
-        for f in &self.filters {
+        // SAFETY: no preconditions.
+        let me = unsafe { libc::getpid() };
+        for f in &sandbox_filter(me, &self.protected)? {
             seccompiler::apply_filter(f).map_err(|e| PrivError::Filter(e.to_string()))?;
         }
         let st = Status::current()?;
@@ -360,19 +378,17 @@ const ARCH: seccompiler::TargetArch = seccompiler::TargetArch::x86_64;
 #[cfg(target_arch = "aarch64")]
 const ARCH: seccompiler::TargetArch = seccompiler::TargetArch::aarch64;
 
-/// The system calls the sandboxed reader may make, with no argument
-/// conditions. Measured with `strace -f` on watch runs in the lab (capture
-/// loop over libpcap's TPACKET_V3 ring, canary sends, netlink queries of the
-/// interface monitor, the Tor allowlist thread, the pcapng writer, the
-/// report sent to the monitor) and nothing else: no `execve`, no `connect`,
-/// no `open` of a socket other than netlink.
-pub const WATCH_SYSCALLS: &[i64] = &[
+/// The system calls a sandboxed process (the watcher's reader, the probe's
+/// sender) may make, with no argument conditions. Measured with `strace -f`
+/// on watch and probe runs in namespaces (the capture loop over libpcap's
+/// TPACKET_V3 ring, canary sends, netlink queries of the interface monitor,
+/// the Tor allowlist thread, the pcapng writer; the sending threads'
+/// `sendmmsg` batches and pacing sleeps; the report sent to the monitor) and
+/// nothing else: no `execve`, no `connect`, no socket but netlink.
+pub const SANDBOX_SYSCALLS: &[i64] = &[
     libc::SYS_read,
-    libc::SYS_write,
     libc::SYS_readv,
-    libc::SYS_writev,
     libc::SYS_pread64,
-    libc::SYS_pwrite64,
     libc::SYS_lseek,
     libc::SYS_close,
     libc::SYS_fstat,
@@ -381,8 +397,6 @@ pub const WATCH_SYSCALLS: &[i64] = &[
     libc::SYS_openat,
     libc::SYS_getdents64,
     libc::SYS_readlinkat,
-    libc::SYS_fcntl,
-    libc::SYS_ioctl,
     libc::SYS_ppoll,
     libc::SYS_pselect6,
     libc::SYS_mmap,
@@ -411,7 +425,6 @@ pub const WATCH_SYSCALLS: &[i64] = &[
     libc::SYS_geteuid,
     libc::SYS_getgid,
     libc::SYS_getegid,
-    libc::SYS_tgkill,
     libc::SYS_clock_gettime,
     libc::SYS_clock_getres,
     libc::SYS_gettimeofday,
@@ -419,9 +432,6 @@ pub const WATCH_SYSCALLS: &[i64] = &[
     libc::SYS_nanosleep,
     libc::SYS_bind,
     libc::SYS_getsockname,
-    libc::SYS_sendto,
-    libc::SYS_sendmsg,
-    libc::SYS_sendmmsg,
     libc::SYS_recvfrom,
     libc::SYS_recvmsg,
     libc::SYS_recvmmsg,
@@ -438,31 +448,103 @@ pub const WATCH_SYSCALLS: &[i64] = &[
     libc::SYS_select,
 ];
 
-/// The watcher's reader filters (installed in this order; the kernel
+/// The sandbox's filters (installed in this order; the kernel
 /// applies the strictest answer of all):
 ///
 /// 1. `clone3` fails with `ENOSYS`, so that the C library falls back to
 ///    `clone`, whose flags a filter can read;
-/// 2. [`WATCH_SYSCALLS`], plus `socket` for `AF_NETLINK` only, `prctl` for
-///    `PR_SET_NAME`/`PR_GET_NAME` (thread names) only and `clone` with
-///    `CLONE_THREAD` only (a thread, not a process); every other call fails
-///    with `EPERM`.
-pub fn watch_filter() -> Result<Vec<BpfProgram>, PrivError> {
+/// 2. [`SANDBOX_SYSCALLS`], plus with their arguments checked: `socket` for
+///    route netlink only; `write`, `writev`, `pwrite64`, `sendto`, `sendmsg`
+///    and `sendmmsg` on any descriptor but the `protected` ones (the packet
+///    sockets kept for reading); `ioctl` for the `SIOCGIF*` reads and a
+///    terminal's `TCGETS`/`TIOCGWINSZ`/`FIONREAD` only (never `TIOCSTI`);
+///    `fcntl` without `F_DUPFD`; `tgkill` to the process `me` only; `prctl`
+///    for `PR_SET_NAME`/`PR_GET_NAME` only; `clone` with `CLONE_THREAD` only
+///    (a thread, not a process). Every other call fails with `EPERM`.
+///
+/// Arguments are compared as 32-bit values (`Dword`): the kernel reads
+/// descriptors, ioctl requests and flags as `int`.
+pub fn sandbox_filter(me: libc::pid_t, protected: &[i32]) -> Result<Vec<BpfProgram>, PrivError> {
     let ferr = |e: seccompiler::BackendError| PrivError::Filter(e.to_string());
     let cond = |arg: u8, op: SeccompCmpOp, v: u64| {
         SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, v).map_err(ferr)
     };
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = WATCH_SYSCALLS
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = SANDBOX_SYSCALLS
         .iter()
         .filter(|&&n| n != libc::SYS_clone)
         .map(|&n| (n, vec![]))
         .collect();
+    let rule = |conds: Vec<SeccompCondition>| SeccompRule::new(conds).map_err(ferr);
+    // Route netlink only (interface addresses, routes): raw or datagram.
+    let netlink = |ty: i32| -> Result<SeccompRule, PrivError> {
+        rule(vec![
+            cond(0, SeccompCmpOp::Eq, libc::AF_NETLINK as u64)?,
+            cond(1, SeccompCmpOp::MaskedEq(0xf), ty as u64)?,
+            cond(2, SeccompCmpOp::Eq, libc::NETLINK_ROUTE as u64)?,
+        ])
+    };
     rules.insert(
         libc::SYS_socket,
-        vec![
-            SeccompRule::new(vec![cond(0, SeccompCmpOp::Eq, libc::AF_NETLINK as u64)?])
-                .map_err(ferr)?,
-        ],
+        vec![netlink(libc::SOCK_RAW)?, netlink(libc::SOCK_DGRAM)?],
+    );
+    // Writing and sending, except on the protected descriptors. With none
+    // protected the calls are plainly allowed.
+    for call in [
+        libc::SYS_write,
+        libc::SYS_writev,
+        libc::SYS_pwrite64,
+        libc::SYS_sendto,
+        libc::SYS_sendmsg,
+        libc::SYS_sendmmsg,
+    ] {
+        let conds = protected
+            .iter()
+            .map(|&fd| cond(0, SeccompCmpOp::Ne, fd as u64))
+            .collect::<Result<Vec<_>, _>>()?;
+        rules.insert(
+            call,
+            if conds.is_empty() {
+                vec![]
+            } else {
+                vec![rule(conds)?]
+            },
+        );
+    }
+    // The interface ioctls of the monitor, and a terminal's size and mode
+    // (read only: never TIOCSTI, which would type into the terminal).
+    let ioctls = [
+        libc::SIOCGIFINDEX,
+        libc::SIOCGIFFLAGS,
+        libc::SIOCGIFHWADDR,
+        libc::SIOCGIFMTU,
+        libc::TCGETS,
+        libc::TIOCGWINSZ,
+        libc::FIONREAD,
+    ];
+    rules.insert(
+        libc::SYS_ioctl,
+        ioctls
+            .iter()
+            // The request's type is c_ulong on glibc and c_int on musl.
+            .map(|&r| {
+                #[allow(clippy::unnecessary_cast)]
+                let r = r as u64;
+                rule(vec![cond(1, SeccompCmpOp::Eq, r & 0xffff_ffff)?])
+            })
+            .collect::<Result<_, _>>()?,
+    );
+    // fcntl without F_DUPFD*: no new number for a protected descriptor.
+    rules.insert(
+        libc::SYS_fcntl,
+        [libc::F_GETFD, libc::F_SETFD, libc::F_GETFL, libc::F_SETFL]
+            .iter()
+            .map(|&c| rule(vec![cond(1, SeccompCmpOp::Eq, c as u64)?]))
+            .collect::<Result<_, _>>()?,
+    );
+    // Signals to its own threads only (a panic's abort).
+    rules.insert(
+        libc::SYS_tgkill,
+        vec![rule(vec![cond(0, SeccompCmpOp::Eq, me as u64)?])?],
     );
     rules.insert(
         libc::SYS_prctl,
@@ -542,7 +624,8 @@ mod tests {
 
     #[test]
     fn the_filter_compiles() {
-        assert_eq!(watch_filter().unwrap().len(), 2);
+        assert_eq!(sandbox_filter(1, &[]).unwrap().len(), 2);
+        assert_eq!(sandbox_filter(1, &[3, 4]).unwrap().len(), 2);
     }
 }
 
@@ -556,22 +639,28 @@ pub enum Side {
 }
 
 /// Forks the calling process (which must be single-threaded) into a
-/// privileged monitor and a reader joined by a pipe. The reader leaves the
-/// terminal's foreground process group, so a Ctrl-C reaches the monitor
-/// alone, which passes it on ([`Monitor::signal`]): each signal the user
-/// sends arrives exactly once.
+/// privileged monitor and a reader joined by a pipe. The reader starts a
+/// session of its own (no controlling terminal), so a Ctrl-C reaches the
+/// monitor alone, which passes it on ([`Monitor::signal`]).
 pub fn separate() -> Result<Side, PrivError> {
     let threads = thread_count()?;
     if threads != 1 {
         return Err(PrivError::Threads(threads));
     }
     let mut fds = [0; 2];
+    // A stream socket pair: messages both ways (reports and canaries up,
+    // Tor allowlist updates down).
     // SAFETY: fds has room for two descriptors.
-    check("pipe2", unsafe {
-        libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC)
+    check("socketpair", unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
     })?;
     // SAFETY: both descriptors were just created and are owned here alone.
-    let (rd, wr) = unsafe {
+    let (up, down) = unsafe {
         use std::os::fd::FromRawFd;
         (
             std::os::fd::OwnedFd::from_raw_fd(fds[0]),
@@ -589,81 +678,68 @@ pub fn separate() -> Result<Side, PrivError> {
             source: std::io::Error::last_os_error(),
         }),
         0 => {
-            drop(rd);
-            // SAFETY: setpgid on the calling process.
-            unsafe { libc::setpgid(0, 0) };
-            Ok(Side::Reader(Reader { fd: wr, parent }))
+            drop(up);
+            // A session of its own: no controlling terminal (so no TIOCSTI
+            // into it and no job-control stops), and a Ctrl-C reaches the
+            // monitor alone.
+            // SAFETY: setsid on the calling process.
+            unsafe { libc::setsid() };
+            Ok(Side::Reader(Reader {
+                chan: Channel::new(down),
+                parent,
+            }))
         }
         child => {
-            drop(wr);
+            drop(down);
             Ok(Side::Monitor(Monitor {
                 child,
-                fd: rd,
-                buf: Vec::new(),
+                chan: Channel::new(up),
             }))
         }
     }
 }
 
-/// The reader's end: messages to the monitor, one line each.
+/// One end of the monitor/reader socket pair: messages of one line each.
 #[derive(Debug)]
-pub struct Reader {
-    fd: std::os::fd::OwnedFd,
-    parent: libc::pid_t,
-}
-
-impl Reader {
-    /// Enters `sandbox` (see [`Sandbox::enter`]), failing if the monitor is
-    /// already gone.
-    pub fn enter(&self, sandbox: &mut Sandbox) -> Result<Status, PrivError> {
-        sandbox.parent = Some(self.parent);
-        sandbox.enter()
-    }
-
-    /// Sends one message (a line; `msg` must not hold a newline).
-    pub fn send(&self, msg: &[u8]) -> std::io::Result<()> {
-        use std::io::Write;
-        debug_assert!(!msg.contains(&b'\n'));
-        let mut f = std::fs::File::from(self.fd.try_clone()?);
-        let mut line = Vec::with_capacity(msg.len() + 1);
-        line.extend_from_slice(msg);
-        line.push(b'\n');
-        f.write_all(&line)
-    }
-}
-
-/// What [`Monitor::recv`] got.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Recv {
-    Message(Vec<u8>),
-    /// Nothing within the timeout.
-    Timeout,
-    /// The reader closed its end (it exited).
-    Closed,
-}
-
-/// How the reader ended ([`Monitor::wait`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ended {
-    Exited(i32),
-    Signaled(i32),
-}
-
-/// The monitor's end.
-#[derive(Debug)]
-pub struct Monitor {
-    child: libc::pid_t,
+pub struct Channel {
     fd: std::os::fd::OwnedFd,
     buf: Vec<u8>,
 }
 
-impl Monitor {
-    /// The reader's PID.
-    pub fn reader_pid(&self) -> u32 {
-        self.child as u32
+impl Channel {
+    fn new(fd: std::os::fd::OwnedFd) -> Channel {
+        Channel {
+            fd,
+            buf: Vec::new(),
+        }
     }
 
-    /// The next message, waiting at most `timeout`.
+    /// Sends one message (a line; `msg` must not hold a newline). Plain
+    /// `write(2)` calls on the descriptor: nothing the sandbox refuses.
+    pub fn send(&self, msg: &[u8]) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        debug_assert!(!msg.contains(&b'\n'));
+        let mut line = Vec::with_capacity(msg.len() + 1);
+        line.extend_from_slice(msg);
+        line.push(b'\n');
+        let mut rest = &line[..];
+        while !rest.is_empty() {
+            // SAFETY: rest is readable for its length.
+            let n = unsafe { libc::write(self.fd.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            rest = &rest[n as usize..];
+        }
+        Ok(())
+    }
+
+    /// The next message, waiting at most `timeout` (zero: only what is
+    /// there already). A message longer than [`MAX_MESSAGE`] is an error.
     pub fn recv(&mut self, timeout: std::time::Duration) -> std::io::Result<Recv> {
         use std::os::fd::AsRawFd;
         loop {
@@ -690,7 +766,7 @@ impl Monitor {
             if r == 0 {
                 return Ok(Recv::Timeout);
             }
-            let mut chunk = [0u8; 64 * 1024];
+            let mut chunk = vec![0u8; 64 * 1024];
             // SAFETY: chunk is writable for its length.
             let n =
                 unsafe { libc::read(self.fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
@@ -705,7 +781,122 @@ impl Monitor {
                 return Ok(Recv::Closed);
             }
             self.buf.extend_from_slice(&chunk[..n as usize]);
+            if self.buf.len() > MAX_MESSAGE {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("a message longer than {MAX_MESSAGE} bytes"),
+                ));
+            }
         }
+    }
+}
+
+/// The reader's end.
+#[derive(Debug)]
+pub struct Reader {
+    chan: Channel,
+    parent: libc::pid_t,
+}
+
+impl Reader {
+    /// Enters `sandbox` (see [`Sandbox::enter`]), failing if the monitor is
+    /// already gone.
+    pub fn enter(&self, sandbox: &mut Sandbox) -> Result<Status, PrivError> {
+        sandbox.parent = Some(self.parent);
+        sandbox.enter()
+    }
+
+    /// Sends one message to the monitor ([`Channel::send`]).
+    pub fn send(&self, msg: &[u8]) -> std::io::Result<()> {
+        self.chan.send(msg)
+    }
+
+    /// The next message from the monitor ([`Channel::recv`]).
+    pub fn recv(&mut self, timeout: std::time::Duration) -> std::io::Result<Recv> {
+        self.chan.recv(timeout)
+    }
+}
+
+/// What [`Channel::recv`] got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recv {
+    Message(Vec<u8>),
+    /// Nothing within the timeout.
+    Timeout,
+    /// The other end closed (its process exited).
+    Closed,
+}
+
+/// How the reader ended ([`Monitor::wait`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// The longest message the monitor accepts (a watch report of hundreds of
+/// thousands of leaks is a few MiB): a reader cannot make the privileged
+/// monitor grow without bound.
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+/// The monitor's end.
+#[derive(Debug)]
+pub struct Monitor {
+    child: libc::pid_t,
+    chan: Channel,
+}
+
+impl Monitor {
+    /// The reader's PID.
+    pub fn reader_pid(&self) -> u32 {
+        self.child as u32
+    }
+
+    /// The next message from the reader, waiting at most `timeout`.
+    pub fn recv(&mut self, timeout: std::time::Duration) -> std::io::Result<Recv> {
+        self.chan.recv(timeout)
+    }
+
+    /// Sends one message to the reader (blocking while its socket is full;
+    /// see [`Monitor::sender`]).
+    pub fn send(&self, msg: &[u8]) -> std::io::Result<()> {
+        self.chan.send(msg)
+    }
+
+    /// A second handle on the channel for sending from another thread, so
+    /// that a large message to a busy reader never stops the monitor from
+    /// reading what the reader sends meanwhile.
+    pub fn sender(&self) -> std::io::Result<Channel> {
+        Ok(Channel::new(self.chan.fd.try_clone()?))
+    }
+
+    /// How the reader ended, if it has.
+    pub fn try_wait(&self) -> std::io::Result<Option<Ended>> {
+        let mut st = 0;
+        // SAFETY: waitpid of our own child, without blocking.
+        let r = unsafe { libc::waitpid(self.child, &mut st, libc::WNOHANG) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        Ok(Some(ended(st)))
+    }
+
+    /// Waits at most `grace` for the reader to end, then kills it (SIGKILL)
+    /// and reaps it: a reader that ignores SIGTERM or closed its pipe and
+    /// kept running cannot hold the monitor.
+    pub fn end(self, grace: std::time::Duration) -> std::io::Result<Ended> {
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Some(e) = self.try_wait()? {
+                return Ok(e);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.signal(libc::SIGKILL);
+        self.wait()
     }
 
     /// Sends `sig` to the reader.
@@ -728,10 +919,14 @@ impl Monitor {
                 return Err(e);
             }
         }
-        Ok(if libc::WIFEXITED(st) {
-            Ended::Exited(libc::WEXITSTATUS(st))
-        } else {
-            Ended::Signaled(libc::WTERMSIG(st))
-        })
+        Ok(ended(st))
+    }
+}
+
+fn ended(st: libc::c_int) -> Ended {
+    if libc::WIFEXITED(st) {
+        Ended::Exited(libc::WEXITSTATUS(st))
+    } else {
+        Ended::Signaled(libc::WTERMSIG(st))
     }
 }

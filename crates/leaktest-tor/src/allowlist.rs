@@ -49,6 +49,12 @@ impl Roles {
     /// clear (it names the relay), then TLS.
     pub const PROXY: Roles = Roles(32);
 
+    /// Roles from [`Roles::bits`] (for a message between processes);
+    /// unknown bits are dropped.
+    pub fn from_bits(b: u8) -> Roles {
+        Roles(b & 63)
+    }
+
     pub fn contains(self, other: Roles) -> bool {
         self.0 & other.0 == other.0 && other.0 != 0
     }
@@ -527,7 +533,7 @@ pub fn parse_bridge_values<S: AsRef<str>>(values: &[S]) -> Allowlist {
 }
 
 /// How many endpoints each source contributed (before de-duplication).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SourceCounts {
     pub consensus: usize,
     pub default_dirs: usize,

@@ -178,6 +178,18 @@ impl AllowlistFeed {
         Ok(PendingFeed { feed, opts, ctl })
     }
 
+    /// Publishes a list fetched elsewhere (by a privileged monitor that holds
+    /// the control connection for a sandboxed reader), as the refresh thread
+    /// would: merged into the current list, a new generation, live again.
+    pub fn publish_update(&self, fresh: &Allowlist, counts: SourceCounts) {
+        self.shared.publish(fresh, counts);
+    }
+
+    /// Records an outage seen elsewhere (see [`AllowlistFeed::publish_update`]).
+    pub fn report_outage(&self, reason: String) {
+        self.shared.mark_unavailable(reason);
+    }
+
     /// A reader for a capture loop.
     pub fn reader(&self) -> AllowlistReader {
         AllowlistReader {
@@ -367,6 +379,22 @@ impl PendingFeed {
     /// The allowlist as first fetched.
     pub fn generation(&self) -> u64 {
         self.feed.generation()
+    }
+
+    /// In a process that must not talk to Tor (a sandboxed reader forked
+    /// while the connection was open): closes its copy of the connection
+    /// without a word and without `shutdown(2)` (the other process's copy
+    /// stays usable), and keeps the first allowlist, to be updated with
+    /// [`AllowlistFeed::publish_update`].
+    pub fn detach(self) -> AllowlistFeed {
+        let PendingFeed { feed, opts: _, ctl } = self;
+        *feed
+            .shared
+            .shutdown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        drop(ctl);
+        feed
     }
 }
 

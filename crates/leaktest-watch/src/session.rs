@@ -33,7 +33,7 @@ use leaktest_capture::{
     iface_networks, new_ledger, CanaryInjector, CaptureConfig, CaptureError, CaptureStats,
     IfaceMonitor, LiveCapture,
 };
-use leaktest_tor::{Allowlist, AllowlistFeed, ConnectOptions, TorError};
+use leaktest_tor::{Allowlist, AllowlistFeed, ConnectOptions, PendingFeed, TorError};
 use leaktest_wire::{Frame, LinkType, MarkerKeys};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -226,8 +226,40 @@ pub trait SessionHooks {
     /// pcapng file) and before any frame is read or any thread started: a
     /// privilege-separated caller drops privilege here. An error ends the
     /// watch before it begins.
-    fn opened(&mut self) -> Result<(), SessionError> {
-        Ok(())
+    ///
+    /// `feed` is the Tor control connection, connected and holding the first
+    /// allowlist (`None` without `--tor-control`); the hook returns the feed
+    /// the watch reads from. The default starts its refresh thread here; a
+    /// privilege-separated caller keeps the connection in its privileged
+    /// monitor and returns a detached feed that it updates through
+    /// [`SessionHooks::poll_feed`].
+    fn opened(
+        &mut self,
+        opened: Opened<'_>,
+        feed: Option<PendingFeed>,
+    ) -> Result<Option<AllowlistFeed>, SessionError> {
+        let _ = opened;
+        Ok(match feed {
+            Some(p) => Some(p.spawn()?),
+            None => None,
+        })
+    }
+
+    /// Called every health check (a quarter of a second) and at the end: a
+    /// chance to publish allowlist updates and outages that arrived from
+    /// elsewhere ([`AllowlistFeed::publish_update`]).
+    fn poll_feed(&mut self, feed: &AllowlistFeed) {
+        let _ = feed;
+    }
+
+    /// Sends one canary frame ([`CANARY_FRAME_LEN`] bytes, built by the
+    /// ledger); `None`: send it on the session's own canary socket. A
+    /// sandboxed reader that may not send frames hands them to its monitor.
+    ///
+    /// [`CANARY_FRAME_LEN`]: leaktest_wire::canary::CANARY_FRAME_LEN
+    fn send_canary(&mut self, frame: &[u8]) -> Option<std::io::Result<()>> {
+        let _ = frame;
+        None
     }
 
     /// Called once, when the capture is proven live (its first canary was
@@ -235,6 +267,32 @@ pub trait SessionHooks {
     fn ready(&mut self, path: &Path, iface: &str) -> Result<(), SessionError> {
         write_ready_file(path, iface)
     }
+}
+
+/// What [`SessionHooks::opened`] is shown: the canary socket (a monitor
+/// keeps sending canaries on it) and the capture's descriptor (a sandbox
+/// forbids sending on both).
+pub struct Opened<'a> {
+    pub injector: &'a CanaryInjector,
+    pub capture_fd: std::os::fd::RawFd,
+}
+
+/// Sends the ledger's next canary through the hooks (or the socket) and
+/// records it as sent.
+fn send_canary(
+    injector: &CanaryInjector,
+    hooks: &mut dyn SessionHooks,
+    ledger: &mut leaktest_wire::canary::CanaryLedger,
+    at_ns: u64,
+) -> Result<(), String> {
+    let (id, frame) = ledger.next_frame();
+    let sent = match hooks.send_canary(&frame) {
+        Some(r) => r,
+        None => injector.send_frame(&frame),
+    };
+    sent.map_err(|e| format!("sending canary {id}: {e}"))?;
+    ledger.mark_sent(id, at_ns);
+    Ok(())
 }
 
 /// The hooks of an unseparated watch: nothing dropped, the ready file written here.
@@ -284,11 +342,15 @@ pub fn run_with(
     let mut cap = LiveCapture::open(&cfg.capture)?;
     // Everything privileged is open: the caller may drop privilege now,
     // before a single frame is read.
-    hooks.opened()?;
-    let feed = match pending {
-        Some(p) => p.spawn()?,
-        None => AllowlistFeed::fixed(cfg.tor_extra.clone()),
-    };
+    let feed = hooks
+        .opened(
+            Opened {
+                injector: &injector,
+                capture_fd: cap.raw_fd(),
+            },
+            pending,
+        )?
+        .unwrap_or_else(|| AllowlistFeed::fixed(cfg.tor_extra.clone()));
     let first_generation = feed.generation();
     let mut reader = feed.reader();
 
@@ -343,7 +405,7 @@ pub fn run_with(
         }
         if now >= next_canary {
             if let Some(l) = classifier.canaries_mut() {
-                if let Err(e) = injector.send_next(l, ns_since(start)) {
+                if let Err(e) = send_canary(&injector, &mut *hooks, l, ns_since(start)) {
                     if !canary_send_failed {
                         canary_send_failed = true;
                         problems.push(start, e);
@@ -379,6 +441,7 @@ pub fn run_with(
         }
         if Instant::now() >= next_health {
             next_health = Instant::now() + HEALTH_EVERY;
+            hooks.poll_feed(&feed);
             if let Err(e) = cap.stats() {
                 problems.push(
                     start,
@@ -406,7 +469,7 @@ pub fn run_with(
     let mut sealed = false;
     if !capture_broken {
         if let Some(l) = classifier.canaries_mut() {
-            if let Err(e) = injector.send_next(l, ns_since(start)) {
+            if let Err(e) = send_canary(&injector, &mut *hooks, l, ns_since(start)) {
                 if !canary_send_failed {
                     problems.push(start, e);
                 }
@@ -464,6 +527,7 @@ pub fn run_with(
             cap.last_stats()
         }
     };
+    hooks.poll_feed(&feed);
     if !feed_outage_reported {
         if let Some(o) = feed.first_outage() {
             problems.push(

@@ -335,3 +335,60 @@ fn unroutable_and_unprivileged_runs_fail_cleanly() {
     assert_eq!(j["complete"], false);
     assert!(j["sent"].as_u64().unwrap() < 65_536, "{j}");
 }
+
+/// Issue 12: the sweep is sent by a child that runs as `--user` (a uid
+/// without a passwd entry) with no capability, no new privileges and a
+/// seccomp filter; the privileged parent writes the report. SIGTERM to the
+/// parent (the PID a user knows) reaches the sender once: the report says
+/// how far it got.
+#[test]
+fn the_sender_is_sandboxed() {
+    if !is_root() {
+        return;
+    }
+    let p = pair();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let mut cmd = p.ws.command(BIN);
+    cmd.args(["probe", "--on-link", "--target", GW4, "--suite", "udp"])
+        .args(["--rate", "20000", "--user", "4000124", "--json"])
+        .arg(&json)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let probe = p.ws.spawn(cmd).unwrap();
+    let pid = probe.pid();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let child = loop {
+        let kids =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        if let Some(c) = kids.split_whitespace().next() {
+            break c.parse::<u32>().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no sandboxed sender");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // The sender has entered the sandbox once its filter shows.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let st = loop {
+        let st = leaktest_priv::Status::of(child).unwrap();
+        if st.seccomp == 2 || std::time::Instant::now() > deadline {
+            break st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(st.uids, [4_000_124; 4], "{st:?}");
+    assert!(st.is_sandboxed(), "{st:?}");
+    assert_eq!(st.cap_bnd, 0, "{st:?}");
+    assert_eq!(leaktest_priv::Status::of(pid).unwrap().uids, [0; 4]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    probe.signal(libc::SIGTERM).unwrap();
+    let end = probe
+        .wait_timeout(std::time::Duration::from_secs(10))
+        .unwrap()
+        .expect("the probe must end on SIGTERM");
+    assert_eq!(end.code(), Some(2));
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(j["complete"], false);
+    let sent = j["sent"].as_u64().unwrap();
+    assert!(sent > 0 && sent < 65_536, "{sent}");
+}

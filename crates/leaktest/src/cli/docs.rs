@@ -131,7 +131,7 @@ fn exit_status(page: &str) -> &'static [(&'static str, &'static str)] {
         ("0", "every planned probe was handed to the kernel"),
         (
             "2",
-            "error: bad option, unusable output or key file, a target on the link without --on-link, no privilege, no route, interrupted",
+            "error: bad option, unusable output or key file, a target on the link or answering at the first hop without --on-link, a route not by the watched uplink, no privilege, no route, a sandbox not entered, interrupted",
         ),
     ];
     const WATCH: &[(&str, &str)] = &[
@@ -139,7 +139,7 @@ fn exit_status(page: &str) -> &'static [(&'static str, &'static str)] {
         ("1", "LEAK: at least one frame leaked"),
         (
             "2",
-            "error: bad option, unusable output or key file, missing interface, another watcher on it, no privilege, unreachable control port",
+            "error: bad option, unusable output or key file, missing interface, another watcher on it, no privilege, unreachable control port, a sandbox not entered or a sandboxed reader that died or misbehaved",
         ),
         ("3", "INCONCLUSIVE: nothing leaked, but the capture was not proven complete"),
         ("130", "a signal before the watch began: nothing was judged"),

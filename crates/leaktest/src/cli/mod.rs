@@ -3,6 +3,7 @@
 
 pub mod docs;
 pub mod lab;
+pub mod privsep;
 pub mod probe;
 pub mod tor;
 pub mod watch;

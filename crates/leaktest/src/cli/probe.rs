@@ -6,6 +6,7 @@
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use leaktest_priv::{Ended, Recv, Side};
 use leaktest_send::session::{parse_ranges, thousands};
 pub use leaktest_send::SocketKind;
 use leaktest_send::{ProbeRequest, Rate, Uplinks};
@@ -51,7 +52,12 @@ the default `--socket packet`, leaktest writes complete Ethernet frames on that 
 neighbour table; if the entry is missing it sends one empty UDP datagram to the next hop's own \
 address, port 9, to make the kernel resolve it. `--socket raw` sends through this host's own IP \
 stack and firewall instead (raw IP sockets): use it on the gateway itself to test its own output \
-path; packets its firewall drops are counted as refused locally.";
+path; packets its firewall drops are counted as refused locally.
+
+Privilege separation: once its sockets are open (and the first-hop check done), probe forks: \
+the sweep is sent by a child that runs as --user (default the `leaktest` user, else \
+`nobody`) with no capabilities, PR_SET_NO_NEW_PRIVS and a seccomp filter; the parent (the PID \
+to signal) writes the report. --no-sandbox keeps one privileged process.";
 
 const AFTER_LONG_HELP: &str = "\
 Families: with both --target and --target6, the default `--family both` probes both. If only \
@@ -157,6 +163,16 @@ pub struct Args {
     /// Send out of IFACE instead of the interface the routing table chooses
     #[arg(long, value_name = "IFACE")]
     pub iface: Option<String>,
+
+    /// The unprivileged user (name or uid) that sends the sweep once the sockets are open;
+    /// default `leaktest` if that user exists, else `nobody`. Needs root (started with
+    /// capabilities only, the sender keeps the current uid and drops the capabilities)
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Send with full privilege, in one process (debugging only)
+    #[arg(long, conflicts_with = "user")]
+    pub no_sandbox: bool,
 
     /// The interface the watcher watches on this host (repeatable): each family's route must
     /// leave by it. Found by itself when `leaktest watch` runs in this network namespace
@@ -417,6 +433,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(p) = &args.json {
         leaktest_fs::check_outputs(&[("--json", p)])?;
     }
+    let sandbox = super::privsep::sandbox_for(args.user.as_deref(), args.no_sandbox)?;
     let only = match &args.probes {
         Some(p) => {
             let text = leaktest_fs::read_bounded_string("--probes", p, 64 << 20)?;
@@ -465,10 +482,102 @@ pub fn run(args: Args) -> Result<ExitCode> {
     ] {
         signal_hook::flag::register(sig, stop.clone()).context("cannot install signal handler")?;
     }
+    // Privilege separation: every socket is open. The sweep is sent by a
+    // child without privilege; this process writes the report.
+    if let Some(mut sandbox) = sandbox {
+        match leaktest_priv::separate()? {
+            Side::Reader(reader) => {
+                if let Err(e) = reader.enter(&mut sandbox) {
+                    eprintln!("leaktest: error: dropping privilege: {e}");
+                    // SAFETY: ends the process at once; it owns nothing to undo.
+                    unsafe { libc::_exit(2) }
+                }
+                let outcome = send(prepared, &stop);
+                let msg = SweepDone {
+                    report: Box::new(outcome.report),
+                    error: outcome.error.map(|e| e.to_string()),
+                };
+                let code = match serde_json::to_vec(&msg)
+                    .map_err(std::io::Error::other)
+                    .and_then(|m| reader.send(&m))
+                {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("leaktest: error: sending the report to the monitor: {e}");
+                        2
+                    }
+                };
+                // SAFETY: as above.
+                unsafe { libc::_exit(code) }
+            }
+            Side::Monitor(m) => {
+                let done = monitor(m, &stop)?;
+                return finish(&done.report, done.error, &args);
+            }
+        }
+    }
+    let outcome = send(prepared, &stop);
+    finish(&outcome.report, outcome.error.map(|e| e.to_string()), &args)
+}
+
+/// What the sandboxed sender tells the monitor at the end (one JSON line).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SweepDone {
+    report: Box<leaktest_send::ProbeReport>,
+    /// The error that ended the sweep early, as its message.
+    error: Option<String>,
+}
+
+/// The privileged parent of a separated probe: passes signals on (a second
+/// kills the sender) and waits for the report. A sender that dies without
+/// one is an error; one that closes its end and lingers is killed.
+fn monitor(mut m: leaktest_priv::Monitor, stop: &AtomicBool) -> Result<SweepDone> {
+    use std::sync::atomic::Ordering;
+    let mut done = None;
+    let mut signals = 0;
+    loop {
+        if stop.swap(false, Ordering::SeqCst) {
+            // The first ends the sweep at a batch boundary (the report says how
+            // far it got); a second kills the sender.
+            signals += 1;
+            m.signal(if signals == 1 {
+                libc::SIGTERM
+            } else {
+                libc::SIGKILL
+            });
+        }
+        match m.recv(std::time::Duration::from_millis(100))? {
+            Recv::Timeout => {}
+            Recv::Closed => break,
+            Recv::Message(line) => match serde_json::from_slice::<SweepDone>(&line) {
+                Ok(d) => done = Some(d),
+                Err(e) => {
+                    m.signal(libc::SIGKILL);
+                    let _ = m.wait();
+                    bail!("the sandboxed sender sent garbage ({e}); ended it");
+                }
+            },
+        }
+    }
+    let pid = m.reader_pid();
+    let ended = m.end(std::time::Duration::from_secs(5))?;
+    match (done, ended) {
+        (Some(d), _) => Ok(d),
+        (None, Ended::Exited(c)) if c != 0 => Err(anyhow::anyhow!(
+            "the sandboxed sender (PID {pid}) failed (exit {c})"
+        )),
+        (None, e) => Err(anyhow::anyhow!(
+            "the sandboxed sender (PID {pid}) ended without a report ({e:?})"
+        )),
+    }
+}
+
+/// Sends the plan with a progress bar on a terminal.
+fn send(prepared: leaktest_send::Prepared, stop: &AtomicBool) -> leaktest_send::ProbeOutcome {
     let total = prepared.plan().total();
     let threads = prepared.threads();
     let pb = progress_bar(total);
-    let outcome = prepared.run(&stop, &mut |p| {
+    let outcome = prepared.run(stop, &mut |p| {
         if let Some(pb) = &pb {
             pb.set_position(p.done);
             let secs = p.elapsed.as_secs_f64();
@@ -488,7 +597,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(pb) = &pb {
         pb.finish_and_clear();
     }
-    let r = &outcome.report;
+    outcome
+}
+
+/// Prints the summary, writes the JSON report and returns the exit status.
+fn finish(r: &leaktest_send::ProbeReport, error: Option<String>, args: &Args) -> Result<ExitCode> {
     println!("{}", r.summary());
     if let Some(path) = &args.json {
         // The sweep went out: a report that cannot be written is a warning.
@@ -500,8 +613,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             eprintln!("leaktest: warning: {e}");
         }
     }
-    if let Some(e) = outcome.error {
-        return Err(anyhow::Error::new(e).context(format!(
+    if let Some(e) = error {
+        return Err(anyhow::anyhow!(e).context(format!(
             "stopped after {} of {} probes",
             thousands(r.sent),
             thousands(r.planned)

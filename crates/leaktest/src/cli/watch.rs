@@ -3,9 +3,9 @@
 
 use anyhow::{bail, Context};
 use leaktest_capture::CaptureConfig;
-use leaktest_priv::{Ended, Recv, Sandbox, Side, User};
+use leaktest_priv::{Ended, Recv, Sandbox, Side};
 use leaktest_tor::restrict::{self, RestrictGuard};
-use leaktest_tor::{ConnectOptions, ControlTarget, DEFAULT_CONTROL};
+use leaktest_tor::{AllowlistFeed, ConnectOptions, ControlTarget, PendingFeed, DEFAULT_CONTROL};
 use leaktest_watch::session::{self, SessionConfig, SessionError, SessionHooks};
 use leaktest_watch::{parse_allow_list, RULES};
 use leaktest_wire::MarkerKeys;
@@ -94,12 +94,14 @@ is refused with the first one's PID (lock in $LEAKTEST_RUN_DIR, default /run/lea
 
 Privilege separation: once the capture, the canary socket, Tor's control connection and the \
 pcap file are open, the watch forks. The child reads and judges every frame as --user \
-(default the `leaktest` user, else `nobody`) with no capabilities, PR_SET_NO_NEW_PRIVS and a \
-seccomp filter allowing only the capture loop's system calls, verified in /proc before the \
-first frame. The parent (the PID to signal; the one in the ready file) stays root, reads \
-nothing from the network, passes signals on, and at the end undoes --restrict-tor and writes \
-the reports. A child that dies ends the watch with exit 2. --no-sandbox keeps one \
-privileged process (debugging only).";
+(default the `leaktest` user, else `nobody`) in a session of its own, with no capabilities, \
+PR_SET_NO_NEW_PRIVS and a seccomp filter allowing only the capture loop's system calls (no \
+sending on its packet sockets, no connect, no exec), verified in /proc before the first \
+frame. The parent (the PID to signal; the one in the ready file) stays root and reads nothing \
+from the network: it keeps Tor's control connection and passes the allowlist down, sends the \
+canaries the child asks for (canary-shaped only), passes signals on, and at the end undoes \
+--restrict-tor and writes the reports. A child that dies or misbehaves ends the watch with \
+exit 2. --no-sandbox keeps one privileged process (debugging only).";
 
 const AFTER_LONG_HELP: &str = "\
 Verdict and exit status:
@@ -294,7 +296,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // SSH session) and SIGQUIT count as SIGTERM. A second signal exits at
     // once. Every wait before the watch (the control port) looks at the flag
     // at least every 100 ms.
-    let sandbox = sandbox_for(&args)?;
+    let sandbox = super::privsep::sandbox_for(args.user.as_deref(), args.no_sandbox)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut at_once = Vec::new();
     for sig in STOP_SIGNALS {
@@ -396,12 +398,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The report of a finished session, with what only the command line knows.
 fn full_report(outcome: &session::SessionOutcome, args: &Args) -> leaktest_watch::WatchReport {
     let mut report = outcome.report();
-    report.families_probed = args.families.map(|f| match f {
+    report.families_probed = families_of(args);
+    report
+}
+
+/// `--families` as the report's `families_probed`.
+fn families_of(args: &Args) -> Option<Vec<leaktest_wire::Family>> {
+    args.families.map(|f| match f {
         super::probe::FamilyArg::V4 => vec![leaktest_wire::Family::V4],
         super::probe::FamilyArg::V6 => vec![leaktest_wire::Family::V6],
         super::probe::FamilyArg::Both => leaktest_wire::Family::BOTH.to_vec(),
-    });
-    report
+    })
 }
 
 /// Writes the reports, prints the verdict and returns the exit status: the
@@ -463,10 +470,28 @@ struct Duties {
 enum ToMonitor {
     /// The capture is proven live: write the ready file.
     Ready { iface: String },
+    /// Send this canary frame (hex) on the watched interface.
+    Canary { frame: String },
     /// The watch is over: the report and the closing line.
     Done {
         report: Box<leaktest_watch::WatchReport>,
         summary: String,
+    },
+}
+
+/// Messages from the monitor to the sandboxed reader: the Tor allowlist the
+/// monitor's feed keeps (it holds the control connection), whole, at each
+/// new generation, and the feed's first outage.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "msg", rename_all = "lowercase")]
+enum ToReader {
+    Allowlist {
+        /// Endpoint and `Roles` bits.
+        endpoints: Vec<(std::net::SocketAddr, u8)>,
+        counts: leaktest_tor::SourceCounts,
+    },
+    Outage {
+        reason: String,
     },
 }
 
@@ -492,9 +517,16 @@ struct Privsep<'a> {
 }
 
 impl SessionHooks for Privsep<'_> {
-    fn opened(&mut self) -> Result<(), SessionError> {
+    fn opened(
+        &mut self,
+        opened: session::Opened<'_>,
+        feed: Option<PendingFeed>,
+    ) -> Result<Option<AllowlistFeed>, SessionError> {
         let Some(sandbox) = self.sandbox.as_mut() else {
-            return Ok(());
+            return Ok(match feed {
+                Some(p) => Some(p.spawn()?),
+                None => None,
+            });
         };
         let side = leaktest_priv::separate().map_err(|e| SessionError::Sandbox(e.to_string()))?;
         match side {
@@ -509,21 +541,59 @@ impl SessionHooks for Privsep<'_> {
                         l.close_in_child();
                     }
                 }
+                // The monitor escalates a second signal; here each only sets the flag.
+                for id in self.at_once.drain(..) {
+                    signal_hook::low_level::unregister(id);
+                }
+                // Tor's control connection stays with the monitor: the reader
+                // closes its copy and gets the allowlist's updates from it.
+                let feed = feed.map(PendingFeed::detach);
+                // Both packet sockets stay open for reading; nothing may be sent on
+                // them (the canaries go through the monitor).
+                sandbox.protect(&[opened.capture_fd, opened.injector.raw_fd()]);
                 let reader = self.reader.insert(reader);
                 reader
                     .enter(sandbox)
                     .map_err(|e| SessionError::Sandbox(e.to_string()))?;
-                Ok(())
+                Ok(feed)
             }
             Side::Monitor(m) => {
                 for id in self.at_once.drain(..) {
                     signal_hook::low_level::unregister(id);
                 }
                 let duties = self.duties.take().expect("duties before the fork");
-                let code = monitor(m, duties, self.args, &self.stop);
+                let code = monitor(m, duties, self.args, &self.stop, opened.injector, feed);
                 std::process::exit(i32::from(code));
             }
         }
+    }
+
+    fn poll_feed(&mut self, feed: &AllowlistFeed) {
+        let Some(r) = self.reader.as_mut() else {
+            return;
+        };
+        while let Ok(Recv::Message(line)) = r.recv(Duration::ZERO) {
+            match serde_json::from_slice::<ToReader>(&line) {
+                Ok(ToReader::Allowlist { endpoints, counts }) => {
+                    let mut list = leaktest_tor::Allowlist::new();
+                    for (a, bits) in endpoints {
+                        list.insert_with(a, leaktest_tor::Roles::from_bits(bits));
+                    }
+                    feed.publish_update(&list, counts);
+                }
+                Ok(ToReader::Outage { reason }) => feed.report_outage(reason),
+                Err(e) => feed.report_outage(format!("a bad message from the monitor: {e}")),
+            }
+        }
+    }
+
+    fn send_canary(&mut self, frame: &[u8]) -> Option<std::io::Result<()>> {
+        let r = self.reader.as_ref()?;
+        let msg = serde_json::to_vec(&ToMonitor::Canary {
+            frame: hex::encode(frame),
+        })
+        .expect("a plain message serialises");
+        Some(r.send(&msg))
     }
 
     fn ready(&mut self, path: &Path, iface: &str) -> Result<(), SessionError> {
@@ -541,32 +611,6 @@ impl SessionHooks for Privsep<'_> {
             }
         }
     }
-}
-
-/// The sandbox of this watch: `None` with `--no-sandbox`. As root the reader
-/// becomes `--user` (default [`leaktest_priv::PACKAGE_USER`], else
-/// `nobody`); started with capabilities only it keeps its uid and loses the
-/// capabilities.
-fn sandbox_for(args: &Args) -> anyhow::Result<Option<Sandbox>> {
-    if args.no_sandbox {
-        return Ok(None);
-    }
-    // SAFETY: no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let user = match (&args.user, root) {
-        (Some(u), true) => Some(User::resolve(u).context("--user")?),
-        (None, true) => Some(User::default_user().context("the sandbox user")?),
-        (Some(u), false) => {
-            let u = User::resolve(u).context("--user")?;
-            // SAFETY: no preconditions.
-            if u.uid != unsafe { libc::getuid() } {
-                bail!("{}", leaktest_priv::PrivError::NeedsRoot(u.name));
-            }
-            Some(u)
-        }
-        (None, false) => None,
-    };
-    Ok(Some(Sandbox::new(user)?))
 }
 
 /// The end of the sandboxed reader: the report goes to the monitor, and the
@@ -607,65 +651,200 @@ fn reader_exit(
     unsafe { libc::_exit(code) }
 }
 
-/// The monitor's whole life: pass signals on, write the ready file when the
-/// reader says so, then restore Tor and write the reports from the reader's
-/// report. Returns the exit status.
-fn monitor(mut m: leaktest_priv::Monitor, duties: Duties, args: &Args, stop: &AtomicBool) -> u8 {
+/// How long the reader may take to end after the monitor passed a stop
+/// signal on (its end grace and the seal take about 2 s); then it is killed.
+const READER_GRACE: Duration = Duration::from_secs(30);
+
+/// Canaries the monitor sends for the reader per second, on average, and in
+/// one burst (the reader asks for one a second and one at the end): a
+/// compromised reader cannot turn canaries into a channel of any rate.
+const CANARY_RATE: f64 = 4.0;
+const CANARY_BURST: f64 = 4.0;
+
+/// True if `frame` is shaped like a canary of this interface (see
+/// `leaktest_wire::canary`): the only frames the monitor puts on the wire
+/// for the sandboxed reader. What is not fixed (nonce, id, tag) is 24 bytes.
+fn canary_shaped(frame: &[u8], mac: [u8; 6]) -> bool {
+    use leaktest_wire::canary::{CANARY_DST_MAC, CANARY_ETHERTYPE, CANARY_FRAME_LEN, CANARY_MAGIC};
+    frame.len() == CANARY_FRAME_LEN
+        && frame[0..6] == CANARY_DST_MAC
+        && frame[6..12] == mac
+        && frame[12..14] == CANARY_ETHERTYPE.to_be_bytes()
+        && frame[14..22] == CANARY_MAGIC
+        && &frame[46..64] == b"leaktest canary v1"
+}
+
+/// The monitor's whole life: pass signals on (the first as SIGTERM, a
+/// second kills the reader), send the canaries the reader asks for, write
+/// the ready file when the reader says so, then restore Tor and write the
+/// reports from the reader's report. Returns the exit status. The reader is
+/// not trusted with anything but its report: a message that does not parse
+/// or a frame that is not a canary ends it, the exit status is recomputed
+/// from the verdict, and the probed families are the monitor's own.
+fn monitor(
+    mut m: leaktest_priv::Monitor,
+    duties: Duties,
+    args: &Args,
+    stop: &AtomicBool,
+    injector: &leaktest_capture::CanaryInjector,
+    pending: Option<PendingFeed>,
+) -> u8 {
     use std::sync::atomic::Ordering;
+    use std::time::Instant;
     let mut done: Option<(leaktest_watch::WatchReport, String)> = None;
     let mut failed = false;
+    let mut signals = 0u32;
+    let mut termed_at: Option<Instant> = None;
+    // The Tor allowlist feed runs here, with the control connection (and its
+    // reconnections, which need the cookie); the reader gets its lists.
+    let feed = match pending.map(PendingFeed::spawn) {
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => {
+            let msg = serde_json::to_vec(&ToReader::Outage {
+                reason: format!("starting the allowlist feed: {e}"),
+            })
+            .expect("a plain message serialises");
+            let _ = m.send(&msg);
+            None
+        }
+        None => None,
+    };
+    // Messages to the reader go through a thread of their own (a whole
+    // consensus is a large message): this loop never blocks on the reader.
+    let to_reader = match m.sender() {
+        Ok(chan) => {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+            std::thread::Builder::new()
+                .name("to-reader".into())
+                .spawn(move || {
+                    for msg in rx {
+                        if chan.send(&msg).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .ok()
+                .map(|_| tx)
+        }
+        Err(_) => None,
+    };
+    let send = |msg: &ToReader| {
+        if let Some(tx) = &to_reader {
+            let _ = tx.send(serde_json::to_vec(msg).expect("plain data serialises"));
+        }
+    };
+    let mut sent_generation = feed.as_ref().map(|f| f.generation());
+    let mut outage_sent = false;
+    let mut tokens = CANARY_BURST;
+    let mut refilled = Instant::now();
+    let kill = |m: &leaktest_priv::Monitor, why: &str| {
+        eprintln!("leaktest: error: {why}; the sandboxed reader was ended");
+        m.signal(libc::SIGKILL);
+    };
     loop {
         if stop.swap(false, Ordering::SeqCst) {
-            // Each signal once: the first ends the watch, a second ends it at once.
-            m.signal(libc::SIGTERM);
-        }
-        match m.recv(Duration::from_millis(100)) {
-            Ok(Recv::Timeout) => {}
-            Ok(Recv::Closed) => break,
-            Err(e) => {
-                eprintln!("leaktest: error: reading from the sandboxed reader: {e}");
+            signals += 1;
+            if signals == 1 {
+                m.signal(libc::SIGTERM);
+                termed_at = Some(Instant::now());
+            } else {
+                // A second signal ends the watch at once, without reports.
                 m.signal(libc::SIGKILL);
+                failed = true;
+            }
+        }
+        if termed_at.is_some_and(|t| t.elapsed() > READER_GRACE) {
+            kill(&m, "the reader did not end after the stop signal");
+            failed = true;
+            termed_at = None;
+        }
+        if let Some(f) = &feed {
+            if Some(f.generation()) != sent_generation {
+                sent_generation = Some(f.generation());
+                send(&ToReader::Allowlist {
+                    endpoints: f.current().iter().map(|(a, r)| (a, r.bits())).collect(),
+                    counts: f.source_counts(),
+                });
+            }
+            if !outage_sent {
+                if let Some(o) = f.first_outage() {
+                    outage_sent = true;
+                    send(&ToReader::Outage { reason: o.reason });
+                }
+            }
+        }
+        let line = match m.recv(Duration::from_millis(100)) {
+            Ok(Recv::Timeout) => continue,
+            Ok(Recv::Closed) => break,
+            Ok(Recv::Message(line)) => line,
+            Err(e) => {
+                kill(&m, &format!("reading from the sandboxed reader: {e}"));
                 failed = true;
                 break;
             }
-            Ok(Recv::Message(line)) => match serde_json::from_slice::<ToMonitor>(&line) {
-                Ok(ToMonitor::Ready { iface }) => {
-                    if let Some(p) = &args.ready_file {
-                        if let Err(e) = session::write_ready_file(p, &iface) {
-                            eprintln!("leaktest: error: {e}");
-                            m.signal(libc::SIGTERM);
-                            failed = true;
-                        }
-                    }
-                }
-                Ok(ToMonitor::Done { report, summary }) => done = Some((*report, summary)),
-                Err(e) => {
-                    // Nothing but the reader writes there: a message that does
-                    // not parse is a reader that is not ours any more.
-                    eprintln!("leaktest: error: the sandboxed reader sent garbage ({e}); ended it");
-                    m.signal(libc::SIGKILL);
+        };
+        match serde_json::from_slice::<ToMonitor>(&line) {
+            Ok(ToMonitor::Canary { frame }) => {
+                let frame = hex::decode(frame).unwrap_or_default();
+                tokens =
+                    (tokens + refilled.elapsed().as_secs_f64() * CANARY_RATE).min(CANARY_BURST);
+                refilled = Instant::now();
+                if tokens < 1.0 || !canary_shaped(&frame, injector.mac()) {
+                    kill(
+                        &m,
+                        "the sandboxed reader asked to send a frame that is not a canary",
+                    );
                     failed = true;
                     break;
                 }
-            },
+                tokens -= 1.0;
+                // A failure shows as a canary never seen: never a PASS.
+                let _ = injector.send_frame(&frame);
+            }
+            Ok(ToMonitor::Ready { iface }) => {
+                if let Some(p) = &args.ready_file {
+                    if let Err(e) = session::write_ready_file(p, &iface) {
+                        eprintln!("leaktest: error: {e}");
+                        m.signal(libc::SIGTERM);
+                        failed = true;
+                    }
+                }
+            }
+            Ok(ToMonitor::Done { report, summary }) => done = Some((*report, summary)),
+            Err(e) => {
+                // Nothing but the reader writes there: a message that does not
+                // parse is a reader that is not ours any more.
+                kill(&m, &format!("the sandboxed reader sent garbage ({e})"));
+                failed = true;
+                break;
+            }
         }
     }
+    if let Some(f) = feed {
+        f.shutdown();
+    }
     let pid = m.reader_pid();
-    let ended = m.wait();
+    let ended = m.end(Duration::from_secs(5));
     let restored = duties.guard.map(|g| g.restore());
     drop(duties.lock);
     match (done, failed) {
-        (Some((report, summary)), false) => finish(report, &summary, restored, args),
+        (Some((mut report, summary)), false) => {
+            report.exit_code = report.verdict.exit_code();
+            report.families_probed = families_of(args);
+            finish(report, &summary, restored, args)
+        }
         _ => {
             if let Some(Err(e)) = restored {
                 eprintln!("leaktest: warning: restoring Tor's configuration failed: {e:#}");
             }
+            if signals >= 2 {
+                return EXIT_INTERRUPTED;
+            }
             match ended {
-                Ok(Ended::Exited(c)) if c != 0 => c as u8,
-                Ok(Ended::Exited(_)) => {
-                    eprintln!(
-                        "leaktest: error: the sandboxed reader (PID {pid}) ended without a report"
-                    );
+                Ok(Ended::Exited(c)) if c == i32::from(EXIT_INTERRUPTED) => EXIT_INTERRUPTED,
+                Ok(Ended::Exited(2)) => 2,
+                Ok(Ended::Exited(c)) => {
+                    eprintln!("leaktest: error: the sandboxed reader (PID {pid}) ended (exit {c}) without a report");
                     2
                 }
                 Ok(Ended::Signaled(sig)) => {
