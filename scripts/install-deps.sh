@@ -13,6 +13,7 @@ pkgs=(
   tshark nmap iputils-ping perl          # independent readers/peers in tests and benchmarks
   man-db                                 # `man -l` renders the generated manual pages in tests
   lintian dpkg-dev                       # scripts/package.sh: checks the .deb, computes its Depends
+  chromium                               # renders the HTML report headless in a test (screenshot)
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -44,6 +44,8 @@ enum Command {
     Tor(cli::tor::Args),
     /// Build an isolated Whonix-style lab with real Tor and run the whole suite in it
     Lab(cli::lab::Args),
+    /// Render a watch's JSON report as an HTML page (or as the terminal text)
+    Report(cli::report::Args),
     /// Print the manual pages (roff), generated from the same definitions as --help
     Man(cli::docs::ManArgs),
     /// Print shell completions for bash, zsh, fish, elvish or PowerShell
@@ -69,7 +71,10 @@ fn main() -> ExitCode {
         .init();
     // A Tor restriction left by a leaktest that was killed (kill -9, crash) is undone first
     // (not by the commands that only print documentation).
-    if !matches!(cli.command, Command::Man(_) | Command::Completions(_)) {
+    if !matches!(
+        cli.command,
+        Command::Man(_) | Command::Completions(_) | Command::Report(_)
+    ) {
         match leaktest_tor::recover_leftover() {
             Ok(Some(message)) => eprintln!("leaktest: {message}"),
             Ok(None) => {}
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => cli::watch::run(args),
         Command::Tor(args) => cli::tor::run(args),
         Command::Lab(args) => cli::lab::run(args),
+        Command::Report(args) => cli::report::run(args),
         Command::Man(args) => cli::docs::run_man(args),
         Command::Completions(args) => cli::docs::run_completions(args),
     };

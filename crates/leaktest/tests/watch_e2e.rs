@@ -505,7 +505,9 @@ fn the_reader_is_sandboxed_and_judges_the_same() {
         return;
     }
     let lab = build("wsb", true);
-    let watch = start_watch(&lab, &["--user", "4000123"]);
+    let html = lab.path("watch.html");
+    let html_arg = html.display().to_string();
+    let watch = start_watch(&lab, &["--user", "4000123", "--html", &html_arg]);
     let kids = children(watch.pid());
     assert_eq!(kids.len(), 1, "one sandboxed reader: {kids:?}");
     let reader = leaktest_priv::Status::of(kids[0]).unwrap();
@@ -547,6 +549,7 @@ fn the_reader_is_sandboxed_and_judges_the_same() {
         lab.path("ready").exists(),
         "the monitor wrote the ready file"
     );
+    check_html_page(&html, p["run_id"].as_str().unwrap());
 
     // A reader that dies is never a verdict.
     let _ = std::fs::remove_file(lab.path("watch.json"));
@@ -574,4 +577,91 @@ fn the_reader_is_sandboxed_and_judges_the_same() {
     assert_ne!(one.cap_eff, 0);
     let (code, out, _) = finish_watch(&lab, watch);
     assert_eq!(code, 0, "{out}");
+}
+
+/// The HTML report of a LEAK (issue 12): the page names the verdict, the
+/// probe run and the leak groups, holds no script, is made again identically
+/// from the JSON by `leaktest report`, and renders in a real browser
+/// (chromium, headless) with the red verdict banner on screen.
+fn check_html_page(html: &std::path::Path, run: &str) {
+    let page = std::fs::read_to_string(html).unwrap();
+    assert!(
+        page.starts_with("<!DOCTYPE html>"),
+        "{}",
+        &page[..80.min(page.len())]
+    );
+    assert!(page.contains("class=\"verdict leak\""), "no LEAK banner");
+    assert!(page.contains(run), "the probe run is not named");
+    assert!(page.contains("leaked packets in"), "no leak groups");
+    assert!(!page.contains("<script"), "the page must hold no script");
+
+    // The same page again from the JSON, by `leaktest report`.
+    let json = html.with_file_name("watch.json");
+    let again = html.with_file_name("again.html");
+    let o = Command::new(BIN)
+        .arg("report")
+        .arg(&json)
+        .arg("--html")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), page);
+
+    let found = |c: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {c}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let Some(chromium) = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| found(c))
+    else {
+        assert!(
+            std::env::var_os("LEAKTEST_REQUIRE_ROOT").is_none(),
+            "chromium is needed to render the HTML report (scripts/install-deps.sh installs it)"
+        );
+        eprintln!("skipped: no chromium to render the HTML report");
+        return;
+    };
+    let shot = html.with_file_name("watch.png");
+    let o = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1200,900",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            html.with_file_name("chromium-profile").display()
+        ))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", html.display()))
+        .env("HOME", html.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        shot.exists(),
+        "chromium made no screenshot: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The verdict banner's red (#b3261e) covers a good part of the screen.
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let bpp = info.color_type.samples();
+    let red = buf[..info.buffer_size()]
+        .chunks(bpp)
+        .filter(|p| p[0] == 0xb3 && p[1] == 0x26 && p[2] == 0x1e)
+        .count();
+    assert!(
+        red > 20_000,
+        "the red LEAK banner is not on the screenshot ({red} pixels of it, {}x{})",
+        info.width,
+        info.height
+    );
 }

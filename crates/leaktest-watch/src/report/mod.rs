@@ -16,6 +16,7 @@
 //! `runs[{run, key_mode, distinct, packets, resets, seqs}]` (every probe of
 //! each run seen, as ranges of `seq`).
 
+pub mod html;
 pub mod junit;
 pub mod terminal;
 

@@ -536,3 +536,36 @@ fn terminal_report_is_grouped_and_aligned() {
     );
     println!("{text}");
 }
+
+#[test]
+fn html_page_of_a_leak_escapes_what_it_shows() {
+    let (f, h) = leaky();
+    let mut r = report(&f, &h);
+    // Text that came from the network or the system, made hostile.
+    r.reasons
+        .push("<script>alert(1)</script> & \"quoted\"".into());
+    r.interface = "eth0<b>".into();
+    let page = r.to_html();
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(page.contains("class=\"verdict leak\""));
+    assert!(page.contains("LEAK (exit 1)"));
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;quoted&quot;"));
+    assert!(page.contains("eth0&lt;b&gt;"));
+    assert!(!page.contains("<script"));
+    assert!(!page.contains("<b>"));
+    // Every group is a row, and the leaked packets are listed.
+    for g in &r.groups {
+        let what = g
+            .what
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        assert!(page.contains(&what), "{what}");
+    }
+    assert!(page.contains("Leaked packets"));
+
+    let (f, h) = (Findings::new(), healthy());
+    let pass = report(&f, &h).to_html();
+    assert!(pass.contains("class=\"verdict pass\""));
+    assert!(pass.contains("No leaked packet."));
+}

@@ -80,6 +80,10 @@ fn examples(page: &str) -> &'static [(&'static str, &'static str)] {
                 "leaktest watch --iface eth0 --allow udp:198.51.100.0/24:51820",
                 "a VPN box: its WireGuard servers are let out on purpose",
             ),
+            (
+                "leaktest watch --iface eth0 --tor-control 127.0.0.1:9052 --html watch.html --user leaktest",
+                "an HTML page too; frames judged as the leaktest user",
+            ),
         ],
         "leaktest-tor" => &[
             ("leaktest tor allowlist --list", "what the watcher accepts as Tor"),
@@ -113,6 +117,13 @@ fn examples(page: &str) -> &'static [(&'static str, &'static str)] {
             ("leaktest lab --keep", "leave the lab up to explore it"),
         ],
         "leaktest-lab-down" => &[("leaktest lab down", "remove every lab left up")],
+        "leaktest-report" => &[
+            (
+                "leaktest report watch.json --html watch.html",
+                "a page to open from a CI artifact or to print",
+            ),
+            ("leaktest report watch.json", "the verdict and leaks as the terminal shows them"),
+        ],
         "leaktest-man" => &[
             ("leaktest man watch | man -l -", "read leaktest-watch(1)"),
             ("leaktest man --dir DIR", "write every page into DIR"),

@@ -5,5 +5,6 @@ pub mod docs;
 pub mod lab;
 pub mod privsep;
 pub mod probe;
+pub mod report;
 pub mod tor;
 pub mod watch;

@@ -151,6 +151,10 @@ pub struct Args {
     /// Write a JUnit XML report here (one test case per probe family and protocol)
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Write a self-contained HTML page of the report here (also `leaktest report FILE.json
+    /// --html FILE` later)
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// The families the workstation probes (as its `probe --family`): the JUnit report passes
     /// a family's probe cases only when declared here, and skips them otherwise (a probe that
     /// did not leak is never seen, so the watcher cannot know it was sent)
@@ -278,6 +282,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let outputs: Vec<(&str, &Path)> = [
         ("--json", &args.json),
         ("--junit", &args.junit),
+        ("--html", &args.html),
         ("--pcap", &args.pcap),
         ("--ready-file", &args.ready_file),
     ]
@@ -424,7 +429,12 @@ fn finish(
             .warnings
             .push(format!("restoring Tor's configuration failed: {e:#}"));
     }
-    write_reports(&mut report, args.json.as_deref(), args.junit.as_deref());
+    write_reports(
+        &mut report,
+        args.json.as_deref(),
+        args.junit.as_deref(),
+        args.html.as_deref(),
+    );
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let _ = report.print_terminal(&mut out);
@@ -860,18 +870,20 @@ fn monitor(
     }
 }
 
-/// Writes the JSON and JUnit reports. A report that cannot be written is a
+/// Writes the JSON, JUnit and HTML reports. A report that cannot be written is a
 /// warning in the others (rewritten once to carry it) and on stderr; the
 /// verdict's exit status stands.
 fn write_reports(
     report: &mut leaktest_watch::WatchReport,
     json: Option<&Path>,
     junit: Option<&Path>,
+    html: Option<&Path>,
 ) {
     type Write = fn(&leaktest_watch::WatchReport, &Path) -> Result<(), leaktest_watch::ReportError>;
     let outputs: Vec<(&Path, Write)> = [
         json.map(|p| (p, leaktest_watch::WatchReport::write_json as Write)),
         junit.map(|p| (p, leaktest_watch::WatchReport::write_junit as Write)),
+        html.map(|p| (p, leaktest_watch::WatchReport::write_html as Write)),
     ]
     .into_iter()
     .flatten()
