@@ -13,13 +13,14 @@ for want in /usr/bin/leaktest \
   /usr/share/man/man1/leaktest-tor-restore.1.gz \
   /usr/share/bash-completion/completions/leaktest /usr/share/zsh/vendor-completions/_leaktest \
   /usr/share/fish/vendor_completions.d/leaktest.fish /usr/share/doc/leaktest/README.md \
-  /usr/share/doc/leaktest/copyright /usr/share/doc/leaktest/changelog.Debian.gz; do
+  /usr/share/doc/leaktest/copyright /usr/share/doc/leaktest/changelog.Debian.gz \
+  /usr/lib/tmpfiles.d/leaktest.conf; do
   grep -qx "$want" <<<"$files" || fail "missing $want; the package holds:
 $files"
 done
 extra=$(grep -v -e '^/usr/bin/leaktest$' -e '^/usr/share/man/man1/leaktest.*\.1\.gz$' \
   -e '^/usr/share/bash-completion/' -e '^/usr/share/zsh/' -e '^/usr/share/fish/' \
-  -e '^/usr/share/doc/leaktest/' <<<"$files" || true)
+  -e '^/usr/share/doc/leaktest/' -e '^/usr/lib/tmpfiles.d/leaktest.conf$' <<<"$files" || true)
 [ -z "$extra" ] || fail "unexpected files: $extra"
 depends=$(dpkg-deb --field "$deb" Depends)
 grep -q 'libpcap0.8' <<<"$depends" || fail "Depends lacks libpcap0.8: $depends"

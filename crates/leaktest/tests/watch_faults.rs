@@ -527,3 +527,71 @@ fn a_full_disk_cuts_the_pcap_at_a_block_and_says_so() {
     assert_eq!(packets, written);
     assert!(!stats, "no statistics block after the disk filled");
 }
+
+/// Issue 12, capabilities instead of root: a watch started by an ordinary
+/// uid holding only CAP_NET_RAW (as a `setcap` install gives it) runs to a
+/// PASS; its monitor keeps that one capability and nothing else, its reader
+/// has none; the lock lives in a run directory that uid may write.
+#[test]
+fn a_watch_with_cap_net_raw_alone_passes_and_drops_it() {
+    if !is_root() {
+        return;
+    }
+    let lab = build("wcp", false);
+    let dir = lab.path("user");
+    std::fs::create_dir(&dir).unwrap();
+    let uid = 4_000_125;
+    std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).unwrap();
+    let ready = dir.join("ready");
+    let json = dir.join("watch.json");
+    let mut cmd = lab.ns("gw").command("setpriv");
+    cmd.args([
+        "--reuid=4000125",
+        "--regid=4000125",
+        "--clear-groups",
+        "--inh-caps=+net_raw",
+        "--ambient-caps=+net_raw",
+        BIN,
+        "watch",
+        "--iface",
+        "gw1",
+        "--duration",
+        "4",
+        "--json",
+    ])
+    .arg(&json)
+    .arg("--ready-file")
+    .arg(&ready)
+    .env("LEAKTEST_RUN_DIR", dir.join("run"))
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let p = lab.ns("gw").spawn(cmd).expect("spawning the watch");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready.exists() {
+        assert!(p.try_wait().unwrap().is_none(), "the watch ended early");
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // setpriv execs leaktest: the PID is the monitor's.
+    let monitor = leaktest_priv::Status::of(p.pid()).unwrap();
+    assert_eq!(monitor.uids, [uid; 4], "{monitor:?}");
+    assert_eq!(monitor.cap_eff, 1 << 13, "CAP_NET_RAW only: {monitor:?}");
+    let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", p.pid())).unwrap();
+    let reader: u32 = kids
+        .split_whitespace()
+        .next()
+        .expect("a reader")
+        .parse()
+        .unwrap();
+    let st = leaktest_priv::Status::of(reader).unwrap();
+    assert_eq!(st.uids, [uid; 4], "{st:?}");
+    assert!(st.is_sandboxed(), "{st:?}");
+    let end = p
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap()
+        .expect("the watch must end after --duration");
+    assert_eq!(end.code(), Some(0), "PASS expected");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["verdict"], "pass");
+}

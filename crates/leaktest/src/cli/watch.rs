@@ -292,7 +292,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     leaktest_fs::check_outputs(&outputs)?;
     if lacks_privileges() {
         bail!(
-            "capturing needs root (or CAP_NET_RAW and CAP_NET_ADMIN); run leaktest watch as root"
+            "capturing needs CAP_NET_RAW: run leaktest watch as root, or give the binary that \
+             capability (README, \"Least privilege\")"
         );
     }
 
