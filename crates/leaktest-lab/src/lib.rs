@@ -8,6 +8,7 @@
 
 pub mod expect;
 pub mod gateway;
+pub mod html;
 pub mod lab;
 pub mod plan;
 pub mod profiles;

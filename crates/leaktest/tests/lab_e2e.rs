@@ -12,9 +12,12 @@ fn lab_runs_every_profile_as_expected_and_leaves_nothing() {
         return;
     }
     let json = std::env::temp_dir().join(format!("leaktest-lab-e2e-{}.json", std::process::id()));
+    let html = json.with_extension("html");
     let out = Command::new(env!("CARGO_BIN_EXE_leaktest"))
         .args(["lab", "--json"])
         .arg(&json)
+        .arg("--html")
+        .arg(&html)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -25,6 +28,21 @@ fn lab_runs_every_profile_as_expected_and_leaves_nothing() {
     std::fs::remove_file(&json).unwrap();
     let profiles = doc["profiles"].as_array().unwrap();
     assert!(profiles.len() >= 7, "every built-in profile ran");
+    // The HTML page: a row and a section per profile, every one as expected.
+    let page = std::fs::read_to_string(&html).expect("lab wrote its HTML page");
+    std::fs::remove_file(&html).unwrap();
+    assert!(page.contains("Every profile as expected"), "{page}");
+    for p in profiles {
+        let name = p["profile"].as_str().unwrap();
+        assert!(
+            page.contains(&format!("id=\"{name}\"")),
+            "no section for {name}"
+        );
+    }
+    assert!(
+        !page.contains("class=\"bad\""),
+        "a profile marked as differing"
+    );
     for p in profiles {
         assert_eq!(
             p["matched"], true,

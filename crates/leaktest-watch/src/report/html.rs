@@ -13,11 +13,13 @@ use std::path::Path;
 /// Leaked packets listed one by one (the groups cover the rest).
 pub const HTML_LEAK_ROWS: usize = 200;
 
-const STYLE: &str = "
+/// The style sheet of every leaktest page (the lab's too).
+pub const STYLE: &str = "
 body{font-family:system-ui,sans-serif;margin:2em auto;padding:0 1.5em;max-width:70em;color:#1b1b1b;line-height:1.4}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ccc}
 .verdict{padding:1em 1.2em;border-radius:6px;color:#fff;font-size:1.4em;font-weight:bold}
 .pass{background:#1e7b34}.leak{background:#b3261e}.inconclusive{background:#a15c00}
+.ok{color:#1e7b34;font-weight:bold}.bad{color:#b3261e;font-weight:bold}
 table{border-collapse:collapse;width:100%;font-size:.92em}
 th,td{border:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top}
 th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}
@@ -164,7 +166,8 @@ impl WatchReport {
     }
 }
 
-fn groups_table(groups: &[GroupReport]) -> Markup {
+/// The table of leak groups (one row each), as on the watch page.
+pub fn groups_table(groups: &[GroupReport]) -> Markup {
     html! {
         table {
             tr { th { "family" } th { "what" } th { "packets" } th { "where" } th { "origin" } th { "rule" } }

@@ -114,6 +114,10 @@ fn examples(page: &str) -> &'static [(&'static str, &'static str)] {
                 "leaktest lab --ruleset my-gateway.nft --json lab.json",
                 "test your own nftables ruleset as the gateway's policy",
             ),
+            (
+                "leaktest lab --json lab.json --html lab.html",
+                "every profile, with a page to open from a CI artifact",
+            ),
             ("leaktest lab --keep", "leave the lab up to explore it"),
         ],
         "leaktest-lab-down" => &[("leaktest lab down", "remove every lab left up")],

@@ -36,6 +36,9 @@ pub struct Args {
     /// Write the per-profile results and the watcher's reports here
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Write an HTML page of the results here (one row per profile, then each profile's leaks)
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Leave the lab up afterwards and print how to enter it (`leaktest lab down` removes it)
     #[arg(long)]
     keep: bool,
@@ -90,6 +93,12 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let targets = targets(&args)?;
+    // The outputs are checked before a namespace exists, not found out at the end.
+    let outputs: Vec<(&str, &std::path::Path)> = [("--json", &args.json), ("--html", &args.html)]
+        .into_iter()
+        .filter_map(|(n, p)| p.as_deref().map(|p| (n, p)))
+        .collect();
+    leaktest_fs::check_outputs(&outputs)?;
     leaktest_lab::lab::preflight()?;
     install_signal_teardown()?;
     let exe = std::env::current_exe().context("finding the leaktest binary")?;
@@ -168,6 +177,10 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         let doc = serde_json::json!({"lab": lab.state.prefix, "tmpdir": lab.state.tmpdir, "seconds": total, "phases": phases, "profiles": results});
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.html {
+        let page = leaktest_lab::html::lab_page(&results, total);
+        leaktest_fs::write_atomic("--html", path, |w| w.write_all(page.as_bytes()))?;
     }
     if args.keep {
         // The profiles did not run in the order given (see above): leave
