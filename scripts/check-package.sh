@@ -25,7 +25,7 @@ extra=$(grep -v -e '^/usr/bin/leaktest$' -e '^/usr/share/man/man1/leaktest.*\.1\
 depends=$(dpkg-deb --field "$deb" Depends)
 grep -q 'libpcap0.8' <<<"$depends" || fail "Depends lacks libpcap0.8: $depends"
 grep -q 'adduser' <<<"$depends" || fail "Depends lacks adduser (postinst creates the leaktest user): $depends"
-dpkg-deb --info "$deb" postinst | grep -q 'adduser --system --group' \
+dpkg-deb --info "$deb" postinst | grep -q 'adduser --system --ingroup nogroup' \
   || fail "postinst does not create the leaktest user"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

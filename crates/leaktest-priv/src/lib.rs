@@ -17,7 +17,9 @@
 //! 3. effective, permitted, inheritable and ambient capabilities cleared
 //!    explicitly (this is all there is to do when started with file
 //!    capabilities instead of root);
-//! 4. `PR_SET_NO_NEW_PRIVS` (prctl(2)): no exec can give them back;
+//! 4. not dumpable (`PR_SET_DUMPABLE` 0: no ptrace, no `pidfd_getfd` of its
+//!    sockets by another process of its uid) and `PR_SET_NO_NEW_PRIVS`
+//!    (prctl(2)): no exec can give privileges back;
 //! 5. a seccomp filter ([`sandbox_filter`]) that allows only the system calls
 //!    the capture loop (and the probe's sending loop) makes; anything else
 //!    fails with `EPERM`;
@@ -339,6 +341,17 @@ impl Sandbox {
                 return Err(PrivError::NotDropped("the monitor is gone".into()));
             }
         }
+        // Not dumpable: no process of the same uid (a capability-only run keeps
+        // the caller's) may ptrace it or take its descriptors with
+        // pidfd_getfd, such as the capture socket to send frames on.
+        // SAFETY: prctl with integer arguments.
+        check("prctl(PR_SET_DUMPABLE)", unsafe {
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0)
+        })?;
+        // SAFETY: as above.
+        if unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+            return Err(PrivError::NotDropped("still dumpable".into()));
+        }
         // SAFETY: prctl with integer arguments.
         check("prctl(PR_SET_NO_NEW_PRIVS)", unsafe {
             libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
@@ -623,6 +636,22 @@ mod tests {
     }
 
     #[test]
+    fn control_characters_are_made_visible() {
+        use std::io::Write;
+        let mut w = Sanitized::new(Vec::new());
+        w.write_all(b"ok \x1b]0;title\x07\x1b[2J\tA\n\x7f \xc2")
+            .unwrap();
+        // A C1 control split over two writes, and a real U+00E9 after it.
+        w.write_all(b"\x9b x \xc3\xa9").unwrap();
+        w.flush().unwrap();
+        let out = String::from_utf8(w.inner).unwrap();
+        assert_eq!(
+            out,
+            "ok \\x1b]0;title\\x07\\x1b[2J\tA\n\\x7f \\xc2\\x9b x \u{e9}"
+        );
+    }
+
+    #[test]
     fn the_filter_compiles() {
         assert_eq!(sandbox_filter(1, &[]).unwrap().len(), 2);
         assert_eq!(sandbox_filter(1, &[3, 4]).unwrap().len(), 2);
@@ -642,11 +671,25 @@ pub enum Side {
 /// privileged monitor and a reader joined by a pipe. The reader starts a
 /// session of its own (no controlling terminal), so a Ctrl-C reaches the
 /// monitor alone, which passes it on ([`Monitor::signal`]).
-pub fn separate() -> Result<Side, PrivError> {
+pub fn separate(relay_stdio: bool) -> Result<Side, PrivError> {
     let threads = thread_count()?;
     if threads != 1 {
         return Err(PrivError::Threads(threads));
     }
+    // With `relay_stdio` the reader gets /dev/null as its input and pipes as
+    // its output, which the monitor copies to its own with control
+    // characters made visible ([`Sanitized`]): the reader never touches the
+    // operator's terminal (no keystrokes read, no escape sequences written).
+    let stdio = if relay_stdio {
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(sys("opening /dev/null"))?;
+        Some((null, pipe()?, pipe()?))
+    } else {
+        None
+    };
     let mut fds = [0; 2];
     // A stream socket pair: messages both ways (reports and canaries up,
     // Tor allowlist updates down).
@@ -679,6 +722,16 @@ pub fn separate() -> Result<Side, PrivError> {
         }),
         0 => {
             drop(up);
+            if let Some((null, (_, out), (_, err))) = &stdio {
+                use std::os::fd::AsRawFd;
+                // SAFETY: dup2 onto the standard descriptors of this process.
+                unsafe {
+                    libc::dup2(null.as_raw_fd(), 0);
+                    libc::dup2(out.as_raw_fd(), 1);
+                    libc::dup2(err.as_raw_fd(), 2);
+                }
+            }
+            drop(stdio);
             // A session of its own: no controlling terminal (so no TIOCSTI
             // into it and no job-control stops), and a Ctrl-C reaches the
             // monitor alone.
@@ -691,11 +744,100 @@ pub fn separate() -> Result<Side, PrivError> {
         }
         child => {
             drop(down);
+            let mut relays = Vec::new();
+            if let Some((_, (out_r, out_w), (err_r, err_w))) = stdio {
+                drop((out_w, err_w));
+                relays.push(relay(out_r, || Box::new(std::io::stdout())));
+                relays.push(relay(err_r, || Box::new(std::io::stderr())));
+            }
             Ok(Side::Monitor(Monitor {
                 child,
                 chan: Channel::new(up),
+                relays,
             }))
         }
+    }
+}
+
+fn pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), PrivError> {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    check("pipe2", unsafe {
+        libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC)
+    })?;
+    // SAFETY: both were just created and are owned here alone.
+    Ok(unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// Copies what the reader writes on `from` to `to()` through [`Sanitized`],
+/// until the reader closes it.
+fn relay(
+    from: std::os::fd::OwnedFd,
+    to: fn() -> Box<dyn std::io::Write + Send>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut src = std::fs::File::from(from);
+        let mut dst = Sanitized::new(to());
+        let _ = std::io::copy(&mut src, &mut dst);
+        let _ = std::io::Write::flush(&mut dst);
+    })
+}
+
+/// A writer that makes control characters visible: every C0 control but
+/// newline and tab, DEL, and the C1 controls (UTF-8 `0xc2 0x80..=0x9f`)
+/// become `\xNN`. For text from a less trusted source (the sandboxed
+/// reader's output, a report read from a file) on the way to a terminal,
+/// where an escape sequence could clear the screen, fake a verdict or set
+/// the window title.
+pub struct Sanitized<W: std::io::Write> {
+    inner: W,
+    /// A `0xc2` held back: it may start a C1 control.
+    pending_c2: bool,
+}
+
+impl<W: std::io::Write> Sanitized<W> {
+    pub fn new(inner: W) -> Sanitized<W> {
+        Sanitized {
+            inner,
+            pending_c2: false,
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Sanitized<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut out = Vec::with_capacity(buf.len() + 8);
+        for &b in buf {
+            if self.pending_c2 {
+                self.pending_c2 = false;
+                if (0x80..=0x9f).contains(&b) {
+                    out.extend_from_slice(format!("\\xc2\\x{b:02x}").as_bytes());
+                    continue;
+                }
+                out.push(0xc2);
+            }
+            match b {
+                b'\n' | b'\t' => out.push(b),
+                0x00..=0x1f | 0x7f => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+                0xc2 => self.pending_c2 = true,
+                _ => out.push(b),
+            }
+        }
+        self.inner.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if std::mem::take(&mut self.pending_c2) {
+            self.inner.write_all(&[0xc2])?;
+        }
+        self.inner.flush()
     }
 }
 
@@ -844,6 +986,8 @@ pub const MAX_MESSAGE: usize = 64 << 20;
 pub struct Monitor {
     child: libc::pid_t,
     chan: Channel,
+    /// The threads copying the reader's output ([`separate`]'s `relay_stdio`).
+    relays: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Monitor {
@@ -906,7 +1050,7 @@ impl Monitor {
     }
 
     /// Waits for the reader to end.
-    pub fn wait(self) -> std::io::Result<Ended> {
+    pub fn wait(mut self) -> std::io::Result<Ended> {
         let mut st = 0;
         loop {
             // SAFETY: waitpid of our own child.
@@ -918,6 +1062,10 @@ impl Monitor {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 return Err(e);
             }
+        }
+        // Everything the reader printed is out before the monitor goes on.
+        for h in self.relays.drain(..) {
+            let _ = h.join();
         }
         Ok(ended(st))
     }

@@ -46,7 +46,7 @@ pub enum Error {
     #[error(
         "target {target} is on the link of {iface}, reached directly and not through a gateway, so \
          its probes cannot show what a gateway forwards (the gateway's own address is such a \
-         target): give an address beyond the gateway (e.g. 203.0.113.7 or 2001:db8::7), or \
+         target): give an address beyond the gateway, not one on the link of {iface}, or \
          --on-link if you mean to probe a host on this link"
     )]
     OnLinkTarget { target: IpAddr, iface: String },

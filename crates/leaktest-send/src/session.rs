@@ -136,7 +136,18 @@ pub fn prepare(request: ProbeRequest) -> Result<Prepared, Error> {
         let Some(target) = request.target(family) else {
             return Err(Error::BadTarget(format!("no {family} target given")));
         };
-        let mut path = lookup_path(target, &opts)?;
+        // A route by a watched uplink may be link-scope (ppp, wwan, a tunnel):
+        // its probes cross the watched interface, which is all that matters.
+        let mut path = match &request.uplinks {
+            Some(_) => lookup_path(
+                target,
+                &PathOptions {
+                    allow_on_link: true,
+                    ..opts.clone()
+                },
+            )?,
+            None => lookup_path(target, &opts)?,
+        };
         path.first_hop = Some(match &request.uplinks {
             Some(u) if !u.ifindexes.contains(&path.ifindex) => {
                 return Err(Error::NotWatchedUplink {
@@ -158,6 +169,13 @@ pub fn prepare(request: ProbeRequest) -> Result<Prepared, Error> {
             None => match crate::hop::check_first_hop(&path, request.key, None)? {
                 crate::hop::FirstHop::Target { answer } => {
                     return Err(Error::FirstHopTarget { target, answer })
+                }
+                crate::hop::FirstHop::Silent { why } => {
+                    notes.push(format!(
+                        "cannot tell whether {target} lies beyond the gateway ({why}): if it is \
+                         one of the gateway's own addresses, its probes cannot show a leak"
+                    ));
+                    crate::hop::FirstHop::Silent { why }.describe()
                 }
                 h => h.describe(),
             },

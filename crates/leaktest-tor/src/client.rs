@@ -523,11 +523,21 @@ impl Controller {
             return Ok(AuthMethod::Null);
         }
         let mut problems = Vec::new();
+        // Plain COOKIE sends the file's contents to whatever answers on the
+        // control address; SAFECOOKIE (control-spec section 3.24) makes the
+        // server prove it knows the cookie first. A listener that offers only
+        // COOKIE (and names any file it likes) gets nothing.
         let cookie_method = if offered(AuthMethod::SafeCookie) {
             Some(AuthMethod::SafeCookie)
-        } else if offered(AuthMethod::Cookie) {
-            Some(AuthMethod::Cookie)
         } else {
+            if offered(AuthMethod::Cookie) {
+                problems.push(
+                    "it offers COOKIE but not SAFECOOKIE: leaktest never sends a cookie file's \
+                     contents to a control port that has not proved it knows them (every Tor \
+                     since 0.2.3.13 offers SAFECOOKIE)"
+                        .to_string(),
+                );
+            }
             None
         };
         if let Some(m) = cookie_method {

@@ -183,6 +183,26 @@ impl Journal {
                 return Ok(None);
             }
         }
+        // Only a journal this user wrote is trusted: it names a control port
+        // to connect to (with the cookie) and settings to apply there, so one
+        // planted by another user (a group-writable state directory, a
+        // sandboxed process) must never be acted on.
+        if let Ok(m) = fs::symlink_metadata(path) {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            // SAFETY: no preconditions.
+            let me = unsafe { libc::geteuid() };
+            if m.uid() != me || m.permissions().mode() & 0o022 != 0 {
+                return Err(journal_err(
+                    path,
+                    format!(
+                        "not trusted: owned by uid {} with mode {:o}, not written by this user \
+                         (uid {me}); left alone. Delete it if you did not write it",
+                        m.uid(),
+                        m.permissions().mode() & 0o7777
+                    ),
+                ));
+            }
+        }
         let text = leaktest_fs::read_bounded_string("journal", path, MAX_JOURNAL_BYTES)
             .map_err(|e| journal_err(path, format!("cannot read: {e}")))?;
         let j: Journal = serde_json::from_str(&text).map_err(|e| {
@@ -798,6 +818,28 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let e = Journal::load(&fifo).unwrap_err().to_string();
         assert!(e.contains("FIFO"), "{e}");
+    }
+
+    /// A journal names a control port and settings to restore: one that this
+    /// user did not write (another owner, or writable by others) is never
+    /// acted on, however well-formed.
+    #[test]
+    fn journals_of_another_writer_are_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.json");
+        sample(1, None).store(&path).unwrap();
+        assert!(Journal::load(&path).unwrap().is_some());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+        let e = Journal::load(&path).unwrap_err().to_string();
+        assert!(e.contains("not trusted"), "{e}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        // SAFETY: no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&path, Some(4_000_127), None).unwrap();
+            let e = Journal::load(&path).unwrap_err().to_string();
+            assert!(e.contains("owned by uid 4000127"), "{e}");
+        }
     }
 
     #[test]

@@ -241,3 +241,47 @@ fn a_cancel_flag_ends_the_wait_for_a_silent_peer() {
     assert!(opts.uncancellable().cancel.is_none());
     drop(listener);
 }
+
+/// A listener on the control address that offers plain COOKIE only, naming a
+/// file of its choice, gets nothing: leaktest authenticates with SAFECOOKIE
+/// only (the server proves it knows the cookie before anything is sent), so
+/// the contents of a root-only 32-byte file never leave.
+#[test]
+fn a_cookie_only_listener_gets_no_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret32");
+    std::fs::write(&secret, [0x5au8; 32]).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let path = secret.display().to_string();
+    let server = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut lines = Vec::new();
+        for line in BufReader::new(s).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("PROTOCOLINFO") {
+                write!(
+                    w,
+                    "250-PROTOCOLINFO 1\r\n250-AUTH METHODS=COOKIE COOKIEFILE=\"{path}\"\r\n250-VERSION Tor=\"0.4.8.13\"\r\n250 OK\r\n"
+                )
+                .unwrap();
+            } else {
+                write!(w, "515 Authentication failed\r\n").unwrap();
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let r = Controller::connect(&ConnectOptions::new(ControlTarget::Tcp(addr)));
+    let Err(e) = r else {
+        panic!("a COOKIE-only listener was accepted")
+    };
+    assert!(e.to_string().contains("not SAFECOOKIE"), "{e}");
+    let seen = server.join().unwrap();
+    let hex = "5A".repeat(32);
+    assert!(
+        seen.iter().all(|l| !l.to_ascii_uppercase().contains(&hex)),
+        "the secret was sent: {seen:?}"
+    );
+}

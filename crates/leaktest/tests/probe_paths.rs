@@ -82,6 +82,32 @@ fn a_target_that_is_the_gateway_itself_is_refused() {
             format!("beyond the first hop (time exceeded from {gw})")
         );
     }
+
+    // A gateway that answers nothing to the check: the sweep goes on, and
+    // stderr says that the target could not be placed.
+    let mut flush = lab.ns("gw").command("nft");
+    flush.args(["flush", "chain", "inet", "ltgw", "input"]);
+    lab.ns("gw").exec(flush).expect("flushing the input chain");
+    let mut drop_all = lab.ns("gw").command("nft");
+    drop_all.args(["add", "rule", "inet", "ltgw", "input", "drop"]);
+    lab.ns("gw").exec(drop_all).expect("dropping all input");
+    let mut cmd = lab.ns("ws").command(BIN);
+    cmd.args([
+        "probe",
+        "--target",
+        "198.51.100.2",
+        "--family",
+        "4",
+        "--suite",
+        "icmp",
+    ]);
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot tell whether 198.51.100.2 lies beyond the gateway"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -121,6 +147,11 @@ fn a_gateway_sweep_must_leave_by_the_watched_uplink() {
     let (o, _) = probe_gw("192.0.2.7", &["--uplink", "gw1"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--uplink names gw1"), "{}", stderr(&o));
+
+    // On the watched uplink's own link (a point-to-point or link-scope route,
+    // as on ppp or a tunnel): its probes cross the watched interface.
+    let (o, _) = probe_gw("198.51.100.1", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
 
     // Through the watched uplink: accepted, and the JSON says why unchecked.
     let (o, json) = probe_gw("203.0.113.7", &[]);

@@ -586,6 +586,35 @@ fn a_watch_with_cap_net_raw_alone_passes_and_drops_it() {
     let st = leaktest_priv::Status::of(reader).unwrap();
     assert_eq!(st.uids, [uid; 4], "{st:?}");
     assert!(st.is_sandboxed(), "{st:?}");
+    // Another process of the same uid cannot take the reader's descriptors
+    // (the capture socket would let it send frames the watch never sees):
+    // pidfd_open(434) then pidfd_getfd(438) of every descriptor, as that uid.
+    let steal = format!(
+        "my $p = syscall(434, {reader}, 0); die \"pidfd_open: $!\\n\" if $p < 0; \
+         my ($ok, $eperm) = (0, 0); for my $fd (0..64) {{ my $r = syscall(438, $p, $fd, 0); \
+         if ($r >= 0) {{ $ok++ }} elsif ($!{{EPERM}}) {{ $eperm++ }} }} print \"$ok $eperm\\n\";"
+    );
+    let mut thief = lab.ns("gw").command("setpriv");
+    thief
+        .args([
+            "--reuid=4000125",
+            "--regid=4000125",
+            "--clear-groups",
+            "perl",
+            "-e",
+        ])
+        .arg(&steal);
+    let o = lab.ns("gw").exec(thief).expect("running the thief");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let counts: Vec<u32> = out.split_whitespace().map(|n| n.parse().unwrap()).collect();
+    assert_eq!(
+        counts.len(),
+        2,
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(counts[0], 0, "a descriptor of the reader was taken");
+    assert!(counts[1] > 0, "no attempt was refused: {out}");
     let end = p
         .wait_timeout(Duration::from_secs(20))
         .unwrap()

@@ -29,3 +29,18 @@ pub fn sandbox_for(user: Option<&str>, no_sandbox: bool) -> anyhow::Result<Optio
     };
     Ok(Some(Sandbox::new(user)?))
 }
+
+/// A note for the moment the sandboxed process starts when it runs as
+/// `nobody`: that uid is shared with other daemons, which can signal it.
+pub fn user_note(sandbox: &Sandbox) -> Option<String> {
+    let u = sandbox.user()?;
+    (u.name == leaktest_priv::FALLBACK_USER).then(|| {
+        format!(
+            "the sandboxed process runs as {} (uid {}), shared with other daemons: the Debian \
+             package creates a `{}` user for it, or pick one with --user",
+            u.name,
+            u.uid,
+            leaktest_priv::PACKAGE_USER
+        )
+    })
+}

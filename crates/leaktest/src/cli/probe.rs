@@ -78,7 +78,8 @@ interface, socket, rate (pps or \"max\"), families, suites, paths (per family: i
 source, next_hop, via_gateway, src_mac, dst_mac, first_hop), planned, sent, counts {ipv4: {total, icmp, \
 ...}, ipv6: ...}, suite_totals, refused, refused_total, unbuilt, retries, complete, started and \
 finished (RFC 3339 UTC), seconds, pps. It is written also when the run fails or is interrupted \
-(complete: false).
+(complete: false), unless the sending process itself is killed (a second signal, or a sender \
+that does not stop within 30 s): then there is nothing to report, and the exit status is 2.
 
 Keys: by default the run is signed with an open key derived from a random run id (anyone can \
 verify the marker; the watcher needs nothing). With --key-file both sides share a secret: \
@@ -485,7 +486,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     // Privilege separation: every socket is open. The sweep is sent by a
     // child without privilege; this process writes the report.
     if let Some(mut sandbox) = sandbox {
-        match leaktest_priv::separate()? {
+        if let Some(n) = super::privsep::user_note(&sandbox) {
+            eprintln!("leaktest: note: {n}");
+        }
+        // The sender reads nothing from the network: it keeps the terminal
+        // for its progress bar.
+        match leaktest_priv::separate(false)? {
             Side::Reader(reader) => {
                 if let Err(e) = reader.enter(&mut sandbox) {
                     eprintln!("leaktest: error: dropping privilege: {e}");
@@ -535,11 +541,19 @@ fn monitor(mut m: leaktest_priv::Monitor, stop: &AtomicBool) -> Result<SweepDone
     use std::sync::atomic::Ordering;
     let mut done = None;
     let mut signals = 0;
+    let mut termed_at: Option<std::time::Instant> = None;
     loop {
+        // A sender that does not stop within 30 s of the first signal (one
+        // stopped with SIGSTOP, say) is killed, not waited for.
+        if termed_at.is_some_and(|t| t.elapsed() > std::time::Duration::from_secs(30)) {
+            m.signal(libc::SIGKILL);
+            termed_at = None;
+        }
         if stop.swap(false, Ordering::SeqCst) {
             // The first ends the sweep at a batch boundary (the report says how
             // far it got); a second kills the sender.
             signals += 1;
+            termed_at.get_or_insert_with(std::time::Instant::now);
             m.signal(if signals == 1 {
                 libc::SIGTERM
             } else {

@@ -29,6 +29,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(p) = &args.html {
         leaktest_fs::check_outputs(&[("--html", p)])?;
     }
+    if let Some(p) = &args.html {
+        if same_file(&args.json, p) {
+            anyhow::bail!(
+                "--html {} is the JSON report itself: give another file",
+                p.display()
+            );
+        }
+    }
     let text = leaktest_fs::read_bounded_string("the JSON report", &args.json, MAX_JSON)?;
     let report: WatchReport = serde_json::from_str(&text).with_context(|| {
         format!(
@@ -39,9 +47,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match &args.html {
         Some(p) => report.write_html(p)?,
         None => {
-            let mut out = std::io::stdout().lock();
+            // A report read from a file may hold anything: control characters
+            // are made visible, never sent to the terminal.
+            let mut out = leaktest_priv::Sanitized::new(std::io::stdout().lock());
             report.print_terminal(&mut out)?;
+            std::io::Write::flush(&mut out)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether two paths name one existing file (same device and inode).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }

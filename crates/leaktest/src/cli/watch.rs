@@ -436,14 +436,17 @@ fn finish(
         args.junit.as_deref(),
         args.html.as_deref(),
     );
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // What the report holds came from the network (and, separated, from the
+    // sandboxed reader): control characters are made visible on a terminal.
+    let mut out = leaktest_priv::Sanitized::new(std::io::stdout().lock());
     let _ = report.print_terminal(&mut out);
     let _ = writeln!(out, "{summary}");
     let _ = out.flush();
+    let mut err = leaktest_priv::Sanitized::new(std::io::stderr().lock());
     for w in &report.warnings {
-        eprintln!("leaktest: warning: {w}");
+        let _ = writeln!(err, "leaktest: warning: {w}");
     }
+    let _ = err.flush();
     report.exit_code
 }
 
@@ -539,7 +542,13 @@ impl SessionHooks for Privsep<'_> {
                 None => None,
             });
         };
-        let side = leaktest_priv::separate().map_err(|e| SessionError::Sandbox(e.to_string()))?;
+        if let Some(n) = super::privsep::user_note(sandbox) {
+            eprintln!("leaktest: note: {n}");
+        }
+        // The reader's output goes through the monitor (made safe for a
+        // terminal); it never holds the operator's terminal.
+        let side =
+            leaktest_priv::separate(true).map_err(|e| SessionError::Sandbox(e.to_string()))?;
         match side {
             Side::Reader(reader) => {
                 // The parent keeps these. The guard's copy holds no connection (a
@@ -706,6 +715,10 @@ fn monitor(
     let mut failed = false;
     let mut signals = 0u32;
     let mut termed_at: Option<Instant> = None;
+    // With --duration the reader must be done by its end plus the grace: one
+    // that is stopped or stuck (SIGSTOP from another process of its uid) is
+    // ended, not waited for.
+    let overdue = args.duration.map(|d| Instant::now() + d + READER_GRACE);
     // The Tor allowlist feed runs here, with the control connection (and its
     // reconnections, which need the cookie); the reader gets its lists.
     let feed = match pending.map(PendingFeed::spawn) {
@@ -768,6 +781,10 @@ fn monitor(
             kill(&m, "the reader did not end after the stop signal");
             failed = true;
             termed_at = None;
+        }
+        if !failed && overdue.is_some_and(|t| Instant::now() > t) {
+            kill(&m, "the reader did not end after --duration");
+            failed = true;
         }
         if let Some(f) = &feed {
             if Some(f.generation()) != sent_generation {
