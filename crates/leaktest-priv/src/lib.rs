@@ -859,12 +859,38 @@ impl Channel {
     /// Sends one message (a line; `msg` must not hold a newline). Plain
     /// `write(2)` calls on the descriptor: nothing the sandbox refuses.
     pub fn send(&self, msg: &[u8]) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd;
         debug_assert!(!msg.contains(&b'\n'));
-        let mut line = Vec::with_capacity(msg.len() + 1);
-        line.extend_from_slice(msg);
-        line.push(b'\n');
-        let mut rest = &line[..];
+        self.write_all(msg)?;
+        self.write_all(b"\n")
+    }
+
+    /// Sends one message written by `f` straight onto the descriptor (no
+    /// copy of a large message in memory), then the newline that ends it.
+    /// `f` must not write a newline (compact JSON has none).
+    pub fn send_with(
+        &self,
+        f: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        struct Raw<'a>(&'a Channel);
+        impl std::io::Write for Raw<'_> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.write_all(buf)?;
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, Raw(self));
+        f(&mut w)?;
+        std::io::Write::flush(&mut w)?;
+        drop(w);
+        self.write_all(b"\n")
+    }
+
+    fn write_all(&self, buf: &[u8]) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut rest = buf;
         while !rest.is_empty() {
             // SAFETY: rest is readable for its length.
             let n = unsafe { libc::write(self.fd.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
@@ -886,7 +912,10 @@ impl Channel {
         use std::os::fd::AsRawFd;
         loop {
             if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=i).collect();
+                // The message keeps the buffer (no copy of a large one); what
+                // follows it moves to a new buffer.
+                let rest = self.buf.split_off(i + 1);
+                let mut line = std::mem::replace(&mut self.buf, rest);
                 line.pop();
                 return Ok(Recv::Message(line));
             }
@@ -951,6 +980,14 @@ impl Reader {
     /// Sends one message to the monitor ([`Channel::send`]).
     pub fn send(&self, msg: &[u8]) -> std::io::Result<()> {
         self.chan.send(msg)
+    }
+
+    /// Sends one message written by `f` ([`Channel::send_with`]).
+    pub fn send_with(
+        &self,
+        f: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        self.chan.send_with(f)
     }
 
     /// The next message from the monitor ([`Channel::recv`]).

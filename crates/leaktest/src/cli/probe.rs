@@ -503,9 +503,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     report: Box::new(outcome.report),
                     error: outcome.error.map(|e| e.to_string()),
                 };
-                let code = match serde_json::to_vec(&msg)
-                    .map_err(std::io::Error::other)
-                    .and_then(|m| reader.send(&m))
+                let code = match reader
+                    .send_with(|w| serde_json::to_writer(w, &msg).map_err(std::io::Error::other))
                 {
                     Ok(()) => 0,
                     Err(e) => {

@@ -647,9 +647,9 @@ fn reader_exit(
                 report: Box::new(full_report(&o, args)),
                 summary: summary_line(&o),
             };
-            match serde_json::to_vec(&msg)
-                .map_err(std::io::Error::other)
-                .and_then(|m| reader.send(&m))
+            // Streamed onto the socket: no second copy of a large report.
+            match reader
+                .send_with(|w| serde_json::to_writer(w, &msg).map_err(std::io::Error::other))
             {
                 Ok(()) => 0,
                 Err(e) => {
