@@ -132,9 +132,85 @@ pub fn exit_addrs() -> Vec<Ipv4Addr> {
         .collect()
 }
 
+/// The whole plan as data (`leaktest lab plan --json`): what a gateway
+/// developer needs to write a ruleset the lab can load: namespaces (their
+/// names end in `-ws`, `-gw`, `-net` after a run prefix), interfaces and
+/// addresses, tor's ports and user on the gateway, the three sweeps (how
+/// they send and as which uid), and the private Tor network. Built from the
+/// same constants the lab uses, so it cannot drift from it.
+pub fn describe(tor_uid: Option<u32>) -> serde_json::Value {
+    use serde_json::json;
+    let nodes: Vec<_> = NODES
+        .iter()
+        .map(|n| {
+            json!({
+                "nick": n.nick,
+                "role": format!("{:?}", n.role).to_lowercase(),
+                "address": n.addr.to_string(),
+                "or_port": n.or_port,
+                "dir_port": n.dir_port,
+            })
+        })
+        .collect();
+    json!({
+        "namespaces": {
+            "workstation": {
+                "name": "<prefix>-ws",
+                "interfaces": [{"name": WS_IF, "addresses": [format!("{WS4}/24"), format!("{WS6}/64")]}],
+                "routes": [format!("default via {GW_INT4}"), format!("default via {GW_INT6}")],
+            },
+            "gateway": {
+                "name": "<prefix>-gw",
+                "interfaces": [
+                    {"name": GW_INT_IF, "role": "internal (towards the workstation)",
+                     "addresses": [format!("{GW_INT4}/24"), format!("{GW_INT6}/64")]},
+                    {"name": GW_EXT_IF, "role": "external (watched)",
+                     "addresses": [format!("{GW_EXT4}/24"), format!("{GW_EXT6}/64")]},
+                ],
+                "routes": [format!("default via {NET_ROUTER4}"), format!("default via {NET_ROUTER6}")],
+            },
+            "internet": {
+                "name": "<prefix>-net",
+                "interfaces": [{"name": NET_IF, "addresses": [format!("{NET_ROUTER4}/24"), format!("{NET_ROUTER6}/64")]}],
+                "services": {"web": [WEB4.to_string(), WEB6.to_string()], "web_port": WEB_PORT,
+                             "web_name": WEB_NAME, "dns": DNS4.to_string()},
+            },
+        },
+        "tor": {
+            "user": crate::gateway::TOR_USER,
+            "uid": tor_uid,
+            "trans_port": TRANS_PORT,
+            "dns_port": DNS_PORT,
+            "socks_port": SOCKS_PORT,
+            "control_port": format!("127.0.0.1:{CONTROL_PORT}"),
+            "listen": [GW_INT4.to_string(), GW_INT6.to_string()],
+        },
+        "sweeps": [
+            {"name": "workstation", "from": "<prefix>-ws", "socket": "packet", "uid": 0},
+            {"name": "gateway-root", "from": "<prefix>-gw", "socket": "raw", "uid": 0},
+            {"name": "gateway-user", "from": "<prefix>-gw", "socket": "raw",
+             "uid": crate::suite::UNPRIVILEGED_UID, "capabilities": ["CAP_NET_RAW"]},
+        ],
+        "targets": [WEB4.to_string(), WEB6.to_string()],
+        "tor_network": nodes,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_described_plan_is_the_plan() {
+        let v = describe(Some(102));
+        let gw = &v["namespaces"]["gateway"]["interfaces"];
+        assert_eq!(gw[0]["name"], GW_INT_IF);
+        assert_eq!(gw[1]["addresses"][0], format!("{GW_EXT4}/24"));
+        assert_eq!(v["tor"]["trans_port"], TRANS_PORT);
+        assert_eq!(v["tor"]["uid"], 102);
+        assert_eq!(v["sweeps"][2]["uid"], crate::suite::UNPRIVILEGED_UID);
+        assert_eq!(v["tor_network"].as_array().unwrap().len(), NODES.len());
+    }
 
     #[test]
     fn every_lab_internet_address_is_in_a_documentation_range() {

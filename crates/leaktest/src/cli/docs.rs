@@ -121,6 +121,10 @@ fn examples(page: &str) -> &'static [(&'static str, &'static str)] {
             ("leaktest lab --keep", "leave the lab up to explore it"),
         ],
         "leaktest-lab-down" => &[("leaktest lab down", "remove every lab left up")],
+        "leaktest-lab-plan" => &[
+            ("leaktest lab plan", "the namespaces, addresses, tor's ports and the sweeps' uids"),
+            ("leaktest lab plan --json", "the same as JSON, to generate a ruleset from"),
+        ],
         "leaktest-report" => &[
             (
                 "leaktest report watch.json --html watch.html",

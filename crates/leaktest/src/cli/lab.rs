@@ -54,6 +54,13 @@ pub struct Args {
 enum LabCommand {
     /// Remove every lab left up (with --keep) or left over from a crash
     Down,
+    /// Print the lab's plan (namespaces, interfaces, addresses, tor's ports and uid, the sweeps
+    /// and their uids), to write a ruleset for it
+    Plan {
+        /// As JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// (internal) the lab's web and DNS servers, run inside the lab's `net` namespace
     #[command(hide = true)]
     Serve {
@@ -78,6 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Some(LabCommand::Down) => return down(),
+        Some(LabCommand::Plan { json }) => return plan(json),
         Some(LabCommand::Serve { token, web_log }) => return serve(token, web_log),
         None => {}
     }
@@ -332,5 +340,61 @@ fn serve(token: String, web_log: PathBuf) -> anyhow::Result<ExitCode> {
     leaktest_lab::servers::serve_web(web, token, web_log, stop.clone())?;
     stop.store(true, Ordering::Relaxed);
     let _ = d.join();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `leaktest lab plan`: the plan the lab builds, from the lab's own constants.
+fn plan(json: bool) -> anyhow::Result<ExitCode> {
+    let uid = leaktest_lab::sys::user_ids(leaktest_lab::gateway::TOR_USER).map(|(u, _)| u);
+    let v = leaktest_lab::plan::describe(uid);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ns = &v["namespaces"];
+    for (role, key) in [
+        ("workstation", "workstation"),
+        ("gateway", "gateway"),
+        ("internet", "internet"),
+    ] {
+        println!("{role} ({}):", ns[key]["name"].as_str().unwrap_or(""));
+        for i in ns[key]["interfaces"].as_array().into_iter().flatten() {
+            let addrs: Vec<&str> = i["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str())
+                .collect();
+            let what = i["role"]
+                .as_str()
+                .map(|r| format!(" [{r}]"))
+                .unwrap_or_default();
+            println!(
+                "  {}{what}: {}",
+                i["name"].as_str().unwrap_or(""),
+                addrs.join(", ")
+            );
+        }
+    }
+    let t = &v["tor"];
+    println!(
+        "tor on the gateway: user {} (uid {}), TransPort {}, DNSPort {}, SocksPort {} on {}; ControlPort {}",
+        t["user"].as_str().unwrap_or(""),
+        t["uid"],
+        t["trans_port"],
+        t["dns_port"],
+        t["socks_port"],
+        t["listen"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).collect::<Vec<_>>().join(" and "),
+        t["control_port"].as_str().unwrap_or("")
+    );
+    for s in v["sweeps"].as_array().into_iter().flatten() {
+        println!(
+            "sweep {}: from {} with {} sockets as uid {}",
+            s["name"].as_str().unwrap_or(""),
+            s["from"].as_str().unwrap_or(""),
+            s["socket"].as_str().unwrap_or(""),
+            s["uid"]
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
