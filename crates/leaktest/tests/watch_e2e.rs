@@ -534,8 +534,12 @@ fn the_reader_is_sandboxed_and_judges_the_same() {
     );
     assert_eq!(monitor.seccomp, 0);
 
-    let p = probe(&lab, &["--suite", "icmp", "--family", "both"]);
-    std::thread::sleep(Duration::from_millis(300));
+    // UDP too, so that the HTML page has its port strips.
+    let p = probe(
+        &lab,
+        &["--suite", "icmp,udp", "--family", "both", "--rate", "20000"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
     let (code, out, w) = finish_watch(&lab, watch);
     assert_eq!(code, 1, "{out}");
     assert_eq!(w["verdict"], "leak");
@@ -549,7 +553,7 @@ fn the_reader_is_sandboxed_and_judges_the_same() {
         lab.path("ready").exists(),
         "the monitor wrote the ready file"
     );
-    check_html_page(&html, p["run_id"].as_str().unwrap());
+    check_html_page(&html, p["run_id"].as_str().unwrap(), &w);
 
     // A reader that dies is never a verdict.
     let _ = std::fs::remove_file(lab.path("watch.json"));
@@ -583,7 +587,7 @@ fn the_reader_is_sandboxed_and_judges_the_same() {
 /// probe run and the leak groups, holds no script, is made again identically
 /// from the JSON by `leaktest report`, and renders in a real browser
 /// (chromium, headless) with the red verdict banner on screen.
-fn check_html_page(html: &std::path::Path, run: &str) {
+fn check_html_page(html: &std::path::Path, run: &str, report: &serde_json::Value) {
     let page = std::fs::read_to_string(html).unwrap();
     assert!(
         page.starts_with("<!DOCTYPE html>"),
@@ -625,6 +629,67 @@ fn check_html_page(html: &std::path::Path, run: &str) {
         eprintln!("skipped: no chromium to render the HTML report");
         return;
     };
+    // The page as the browser built it: no console message (the page has no
+    // script, so any would be an error), and the numbers it shows are the
+    // JSON report's.
+    let o = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            // Console messages are logged at verbosity 1 as
+            // `[…:INFO:CONSOLE:LINE] "message", source: …` (measured).
+            "--enable-logging=stderr",
+            "--v=1",
+            "--dump-dom",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            html.with_file_name("chromium-profile").display()
+        ))
+        .arg(format!("file://{}", html.display()))
+        .env("HOME", html.parent().unwrap())
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&o.stdout);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !log.contains(":CONSOLE"),
+        "console messages while rendering: {log}"
+    );
+    let shown = |id: &str| -> u64 {
+        let at = dom
+            .find(&format!("id=\"{id}\">"))
+            .unwrap_or_else(|| panic!("no #{id} in the rendered page"));
+        let rest = &dom[at..];
+        let start = rest.find('>').unwrap() + 1;
+        let end = rest[start..].find('<').unwrap() + start;
+        rest[start..end].trim().parse().unwrap()
+    };
+    assert_eq!(shown("leak-packets"), u(&report["leak_packets"]));
+    assert_eq!(
+        shown("leak-groups"),
+        report["groups"].as_array().unwrap().len() as u64
+    );
+    assert_eq!(shown("dropped"), u(&report["capture"]["dropped"]));
+    assert_eq!(shown("captured"), u(&report["capture"]["packets"]));
+    assert_eq!(
+        shown("canaries-sent"),
+        u(&report["capture"]["canaries_sent"])
+    );
+    assert_eq!(
+        shown("canaries-seen"),
+        u(&report["capture"]["canaries_seen"])
+    );
+    // Every UDP port leaked, in each family: two full strips.
+    assert_eq!(
+        dom.matches("<span class=\"strip-total\">65536</span>")
+            .count(),
+        2,
+        "{}",
+        &dom[..dom.len().min(2000)]
+    );
+
     let shot = html.with_file_name("watch.png");
     let o = Command::new(chromium)
         .args([

@@ -24,7 +24,7 @@ table{border-collapse:collapse;width:100%;font-size:.92em}
 th,td{border:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top}
 th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}
 code{font-family:ui-monospace,monospace;font-size:.95em}
-.muted{color:#666}
+.muted{color:#666}figure.strip{margin:.8em 0}figure.strip svg{max-width:100%;height:auto}
 ";
 
 impl WatchReport {
@@ -58,9 +58,10 @@ impl WatchReport {
                     }
                     h2 { "Capture" }
                     table {
-                        tr { th { "captured frames" } td class="n" { (c.packets) } }
-                        tr { th { "dropped by the kernel" } td class="n" { (c.dropped) } }
-                        tr { th { "canaries sent / seen" } td class="n" { (c.canaries_sent) " / " (c.canaries_seen) } }
+                        tr { th { "captured frames" } td class="n" id="captured" { (c.packets) } }
+                        tr { th { "dropped by the kernel" } td class="n" id="dropped" { (c.dropped) } }
+                        tr { th { "canaries sent / seen" } td class="n" {
+                            span id="canaries-sent" { (c.canaries_sent) } " / " span id="canaries-seen" { (c.canaries_seen) } } }
                         @if let Some(a) = &c.accounting {
                             tr { th { "kernel counted / delivered / classified" }
                                  td class="n" { (a.kernel_received) " / " (a.delivered) " / " (a.classified) } }
@@ -80,7 +81,9 @@ impl WatchReport {
                     @if self.groups.is_empty() {
                         p { "No leaked packet." }
                     } @else {
-                        p { (self.leak_packets) " leaked packets in " (self.groups.len()) " groups." }
+                        p { span id="leak-packets" { (self.leak_packets) } " leaked packets in "
+                            span id="leak-groups" { (self.groups.len()) } " groups." }
+                        (port_strips(&self.groups))
                         (groups_table(&self.groups))
                     }
                     @if !self.runs.is_empty() {
@@ -163,6 +166,68 @@ impl WatchReport {
         let page = self.to_html();
         leaktest_fs::write_atomic("HTML report", path, |w| w.write_all(page.as_bytes()))?;
         Ok(())
+    }
+}
+
+/// Ports per strip pixel: a 65,536-port strip drawn 1,024 pixels wide.
+const PORTS_PER_PIXEL: usize = 64;
+
+/// The destination ports that leaked, per family and protocol, as one strip
+/// each: 65,536 ports, 64 to a pixel, a pixel as dark as the share of its
+/// 64 ports that leaked (from the groups' complete port sets). Inline SVG.
+pub fn port_strips(groups: &[GroupReport]) -> Markup {
+    use std::collections::BTreeMap;
+    // (family, protocol) -> one bit per port.
+    let mut sets: BTreeMap<(&'static str, u8), Vec<u64>> = BTreeMap::new();
+    for g in groups {
+        let (Some(proto), Some(ranges)) = (g.protocol, g.dst_ports.as_deref()) else {
+            continue;
+        };
+        let bits = sets
+            .entry((g.family.name(), proto))
+            .or_insert_with(|| vec![0u64; 65536 / 64]);
+        for part in ranges.split(',').filter(|p| !p.is_empty()) {
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (a.parse::<u16>(), b.parse::<u16>()),
+                None => (part.parse::<u16>(), part.parse::<u16>()),
+            };
+            let (Ok(a), Ok(b)) = (a, b) else { continue };
+            for port in a..=b {
+                bits[usize::from(port) / 64] |= 1u64 << (port % 64);
+            }
+        }
+    }
+    let proto_name = |p: u8| match p {
+        6 => "TCP".to_string(),
+        17 => "UDP".to_string(),
+        132 => "SCTP".to_string(),
+        33 => "DCCP".to_string(),
+        136 => "UDP-Lite".to_string(),
+        n => format!("protocol {n}"),
+    };
+    let width = 65536 / PORTS_PER_PIXEL;
+    html! {
+        @for ((family, proto), bits) in &sets {
+            @let total: u32 = bits.iter().map(|w| w.count_ones()).sum();
+            figure class="strip" {
+                figcaption { (family) " " (proto_name(*proto)) ": "
+                    span class="strip-total" { (total) } " of 65536 destination ports leaked" }
+                svg width=(width) height="22" viewBox={ "0 0 " (width) " 22" } role="img"
+                    aria-label={ (family) " " (proto_name(*proto)) " leaked ports" } {
+                    rect x="0" y="0" width=(width) height="16" fill="#eeeeee" {}
+                    @for (i, w) in bits.iter().enumerate() {
+                        @if *w != 0 {
+                            rect x=(i) y="0" width="1" height="16" fill="#b3261e"
+                                fill-opacity=(format!("{:.2}", f64::from(w.count_ones()) / 64.0)) {}
+                        }
+                    }
+                    @for x in [0, width / 4, width / 2, 3 * width / 4] {
+                        rect x=(x) y="16" width="1" height="6" fill="#666666" {}
+                    }
+                }
+                div class="muted" { "ports 0 … 65535, 64 to a pixel" }
+            }
+        }
     }
 }
 

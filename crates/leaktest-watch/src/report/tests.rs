@@ -563,9 +563,50 @@ fn html_page_of_a_leak_escapes_what_it_shows() {
         assert!(page.contains(&what), "{what}");
     }
     assert!(page.contains("Leaked packets"));
+    // A port strip per family and protocol with ports, whose total is the
+    // number of distinct destination ports of that family's groups.
+    assert!(page.contains("<figure class=\"strip\">"));
+    assert!(page.contains("of 65536 destination ports leaked"));
 
     let (f, h) = (Findings::new(), healthy());
     let pass = report(&f, &h).to_html();
     assert!(pass.contains("class=\"verdict pass\""));
     assert!(pass.contains("No leaked packet."));
+}
+
+#[test]
+fn port_strip_counts_distinct_ports_once() {
+    let (f, h) = leaky();
+    let mut r = report(&f, &h);
+    // Two groups of one family and protocol whose port sets overlap.
+    let mut a = r.groups[0].clone();
+    a.protocol = Some(17);
+    a.dst_ports = Some("0-99,200".into());
+    let mut b = a.clone();
+    b.dst_ports = Some("50-149".into());
+    r.groups = vec![a, b];
+    let strip = super::html::port_strips(&r.groups).into_string();
+    assert!(
+        strip.contains("UDP: <span class=\"strip-total\">151</span>"),
+        "{strip}"
+    );
+    // Pixel 0 (ports 0-63) is full, pixel 2 (128-191) holds 22 ports, pixel 3 one.
+    assert!(
+        strip.contains(
+            "x=\"0\" y=\"0\" width=\"1\" height=\"16\" fill=\"#b3261e\" fill-opacity=\"1.00\""
+        ),
+        "{strip}"
+    );
+    assert!(
+        strip.contains(
+            "x=\"2\" y=\"0\" width=\"1\" height=\"16\" fill=\"#b3261e\" fill-opacity=\"0.34\""
+        ),
+        "{strip}"
+    );
+    assert!(
+        strip.contains(
+            "x=\"3\" y=\"0\" width=\"1\" height=\"16\" fill=\"#b3261e\" fill-opacity=\"0.02\""
+        ),
+        "{strip}"
+    );
 }
