@@ -45,12 +45,11 @@ pub enum PrivError {
     #[error("no user {0:?} (give --user NAME or a numeric uid)")]
     NoSuchUser(String),
     #[error(
-        "--user {0} needs root: started with capabilities only, leaktest cannot change its uid"
+        "--user {0} needs root: started with capabilities only, leaktest cannot change its uid \
+         (leave --user out to keep your own)"
     )]
     NeedsRoot(String),
-    #[error(
-        "refusing to run the sandboxed reader as root (uid 0): give --user an unprivileged user"
-    )]
+    #[error("the sandboxed process must not be root (uid 0): give --user an unprivileged user")]
     RootTarget,
     #[error("{op} failed: {source}")]
     Sys {

@@ -31,7 +31,7 @@
 
 use crate::path::Path;
 use crate::Error;
-use leaktest_wire::{Endpoints, Family, ProbeBuilder, ProbeSpec, RunKey, Suite};
+use leaktest_wire::{Family, ProbeBuilder, ProbeSpec, RunKey, Suite};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
@@ -175,25 +175,7 @@ fn echo_request(path: &Path, key: RunKey, family: Family) -> Result<Vec<u8>, Err
     let spec = ProbeSpec::all(family, Suite::Icmp)
         .find(|s| s.icmp_type() == Some(echo))
         .expect("the icmp suite has an echo request");
-    let ends = match (path.source, path.target) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => Endpoints {
-            src4: Some(s),
-            dst4: Some(d),
-            ..Endpoints::default()
-        },
-        (IpAddr::V6(s), IpAddr::V6(d)) => Endpoints {
-            src6: Some(s),
-            dst6: Some(d),
-            ..Endpoints::default()
-        },
-        _ => {
-            return Err(Error::BadTarget(format!(
-                "the kernel chose a {} source for {}",
-                path.source, path.target
-            )))
-        }
-    };
-    let b = ProbeBuilder::new(key, ends, None);
+    let b = ProbeBuilder::new(key, path.endpoints()?, None);
     let mut frame = vec![0u8; b.frame_len(&spec)];
     let n = b.write(&spec, &mut frame);
     frame.truncate(n);

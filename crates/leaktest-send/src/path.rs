@@ -8,6 +8,7 @@
 
 use crate::netlink::{self, Link, Netlink, NetlinkError};
 use crate::Error;
+use leaktest_wire::Endpoints;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
@@ -210,6 +211,32 @@ pub fn lookup_path(target: IpAddr, opts: &PathOptions) -> Result<Path, Error> {
         ethernet,
         first_hop: None,
     })
+}
+
+impl Path {
+    /// The probe builder's endpoints for this path: the kernel's source
+    /// address and the target, of one family. An error if the kernel chose a
+    /// source of the other family.
+    pub fn endpoints(&self) -> Result<Endpoints, Error> {
+        Ok(match (self.source, self.target) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => Endpoints {
+                src4: Some(s),
+                dst4: Some(d),
+                ..Endpoints::default()
+            },
+            (IpAddr::V6(s), IpAddr::V6(d)) => Endpoints {
+                src6: Some(s),
+                dst6: Some(d),
+                ..Endpoints::default()
+            },
+            _ => {
+                return Err(Error::BadTarget(format!(
+                    "the kernel chose a {} source for {}",
+                    self.source, self.target
+                )))
+            }
+        })
+    }
 }
 
 /// The interface index of `name`.

@@ -12,7 +12,7 @@ use crate::run::{Lane, Plan, Progress, RunConfig, RunStats};
 use crate::socket::{FrameSender, PacketSender, RawIpSender};
 use crate::Error;
 use leaktest_wire::marker::KeyMode;
-use leaktest_wire::{Endpoints, Family, ProbeBuilder, RunKey, Suite, L2};
+use leaktest_wire::{Family, ProbeBuilder, RunKey, Suite, L2};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -187,24 +187,7 @@ pub fn prepare(request: ProbeRequest) -> Result<Prepared, Error> {
                 path.next_hop, path.iface
             ));
         }
-        let ends = match (path.source, target) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => Endpoints {
-                src4: Some(s),
-                dst4: Some(d),
-                ..Endpoints::default()
-            },
-            (IpAddr::V6(s), IpAddr::V6(d)) => Endpoints {
-                src6: Some(s),
-                dst6: Some(d),
-                ..Endpoints::default()
-            },
-            _ => {
-                return Err(Error::BadTarget(format!(
-                    "the kernel chose a {} source for {target}",
-                    path.source
-                )))
-            }
-        };
+        let ends = path.endpoints()?;
         let l2 = match request.socket {
             SocketKind::Packet => path.macs.map(|m| L2 {
                 src: m.src,
