@@ -11,6 +11,15 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 pub const WS4: Ipv4Addr = Ipv4Addr::new(10, 152, 152, 11);
 pub const WS6: Ipv6Addr = Ipv6Addr::new(0xfd19, 0xc33d, 0x88bc, 0, 0, 0, 0, 0x11);
 /// Gateway address on the internal link.
+/// The spoof suite's forged "another host of the workstation's subnet"
+/// (the workstation's address with bit 7 of the last byte flipped), a
+/// permanent neighbour of the gateway at the workstation's MAC.
+pub const WS_NEIGHBOUR4: Ipv4Addr = Ipv4Addr::new(10, 152, 152, 139);
+pub const WS_NEIGHBOUR6: Ipv6Addr = Ipv6Addr::new(0xfd19, 0xc33d, 0x88bc, 0, 0, 0, 0, 0x91);
+/// The spoof suite's forged link-local IPv6 source (fe80::9), also a
+/// permanent neighbour of the gateway at the workstation's MAC.
+pub const WS_LINK_LOCAL_NEIGHBOUR6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 9);
+
 pub const GW_INT4: Ipv4Addr = Ipv4Addr::new(10, 152, 152, 10);
 pub const GW_INT6: Ipv6Addr = Ipv6Addr::new(0xfd19, 0xc33d, 0x88bc, 0, 0, 0, 0, 0x10);
 /// Gateway address on the external link, towards `net`.

@@ -63,6 +63,14 @@ impl Target {
             Target::Ruleset { .. } => true,
         }
     }
+    /// The sweeps that run for this target: all three for a user's
+    /// ruleset, for a built-in profile those of [`Profile::sweeps`].
+    pub fn sweeps(&self) -> &'static [Sweep] {
+        match self {
+            Target::Builtin(p) => p.sweeps(),
+            Target::Ruleset { .. } => &Sweep::ALL,
+        }
+    }
     pub fn expectation(&self) -> Expectation {
         match self {
             Target::Builtin(p) => Expectation::of(&p.policy),
@@ -177,7 +185,7 @@ pub fn run_target(
     let names = lab.state.names.clone();
     let mut runs = BTreeMap::new();
     let sweeps: &[Sweep] = if opts.local_sweeps {
-        &Sweep::ALL
+        target.sweeps()
     } else {
         &[Sweep::Workstation]
     };
@@ -190,7 +198,8 @@ pub fn run_target(
     })?;
     let expect = model
         .join()
-        .map_err(|_| LabError::Died("the expectation model panicked".into()))?;
+        .map_err(|_| LabError::Died("the expectation model panicked".into()))?
+        .only(sweeps);
     let mut reports = vec![first];
     let mut cmp: Comparison = expect::compare(&[&reports[0]], &expect, &runs);
     // Probes that must leak and were not seen: sent again once, exactly
@@ -406,6 +415,24 @@ pub fn probe_command(
         .arg(json);
     if sweep != Sweep::Workstation {
         cmd.args(["--socket", "raw"]);
+    }
+    let suites: Vec<&str> = crate::profiles::sweep_suites(sweep)
+        .iter()
+        .map(|s| s.name())
+        .collect();
+    cmd.args(["--suite", &suites.join(",")]);
+    if sweep == Sweep::Workstation {
+        // What the `lan` and `spoof` suites need to know of the gateway's uplink.
+        cmd.args([
+            "--gateway-uplink",
+            &format!("{GW_EXT4}/24"),
+            "--gateway-uplink",
+            &format!("{GW_EXT6}/64"),
+            "--uplink-router",
+            &NET_ROUTER4.to_string(),
+            "--uplink-router",
+            &NET_ROUTER6.to_string(),
+        ]);
     }
     if let Some(r) = run_id {
         cmd.args(["--run-id", &format!("{r:016x}")]);

@@ -88,11 +88,31 @@ pub fn create(n: &Names) -> Result<(), LabError> {
     // while ARP/ND resolves (and a leak would go unseen).
     let router_mac = mac_of(&n.net, NET_IF)?;
     let gw_int_mac = mac_of(&n.gw, GW_INT_IF)?;
+    let ws_mac = mac_of(&n.ws, WS_IF)?;
+    // The spoof suite's "another host of the workstation's subnet" (and its
+    // link-local IPv6 source, which passes the reverse-path check on the
+    // internal link) is, in the lab, a neighbour that exists (at the workstation's MAC, whose
+    // kernel drops what is not addressed to it). Without it, what the
+    // gateway sends to that address (tor's SYN-ACK to a redirected SYN, a
+    // reply it forwards) waits for a resolution that fails seconds later,
+    // and the gateway's ICMP host-unreachable to the sender of that packet
+    // (RELATED, so the output chain's `ct state related` passes it) leaves
+    // by the uplink, in the clear, at a moment no watch can bound. The
+    // workstation itself is a permanent neighbour too: under a full-rate
+    // sweep that the gateway forwards, the replies from beyond (RSTs, ICMP
+    // errors) queue for its resolution, and a resolution lost in the flood
+    // ends the same way (measured: one ICMPv6 address-unreachable to the
+    // web server in a run of the ipv6-forward profile).
     sys::ip_batch(
         &n.gw,
         &format!(
             "neigh replace {NET_ROUTER4} lladdr {router_mac} dev {GW_EXT_IF} nud permanent\n\
-             neigh replace {NET_ROUTER6} lladdr {router_mac} dev {GW_EXT_IF} nud permanent\n"
+             neigh replace {NET_ROUTER6} lladdr {router_mac} dev {GW_EXT_IF} nud permanent\n\
+             neigh replace {WS4} lladdr {ws_mac} dev {GW_INT_IF} nud permanent\n\
+             neigh replace {WS6} lladdr {ws_mac} dev {GW_INT_IF} nud permanent\n\
+             neigh replace {WS_NEIGHBOUR4} lladdr {ws_mac} dev {GW_INT_IF} nud permanent\n\
+             neigh replace {WS_NEIGHBOUR6} lladdr {ws_mac} dev {GW_INT_IF} nud permanent\n\
+             neigh replace {WS_LINK_LOCAL_NEIGHBOUR6} lladdr {ws_mac} dev {GW_INT_IF} nud permanent\n"
         ),
     )?;
     sys::ip_batch(

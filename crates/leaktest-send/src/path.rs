@@ -213,6 +213,50 @@ pub fn lookup_path(target: IpAddr, opts: &PathOptions) -> Result<Path, Error> {
     })
 }
 
+/// The prefix length of `addr` on this host's interface that holds it,
+/// from the interface's netmask (getifaddrs(3)), or `None`.
+pub fn prefix_len(addr: IpAddr) -> Option<u8> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills head with a list freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return None;
+    }
+    let mut out = None;
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: cur is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_netmask.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr / ifa_netmask point at sockaddrs of the family they state.
+        let fam = unsafe { (*ifa.ifa_addr).sa_family } as libc::c_int;
+        match (fam, addr) {
+            (libc::AF_INET, IpAddr::V4(a)) => {
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                if sin.sin_addr.s_addr.to_ne_bytes() == a.octets() {
+                    let m = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in) };
+                    out = Some(
+                        u32::from_be_bytes(m.sin_addr.s_addr.to_ne_bytes()).count_ones() as u8,
+                    );
+                }
+            }
+            (libc::AF_INET6, IpAddr::V6(a)) => {
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                if sin.sin6_addr.s6_addr == a.octets() {
+                    let m = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in6) };
+                    out = Some(u128::from_be_bytes(m.sin6_addr.s6_addr).count_ones() as u8);
+                }
+            }
+            _ => {}
+        }
+    }
+    // SAFETY: head came from getifaddrs.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
 impl Path {
     /// The probe builder's endpoints for this path: the kernel's source
     /// address and the target, of one family. An error if the kernel chose a

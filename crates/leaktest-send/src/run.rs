@@ -82,7 +82,7 @@ impl Plan {
     /// The probes of one family and suite as runs of catalogue indexes
     /// within the suite (`start..end`).
     fn spans(&self, family: Family, suite: Suite) -> Vec<(u32, u32)> {
-        let n = suite.probe_count();
+        let n = suite.probe_count(family);
         let Some(only) = &self.only else {
             return vec![(0, n)];
         };

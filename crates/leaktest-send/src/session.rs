@@ -12,7 +12,7 @@ use crate::run::{Lane, Plan, Progress, RunConfig, RunStats};
 use crate::socket::{FrameSender, PacketSender, RawIpSender};
 use crate::Error;
 use leaktest_wire::marker::KeyMode;
-use leaktest_wire::{Family, ProbeBuilder, RunKey, Suite, L2};
+use leaktest_wire::{Endpoints, Family, Neighbourhood, ProbeBuilder, ProbeSpec, RunKey, Suite, L2};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -62,6 +62,22 @@ pub struct ProbeRequest {
     /// watched link). `None`: no watcher here, the host is behind the
     /// gateway, and the first-hop check runs.
     pub uplinks: Option<Uplinks>,
+    /// The gateway's uplink addresses with their prefix lengths (at most one
+    /// per family), for the `lan` suite's uplink destinations and the
+    /// `spoof` suite's gateway-external source.
+    pub uplink_nets: Vec<(IpAddr, u8)>,
+    /// The routers on the gateway's uplink (at most one per family), for the
+    /// `lan` suite's uplink-router destination.
+    pub uplink_routers: Vec<IpAddr>,
+}
+
+/// A planned probe that cannot be built on this host, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub seq: u32,
+    /// The probe, as reports name it (`"lan ipv4 to uplink-router udp"`).
+    pub probe: String,
+    pub why: String,
 }
 
 /// The watched uplink interfaces of this host (see [`ProbeRequest::uplinks`]).
@@ -109,6 +125,8 @@ pub struct Prepared {
     plan: Plan,
     paths: Vec<(Family, Path)>,
     workers: Vec<Vec<Lane>>,
+    /// Planned probes that cannot be built here (they count as unbuilt).
+    skipped: Vec<Skipped>,
     /// Things to tell the user before sending.
     pub notes: Vec<String>,
 }
@@ -129,6 +147,7 @@ pub fn prepare(request: ProbeRequest) -> Result<Prepared, Error> {
     };
     let mut notes = Vec::new();
     let mut paths = Vec::new();
+    let mut resolved = Vec::new();
     let mut workers: Vec<Vec<Lane>> = (0..sending_threads(request.rate))
         .map(|_| Vec::new())
         .collect();
@@ -195,33 +214,159 @@ pub fn prepare(request: ProbeRequest) -> Result<Prepared, Error> {
             }),
             SocketKind::Raw => None,
         };
+        resolved.push((family, target, ends, l2));
+        paths.push((family, path));
+    }
+    // Every builder knows both families' endpoints (a tunnel carries the
+    // other family inside) and the neighbourhood the evasion suites need.
+    let mut all_ends = Endpoints::default();
+    for (_, _, e, _) in &resolved {
+        all_ends.src4 = all_ends.src4.or(e.src4);
+        all_ends.dst4 = all_ends.dst4.or(e.dst4);
+        all_ends.src6 = all_ends.src6.or(e.src6);
+        all_ends.dst6 = all_ends.dst6.or(e.dst6);
+    }
+    let hood = neighbourhood(&request, &paths);
+    let mut skipped = Vec::new();
+    for (family, target, _, l2) in resolved {
+        let builder = ProbeBuilder::new(request.key, all_ends, l2).with_neighbourhood(hood);
+        skipped.extend(unbuildable(
+            &builder,
+            family,
+            &request.suites,
+            &hood,
+            &all_ends,
+        ));
         // One sender per worker thread: a socket is not shared between threads.
         for lanes in &mut workers {
             let sender: Box<dyn FrameSender> = match request.socket {
-                SocketKind::Packet => Box::new(PacketSender::open(path.ifindex, path.ethernet)?),
+                SocketKind::Packet => {
+                    let p = &paths.iter().find(|(f, _)| *f == family).expect("path").1;
+                    Box::new(PacketSender::open(p.ifindex, p.ethernet)?)
+                }
                 SocketKind::Raw => Box::new(RawIpSender::open(target, request.iface.as_deref())?),
             };
             if sender.wants_ethernet() && l2.is_none() {
+                let p = &paths.iter().find(|(f, _)| *f == family).expect("path").1;
                 return Err(Error::BadTarget(format!(
                     "interface {} needs Ethernet addresses that could not be found",
-                    path.iface
+                    p.iface
                 )));
             }
             lanes.push(Lane {
                 family,
-                writer: Box::new(ProbeBuilder::new(request.key, ends, l2)),
+                writer: Box::new(builder.clone()),
                 sender,
             });
         }
-        paths.push((family, path));
+    }
+    if !skipped.is_empty() {
+        let mut whys: Vec<&str> = skipped.iter().map(|s| s.why.as_str()).collect();
+        whys.sort();
+        whys.dedup();
+        notes.push(format!(
+            "{} probe(s) cannot be built here and are skipped (JSON `skipped`): {}",
+            skipped.len(),
+            whys.join("; ")
+        ));
     }
     Ok(Prepared {
         plan: request.plan(),
         request,
         paths,
         workers,
+        skipped,
         notes,
     })
+}
+
+/// What the `lan` and `spoof` suites need to know around this host: the
+/// next hops (when routed via a gateway), the prefix lengths of the source
+/// addresses (from the interfaces' netmasks), and the gateway uplink the
+/// user named.
+fn neighbourhood(request: &ProbeRequest, paths: &[(Family, Path)]) -> Neighbourhood {
+    let mut h = Neighbourhood::default();
+    for (_, p) in paths {
+        match (p.next_hop, p.via_gateway) {
+            (IpAddr::V4(a), true) => h.gateway4 = Some(a),
+            (IpAddr::V6(a), true) => h.gateway6 = Some(a),
+            _ => {}
+        }
+        match p.source {
+            IpAddr::V4(_) => h.prefix4 = crate::path::prefix_len(p.source),
+            IpAddr::V6(_) => h.prefix6 = crate::path::prefix_len(p.source),
+        }
+    }
+    for (a, len) in &request.uplink_nets {
+        match a {
+            IpAddr::V4(a) => h.uplink4 = Some((*a, *len)),
+            IpAddr::V6(a) => h.uplink6 = Some((*a, *len)),
+        }
+    }
+    for a in &request.uplink_routers {
+        match a {
+            IpAddr::V4(a) => h.router4 = Some(*a),
+            IpAddr::V6(a) => h.router6 = Some(*a),
+        }
+    }
+    h
+}
+
+/// The planned probes of `family` that `builder` cannot build, with why.
+/// Only the small composed suites can have any.
+fn unbuildable(
+    builder: &ProbeBuilder,
+    family: Family,
+    suites: &[Suite],
+    hood: &Neighbourhood,
+    ends: &Endpoints,
+) -> Vec<Skipped> {
+    use leaktest_wire::catalogue::{LanDest, ProbeKind, SpoofSource};
+    let mut out = Vec::new();
+    for &suite in suites {
+        if suite.probe_count(family) > 8192 {
+            continue; // template suites: always built
+        }
+        for spec in ProbeSpec::all(family, suite) {
+            if builder.frame_len(&spec) > 0 {
+                continue;
+            }
+            let why = match spec.kind {
+                ProbeKind::Lan {
+                    dest: LanDest::UplinkRouter,
+                    ..
+                } => "the uplink router is unknown (--uplink-router ADDR)".to_string(),
+                ProbeKind::Lan {
+                    dest: LanDest::UplinkHost,
+                    ..
+                }
+                | ProbeKind::Spoof {
+                    source: SpoofSource::GatewayExternal,
+                    ..
+                } => "the gateway's uplink is unknown (--gateway-uplink ADDR/LEN)".to_string(),
+                ProbeKind::Lan {
+                    dest: LanDest::SubnetBroadcast,
+                    ..
+                } => "the source address's prefix length is unknown".to_string(),
+                ProbeKind::Spoof {
+                    source: SpoofSource::GatewayInternal,
+                    ..
+                } => "the target is not routed via a gateway".to_string(),
+                ProbeKind::Tunnel { tunnel } if tunnel.inner_family(family) != family => format!(
+                    "a tunnel of {} inside {family} needs a {} target too",
+                    tunnel.inner_family(family),
+                    tunnel.inner_family(family)
+                ),
+                _ => format!("not buildable ({hood:?}, {ends:?})"),
+            };
+            out.push(Skipped {
+                seq: spec.seq(),
+                probe: format!("{} {} {}", suite, family, spec.detail().unwrap_or_default()),
+                why,
+            });
+        }
+    }
+    out
 }
 
 /// A finished (or stopped) run.
@@ -263,6 +408,7 @@ impl Prepared {
                 &self.request,
                 &self.plan,
                 &self.paths,
+                &self.skipped,
                 &stats,
                 self.workers.len(),
                 started,
@@ -335,6 +481,10 @@ pub struct ProbeReport {
     pub refused: BTreeMap<String, BTreeMap<String, u64>>,
     pub refused_total: u64,
     pub unbuilt: u64,
+    /// The probes that could not be built on this host, and why (they are
+    /// the unbuilt ones).
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
     pub retries: u64,
     pub threads: usize,
     pub complete: bool,
@@ -390,10 +540,12 @@ pub fn parse_ranges(s: &str) -> Result<Vec<(u32, u32)>, String> {
 }
 
 impl ProbeReport {
+    #[allow(clippy::too_many_arguments)]
     fn build(
         req: &ProbeRequest,
         plan: &Plan,
         paths: &[(Family, Path)],
+        skipped: &[Skipped],
         s: &RunStats,
         threads: usize,
         started: SystemTime,
@@ -467,6 +619,7 @@ impl ProbeReport {
             refused: per(&s.refused),
             refused_total: s.refused_total(),
             unbuilt: s.unbuilt,
+            skipped: skipped.to_vec(),
             retries: s.retries,
             threads,
             complete: s.complete,
@@ -616,6 +769,8 @@ mod tests {
             gateway_mac: None,
             allow_on_link: false,
             uplinks: None,
+            uplink_nets: Vec::new(),
+            uplink_routers: Vec::new(),
         };
         let plan = req.plan();
         let path = Path {
@@ -638,6 +793,7 @@ mod tests {
             &req,
             &plan,
             &[(Family::V4, path)],
+            &[],
             &sample_stats(),
             2,
             t0,

@@ -328,7 +328,15 @@ fn check(frames: &[Vec<u8>], mut keys: MarkerKeys, key: RunKey, suites: &[Suite]
             }
         }
     }
-    let planned: usize = suites.iter().map(|s| 2 * s.probe_count() as usize).sum();
+    let planned: usize = suites
+        .iter()
+        .map(|s| {
+            Family::BOTH
+                .iter()
+                .map(|f| s.probe_count(*f) as usize)
+                .sum::<usize>()
+        })
+        .sum();
     assert_eq!(seen.len(), planned, "only planned probes arrive");
     resolution_datagrams
 }

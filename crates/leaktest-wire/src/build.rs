@@ -56,9 +56,39 @@ pub struct Endpoints {
     pub dst6: Option<Ipv6Addr>,
 }
 
+/// What the `lan` and `spoof` suites need to know of the network around the
+/// sender besides the two endpoints. A probe that needs an address given
+/// here as `None` is not built (it counts as unbuilt, never as sent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Neighbourhood {
+    /// The sender's next hop toward the target (the gateway's internal
+    /// address), per family.
+    pub gateway4: Option<Ipv4Addr>,
+    pub gateway6: Option<Ipv6Addr>,
+    /// Prefix lengths of the sender's own addresses (for the subnet
+    /// broadcast / subnet-router anycast destination).
+    pub prefix4: Option<u8>,
+    pub prefix6: Option<u8>,
+    /// The gateway's uplink address and prefix length.
+    pub uplink4: Option<(Ipv4Addr, u8)>,
+    pub uplink6: Option<(Ipv6Addr, u8)>,
+    /// The router on the gateway's uplink.
+    pub router4: Option<Ipv4Addr>,
+    pub router6: Option<Ipv6Addr>,
+}
+
 /// Upper bound of the length of any probe frame, Ethernet header included.
-/// (The longest probe is an IPv6 first fragment: 14 + 40 + 8 + 40 = 102 bytes.)
-pub const MAX_PROBE_FRAME: usize = 128;
+/// (The longest is the IPv6 `ext6` chain of eight headers: 14 + 40 + 80 +
+/// 20 + 26 = 180 bytes.)
+pub const MAX_PROBE_FRAME: usize = 256;
+
+/// Source ports of the `flags` suite's combinations: `FLAGS_SRC_PORT +
+/// flags * 11 + port slot`, so no two of its probes share a 4-tuple and none
+/// shares one with the `tcp` suite (whose source ports are >= 32768).
+pub const FLAGS_SRC_PORT: u16 = 20000;
+/// Flag-set number in the low bits of the ECN SYN's source port (the `tcp`
+/// suite uses 0..=4).
+pub const ECN_SRC_SET: u8 = 5;
 
 /// TTL / hop limit of every probe.
 pub const PROBE_TTL: u8 = 64;
@@ -103,11 +133,12 @@ const SHAPES: [Shape; 6] = [
 ];
 
 impl Shape {
-    fn of(kind: &ProbeKind) -> Shape {
-        match kind {
-            ProbeKind::Icmp { .. } => Shape::Icmp,
+    /// The template of a probe, or `None` for a composed one.
+    fn of(kind: &ProbeKind) -> Option<Shape> {
+        Some(match kind {
+            ProbeKind::Icmp { .. } | ProbeKind::IcmpCode { .. } => Shape::Icmp,
             ProbeKind::Ip { .. } => Shape::Ip,
-            ProbeKind::Tcp { .. } => Shape::Tcp,
+            ProbeKind::Tcp { .. } | ProbeKind::Flags { .. } | ProbeKind::Ecn { .. } => Shape::Tcp,
             ProbeKind::Udp { .. } => Shape::Udp,
             ProbeKind::Frag {
                 frag: FragKind::First,
@@ -115,7 +146,8 @@ impl Shape {
             ProbeKind::Frag {
                 frag: FragKind::NonFirst,
             } => Shape::FragNonFirst,
-        }
+            _ => return None,
+        })
     }
 
     /// Length of the upper-layer header before the marker.
@@ -154,6 +186,11 @@ struct Template {
 #[derive(Clone, Debug)]
 pub struct ProbeBuilder {
     key: RunKey,
+    ends: Endpoints,
+    hood: Neighbourhood,
+    l2: Option<L2>,
+    /// The run's drawn `flags` ports.
+    drawn: [u16; crate::catalogue::FLAG_DRAWN_PORTS],
     /// `templates[family][shape]`; `None` for a family without endpoints.
     templates: [Option<Box<[Template; 6]>>; 2],
 }
@@ -178,8 +215,24 @@ impl ProbeBuilder {
         };
         ProbeBuilder {
             key,
+            ends,
+            hood: Neighbourhood::default(),
+            l2,
+            drawn: key.drawn_ports(),
             templates: [v4, v6],
         }
+    }
+
+    /// The same builder with what the `lan` and `spoof` suites need to know
+    /// of the network (without it, probes that need it are not built).
+    pub fn with_neighbourhood(mut self, hood: Neighbourhood) -> ProbeBuilder {
+        self.hood = hood;
+        self
+    }
+
+    /// The run's drawn `flags` ports.
+    pub fn drawn_ports(&self) -> &[u16; crate::catalogue::FLAG_DRAWN_PORTS] {
+        &self.drawn
     }
 
     /// The run key probes are marked with.
@@ -195,16 +248,23 @@ impl ProbeBuilder {
     /// Length of the frame [`ProbeBuilder::write`] writes for `spec` (0 if it
     /// cannot be built).
     pub fn frame_len(&self, spec: &ProbeSpec) -> usize {
-        match &self.templates[family_index(spec.family)] {
-            Some(t) => t[Shape::of(&spec.kind) as usize].len,
-            None => 0,
+        match (
+            &self.templates[family_index(spec.family)],
+            Shape::of(&spec.kind),
+        ) {
+            (Some(t), Some(shape)) => t[shape as usize].len,
+            (Some(_), None) => self.write(spec, &mut [0u8; MAX_PROBE_FRAME]),
+            (None, _) => 0,
         }
     }
 
     /// Writes the probe into `buf` (Ethernet frame if l2 is Some, else bare IP
     /// packet); returns its length. Panics never; returns 0 if the family has
-    /// no endpoints, if `buf` is too short or if `spec` is not in the
-    /// catalogue (a TCP flag set outside [`TCP_FLAG_SETS`]).
+    /// no endpoints, if `buf` is too short, if `spec` is not in the
+    /// catalogue (a TCP flag set outside [`TCP_FLAG_SETS`]) or if it needs an
+    /// address of the [`Neighbourhood`] that is unknown. Template probes
+    /// never allocate; the evasion suites' composed probes
+    /// ([`crate::compose`]) build in a small `Vec`.
     pub fn write(&self, spec: &ProbeSpec, buf: &mut [u8]) -> usize {
         if let ProbeKind::Tcp { flags, .. } = spec.kind {
             if !TCP_FLAG_SETS.contains(&flags) {
@@ -214,7 +274,12 @@ impl ProbeBuilder {
         let Some(templates) = &self.templates[family_index(spec.family)] else {
             return 0;
         };
-        let shape = Shape::of(&spec.kind);
+        let Some(shape) = Shape::of(&spec.kind) else {
+            if !spec.is_catalogued() {
+                return 0;
+            }
+            return crate::compose::write(&self.key, &self.ends, &self.hood, self.l2, spec, buf);
+        };
         let t = &templates[shape as usize];
         let Some(out) = buf.get_mut(..t.len) else {
             return 0;
@@ -256,9 +321,10 @@ impl ProbeBuilder {
 
         let l4 = &mut out[t.l4..t.len];
         match spec.kind {
-            ProbeKind::Icmp { icmp_type } => {
+            ProbeKind::Icmp { icmp_type } | ProbeKind::IcmpCode { icmp_type, .. } => {
                 use icmp::field;
                 l4[field::TYPE] = icmp_type;
+                l4[field::CODE] = spec.icmp_code().unwrap_or(0);
                 let (id, sq) = tag.icmp_id_seq();
                 l4[field::IDENT].copy_from_slice(&id.to_be_bytes());
                 l4[field::SEQ].copy_from_slice(&sq.to_be_bytes());
@@ -270,10 +336,22 @@ impl ProbeBuilder {
             | ProbeKind::Frag {
                 frag: FragKind::NonFirst,
             } => {}
-            ProbeKind::Tcp { flags, dst_port } => {
+            ProbeKind::Tcp { .. } | ProbeKind::Flags { .. } | ProbeKind::Ecn { .. } => {
                 use tcp::field;
-                let set = flags.set_index().unwrap_or(0);
-                l4[field::SRC_PORT].copy_from_slice(&tag.tcp_src_port(set).to_be_bytes());
+                let flags = spec.tcp_flags().unwrap_or_default();
+                let Some(dst_port) = spec.dst_port_with(Some(&self.drawn)) else {
+                    return 0;
+                };
+                let src_port = match spec.kind {
+                    ProbeKind::Flags { flags, slot } => {
+                        FLAGS_SRC_PORT
+                            + flags.0 as u16 * crate::catalogue::FLAG_PORT_SLOTS as u16
+                            + slot as u16
+                    }
+                    ProbeKind::Ecn { .. } => tag.tcp_src_port(ECN_SRC_SET),
+                    _ => tag.tcp_src_port(flags.set_index().unwrap_or(0)),
+                };
+                l4[field::SRC_PORT].copy_from_slice(&src_port.to_be_bytes());
                 l4[field::DST_PORT].copy_from_slice(&dst_port.to_be_bytes());
                 l4[field::SEQ].copy_from_slice(&tag.tcp_seq().to_be_bytes());
                 if flags.0 & TcpFlags::ACK != 0 {
@@ -298,6 +376,7 @@ impl ProbeBuilder {
                 let c = nonzero(fold(sum(l4, t.pseudo)));
                 l4[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
             }
+            _ => return 0,
         }
         t.len
     }
@@ -500,6 +579,10 @@ pub(crate) mod tests {
     /// Verifies every checksum of a probe with etherparse's summing code (not
     /// ours). `frame` is a bare IP packet.
     pub(crate) fn assert_checksums(spec: &ProbeSpec, ip: &[u8]) {
+        if Shape::of(&spec.kind).is_none() {
+            // Composed probes: checked with etherparse in `compose::tests`.
+            return;
+        }
         let (l4, pseudo) = match spec.family {
             Family::V4 => {
                 let hdr = Sum16BitWords::new().add_slice(&ip[..20]);
@@ -531,10 +614,14 @@ pub(crate) mod tests {
         let check =
             |s: Sum16BitWords| assert_eq!(s.ones_complement(), 0, "L4 checksum of {spec:?}");
         match spec.kind {
-            ProbeKind::Icmp { .. } if spec.family == Family::V4 => {
+            ProbeKind::Icmp { .. } | ProbeKind::IcmpCode { .. } if spec.family == Family::V4 => {
                 check(Sum16BitWords::new().add_slice(l4))
             }
-            ProbeKind::Icmp { .. } | ProbeKind::Tcp { .. } => check(pseudo.add_slice(l4)),
+            ProbeKind::Icmp { .. }
+            | ProbeKind::IcmpCode { .. }
+            | ProbeKind::Tcp { .. }
+            | ProbeKind::Flags { .. }
+            | ProbeKind::Ecn { .. } => check(pseudo.add_slice(l4)),
             ProbeKind::Udp { .. }
             | ProbeKind::Frag {
                 frag: FragKind::First,
@@ -542,10 +629,7 @@ pub(crate) mod tests {
                 assert_ne!(&l4[6..8], &[0, 0], "UDP checksum of {spec:?} is 0");
                 check(pseudo.add_slice(l4))
             }
-            ProbeKind::Ip { .. }
-            | ProbeKind::Frag {
-                frag: FragKind::NonFirst,
-            } => {}
+            _ => {}
         }
     }
 
@@ -886,7 +970,7 @@ pub(crate) mod tests {
                     ProbeKind::Frag {
                         frag: FragKind::NonFirst,
                     } => assert_eq!(l4, &marker),
-                    ProbeKind::Ip { .. } => unreachable!(),
+                    _ => unreachable!(),
                 }
             }
         }
@@ -939,14 +1023,27 @@ pub(crate) mod tests {
 
     #[test]
     fn longest_probe_fits_max_probe_frame() {
-        let b = builder(Some(MACS));
+        let b = crate::compose::tests::builder(Some(MACS));
+        // Every probe of every suite whose probes differ in length (the
+        // port-sweeping suites are one template each: their first stands in).
         let longest = Family::BOTH
             .into_iter()
-            .flat_map(|f| Suite::ALL.map(|s| ProbeSpec::all(f, s).next().unwrap()))
+            .flat_map(|f| {
+                Suite::ALL.into_iter().flat_map(move |s| {
+                    let all = ProbeSpec::all(f, s);
+                    let n = if s.probe_count(f) > 8192 {
+                        1
+                    } else {
+                        usize::MAX
+                    };
+                    all.take(n)
+                })
+            })
             .map(|s| b.frame_len(&s))
             .max()
             .unwrap();
-        assert_eq!(longest, 14 + 40 + 8 + FRAG_FIRST_DATA);
+        // The IPv6 chain of eight extension headers (80 bytes) before a TCP SYN.
+        assert_eq!(longest, 14 + 40 + 80 + 20 + 26);
         assert!(longest <= MAX_PROBE_FRAME);
     }
 }

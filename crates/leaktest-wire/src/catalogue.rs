@@ -5,15 +5,33 @@
 //! from its `seq` alone and a captured header alone gives back its `seq`.
 //!
 //! Layout of `seq` (u32): bit 20 is the family (0 = IPv4, 1 = IPv6); the low
-//! 20 bits are the index inside the family's catalogue:
+//! 20 bits are the index inside the family's catalogue. A suite owns a fixed
+//! range of indices (its [`Suite::base`] and [`Suite::capacity`]); it uses
+//! the first [`Suite::probe_count`] of them, which may differ per family.
 //!
-//! | index range              | suite | probe                                   |
-//! |--------------------------|-------|-----------------------------------------|
-//! | 0 ..= 255                | icmp  | ICMP (ICMPv6) type = index, code 0      |
-//! | 256 ..= 511              | ip    | IP protocol / next header = index - 256 |
-//! | 512 + f*65536 + port     | tcp   | TCP flag set f (see [`TCP_FLAG_SETS`])  |
-//! | 512 + 5*65536 + port     | udp   | UDP to port                             |
-//! | 512 + 6*65536 + k        | frag  | fragment probe k (see [`FragKind`])     |
+//! | base      | suite        | index - base                                          |
+//! |-----------|--------------|-------------------------------------------------------|
+//! | 0         | `icmp`       | ICMP (ICMPv6) type, code 0                            |
+//! | 256       | `ip`         | IP protocol / next header                             |
+//! | 512       | `tcp`        | flag set f ([`TCP_FLAG_SETS`]) * 65536 + port         |
+//! | 328,192   | `udp`        | port                                                  |
+//! | 393,728   | `frag`       | position in [`FragKind::ALL`]                         |
+//! | 393,792   | `flags`      | port (SYN+ECE+CWR); 65536 + flags * 11 + port slot    |
+//! | 462,144   | `icmp-codes` | type slot ([`kinds::icmp_code_types`]) * 256 + code   |
+//! | 466,240   | `ipopt`      | variant ([`IpOpt::of`]) * 3 + transport               |
+//! | 466,304   | `ext6`       | chain ([`ExtChain::of`]) * 3 + transport              |
+//! | 466,560   | `lan`        | destination ([`LanDest::of`]) * 3 + transport         |
+//! | 466,816   | `spoof`      | source ([`SpoofSource::of`]) * 3 + transport          |
+//! | 467,072   | `tunnel`     | tunnel ([`TunnelKind::of`])                           |
+//!
+//! "transport" is the position in [`Transport::ALL`].
+
+pub mod kinds;
+
+pub use kinds::{
+    ExtChain, ExtHeader, IpOpt, LanDest, SpoofSource, Transport, TunnelKind, FLAG_DRAWN_PORTS,
+    FLAG_FIXED_PORTS, FLAG_PORT_SLOTS,
+};
 
 use std::fmt;
 
@@ -64,10 +82,31 @@ pub enum Suite {
     Tcp,
     Udp,
     Frag,
+    Flags,
+    #[serde(rename = "icmp-codes")]
+    IcmpCodes,
+    Ipopt,
+    Ext6,
+    Lan,
+    Spoof,
+    Tunnel,
 }
 
 impl Suite {
-    pub const ALL: [Suite; 5] = [Suite::Icmp, Suite::Ip, Suite::Tcp, Suite::Udp, Suite::Frag];
+    pub const ALL: [Suite; 12] = [
+        Suite::Icmp,
+        Suite::Ip,
+        Suite::Tcp,
+        Suite::Udp,
+        Suite::Frag,
+        Suite::Flags,
+        Suite::IcmpCodes,
+        Suite::Ipopt,
+        Suite::Ext6,
+        Suite::Lan,
+        Suite::Spoof,
+        Suite::Tunnel,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -76,6 +115,13 @@ impl Suite {
             Suite::Tcp => "tcp",
             Suite::Udp => "udp",
             Suite::Frag => "frag",
+            Suite::Flags => "flags",
+            Suite::IcmpCodes => "icmp-codes",
+            Suite::Ipopt => "ipopt",
+            Suite::Ext6 => "ext6",
+            Suite::Lan => "lan",
+            Suite::Spoof => "spoof",
+            Suite::Tunnel => "tunnel",
         }
     }
 
@@ -83,13 +129,60 @@ impl Suite {
         Suite::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    /// Number of probes of this suite in one family.
-    pub fn probe_count(self) -> u32 {
+    /// What the suite sends, in one line (for `--help` and reports).
+    pub fn about(self) -> &'static str {
+        match self {
+            Suite::Icmp => "every ICMP / ICMPv6 type, code 0",
+            Suite::Ip => "every IP protocol / next header, the marker as payload",
+            Suite::Tcp => "SYN, ACK, FIN+ACK, RST and no flags to every port",
+            Suite::Udp => "UDP to every port",
+            Suite::Frag => {
+                "lone first and non-first fragments, a tiny first fragment, \
+                 overlapping and reordered fragments, (IPv6) a transport header \
+                 in a later fragment"
+            }
+            Suite::Flags => {
+                "all 256 TCP flag combinations to 11 ports, SYN+ECE+CWR (ECN setup) to every port"
+            }
+            Suite::IcmpCodes => "every code of the ICMP types firewalls match on",
+            Suite::Ipopt => "IPv4 options (record route, timestamp, source routes, router alert), TTL 1, 2, 255",
+            Suite::Ext6 => {
+                "IPv6 extension headers and chains of 2-8, an unknown next header, ESP and AH, before TCP, UDP, echo"
+            }
+            Suite::Lan => "private, link-local, broadcast and multicast destinations instead of the target",
+            Suite::Spoof => "forged source addresses, sent past the sender's own stack",
+            Suite::Tunnel => "GRE, IP-in-IP, 6in4, Teredo and VXLAN holding a marked probe",
+        }
+    }
+
+    /// Number of probes of this suite in `family`.
+    pub fn probe_count(self, family: Family) -> u32 {
         match self {
             Suite::Icmp | Suite::Ip => 256,
             Suite::Tcp => TCP_FLAG_SETS.len() as u32 * 65536,
             Suite::Udp => 65536,
-            Suite::Frag => FragKind::ALL.len() as u32,
+            Suite::Frag => FragKind::of(family).len() as u32,
+            Suite::Flags => 65536 + 256 * FLAG_PORT_SLOTS,
+            Suite::IcmpCodes => kinds::icmp_code_types(family).len() as u32 * 256,
+            Suite::Ipopt => IpOpt::of(family).len() as u32 * 3,
+            Suite::Ext6 => ExtChain::of(family).len() as u32 * 3,
+            Suite::Lan => LanDest::of(family).len() as u32 * 3,
+            Suite::Spoof => SpoofSource::of(family).len() as u32 * 3,
+            Suite::Tunnel => TunnelKind::of(family).len() as u32,
+        }
+    }
+
+    /// Indices this suite owns in each family's catalogue (at least the
+    /// probe count of either family; the rest is room to grow).
+    pub fn capacity(self) -> u32 {
+        match self {
+            Suite::Icmp | Suite::Ip => 256,
+            Suite::Tcp => TCP_FLAG_SETS.len() as u32 * 65536,
+            Suite::Udp => 65536,
+            Suite::Frag | Suite::Ipopt | Suite::Tunnel => 64,
+            Suite::Flags => 65536 + 256 * FLAG_PORT_SLOTS,
+            Suite::IcmpCodes => 16 * 256,
+            Suite::Ext6 | Suite::Lan | Suite::Spoof => 256,
         }
     }
 
@@ -97,11 +190,30 @@ impl Suite {
     pub fn base(self) -> u32 {
         match self {
             Suite::Icmp => 0,
-            Suite::Ip => 256,
-            Suite::Tcp => 512,
-            Suite::Udp => 512 + 5 * 65536,
-            Suite::Frag => 512 + 6 * 65536,
+            Suite::Ip => base::IP,
+            Suite::Tcp => base::TCP,
+            Suite::Udp => base::UDP,
+            Suite::Frag => base::FRAG,
+            Suite::Flags => base::FLAGS,
+            Suite::IcmpCodes => base::ICMP_CODES,
+            Suite::Ipopt => base::IPOPT,
+            Suite::Ext6 => base::EXT6,
+            Suite::Lan => base::LAN,
+            Suite::Spoof => base::SPOOF,
+            Suite::Tunnel => base::TUNNEL,
         }
+    }
+
+    /// The suite that owns catalogue index `index` (without the family bit).
+    pub fn of_index(index: u32) -> Option<Suite> {
+        let mut base = 0;
+        for s in Suite::ALL {
+            if index < base + s.capacity() {
+                return Some(s);
+            }
+            base += s.capacity();
+        }
+        None
     }
 }
 
@@ -161,9 +273,18 @@ pub const TCP_FLAG_SETS: [TcpFlags; 5] = [
     TcpFlags(0),
 ];
 
-/// The fragment probes of the frag suite. Each is a UDP datagram to
-/// [`FRAG_PORT`] sent as one fragment. IPv4 uses the IPv4 header's
-/// fragment fields; IPv6 uses a Fragment extension header.
+/// The fragment probes of the frag suite. Every fragment is one probe with
+/// its own `seq`; the fragments of one datagram are consecutive in the
+/// catalogue and share the datagram's identification (that of the header
+/// tag of the datagram's first-listed part, [`FragKind::datagram_head`]).
+///
+/// `First` and `NonFirst` are a UDP datagram to [`FRAG_PORT`] of which only
+/// one fragment is sent. The others cut one TCP SYN to
+/// [`FRAG_TCP_PORT`] whose layout is [`FRAG_TCP_LEN`] bytes: the TCP header
+/// (20), 4 bytes of padding, a marker region at 24..50, padding, a second
+/// marker region at 56..82, padding. Each fragment carries the markers of
+/// the regions it holds, made for its own `seq`. (The byte layout is in
+/// `build`.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FragKind {
@@ -171,14 +292,107 @@ pub enum FragKind {
     First,
     /// Offset > 0, more-fragments clear: carries only the marker payload.
     NonFirst,
+    /// A first fragment of 8 bytes: the TCP ports and sequence number, not
+    /// the flags (too short for the TCP header; RFC 1858 section 3). No
+    /// marker fits: attributed by its headers.
+    TinyHead,
+    /// The rest of the tiny-fragment SYN: flags and both marker regions.
+    TinyTail,
+    /// Offset 0, 56 bytes: a TCP ACK to port 53 (what stateless rules let
+    /// through) with a marker.
+    OverlapHead,
+    /// Offset 0 again, 56 bytes: the SYN to [`FRAG_TCP_PORT`] whose copy
+    /// rewrites the head's ports and flags (RFC 1858 section 4; forbidden
+    /// by RFC 5722 for IPv6).
+    OverlapRewrite,
+    /// The last fragment (offset 56) of the overlapping datagram.
+    OverlapTail,
+    /// The last fragment (offset 56), sent before the first.
+    ReorderedTail,
+    /// The first fragment (offset 0, 56 bytes) after its tail.
+    ReorderedHead,
+    /// IPv6 only: a first fragment holding only a Destination Options header
+    /// (with the marker in its PadN option), so the transport header is in
+    /// the next fragment (forbidden by RFC 7112).
+    LateHeaderHead,
+    /// IPv6 only: the fragment with the TCP header and a marker.
+    LateHeaderTail,
 }
 
 impl FragKind {
-    pub const ALL: [FragKind; 2] = [FragKind::First, FragKind::NonFirst];
+    pub const ALL: [FragKind; 11] = [
+        FragKind::First,
+        FragKind::NonFirst,
+        FragKind::TinyHead,
+        FragKind::TinyTail,
+        FragKind::OverlapHead,
+        FragKind::OverlapRewrite,
+        FragKind::OverlapTail,
+        FragKind::ReorderedTail,
+        FragKind::ReorderedHead,
+        FragKind::LateHeaderHead,
+        FragKind::LateHeaderTail,
+    ];
+
+    /// The kinds of `family`, in catalogue order.
+    pub fn of(family: Family) -> &'static [FragKind] {
+        match family {
+            Family::V4 => &FragKind::ALL[..9],
+            Family::V6 => &FragKind::ALL,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FragKind::First => "first",
+            FragKind::NonFirst => "non-first",
+            FragKind::TinyHead => "tiny-head",
+            FragKind::TinyTail => "tiny-tail",
+            FragKind::OverlapHead => "overlap-head",
+            FragKind::OverlapRewrite => "overlap-rewrite",
+            FragKind::OverlapTail => "overlap-tail",
+            FragKind::ReorderedTail => "reordered-tail",
+            FragKind::ReorderedHead => "reordered-head",
+            FragKind::LateHeaderHead => "late-header-head",
+            FragKind::LateHeaderTail => "late-header-tail",
+        }
+    }
+
+    /// The kind whose `seq` names the datagram this fragment belongs to
+    /// (its identification comes from that `seq`'s header tag).
+    pub fn datagram_head(self) -> FragKind {
+        match self {
+            FragKind::TinyTail => FragKind::TinyHead,
+            FragKind::OverlapRewrite | FragKind::OverlapTail => FragKind::OverlapHead,
+            FragKind::ReorderedHead => FragKind::ReorderedTail,
+            FragKind::LateHeaderTail => FragKind::LateHeaderHead,
+            k => k,
+        }
+    }
+
+    /// Whether this kind is a fragment of the multi-fragment TCP datagram.
+    pub fn is_tcp(self) -> bool {
+        !matches!(self, FragKind::First | FragKind::NonFirst)
+    }
+
+    pub(crate) fn index(self) -> u32 {
+        FragKind::ALL.iter().position(|k| *k == self).unwrap_or(0) as u32
+    }
 }
 
 /// Destination port of the UDP datagrams that the frag suite fragments.
 pub const FRAG_PORT: u16 = 53;
+/// Destination port of the TCP ACK that the frag suite's overlapping
+/// fragments rewrite into the SYN.
+pub const FRAG_DECOY_PORT: u16 = 53;
+/// Destination port of the frag suite's fragmented TCP SYN.
+pub const FRAG_TCP_PORT: u16 = 443;
+/// Length of the frag suite's fragmented TCP datagram (TCP header included).
+pub const FRAG_TCP_LEN: usize = 88;
+
+/// SYN + ECE + CWR: the ECN-setup SYN of RFC 3168 section 6.1.1, what Linux
+/// and macOS clients send with ECN on.
+pub const ECN_SYN: TcpFlags = TcpFlags(TcpFlags::SYN | TcpFlags::ECE | TcpFlags::CWR);
 
 /// Bit of `seq` that holds the family.
 pub const SEQ_FAMILY_BIT: u32 = 1 << 20;
@@ -211,6 +425,57 @@ pub enum ProbeKind {
     Frag {
         frag: FragKind,
     },
+    /// `flags` suite: TCP with any flag combination to the port of `slot`
+    /// ([`FLAG_FIXED_PORTS`], then the run's drawn ports).
+    Flags {
+        flags: TcpFlags,
+        slot: u8,
+    },
+    /// `flags` suite: the ECN-setup SYN ([`ECN_SYN`]) to a port.
+    Ecn {
+        dst_port: u16,
+    },
+    /// `icmp-codes` suite: ICMP / ICMPv6 of this type and code.
+    IcmpCode {
+        icmp_type: u8,
+        code: u8,
+    },
+    IpOpt {
+        opt: IpOpt,
+        transport: Transport,
+    },
+    Ext {
+        chain: ExtChain,
+        transport: Transport,
+    },
+    Lan {
+        dest: LanDest,
+        transport: Transport,
+    },
+    Spoof {
+        source: SpoofSource,
+        transport: Transport,
+    },
+    Tunnel {
+        tunnel: TunnelKind,
+    },
+}
+
+/// Suite bases as constants (see the module documentation); checked
+/// against [`Suite::base`] by the tests.
+mod base {
+    pub const IP: u32 = 256;
+    pub const TCP: u32 = 512;
+    pub const UDP: u32 = 328_192;
+    pub const FRAG: u32 = 393_728;
+    pub const FLAGS: u32 = 393_792;
+    pub const ICMP_CODES: u32 = 462_144;
+    pub const IPOPT: u32 = 466_240;
+    pub const EXT6: u32 = 466_304;
+    pub const LAN: u32 = 466_560;
+    pub const SPOOF: u32 = 466_816;
+    pub const TUNNEL: u32 = 467_072;
+    pub const END: u32 = 467_136;
 }
 
 impl ProbeSpec {
@@ -221,62 +486,209 @@ impl ProbeSpec {
             ProbeKind::Tcp { .. } => Suite::Tcp,
             ProbeKind::Udp { .. } => Suite::Udp,
             ProbeKind::Frag { .. } => Suite::Frag,
+            ProbeKind::Flags { .. } | ProbeKind::Ecn { .. } => Suite::Flags,
+            ProbeKind::IcmpCode { .. } => Suite::IcmpCodes,
+            ProbeKind::IpOpt { .. } => Suite::Ipopt,
+            ProbeKind::Ext { .. } => Suite::Ext6,
+            ProbeKind::Lan { .. } => Suite::Lan,
+            ProbeKind::Spoof { .. } => Suite::Spoof,
+            ProbeKind::Tunnel { .. } => Suite::Tunnel,
         }
     }
 
-    /// The IP protocol number on the wire (IPv6: the upper-layer protocol).
-    pub fn protocol(&self) -> u8 {
+    /// The transport of a probe of the `ipopt`, `ext6`, `lan` or `spoof` suite.
+    pub fn transport(&self) -> Option<Transport> {
         match self.kind {
-            ProbeKind::Icmp { .. } => self.family.icmp_protocol(),
-            ProbeKind::Ip { protocol } => protocol,
-            ProbeKind::Tcp { .. } => 6,
-            ProbeKind::Udp { .. } | ProbeKind::Frag { .. } => 17,
-        }
-    }
-
-    pub fn dst_port(&self) -> Option<u16> {
-        match self.kind {
-            ProbeKind::Tcp { dst_port, .. } | ProbeKind::Udp { dst_port } => Some(dst_port),
-            ProbeKind::Frag { .. } => Some(FRAG_PORT),
+            ProbeKind::IpOpt { transport, .. }
+            | ProbeKind::Ext { transport, .. }
+            | ProbeKind::Lan { transport, .. }
+            | ProbeKind::Spoof { transport, .. } => Some(transport),
             _ => None,
+        }
+    }
+
+    /// The IP protocol number on the wire (IPv6: the upper-layer protocol;
+    /// for a tunnel, the outer packet's).
+    pub fn protocol(&self) -> u8 {
+        if let Some(t) = self.transport() {
+            return match t {
+                Transport::TcpSyn => 6,
+                Transport::Udp => 17,
+                Transport::Echo => self.family.icmp_protocol(),
+            };
+        }
+        match self.kind {
+            ProbeKind::Icmp { .. } | ProbeKind::IcmpCode { .. } => self.family.icmp_protocol(),
+            ProbeKind::Ip { protocol } => protocol,
+            ProbeKind::Tcp { .. } | ProbeKind::Flags { .. } | ProbeKind::Ecn { .. } => 6,
+            ProbeKind::Frag { frag } if frag.is_tcp() => 6,
+            ProbeKind::Tunnel { tunnel } => match tunnel {
+                TunnelKind::GreIpv4 | TunnelKind::GreIpv6 => 47,
+                TunnelKind::Ipv4InIp => 4,
+                TunnelKind::Ipv6InIp => 41,
+                TunnelKind::Teredo | TunnelKind::Vxlan => 17,
+            },
+            _ => 17,
+        }
+    }
+
+    /// The destination port, when the catalogue alone knows it (a `flags`
+    /// probe to a drawn port: see [`ProbeSpec::dst_port_with`]).
+    pub fn dst_port(&self) -> Option<u16> {
+        self.dst_port_with(None)
+    }
+
+    /// The destination port, given the run's drawn `flags` ports
+    /// (`RunKey::drawn_ports`) when known.
+    pub fn dst_port_with(&self, drawn: Option<&[u16; FLAG_DRAWN_PORTS]>) -> Option<u16> {
+        match self.kind {
+            ProbeKind::Tcp { dst_port, .. }
+            | ProbeKind::Udp { dst_port }
+            | ProbeKind::Ecn { dst_port } => Some(dst_port),
+            ProbeKind::Frag { frag } => Some(match frag {
+                FragKind::First | FragKind::NonFirst => FRAG_PORT,
+                FragKind::OverlapHead => FRAG_DECOY_PORT,
+                _ => FRAG_TCP_PORT,
+            }),
+            ProbeKind::Flags { slot, .. } => match FLAG_FIXED_PORTS.get(slot as usize) {
+                Some(p) => Some(*p),
+                None => drawn?.get(slot as usize - FLAG_FIXED_PORTS.len()).copied(),
+            },
+            ProbeKind::Lan {
+                dest,
+                transport: Transport::Udp,
+            } => Some(dest.udp_port()),
+            ProbeKind::Tunnel {
+                tunnel: TunnelKind::Teredo,
+            } => Some(kinds::TEREDO_PORT),
+            ProbeKind::Tunnel {
+                tunnel: TunnelKind::Vxlan,
+            } => Some(kinds::VXLAN_PORT),
+            _ => match self.transport()? {
+                Transport::TcpSyn => Some(Transport::TCP_PORT),
+                Transport::Udp => Some(Transport::UDP_PORT),
+                Transport::Echo => None,
+            },
         }
     }
 
     pub fn tcp_flags(&self) -> Option<TcpFlags> {
         match self.kind {
-            ProbeKind::Tcp { flags, .. } => Some(flags),
+            ProbeKind::Tcp { flags, .. } | ProbeKind::Flags { flags, .. } => Some(flags),
+            ProbeKind::Ecn { .. } => Some(ECN_SYN),
+            ProbeKind::Frag {
+                frag: FragKind::OverlapHead,
+            } => Some(TcpFlags(TcpFlags::ACK)),
+            ProbeKind::Frag { frag } if frag.is_tcp() => Some(TcpFlags(TcpFlags::SYN)),
+            _ if self.transport() == Some(Transport::TcpSyn) => Some(TcpFlags(TcpFlags::SYN)),
             _ => None,
         }
     }
 
     pub fn icmp_type(&self) -> Option<u8> {
         match self.kind {
-            ProbeKind::Icmp { icmp_type } => Some(icmp_type),
+            ProbeKind::Icmp { icmp_type } | ProbeKind::IcmpCode { icmp_type, .. } => {
+                Some(icmp_type)
+            }
+            _ if self.transport() == Some(Transport::Echo) => Some(match self.family {
+                Family::V4 => 8,
+                Family::V6 => 128,
+            }),
             _ => None,
         }
     }
 
+    /// The ICMP code (0 except in the `icmp-codes` suite).
+    pub fn icmp_code(&self) -> Option<u8> {
+        match self.kind {
+            ProbeKind::IcmpCode { code, .. } => Some(code),
+            _ => self.icmp_type().map(|_| 0),
+        }
+    }
+
+    /// What sets this probe apart inside its suite beyond protocol, port,
+    /// flags and ICMP type, as a short name (`"lsrr tcp-syn"`,
+    /// `"chain-5 udp"`, `"tiny-head"`, `"internet-source echo"`), or `None`.
+    pub fn detail(&self) -> Option<String> {
+        Some(match self.kind {
+            ProbeKind::Frag { frag } => frag.name().to_string(),
+            ProbeKind::Flags { slot, .. } if slot as usize >= FLAG_FIXED_PORTS.len() => {
+                format!("drawn port {}", slot as usize - FLAG_FIXED_PORTS.len() + 1)
+            }
+            ProbeKind::Ecn { .. } => "ecn-setup".to_string(),
+            ProbeKind::IcmpCode { code, .. } => format!("code {code}"),
+            ProbeKind::IpOpt { opt, transport } => format!("{} {}", opt.name(), transport.name()),
+            ProbeKind::Ext { chain, transport } => format!("{} {}", chain.name(), transport.name()),
+            ProbeKind::Lan { dest, transport } => {
+                format!("to {} {}", dest.name(), transport.name())
+            }
+            ProbeKind::Spoof { source, transport } => {
+                format!("from {} {}", source.name(), transport.name())
+            }
+            ProbeKind::Tunnel { tunnel } => tunnel.name().to_string(),
+            _ => return None,
+        })
+    }
+
     /// The probe's sequence number (see the module documentation).
     pub fn seq(&self) -> u32 {
+        let pos = |list_pos: Option<usize>| list_pos.unwrap_or(0) as u32;
+        let fam = self.family;
         let index = match self.kind {
             ProbeKind::Icmp { icmp_type } => icmp_type as u32,
-            ProbeKind::Ip { protocol } => Suite::Ip.base() + protocol as u32,
+            ProbeKind::Ip { protocol } => base::IP + protocol as u32,
             ProbeKind::Tcp { flags, dst_port } => {
                 let set = flags
                     .set_index()
                     .expect("tcp probe flags are one of TCP_FLAG_SETS")
                     as u32;
-                Suite::Tcp.base() + set * 65536 + dst_port as u32
+                base::TCP + set * 65536 + dst_port as u32
             }
-            ProbeKind::Udp { dst_port } => Suite::Udp.base() + dst_port as u32,
-            ProbeKind::Frag { frag } => {
-                Suite::Frag.base() + FragKind::ALL.iter().position(|k| *k == frag).unwrap() as u32
+            ProbeKind::Udp { dst_port } => base::UDP + dst_port as u32,
+            ProbeKind::Frag { frag } => base::FRAG + frag.index(),
+            ProbeKind::Ecn { dst_port } => base::FLAGS + dst_port as u32,
+            ProbeKind::Flags { flags, slot } => {
+                base::FLAGS + 65536 + flags.0 as u32 * FLAG_PORT_SLOTS + slot as u32
+            }
+            ProbeKind::IcmpCode { icmp_type, code } => {
+                let t = pos(kinds::icmp_code_types(fam)
+                    .iter()
+                    .position(|t| *t == icmp_type));
+                base::ICMP_CODES + t * 256 + code as u32
+            }
+            ProbeKind::IpOpt { opt, transport } => {
+                base::IPOPT
+                    + pos(IpOpt::of(fam).iter().position(|o| *o == opt)) * 3
+                    + transport.index()
+            }
+            ProbeKind::Ext { chain, transport } => {
+                base::EXT6
+                    + pos(ExtChain::of(fam).iter().position(|c| *c == chain)) * 3
+                    + transport.index()
+            }
+            ProbeKind::Lan { dest, transport } => {
+                base::LAN
+                    + pos(LanDest::of(fam).iter().position(|d| *d == dest)) * 3
+                    + transport.index()
+            }
+            ProbeKind::Spoof { source, transport } => {
+                base::SPOOF
+                    + pos(SpoofSource::of(fam).iter().position(|s| *s == source)) * 3
+                    + transport.index()
+            }
+            ProbeKind::Tunnel { tunnel } => {
+                base::TUNNEL + pos(TunnelKind::of(fam).iter().position(|t| *t == tunnel))
             }
         };
         match self.family {
             Family::V4 => index,
             Family::V6 => index | SEQ_FAMILY_BIT,
         }
+    }
+
+    /// Whether this spec is one the catalogue holds (its `seq` gives it back).
+    pub fn is_catalogued(&self) -> bool {
+        ProbeSpec::from_seq(self.seq()) == Some(*self)
     }
 
     /// The probe with this sequence number, or `None` if no probe has it.
@@ -290,29 +702,76 @@ impl ProbeSpec {
             Family::V4
         };
         let index = seq & (SEQ_FAMILY_BIT - 1);
-        let kind = if index < Suite::Ip.base() {
+        let by3 = |i: u32| (i / 3, Transport::ALL[(i % 3) as usize]);
+        let kind = if index < base::IP {
             ProbeKind::Icmp {
                 icmp_type: index as u8,
             }
-        } else if index < Suite::Tcp.base() {
+        } else if index < base::TCP {
             ProbeKind::Ip {
-                protocol: (index - Suite::Ip.base()) as u8,
+                protocol: (index - base::IP) as u8,
             }
-        } else if index < Suite::Udp.base() {
-            let i = index - Suite::Tcp.base();
+        } else if index < base::UDP {
+            let i = index - base::TCP;
             ProbeKind::Tcp {
                 flags: TCP_FLAG_SETS[(i / 65536) as usize],
                 dst_port: (i % 65536) as u16,
             }
-        } else if index < Suite::Frag.base() {
+        } else if index < base::FRAG {
             ProbeKind::Udp {
-                dst_port: (index - Suite::Udp.base()) as u16,
+                dst_port: (index - base::UDP) as u16,
+            }
+        } else if index < base::FLAGS {
+            ProbeKind::Frag {
+                frag: *FragKind::of(family).get((index - base::FRAG) as usize)?,
+            }
+        } else if index < base::ICMP_CODES {
+            let i = index - base::FLAGS;
+            if i < 65536 {
+                ProbeKind::Ecn { dst_port: i as u16 }
+            } else {
+                let i = i - 65536;
+                ProbeKind::Flags {
+                    flags: TcpFlags((i / FLAG_PORT_SLOTS) as u8),
+                    slot: (i % FLAG_PORT_SLOTS) as u8,
+                }
+            }
+        } else if index < base::IPOPT {
+            let i = index - base::ICMP_CODES;
+            ProbeKind::IcmpCode {
+                icmp_type: *kinds::icmp_code_types(family).get((i / 256) as usize)?,
+                code: (i % 256) as u8,
+            }
+        } else if index < base::EXT6 {
+            let (v, transport) = by3(index - base::IPOPT);
+            ProbeKind::IpOpt {
+                opt: *IpOpt::of(family).get(v as usize)?,
+                transport,
+            }
+        } else if index < base::LAN {
+            let (v, transport) = by3(index - base::EXT6);
+            ProbeKind::Ext {
+                chain: *ExtChain::of(family).get(v as usize)?,
+                transport,
+            }
+        } else if index < base::SPOOF {
+            let (v, transport) = by3(index - base::LAN);
+            ProbeKind::Lan {
+                dest: *LanDest::of(family).get(v as usize)?,
+                transport,
+            }
+        } else if index < base::TUNNEL {
+            let (v, transport) = by3(index - base::SPOOF);
+            ProbeKind::Spoof {
+                source: *SpoofSource::of(family).get(v as usize)?,
+                transport,
+            }
+        } else if index < base::END {
+            ProbeKind::Tunnel {
+                tunnel: *TunnelKind::of(family).get((index - base::TUNNEL) as usize)?,
             }
         } else {
-            let k = index - Suite::Frag.base();
-            ProbeKind::Frag {
-                frag: *FragKind::ALL.get(k as usize)?,
-            }
+            return None;
         };
         Some(ProbeSpec { family, kind })
     }
@@ -323,7 +782,7 @@ impl ProbeSpec {
             Family::V4 => 0,
             Family::V6 => SEQ_FAMILY_BIT,
         };
-        (suite.base()..suite.base() + suite.probe_count())
+        (suite.base()..suite.base() + suite.probe_count(family))
             .map(move |i| ProbeSpec::from_seq(i | fam).expect("catalogue index in range"))
     }
 }
@@ -334,19 +793,60 @@ mod tests {
 
     #[test]
     fn seq_round_trips_over_the_whole_catalogue() {
-        let mut count = 0u32;
+        let mut count = [0u32; 2];
         for family in Family::BOTH {
             for suite in Suite::ALL {
+                let mut n = 0;
                 for spec in ProbeSpec::all(family, suite) {
                     assert_eq!(spec.suite(), suite);
                     assert_eq!(spec.family, family);
                     assert_eq!(ProbeSpec::from_seq(spec.seq()), Some(spec));
-                    count += 1;
+                    assert!(spec.is_catalogued());
+                    n += 1;
+                }
+                assert_eq!(n, suite.probe_count(family), "{suite} {family}");
+                assert!(n <= suite.capacity(), "{suite} {family} outgrew its range");
+                count[family as usize] += n;
+            }
+        }
+        // The sizes --help and the README state.
+        assert_eq!(count, [463_474, 464_779]);
+    }
+
+    #[test]
+    fn suite_ranges_are_contiguous_and_fit_the_family_bit() {
+        let mut next = 0;
+        for s in Suite::ALL {
+            assert_eq!(s.base(), next, "{s}");
+            assert_eq!(Suite::of_index(s.base()), Some(s));
+            assert_eq!(Suite::of_index(s.base() + s.capacity() - 1), Some(s));
+            next += s.capacity();
+        }
+        assert_eq!(next, base::END);
+        assert!(next < SEQ_FAMILY_BIT);
+        assert_eq!(Suite::of_index(next), None);
+    }
+
+    #[test]
+    fn every_index_decodes_to_its_own_seq_or_nothing() {
+        for family in Family::BOTH {
+            let fam = if family == Family::V6 {
+                SEQ_FAMILY_BIT
+            } else {
+                0
+            };
+            for i in 0..base::END + 16 {
+                if let Some(spec) = ProbeSpec::from_seq(i | fam) {
+                    assert_eq!(spec.seq(), i | fam);
+                } else {
+                    let s = Suite::of_index(i);
+                    assert!(
+                        s.is_none_or(|s| i - s.base() >= s.probe_count(family)),
+                        "{i} of {s:?} decodes to nothing"
+                    );
                 }
             }
         }
-        // 256 + 256 + 5 * 65536 + 65536 + 2 per family.
-        assert_eq!(count, 2 * (512 + 6 * 65536 + 2));
     }
 
     #[test]
@@ -355,11 +855,49 @@ mod tests {
         assert_eq!(last_udp.dst_port(), Some(65535));
         let last_ip = ProbeSpec::all(Family::V6, Suite::Ip).last().unwrap();
         assert_eq!(last_ip.protocol(), 255);
+        let last_ecn = ProbeSpec::all(Family::V4, Suite::Flags)
+            .filter(|s| matches!(s.kind, ProbeKind::Ecn { .. }))
+            .last()
+            .unwrap();
+        assert_eq!(last_ecn.dst_port(), Some(65535));
+        assert_eq!(last_ecn.tcp_flags(), Some(ECN_SYN));
+    }
+
+    #[test]
+    fn the_flags_suite_sends_every_combination_to_every_slot() {
+        let mut seen = std::collections::HashSet::new();
+        for s in ProbeSpec::all(Family::V6, Suite::Flags) {
+            if let ProbeKind::Flags { flags, slot } = s.kind {
+                seen.insert((flags.0, slot));
+                let drawn = [40000, 40001, 40002];
+                let port = s.dst_port_with(Some(&drawn)).unwrap();
+                match FLAG_FIXED_PORTS.get(slot as usize) {
+                    Some(p) => assert_eq!(port, *p),
+                    None => assert!(drawn.contains(&port)),
+                }
+            }
+        }
+        assert_eq!(seen.len(), 256 * 11);
+    }
+
+    #[test]
+    fn suite_names_round_trip() {
+        for s in Suite::ALL {
+            assert_eq!(Suite::from_name(s.name()), Some(s));
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.name()));
+        }
     }
 
     #[test]
     fn out_of_range_seq_is_none() {
-        assert_eq!(ProbeSpec::from_seq(Suite::Frag.base() + 2), None);
+        assert_eq!(ProbeSpec::from_seq(Suite::Frag.base() + 9), None);
+        assert!(ProbeSpec::from_seq(Suite::Frag.base() + 9 + SEQ_FAMILY_BIT).is_some());
+        assert_eq!(
+            ProbeSpec::from_seq(Suite::Frag.base() + 11 + SEQ_FAMILY_BIT),
+            None
+        );
+        assert_eq!(ProbeSpec::from_seq(base::END), None);
         assert_eq!(ProbeSpec::from_seq(1 << 21), None);
         assert_eq!(ProbeSpec::from_seq(u32::MAX), None);
     }

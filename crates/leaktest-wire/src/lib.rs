@@ -6,7 +6,8 @@
 //!   so that a probe's sequence number alone says what it was.
 //! * [`marker`]: the authenticated marker each probe carries, in its payload
 //!   and in header fields, and the per-run key ([`RunKey`]) that signs it.
-//! * [`build`]: probe frames built from prebuilt templates ([`ProbeBuilder`]).
+//! * [`build`]: probe frames built from prebuilt templates ([`ProbeBuilder`]);
+//!   [`compose`]: the evasion suites' probes, composed header by header.
 //! * [`decode`]: the frame summary ([`FrameSummary`]) a classifier needs and
 //!   the decoder that names the probe a captured frame came from
 //!   ([`attribute_payload`], [`attribute_headers`]).
@@ -17,12 +18,13 @@
 pub mod build;
 pub mod canary;
 pub mod catalogue;
+pub mod compose;
 pub mod decode;
 pub mod frame;
 pub mod hdr;
 pub mod marker;
 
-pub use build::{Endpoints, ProbeBuilder, L2, MAX_PROBE_FRAME};
+pub use build::{Endpoints, Neighbourhood, ProbeBuilder, L2, MAX_PROBE_FRAME};
 pub use canary::{
     CanaryKey, CanaryLedger, CanarySighting, Forgery, CANARY_DST_MAC, CANARY_ETHERTYPE,
     CANARY_FRAME_LEN,

@@ -191,6 +191,41 @@ impl RunKey {
         sip24(&self.key, head, false).0
     }
 
+    /// The `flags` suite's ports drawn for this run: distinct, in
+    /// 1024..=65535, none of `FLAG_FIXED_PORTS`; a pure function of the key,
+    /// so a watcher that verified a marker of the run knows them too.
+    pub fn drawn_ports(&self) -> [u16; crate::catalogue::FLAG_DRAWN_PORTS] {
+        use crate::catalogue::FLAG_FIXED_PORTS;
+        let mut out = [0u16; crate::catalogue::FLAG_DRAWN_PORTS];
+        let mut n = 0;
+        let mut counter = 0u32;
+        while n < out.len() {
+            let h = sip24(
+                &self.key,
+                &[b"flagport".as_slice(), &counter.to_be_bytes()].concat(),
+                false,
+            )
+            .0;
+            counter += 1;
+            let port = 1024 + (h % (65536 - 1024)) as u16;
+            if !FLAG_FIXED_PORTS.contains(&port) && !out[..n].contains(&port) {
+                out[n] = port;
+                n += 1;
+            }
+        }
+        out
+    }
+
+    /// The 64-bit MAC of a `spoof` probe's claimed source (`addr`: 16
+    /// bytes, IPv4 mapped) for probe `seq`.
+    pub fn claim_tag(&self, seq: u32, addr: &[u8; 16]) -> u64 {
+        let mut d = [0u8; 3 + 4 + 16];
+        d[..3].copy_from_slice(b"src");
+        d[3..7].copy_from_slice(&seq.to_be_bytes());
+        d[7..].copy_from_slice(addr);
+        sip24(&self.key, &d, false).0
+    }
+
     /// The payload marker of probe `seq`.
     pub fn payload_marker(&self, seq: u32) -> [u8; MARKER_LEN] {
         let mut m = [0u8; MARKER_LEN];

@@ -9,13 +9,14 @@
 //! `LEAKTEST_LAB_MODEL_PROFILES=a,b` limits the profiles.
 
 use leaktest_capture::{new_ledger, CanaryInjector, CanaryLedger};
+use leaktest_lab::expect::opens_web_connection;
 use leaktest_lab::lab::{Lab, Options};
-use leaktest_lab::plan::{GW_EXT_IF, WEB4, WEB6, WEB_PORT};
-use leaktest_lab::profiles::{builtin, Fate, Sweep};
+use leaktest_lab::plan::{GW_EXT_IF, WEB4, WEB6};
+use leaktest_lab::profiles::{builtin, sweep_suites, Fate, Sweep};
 use leaktest_lab::suite::probe_command;
 use leaktest_lab::sys;
 use leaktest_lab::LabError;
-use leaktest_wire::catalogue::{Family, ProbeKind, ProbeSpec, Suite, TcpFlags};
+use leaktest_wire::catalogue::{Family, ProbeSpec, Suite};
 use leaktest_wire::marker::{MarkerKeys, RunKey};
 use leaktest_wire::{attribute, Evidence, LinkType};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -248,9 +249,9 @@ fn gateway_model_matches_the_kernel() {
             let missing: Vec<(u32, u32)> = Family::BOTH
                 .into_iter()
                 .flat_map(|f| {
-                    Suite::ALL
-                        .into_iter()
-                        .flat_map(move |s| ProbeSpec::all(f, s))
+                    sweep_suites(sweep)
+                        .iter()
+                        .flat_map(move |s| ProbeSpec::all(f, *s))
                 })
                 .filter(|spec| {
                     profile.policy.fate(sweep, spec) == Fate::Leaks && !got.contains(&spec.seq())
@@ -287,7 +288,7 @@ fn gateway_model_matches_the_kernel() {
         for sweep in Sweep::ALL {
             let s = seen.probes.get(&sweep).cloned().unwrap_or_default();
             for family in Family::BOTH {
-                for suite in Suite::ALL {
+                for &suite in sweep_suites(sweep) {
                     for spec in ProbeSpec::all(family, suite) {
                         let got = s.contains(&spec.seq());
                         if got {
@@ -313,21 +314,20 @@ fn gateway_model_matches_the_kernel() {
                         }
                     }
                 }
-                // The sender's RST to the target's SYN-ACK: exactly one when
-                // the SYN to the open port leaks.
-                let syn80 = ProbeSpec {
-                    family,
-                    kind: ProbeKind::Tcp {
-                        flags: TcpFlags(TcpFlags::SYN),
-                        dst_port: WEB_PORT,
-                    },
-                };
-                let want = match profile.policy.fate(sweep, &syn80) {
-                    _ if !profile.policy.replies_reach_sender(sweep, family) => Some(0),
-                    Fate::Leaks => Some(1),
-                    Fate::Stopped => Some(0),
-                    Fate::Either => None,
-                };
+                // The sender's RST to the target's SYN-ACK: one for each probe
+                // that opens a connection to the open port and leaks.
+                let mut want = Some(0u64);
+                if profile.policy.replies_reach_sender(sweep, family) {
+                    for &suite in sweep_suites(sweep) {
+                        for spec in ProbeSpec::all(family, suite).filter(opens_web_connection) {
+                            want = match (want, profile.policy.fate(sweep, &spec)) {
+                                (Some(n), Fate::Leaks) => Some(n + 1),
+                                (w, Fate::Stopped) => w,
+                                _ => None,
+                            };
+                        }
+                    }
+                }
                 let got = seen.resets.get(&(sweep, family)).copied().unwrap_or(0);
                 if want.is_some_and(|w| w != got) {
                     let m = format!(

@@ -158,7 +158,8 @@ fn probe_run_between_namespaces() {
     let o = cmd.output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let after = rx_packets(&p.gw, &p.gw_if);
-    let planned = 2 * (256 + 2);
+    // icmp 256 per family; frag 9 (IPv4) and 11 (IPv6).
+    let planned = 256 + 9 + 256 + 11;
     // Probes plus ARP/NDP and the two resolution datagrams.
     assert!(after - before >= planned, "{before} -> {after}");
 
@@ -171,7 +172,7 @@ fn probe_run_between_namespaces() {
     );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        out.starts_with("sent 516 probes (ipv4 258, ipv6 258) in "),
+        out.starts_with("sent 532 probes (ipv4 265, ipv6 267) in "),
         "{out}"
     );
     assert!(
@@ -192,7 +193,7 @@ fn probe_run_between_namespaces() {
     assert_eq!(j["planned"], planned);
     assert_eq!(j["sent"], planned);
     assert_eq!(j["counts"]["ipv4"]["icmp"], 256);
-    assert_eq!(j["counts"]["ipv6"]["frag"], 2);
+    assert_eq!(j["counts"]["ipv6"]["frag"], 11);
     assert_eq!(j["suite_totals"]["icmp"], 512);
     assert_eq!(j["complete"], true);
     let gw_mac: String =

@@ -20,7 +20,9 @@ use etherparse::{
     Ethernet2Header, Ipv4Header, Ipv6FragmentHeader, Ipv6Header, TcpHeader, UdpHeader,
 };
 use leaktest_netns::{status_text, veth, Netns, Topology};
-use leaktest_wire::catalogue::{Family, FragKind, ProbeKind, ProbeSpec, Suite, SEQ_FAMILY_BIT};
+use leaktest_wire::catalogue::{
+    Family, FragKind, ProbeKind, ProbeSpec, SpoofSource, Suite, SEQ_FAMILY_BIT,
+};
 use leaktest_wire::marker::{MarkerKeys, RunKey, MARKER_LEN};
 use leaktest_wire::{attribute, Evidence, LinkType};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -36,6 +38,17 @@ const SRC6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 const DST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 
 /// Upper bound for the sender: 787k probes at even 50k pps take 16 s.
+/// What the lan and spoof suites are told of the (imagined) gateway uplink.
+const UPLINK_ARGS: [&str; 8] = [
+    "--gateway-uplink",
+    "192.0.2.2/24",
+    "--gateway-uplink",
+    "2001:db8:1::2/64",
+    "--uplink-router",
+    "192.0.2.1",
+    "--uplink-router",
+    "2001:db8:1::1",
+];
 const SEND_TIMEOUT: Duration = Duration::from_secs(180);
 /// Ring of the independent capture: the whole run is ~80 MB of frames.
 const CAPTURE_BUFFER: i32 = 256 << 20;
@@ -295,6 +308,7 @@ fn cross_check(
                 let ok = match frag {
                     FragKind::First => off == 0 && mf,
                     FragKind::NonFirst => off != 0 && !mf,
+                    _ => return Err(format!("{frag:?} is not a template probe")),
                 };
                 if !ok {
                     return Err(format!("{frag:?} fragment header offset {off} mf {mf}"));
@@ -406,6 +420,7 @@ fn cross_check(
             }
             payload_must_start(payload)
         }
+        _ => Err(format!("{spec:?} is not a template probe")),
     }
 }
 
@@ -470,14 +485,142 @@ fn json_u64(v: &serde_json::Value, path: &[&str]) -> Option<u64> {
     cur.as_u64()
 }
 
+/// The probes this topology cannot have: a target on the link has no
+/// gateway whose internal address the spoof suite could forge.
+fn unbuildable(spec: &ProbeSpec) -> bool {
+    matches!(
+        spec.kind,
+        ProbeKind::Spoof {
+            source: SpoofSource::GatewayInternal,
+            ..
+        }
+    )
+}
+
+/// Every probe of the catalogue, both families, less the six unbuildable here.
+const TOTAL: usize = 463_474 + 464_779 - 6;
+
 fn expected_seqs() -> Vec<u32> {
     let mut v = Vec::new();
     for family in Family::BOTH {
         for suite in Suite::ALL {
-            v.extend(ProbeSpec::all(family, suite).map(|s| s.seq()));
+            v.extend(
+                ProbeSpec::all(family, suite)
+                    .filter(|s| !unbuildable(s))
+                    .map(|s| s.seq()),
+            );
         }
     }
     v
+}
+
+/// Independent checks of a probe of the evasion suites (composed shapes):
+/// etherparse reads its headers; MACs, addresses, the payload marker and
+/// (spoof) the claimed source are where the design puts them; IPv4 header
+/// checksums hold. (Every field and checksum of every shape is checked
+/// against etherparse in `leaktest-wire`'s unit tests.)
+fn cross_check_composed(
+    frame: &[u8],
+    spec: &ProbeSpec,
+    key: &RunKey,
+    mac_src: [u8; 6],
+    mac_dst: [u8; 6],
+) -> Result<(), String> {
+    let seq = spec.seq();
+    let (eth, l3) = Ethernet2Header::from_slice(frame).map_err(|e| format!("ethernet: {e}"))?;
+    let (src, dst): (std::net::IpAddr, std::net::IpAddr) = match spec.family {
+        Family::V4 => {
+            let (ip, _) = Ipv4Header::from_slice(l3).map_err(|e| format!("ipv4: {e}"))?;
+            if ip.calc_header_checksum() != ip.header_checksum {
+                return Err("ipv4 header checksum wrong".into());
+            }
+            (ip.source.into(), ip.destination.into())
+        }
+        Family::V6 => {
+            let (ip, _) = Ipv6Header::from_slice(l3).map_err(|e| format!("ipv6: {e}"))?;
+            (ip.source.into(), ip.destination.into())
+        }
+    };
+    let (own_src, own_dst): (std::net::IpAddr, std::net::IpAddr) = match spec.family {
+        Family::V4 => (SRC4.into(), DST4.into()),
+        Family::V6 => (SRC6.into(), DST6.into()),
+    };
+    if eth.source != mac_src {
+        return Err("source MAC".into());
+    }
+    let group = match dst {
+        std::net::IpAddr::V4(a) => a.is_multicast() || a.is_broadcast(),
+        std::net::IpAddr::V6(a) => a.is_multicast(),
+    };
+    if group == (eth.destination == mac_dst) {
+        return Err(format!(
+            "destination MAC {:02x?} for {dst}",
+            eth.destination
+        ));
+    }
+    let marker = key.payload_marker(seq);
+    let at = memchr::memmem::find(frame, &marker);
+    match spec.kind {
+        ProbeKind::Lan { .. } if dst == own_dst || src != own_src => {
+            return Err(format!("lan probe {src} -> {dst}"))
+        }
+        ProbeKind::Spoof { .. } => {
+            if src == own_src || dst != own_dst {
+                return Err(format!("spoof probe {src} -> {dst}"));
+            }
+            // The claimed source follows the marker, as 16 bytes (IPv4 mapped).
+            let at = at.ok_or("payload marker missing")?;
+            let claim = frame
+                .get(at + MARKER_LEN..at + MARKER_LEN + 16)
+                .ok_or("claimed source missing")?;
+            let want = match src {
+                std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                std::net::IpAddr::V6(a) => a.octets(),
+            };
+            if claim != want {
+                return Err("claimed source is not the packet's source".into());
+            }
+        }
+        ProbeKind::Lan { .. } => {}
+        _ if (src, dst) != (own_src, own_dst) => return Err(format!("{src} -> {dst}")),
+        ProbeKind::Frag {
+            frag: FragKind::TinyHead,
+        } => {
+            // 8 bytes of TCP: the ports and the sequence number from the tag.
+            let l4_at = match spec.family {
+                Family::V4 => 14 + usize::from(l3[0] & 0x0f) * 4,
+                Family::V6 => 14 + 40 + 8,
+            };
+            let l4 = frame
+                .get(l4_at..l4_at + 8)
+                .ok_or("tiny head shorter than 8 bytes of TCP")?;
+            if l4[4..8] != key.header_tag(seq).tcp_seq().to_be_bytes() {
+                return Err("tiny head's TCP sequence number is not its tag".into());
+            }
+            if at.is_some() {
+                return Err("a marker in 8 bytes of TCP".into());
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    if at.is_none() {
+        return Err("payload marker missing".into());
+    }
+    Ok(())
+}
+
+/// Whether a probe is built from a template (checked field by field by
+/// [`cross_check`]) rather than composed.
+fn templated(spec: &ProbeSpec) -> bool {
+    match spec.kind {
+        ProbeKind::Icmp { .. }
+        | ProbeKind::Ip { .. }
+        | ProbeKind::Tcp { .. }
+        | ProbeKind::Udp { .. } => true,
+        ProbeKind::Frag { frag } => matches!(frag, FragKind::First | FragKind::NonFirst),
+        _ => false,
+    }
 }
 
 #[test]
@@ -499,9 +642,9 @@ fn full_default_suite_arrives_exactly_once_and_decodes() {
     nft.arg(format!(
         "add table inet lpe; \
          add chain inet lpe pre {{ type filter hook prerouting priority -450; policy accept; }}; \
-         add rule inet lpe pre ip saddr {SRC4} drop; \
+         add rule inet lpe pre meta nfproto ipv4 drop; \
          add rule inet lpe pre ip6 saddr {SRC6} icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} ip6 hoplimit 255 accept; \
-         add rule inet lpe pre ip6 saddr {SRC6} drop"
+         add rule inet lpe pre meta nfproto ipv6 drop"
     ));
     rx.exec(nft).unwrap();
 
@@ -529,6 +672,7 @@ fn full_default_suite_arrives_exactly_once_and_decodes() {
         "--target6",
         &DST6.to_string(),
     ])
+    .args(UPLINK_ARGS)
     .args(["--rate", "max", "--json"])
     .arg(&json_path)
     .stdin(Stdio::null())
@@ -594,14 +738,29 @@ fn full_default_suite_arrives_exactly_once_and_decodes() {
             bad.push(format!("seq {:#x}: second run key {:?}", att.seq, att.run));
             continue;
         }
-        if att.seq != att.spec.seq() || !matches!(att.evidence, Evidence::Payload) {
+        // The tiny first fragment has no room for a marker: its headers name it.
+        let tiny = att.spec.kind
+            == (ProbeKind::Frag {
+                frag: FragKind::TinyHead,
+            });
+        let want = if tiny {
+            Evidence::Header
+        } else {
+            Evidence::Payload
+        };
+        if att.seq != att.spec.seq() || att.evidence != want {
             bad.push(format!(
                 "seq {:#x}: inconsistent attribution {att:?}",
                 att.seq
             ));
             continue;
         }
-        if let Err(e) = cross_check(frame, &att.spec, &key, mac_w, mac_r) {
+        let checked = if templated(&att.spec) {
+            cross_check(frame, &att.spec, &key, mac_w, mac_r)
+        } else {
+            cross_check_composed(frame, &att.spec, &key, mac_w, mac_r)
+        };
+        if let Err(e) = checked {
             bad.push(format!("{:?} (seq {:#x}): {e}", att.spec, att.seq));
         }
         let c = &mut counts[att.seq as usize];
@@ -625,7 +784,7 @@ fn full_default_suite_arrives_exactly_once_and_decodes() {
     );
 
     let expected = expected_seqs();
-    assert_eq!(expected.len(), 787_460, "the default suite changed size");
+    assert_eq!(expected.len(), TOTAL, "the default suite changed size");
     let mut missing = Vec::new();
     let mut dup = Vec::new();
     for &s in &expected {
@@ -693,17 +852,34 @@ fn check_report(report: &serde_json::Value, key: &RunKey, iface: &str, macs: ([u
     );
     assert_eq!(report["key"]["mode"].as_str(), Some("open"));
     assert_eq!(report["complete"].as_bool(), Some(true), "{}", ctx());
-    for field in ["planned", "sent"] {
-        assert_eq!(
-            json_u64(report, &[field]),
-            Some(787_460),
-            "{field}; {}",
-            ctx()
-        );
-    }
-    for field in ["refused_total", "unbuilt"] {
-        assert_eq!(json_u64(report, &[field]), Some(0), "{field}; {}", ctx());
-    }
+    assert_eq!(
+        json_u64(report, &["planned"]),
+        Some(TOTAL as u64 + 6),
+        "{}",
+        ctx()
+    );
+    assert_eq!(json_u64(report, &["sent"]), Some(TOTAL as u64), "{}", ctx());
+    assert_eq!(json_u64(report, &["refused_total"]), Some(0), "{}", ctx());
+    // The six probes this topology cannot have, each named with its reason.
+    assert_eq!(json_u64(report, &["unbuilt"]), Some(6), "{}", ctx());
+    let skipped = report["skipped"].as_array().expect("skipped");
+    let mut seqs: Vec<u64> = skipped.iter().filter_map(|s| s["seq"].as_u64()).collect();
+    seqs.sort();
+    let mut want: Vec<u64> = Family::BOTH
+        .into_iter()
+        .flat_map(|f| ProbeSpec::all(f, Suite::Spoof))
+        .filter(unbuildable)
+        .map(|s| u64::from(s.seq()))
+        .collect();
+    want.sort();
+    assert_eq!(seqs, want, "{}", ctx());
+    assert!(
+        skipped
+            .iter()
+            .all(|s| s["why"].as_str().is_some_and(|w| w.contains("gateway"))),
+        "{}",
+        ctx()
+    );
     let mac = |m: [u8; 6]| {
         m.iter()
             .map(|b| format!("{b:02x}"))
@@ -712,9 +888,16 @@ fn check_report(report: &serde_json::Value, key: &RunKey, iface: &str, macs: ([u
     };
     for family in Family::BOTH {
         let fam = family.name();
+        let per_family = |f: Family| {
+            Suite::ALL
+                .iter()
+                .map(|s| u64::from(s.probe_count(f)))
+                .sum::<u64>()
+                - 3
+        };
         assert_eq!(
             json_u64(report, &["counts", fam, "total"]),
-            Some(393_730),
+            Some(per_family(family)),
             "{}",
             ctx()
         );
@@ -730,15 +913,20 @@ fn check_report(report: &serde_json::Value, key: &RunKey, iface: &str, macs: ([u
         );
         for suite in Suite::ALL {
             let s = suite.name();
+            let skip = |f: Family| ProbeSpec::all(f, suite).filter(unbuildable).count() as u64;
             assert_eq!(
                 json_u64(report, &["counts", fam, s]),
-                Some(u64::from(suite.probe_count())),
+                Some(u64::from(suite.probe_count(family)) - skip(family)),
                 "count {fam}/{s}; {}",
                 ctx()
             );
+            let both: u64 = Family::BOTH
+                .iter()
+                .map(|f| u64::from(suite.probe_count(*f)) - skip(*f))
+                .sum();
             assert_eq!(
                 json_u64(report, &["suite_totals", s]),
-                Some(2 * u64::from(suite.probe_count())),
+                Some(both),
                 "suite total {s}; {}",
                 ctx()
             );
@@ -748,7 +936,7 @@ fn check_report(report: &serde_json::Value, key: &RunKey, iface: &str, macs: ([u
     let pps = report["pps"].as_f64().unwrap_or(0.0);
     assert!(seconds > 0.0 && pps > 0.0, "timing; {}", ctx());
     // pps is sent / seconds (rounded): a report that invents a rate fails here.
-    let implied = 787_460.0 / seconds;
+    let implied = TOTAL as f64 / seconds;
     assert!(
         (pps - implied).abs() <= implied * 0.01 + 1.0,
         "pps {pps} vs {implied}; {}",
@@ -775,11 +963,14 @@ fn cross_check_accepts_good_frames_and_rejects_corrupt_ones() {
     for family in Family::BOTH {
         for suite in Suite::ALL {
             // Every probe of the small suites, a spread of ports of the big ones.
-            for spec in ProbeSpec::all(family, suite).step_by(if suite.probe_count() > 512 {
+            for spec in ProbeSpec::all(family, suite).step_by(if suite.probe_count(family) > 512 {
                 997
             } else {
                 1
             }) {
+                if !templated(&spec) {
+                    continue;
+                }
                 let n = builder.write(&spec, &mut buf);
                 let frame = &buf[..n];
                 cross_check(frame, &spec, &key, src, dst)
@@ -829,4 +1020,71 @@ fn cross_check_accepts_good_frames_and_rejects_corrupt_ones() {
         assert!(cross_check(&buf[..n], &rst, &key, src, dst).is_err());
     }
     assert!(checked > 1000);
+
+    // The composed probes' checker: accepts every one, rejects a wrong MAC,
+    // a flipped marker bit, another run's key, a probe claimed to be another.
+    let hood = leaktest_wire::Neighbourhood {
+        gateway4: Some(Ipv4Addr::new(203, 0, 113, 9)),
+        gateway6: Some("2001:db8::9".parse().unwrap()),
+        prefix4: Some(24),
+        prefix6: Some(64),
+        uplink4: Some((Ipv4Addr::new(192, 0, 2, 2), 24)),
+        uplink6: Some(("2001:db8:1::2".parse().unwrap(), 64)),
+        router4: Some(Ipv4Addr::new(192, 0, 2, 1)),
+        router6: Some("2001:db8:1::1".parse().unwrap()),
+    };
+    let builder = ProbeBuilder::new(key, ends, Some(L2 { src, dst })).with_neighbourhood(hood);
+    let mut composed = 0;
+    for family in Family::BOTH {
+        for suite in Suite::ALL {
+            if suite.probe_count(family) > 8192 {
+                continue;
+            }
+            let specs: Vec<ProbeSpec> = ProbeSpec::all(family, suite)
+                .filter(|s| !templated(s))
+                .collect();
+            for (i, spec) in specs.iter().enumerate() {
+                let n = builder.write(spec, &mut buf);
+                assert!(n > 0, "{spec:?} not built");
+                let frame = &buf[..n];
+                cross_check_composed(frame, spec, &key, src, dst)
+                    .unwrap_or_else(|e| panic!("{spec:?} rejected: {e}"));
+                let mut f = frame.to_vec();
+                f[6] ^= 2;
+                assert!(
+                    cross_check_composed(&f, spec, &key, src, dst).is_err(),
+                    "{spec:?} MAC"
+                );
+                if spec.kind
+                    != (ProbeKind::Frag {
+                        frag: FragKind::TinyHead,
+                    })
+                {
+                    // Every copy (the tiny tail holds two).
+                    let mut f = frame.to_vec();
+                    let m = key.payload_marker(spec.seq());
+                    while let Some(at) = memchr::memmem::find(&f, &m) {
+                        f[at + MARKER_LEN - 1] ^= 0x80;
+                    }
+                    assert!(
+                        cross_check_composed(&f, spec, &key, src, dst).is_err(),
+                        "{spec:?} marker"
+                    );
+                }
+                assert!(
+                    cross_check_composed(frame, spec, &RunKey::open(1), src, dst).is_err(),
+                    "{spec:?} key"
+                );
+                if let Some(other) = specs.get(i + 1) {
+                    assert!(
+                        cross_check_composed(frame, other, &key, src, dst).is_err(),
+                        "{spec:?} taken for {other:?}"
+                    );
+                }
+                composed += 1;
+            }
+        }
+    }
+    // frag tricks 7 + 9, icmp-codes 1,280 + 2,560, ipopt, ext6, lan, spoof, tunnel.
+    assert_eq!(composed, 16 + 3840 + 33 + 54 + 78 + 57 + 11);
 }

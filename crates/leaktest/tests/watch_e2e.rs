@@ -187,7 +187,7 @@ fn forwarding_gateway_leaks_every_probe_attributed() {
                     } else {
                         0
                     };
-                format!("{}-{}", base, base + s.probe_count() - 1)
+                format!("{}-{}", base, base + s.probe_count(fam) - 1)
             })
         })
         .collect();

@@ -32,9 +32,11 @@
 //! and an IPv4 UDP probe only if both its ID and its source port are intact.
 
 use super::summary::{FrameSummary, IpFields, LinkType};
-use crate::build::frag_ident;
+use crate::build::{frag_ident, ECN_SRC_SET, FLAGS_SRC_PORT};
+use crate::catalogue::kinds::icmp_code_types;
+use crate::catalogue::FLAG_PORT_SLOTS;
 use crate::catalogue::{
-    Family, FragKind, ProbeKind, ProbeSpec, TcpFlags, FRAG_PORT, TCP_FLAG_SETS,
+    Family, FragKind, ProbeKind, ProbeSpec, TcpFlags, ECN_SYN, FRAG_PORT, TCP_FLAG_SETS,
 };
 use crate::hdr::{tcp, IpProtocol};
 use crate::marker::{HeaderTag, Marker, MarkerKeys, RunKey, HEADER_MIN_BITS, MAGIC, MARKER_LEN};
@@ -193,7 +195,9 @@ fn header_match(
     let mut cands = [None; 8];
     header_candidates(f, &mut cands);
     for c in cands.into_iter().flatten() {
-        if max_header_bits(&c.spec) < HEADER_MIN_BITS {
+        let reset_of_flags =
+            c.evidence == Evidence::Reset && matches!(c.spec.kind, ProbeKind::Flags { .. });
+        if max_header_bits(&c.spec) < HEADER_MIN_BITS && !reset_of_flags {
             continue;
         }
         for run in runs {
@@ -203,6 +207,16 @@ fn header_match(
             }
         }
     }
+}
+
+/// The `flags` probe whose source port is `port` (see
+/// `build::FLAGS_SRC_PORT`), if any.
+fn flags_probe_of_port(port: u16) -> Option<ProbeKind> {
+    let i = u32::from(port.checked_sub(FLAGS_SRC_PORT)?);
+    (i < 256 * FLAG_PORT_SLOTS).then_some(ProbeKind::Flags {
+        flags: TcpFlags((i / FLAG_PORT_SLOTS) as u8),
+        slot: (i % FLAG_PORT_SLOTS) as u8,
+    })
 }
 
 /// The probes whose headers `f` could be (at most 8).
@@ -223,8 +237,13 @@ fn header_candidates(f: &IpFields, out: &mut [Option<Candidate>; 8]) {
     let first = f.frag_offset == 0;
     match protocol {
         p if p.0 == family.icmp_protocol() && first => {
-            if let (Some(icmp_type), Some(0)) = (f.icmp_type, f.icmp_code) {
-                push(ProbeKind::Icmp { icmp_type }, Evidence::Header);
+            if let (Some(icmp_type), Some(code)) = (f.icmp_type, f.icmp_code) {
+                if code == 0 {
+                    push(ProbeKind::Icmp { icmp_type }, Evidence::Header);
+                }
+                if icmp_code_types(family).contains(&icmp_type) {
+                    push(ProbeKind::IcmpCode { icmp_type, code }, Evidence::Header);
+                }
             }
         }
         IpProtocol::TCP if first => {
@@ -234,6 +253,9 @@ fn header_candidates(f: &IpFields, out: &mut [Option<Candidate>; 8]) {
                     if TCP_FLAG_SETS.contains(&flags) {
                         push(ProbeKind::Tcp { flags, dst_port }, Evidence::Header);
                     }
+                    if flags == ECN_SYN {
+                        push(ProbeKind::Ecn { dst_port }, Evidence::Header);
+                    }
                     if flags.0 & (TcpFlags::RST | TcpFlags::SYN | TcpFlags::FIN) == TcpFlags::RST {
                         push(
                             ProbeKind::Tcp {
@@ -242,12 +264,27 @@ fn header_candidates(f: &IpFields, out: &mut [Option<Candidate>; 8]) {
                             },
                             Evidence::Reset,
                         );
+                        push(ProbeKind::Ecn { dst_port }, Evidence::Reset);
+                        // A `flags` probe's source port names its flags and port slot.
+                        if let Some(kind) = f.src_port.and_then(flags_probe_of_port) {
+                            push(kind, Evidence::Reset);
+                        }
                     }
                 }
-                // An ICMP error may quote only 8 bytes of TCP: no flags.
+                // An ICMP error may quote only 8 bytes of TCP: no flags. So
+                // does the frag suite's tiny first fragment.
                 None => {
                     for flags in TCP_FLAG_SETS {
                         push(ProbeKind::Tcp { flags, dst_port }, Evidence::Header);
+                    }
+                    push(ProbeKind::Ecn { dst_port }, Evidence::Header);
+                    if f.more_fragments {
+                        push(
+                            ProbeKind::Frag {
+                                frag: FragKind::TinyHead,
+                            },
+                            Evidence::Header,
+                        );
                     }
                 }
             }
@@ -296,9 +333,33 @@ pub(crate) fn max_header_bits(spec: &ProbeSpec) -> u32 {
             },
             Family::V6,
         ) => 15 + 32,
+        // Its IPv4 ID / flow label, TCP sequence number and (IPv6) fragment
+        // identification are all from its own tag (it heads its datagram).
+        (
+            ProbeKind::Frag {
+                frag: FragKind::TinyHead,
+            },
+            Family::V4,
+        ) => 32 + 12,
+        (
+            ProbeKind::Frag {
+                frag: FragKind::TinyHead,
+            },
+            Family::V6,
+        ) => 32 + 12 + 32,
+        (ProbeKind::Frag { frag }, _) if frag.is_tcp() => 0,
         (ProbeKind::Frag { .. }, Family::V4) => 0,
         (ProbeKind::Frag { .. }, Family::V6) => 32,
-        (ProbeKind::Ip { .. }, _) => 0,
+        (ProbeKind::Ecn { .. }, _) => 32 + 12,
+        (ProbeKind::IcmpCode { .. }, _) => 32,
+        // Composed probes are attributed by their payload marker only.
+        (ProbeKind::Ip { .. }, _)
+        | (ProbeKind::Flags { .. }, _)
+        | (ProbeKind::IpOpt { .. }, _)
+        | (ProbeKind::Ext { .. }, _)
+        | (ProbeKind::Lan { .. }, _)
+        | (ProbeKind::Spoof { .. }, _)
+        | (ProbeKind::Tunnel { .. }, _) => 0,
     };
     ip + l4
 }
@@ -318,10 +379,22 @@ fn header_bits(f: &IpFields, c: &Candidate, tag: HeaderTag) -> u32 {
         }
     }
     let port = match spec.kind {
-        ProbeKind::Tcp { flags, .. } => {
-            let set = flags.set_index().unwrap_or(0);
+        ProbeKind::Tcp { .. } | ProbeKind::Ecn { .. } => {
+            let set = match spec.kind {
+                ProbeKind::Ecn { .. } => ECN_SRC_SET,
+                _ => spec.tcp_flags().and_then(|f| f.set_index()).unwrap_or(0),
+            };
             if f.src_port == Some(tag.tcp_src_port(set)) {
                 12 // tag bits; the low 3 bits only repeat the flags
+            } else {
+                0
+            }
+        }
+        ProbeKind::Frag {
+            frag: FragKind::TinyHead,
+        } => {
+            if f.src_port == Some(tag.tcp_src_port(crate::compose::COMPOSED_SYN_SET)) {
+                12
             } else {
                 0
             }
@@ -340,14 +413,10 @@ fn header_bits(f: &IpFields, c: &Candidate, tag: HeaderTag) -> u32 {
         0
     };
     bits += match spec.kind {
-        ProbeKind::Icmp { .. } => {
-            if f.icmp_id_seq == Some(tag.icmp_id_seq()) {
-                32
-            } else {
-                0
-            }
+        ProbeKind::Icmp { .. } | ProbeKind::IcmpCode { .. } => {
+            u32::from(f.icmp_id_seq == Some(tag.icmp_id_seq())) * 32
         }
-        ProbeKind::Tcp { .. } => {
+        ProbeKind::Tcp { .. } | ProbeKind::Ecn { .. } => {
             let want = match c.evidence {
                 Evidence::Reset => tag.tcp_seq().wrapping_add(1),
                 _ => tag.tcp_seq(),
@@ -361,7 +430,23 @@ fn header_bits(f: &IpFields, c: &Candidate, tag: HeaderTag) -> u32 {
         ProbeKind::Frag {
             frag: FragKind::NonFirst,
         } => ident,
-        ProbeKind::Ip { .. } => 0,
+        ProbeKind::Frag {
+            frag: FragKind::TinyHead,
+        } => {
+            port + ident
+                + if f.tcp_seq == Some(tag.tcp_seq()) {
+                    32
+                } else {
+                    0
+                }
+        }
+        // The sender's RST answering a `flags` SYN: sequence + 1, and the
+        // source port that names the probe (no tag bits: the sequence number
+        // carries them).
+        ProbeKind::Flags { .. } if c.evidence == Evidence::Reset => {
+            u32::from(f.tcp_seq == Some(tag.tcp_seq().wrapping_add(1))) * 32
+        }
+        _ => 0,
     };
     bits
 }

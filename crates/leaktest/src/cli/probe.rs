@@ -24,15 +24,42 @@ Send marker-tagged probes of every kind to the gateway, from the workstation sid
 
 Every probe carries an authenticated marker (run id + probe number, keyed per run) in its \
 payload and in header fields, so `leaktest watch` on the gateway's external interface can name \
-the exact probe behind any packet that leaks. The default is the whole catalogue, both families:
+the exact probe behind any packet that leaks. The default is the whole catalogue, both families \
+(probes per family, IPv4 / IPv6):
 
-  icmp  ICMP / ICMPv6 messages of every type 0-255 (code 0)            256 per family
-  ip    every IP protocol / IPv6 next header 0-255, marker as payload  256 per family
-  tcp   every port 0-65535 with SYN, ACK, FIN+ACK, RST and no flags  327,680 per family
-  udp   every port 0-65535                                            65,536 per family
-  frag  a first and a non-first fragment of a UDP datagram to port 53     2 per family
+  icmp        every ICMP / ICMPv6 type 0-255, code 0                             256 /     256
+  ip          every IP protocol / IPv6 next header, marker as payload            256 /     256
+  tcp         every port 0-65535 with SYN, ACK, FIN+ACK, RST and no flags    327,680 / 327,680
+  udp         every port 0-65535                                              65,536 /  65,536
+  frag        lone first and non-first UDP fragments; a TCP SYN cut into a        9 /      11
+              tiny first fragment, overlapping copies that rewrite its ports,
+              fragments out of order, (IPv6) the TCP header in a later fragment
+  flags       all 256 TCP flag combinations to 22, 53, 80, 443, 9001, 9030,   68,352 /  68,352
+              9040, 9050 and 3 ports drawn per run; SYN+ECE+CWR (the ECN
+              setup SYN of RFC 3168) to every port
+  icmp-codes  every code 0-255 of ICMP echo, unreachable, time exceeded,       1,280 /   2,560
+              redirect, parameter problem; ICMPv6 1-4, 128, 133-137
+  ipopt       record route, timestamp, loose / strict source route (naming       24 /       9
+              the target), router alert; TTL / hop limit 1, 2, 255
+  ext6        hop-by-hop, destination options, routing types 0, 2, 4, an          6 /      48
+              atomic fragment, chains of 2-8 headers, next header 253, ESP
+              and AH (IPv4: ESP and AH only) before a TCP SYN, UDP and echo
+  lan         private, shared, link-local, broadcast, multicast (mDNS, SSDP,     42 /      36
+              LLMNR), 6to4, Teredo and NAT64 destinations, the uplink's router
+              and another uplink host, each with a TCP SYN, UDP and echo
+  spoof       forged sources: another host of the sender's subnet, another       27 /      30
+              private range, an internet address, the gateway's internal and
+              external addresses, link-local, unspecified, multicast,
+              loopback, (IPv6) IPv4-mapped; each names its claimed source
+  tunnel      GRE (IPv4 and IPv6 inside), IP-in-IP, IPv6-in-IP, Teredo, VXLAN,     6 /       5
+              each holding a marked UDP probe to the target
 
-That is 393,730 probes per family, 787,460 for both.
+That is 463,474 probes for IPv4 and 464,779 for IPv6, 928,253 in all. Probes of the evasion \
+suites go through this host's stack unchanged only with --socket packet (the default); the lan \
+suite's uplink probes need --gateway-uplink and --uplink-router, the spoof suite's gateway \
+addresses the next hop (and --gateway-uplink): without them those probes are skipped and \
+listed in the JSON's `skipped`. Each probe's marker (or, for the tiny first fragment, its \
+headers) names it in the watcher's report.
 
 Probes go to the target you name: an address beyond the gateway (a host you may probe on the \
 other side of it), through the interface and next hop the kernel's routing table chooses for it. \
@@ -118,7 +145,8 @@ pub struct Args {
     #[arg(long, value_name = "IPV6")]
     pub target6: Option<Ipv6Addr>,
 
-    /// Comma-separated suites: icmp, ip, tcp, udp, frag, or all
+    /// Comma-separated suites: icmp, ip, tcp, udp, frag, flags, icmp-codes, ipopt, ext6, lan,
+    /// spoof, tunnel, or all (sizes above)
     #[arg(long, value_name = "LIST", default_value = "all", value_parser = parse_suites)]
     pub suite: SuiteList,
 
@@ -180,6 +208,15 @@ pub struct Args {
     #[arg(long, value_name = "IFACE")]
     pub uplink: Vec<String>,
 
+    /// The gateway's uplink address and prefix length (ADDR/LEN, one per family, repeatable):
+    /// the lan suite probes another host of that subnet, the spoof suite forges that address
+    #[arg(long, value_name = "ADDR/LEN", value_parser = parse_cidr)]
+    pub gateway_uplink: Vec<(IpAddr, u8)>,
+
+    /// The router on the gateway's uplink (one per family, repeatable): a lan suite destination
+    #[arg(long, value_name = "ADDR")]
+    pub uplink_router: Vec<IpAddr>,
+
     /// Destination MAC of every frame (aa:bb:cc:dd:ee:ff) instead of the next hop's from the
     /// neighbour table (packet socket only)
     #[arg(long, value_name = "MAC", value_parser = parse_mac)]
@@ -219,7 +256,8 @@ fn parse_suites(s: &str) -> Result<SuiteList, String> {
             Some(x) => out.push(x),
             None => {
                 return Err(format!(
-                    "unknown suite {part:?}: choose from icmp, ip, tcp, udp, frag, all"
+                    "unknown suite {part:?}: choose from {}, all",
+                    suite_names()
                 ))
             }
         }
@@ -227,6 +265,24 @@ fn parse_suites(s: &str) -> Result<SuiteList, String> {
     out.sort();
     out.dedup();
     Ok(SuiteList(out))
+}
+
+fn suite_names() -> String {
+    Suite::ALL.map(|s| s.name()).join(", ")
+}
+
+/// `ADDR/LEN`: an address and its prefix length (at most 32 / 128).
+pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let bad =
+        || format!("invalid {s:?}: expected ADDR/LEN, e.g. 203.0.113.2/24 or 2001:db8:1::2/64");
+    let (a, l) = s.split_once('/').ok_or_else(bad)?;
+    let addr: IpAddr = a.parse().map_err(|_| bad())?;
+    let len: u8 = l.parse().map_err(|_| bad())?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        return Err(format!("prefix length {len} is longer than {max}"));
+    }
+    Ok((addr, len))
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6], String> {
@@ -276,7 +332,7 @@ impl Settings {
             );
         }
         if a.suite.0.is_empty() {
-            bail!("--suite is empty: choose from icmp, ip, tcp, udp, frag, all");
+            bail!("--suite is empty: choose from {}, all", suite_names());
         }
         let mut notes = Vec::new();
         let families = match (a.family, a.target, a.target6) {
@@ -319,6 +375,25 @@ impl Settings {
             }
             (None, None, None) => unreachable!("checked above"),
         };
+        for fam in [true, false] {
+            let name = if fam { "IPv4" } else { "IPv6" };
+            if a.gateway_uplink
+                .iter()
+                .filter(|(x, _)| x.is_ipv4() == fam)
+                .count()
+                > 1
+            {
+                bail!("--gateway-uplink: give at most one {name} address");
+            }
+            if a.uplink_router
+                .iter()
+                .filter(|x| x.is_ipv4() == fam)
+                .count()
+                > 1
+            {
+                bail!("--uplink-router: give at most one {name} address");
+            }
+        }
         if a.gateway_mac.is_some() && a.socket == SocketArg::Raw {
             bail!("--gateway-mac only applies to --socket packet");
         }
@@ -468,6 +543,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         gateway_mac: args.gateway_mac,
         allow_on_link: args.on_link,
         uplinks: uplinks(&args)?,
+        uplink_nets: args.gateway_uplink.clone(),
+        uplink_routers: args.uplink_router.clone(),
     })?;
     for n in &prepared.notes {
         eprintln!("leaktest: note: {n}");
