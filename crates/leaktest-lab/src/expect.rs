@@ -220,7 +220,8 @@ impl Expectation {
         for sweep in Sweep::ALL {
             let mut m = SweepModel::default();
             for (fi, family) in Family::BOTH.into_iter().enumerate() {
-                let answers = policy.replies_reach_sender(sweep, family);
+                let answers = policy.replies_reach_sender(sweep, family)
+                    && policy.senders_rst_leaves(sweep, family);
                 for &suite in sweep_suites(sweep) {
                     let mut r = Range::default();
                     for spec in ProbeSpec::all(family, suite) {
@@ -514,6 +515,7 @@ mod tests {
                 ipv4: resets[0],
                 ipv6: resets[1],
             },
+            reflections: PerFamily::default(),
             seqs: r
                 .iter()
                 .map(|(a, b)| {

@@ -17,6 +17,17 @@ pub enum Forward {
     Tcp,
     /// UDP port 53 (DNS forwarded instead of redirected).
     Dns,
+    /// New TCP connections (`ct state new`), as a gateway that trusts its
+    /// SYN redirect to have taken every new connection to Tor.
+    NewTcp,
+    /// Everything except what comes from the internal subnets, matched by
+    /// source address instead of by interface.
+    NotFromInternalSubnet,
+    /// IPv6 whose `ip6 nexthdr` is not TCP, UDP or ICMPv6 (the IPv6 header's
+    /// own next-header field: an extension header hides the transport).
+    Ipv6NotTransport,
+    /// Stateless: everything but TCP segments with SYN and without ACK.
+    StatelessNoSyn,
 }
 
 /// The knobs that generate a gateway ruleset.
@@ -39,6 +50,9 @@ pub struct Policy {
     /// The careless SYN redirect `tcp flags == syn` (exactly SYN) instead
     /// of `tcp flags & (fin|syn|rst|ack) == syn`.
     pub exact_syn: bool,
+    /// A stateless ruleset: no conntrack, no NAT, no redirect (a router
+    /// ACL). Conntrack is what reassembles fragments before the rules.
+    pub stateless: bool,
 }
 
 impl Policy {
@@ -54,6 +68,7 @@ impl Policy {
         ipv6_forward: false,
         rpf: true,
         exact_syn: false,
+        stateless: false,
     };
 
     /// The forwarding sysctls of this policy.
@@ -67,6 +82,9 @@ impl Policy {
 
     /// The nftables ruleset text (`nft -f`), replacing whatever was loaded.
     pub fn ruleset(&self, tor_uid: u32) -> String {
+        if self.stateless {
+            return self.stateless_ruleset(tor_uid);
+        }
         let fam = if self.inet { "inet" } else { "ip" };
         let mut pre = String::new();
         if self.redirect_dns {
@@ -100,6 +118,18 @@ impl Policy {
             Forward::Dns => {
                 format!("    iifname \"{GW_INT_IF}\" oifname \"{GW_EXT_IF}\" udp dport 53 accept\n")
             }
+            Forward::NewTcp => format!(
+                "    iifname \"{GW_INT_IF}\" oifname \"{GW_EXT_IF}\" meta l4proto tcp ct state new accept\n"
+            ),
+            Forward::NotFromInternalSubnet => format!(
+                "    ip saddr 10.152.152.0/24 drop\n    ip6 saddr fd19:c33d:88bc::/64 drop\n    oifname \"{GW_EXT_IF}\" accept\n"
+            ),
+            Forward::Ipv6NotTransport => format!(
+                "    ip6 nexthdr {{ tcp, udp, ipv6-icmp }} drop\n    iifname \"{GW_INT_IF}\" oifname \"{GW_EXT_IF}\" meta nfproto ipv6 accept\n"
+            ),
+            Forward::StatelessNoSyn => format!(
+                "    tcp flags & (syn|ack) == syn drop\n    iifname \"{GW_INT_IF}\" oifname \"{GW_EXT_IF}\" accept\n"
+            ),
         };
         let forward_back = if self.forward != Forward::Nothing {
             format!("    iifname \"{GW_EXT_IF}\" oifname \"{GW_INT_IF}\" ct state established,related accept\n")
@@ -187,6 +217,35 @@ table {fam} leaktest_gw {{\n\
     }
 }
 
+impl Policy {
+    /// A stateless ruleset (a router's ACL): no `ct`, `nat` or `redirect`
+    /// anywhere, so conntrack and its defragmentation never load in the
+    /// gateway's namespace; the output chain lets tor's uid and local
+    /// traffic out by uid and address alone.
+    fn stateless_ruleset(&self, tor_uid: u32) -> String {
+        let fam = if self.inet { "inet" } else { "ip" };
+        let forward = match self.forward {
+            Forward::StatelessNoSyn => format!(
+                "    tcp flags & (syn|ack) == syn drop\n    iifname \"{GW_INT_IF}\" oifname \"{GW_EXT_IF}\" accept\n    iifname \"{GW_EXT_IF}\" oifname \"{GW_INT_IF}\" accept\n"
+            ),
+            _ => String::new(),
+        };
+        format!(
+            "flush ruleset\n\
+table {fam} leaktest_gw {{\n\
+  chain input {{\n    type filter hook input priority filter; policy accept;\n  }}\n\
+  chain forward {{\n    type filter hook forward priority filter; policy drop;\n{forward}  }}\n\
+  chain output {{\n    type filter hook output priority filter; policy drop;\n\
+    oifname \"lo\" accept\n\
+    oifname \"{GW_INT_IF}\" accept\n\
+    icmpv6 type {{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }} ip6 hoplimit 255 accept\n\
+    meta skuid {tor_uid} accept\n\
+  }}\n\
+}}\n"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,15 +326,20 @@ pub enum Fate {
 }
 
 use leaktest_wire::catalogue::{
-    ExtHeader, Family, FragKind, IpOpt, LanDest, ProbeKind, ProbeSpec, SpoofSource, Suite,
-    TcpFlags, FRAG_DECOY_PORT, FRAG_TCP_PORT,
+    ExtChain, ExtHeader, Family, FragKind, IpOpt, LanDest, ProbeKind, ProbeSpec, SpoofSource,
+    Suite, TcpFlags, FRAG_DECOY_PORT, FRAG_TCP_PORT,
 };
 
 impl Policy {
-    /// Whether a table of this policy sees packets of `family` (and so
-    /// conntrack, defragmentation and NAT run for it).
+    /// Whether a table of this policy sees packets of `family`.
     pub fn filters(&self, family: Family) -> bool {
         self.inet || family == Family::V4
+    }
+
+    /// Whether conntrack (and with it defragmentation and NAT) runs for
+    /// `family`: a table uses it, which a stateless ruleset does not.
+    pub fn tracks(&self, family: Family) -> bool {
+        self.filters(family) && !self.stateless
     }
 
     /// Whether a reply from beyond the gateway to a probe of `sweep` gets
@@ -286,6 +350,26 @@ impl Policy {
     pub fn replies_reach_sender(&self, sweep: Sweep, family: Family) -> bool {
         match sweep {
             Sweep::Workstation => self.masquerade && self.filters(family),
+            Sweep::GatewayRoot | Sweep::GatewayUser => true,
+        }
+    }
+
+    /// Whether the sender's RST answering a SYN-ACK from beyond (a segment
+    /// of a connection conntrack already knows) leaves by the uplink: from
+    /// the gateway itself always (its output chain accepts established
+    /// traffic); from the workstation only through a forward chain that
+    /// accepts such a segment (not one that takes new connections only, a
+    /// source-subnet block or an `ip6 nexthdr` drop).
+    pub fn senders_rst_leaves(&self, sweep: Sweep, family: Family) -> bool {
+        match sweep {
+            Sweep::Workstation => {
+                self.forwarding(family)
+                    && (!self.filters(family)
+                        || matches!(
+                            self.forward,
+                            Forward::All | Forward::Tcp | Forward::StatelessNoSyn
+                        ))
+            }
             Sweep::GatewayRoot | Sweep::GatewayUser => true,
         }
     }
@@ -302,7 +386,7 @@ impl Policy {
     pub fn fate(&self, sweep: Sweep, spec: &ProbeSpec) -> Fate {
         let fam = spec.family;
         let filtered = self.filters(fam);
-        if filtered {
+        if self.tracks(fam) {
             if let ProbeKind::Frag { frag } = spec.kind {
                 return self.fate_reassembled(sweep, spec.family, frag);
             }
@@ -313,11 +397,9 @@ impl Policy {
             if fam == Family::V6 && protocol == 0 && sweep == Sweep::Workstation {
                 return Fate::Stopped;
             }
-            // IPv6: a Fragment header made of marker bytes goes to
-            // conntrack's reassembly queue when conntrack runs.
-            if fam == Family::V6 && protocol == 44 && filtered {
-                return Fate::Stopped;
-            }
+            // (IPv6, 44: a Fragment header made of marker bytes is a short
+            // non-last fragment, which conntrack refuses to queue: it passes
+            // unreassembled, measured.)
         }
         match sweep {
             Sweep::Workstation => self.fate_forwarded(spec, filtered),
@@ -351,11 +433,15 @@ impl Policy {
             // be read, so no SYN rule takes the head: a forward chain that
             // accepts TCP forwards it.
             FragKind::TinyHead | FragKind::LateHeaderHead if family == Family::V6 => {
-                let accepted = matches!(self.forward, Forward::All | Forward::Tcp);
-                return if sweep == Sweep::Workstation && self.forwarding(family) && accepted {
-                    Fate::Leaks
-                } else {
-                    Fate::Stopped
+                // Untracked (conntrack's state "invalid" for a rule that asks).
+                let spec = ProbeSpec {
+                    family,
+                    kind: ProbeKind::Frag { frag },
+                };
+                return match (sweep, self.forward) {
+                    (Sweep::Workstation, Forward::NewTcp) => Fate::Stopped,
+                    (Sweep::Workstation, _) => self.fate_forwarded(&spec, true),
+                    _ => Fate::Stopped,
                 };
             }
             FragKind::TinyTail | FragKind::LateHeaderTail if family == Family::V6 => {
@@ -376,7 +462,7 @@ impl Policy {
     }
 
     fn fate_forwarded(&self, spec: &ProbeSpec, filtered: bool) -> Fate {
-        if received_but_not_forwarded(spec) {
+        if dropped_on_receipt(spec) {
             return Fate::Stopped;
         }
         let mut either = false;
@@ -393,7 +479,14 @@ impl Policy {
             }
             match (l4, spec.kind) {
                 (L4::Tcp(flags, _), _) if self.redirect_syn && self.syn_redirected(flags) => {
-                    return Fate::Stopped
+                    // Tor's TransPort answers the SYN; a forged source that
+                    // routes out of the uplink gets that SYN-ACK there.
+                    return match spec.kind {
+                        ProbeKind::Spoof { source, .. } if reflects(source, spec.family) => {
+                            Fate::Leaks
+                        }
+                        _ => Fate::Stopped,
+                    };
                 }
                 (L4::Udp(53), _) if self.redirect_dns => return Fate::Stopped,
                 // The marker read as a TCP header: its flags are run-id bytes.
@@ -401,15 +494,43 @@ impl Policy {
                 _ => {}
             }
         }
-        if !self.forwarding(spec.family) {
+        if !self.forwarding(spec.family) || not_forwarded(spec) {
             return Fate::Stopped;
         }
         if filtered {
+            let marker_tcp = matches!(spec.kind, ProbeKind::Ip { protocol: 6 });
             let accepted = match self.forward {
                 Forward::Nothing => false,
                 Forward::All => true,
-                Forward::Tcp => matches!(l4, L4::Tcp(..)),
+                Forward::Tcp => matches!(l4, L4::Tcp(..) | L4::TcpUnreadable),
                 Forward::Dns => l4 == L4::Udp(53),
+                Forward::NewTcp => match l4 {
+                    // Conntrack reads the run-id bytes as flags.
+                    L4::Tcp(..) if marker_tcp => {
+                        either = true;
+                        true
+                    }
+                    L4::Tcp(flags, _) => conntrack_new_tcp(flags),
+                    _ => false,
+                },
+                Forward::NotFromInternalSubnet => match spec.kind {
+                    ProbeKind::Spoof { source, .. } => !matches!(
+                        source,
+                        SpoofSource::SameSubnet | SpoofSource::GatewayInternal
+                    ),
+                    _ => false,
+                },
+                Forward::Ipv6NotTransport => {
+                    spec.family == Family::V6 && !matches!(first_header(spec), 6 | 17 | 58)
+                }
+                Forward::StatelessNoSyn => match l4 {
+                    L4::Tcp(..) if marker_tcp => {
+                        either = true;
+                        true
+                    }
+                    L4::Tcp(flags, _) => flags.0 & (TcpFlags::SYN | TcpFlags::ACK) != TcpFlags::SYN,
+                    _ => true,
+                },
             };
             if !accepted {
                 return Fate::Stopped;
@@ -510,11 +631,34 @@ pub fn conntrack_new_tcp(flags: TcpFlags) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum L4 {
     Tcp(TcpFlags, u16),
+    /// TCP whose header the rules cannot read: a first fragment too short
+    /// for it, or (IPv6) a non-first fragment.
+    TcpUnreadable,
     Udp(u16),
     Other,
 }
 
 fn nft_l4(spec: &ProbeSpec) -> L4 {
+    // A fragment judged as it is (no conntrack): only a first fragment that
+    // holds the whole TCP header shows flags; the others show no transport.
+    // (IPv4 non-first fragments are read from their first byte as if a TCP
+    // header began there, measured; the tails' first 16 bytes are zero, so
+    // they show TCP with no flags.)
+    if let ProbeKind::Frag { frag } = spec.kind {
+        let v4 = spec.family == Family::V4;
+        return match frag {
+            FragKind::OverlapHead => L4::Tcp(TcpFlags(TcpFlags::ACK), FRAG_DECOY_PORT),
+            FragKind::OverlapRewrite | FragKind::ReorderedHead => {
+                L4::Tcp(TcpFlags(TcpFlags::SYN), FRAG_TCP_PORT)
+            }
+            FragKind::TinyTail | FragKind::OverlapTail | FragKind::ReorderedTail if v4 => {
+                L4::Tcp(TcpFlags(0), 0)
+            }
+            FragKind::First => L4::Udp(53),
+            FragKind::NonFirst => L4::Other,
+            _ => L4::TcpUnreadable,
+        };
+    }
     if let ProbeKind::Ext { chain, .. } = spec.kind {
         let hidden = chain
             .headers()
@@ -538,25 +682,41 @@ fn nft_l4(spec: &ProbeSpec) -> L4 {
     }
 }
 
-/// What the gateway's kernel receives and never forwards out of its
-/// uplink, whatever its rules (measured in the lab; Linux 6.x):
-/// * IPv4 source routes (`accept_source_route` is 0 in `all`), TTL 1;
-/// * broadcast and multicast destinations (no multicast routing), the
-///   internal subnet's broadcast, link-local IPv6 destinations (routed back
-///   by the interface they came in on), the subnet-router anycast address,
-///   and an uplink neighbour that does not exist (its resolution fails);
-/// * martian IPv4 sources (0.0.0.0, multicast, loopback) and the gateway's
-///   own IPv4 addresses as source (`fib_validate_source`), IPv6 sources that
-///   are multicast or loopback (`ipv6_rcv`), unspecified or link-local
-///   (`ip6_forward`). (An IPv4-mapped IPv6 source and the gateway's own
-///   IPv6 addresses are forwarded: measured.)
-fn received_but_not_forwarded(spec: &ProbeSpec) -> bool {
+/// What the gateway's kernel drops on receipt, before any rule (and so
+/// before a redirect; measured in the lab, Linux 6.x): IPv4 source routes
+/// (`accept_source_route` is 0 in `all`: `ip_rcv_options`); martian IPv4
+/// sources (0.0.0.0, multicast, loopback) and the gateway's own IPv4
+/// addresses as source (`fib_validate_source`); IPv6 multicast and loopback
+/// sources (`ipv6_rcv`).
+fn dropped_on_receipt(spec: &ProbeSpec) -> bool {
     let v4 = spec.family == Family::V4;
     match spec.kind {
-        ProbeKind::IpOpt { opt, .. } => matches!(
-            opt,
-            IpOpt::LooseSourceRoute | IpOpt::StrictSourceRoute | IpOpt::Ttl1
-        ),
+        ProbeKind::IpOpt { opt, .. } => {
+            matches!(opt, IpOpt::LooseSourceRoute | IpOpt::StrictSourceRoute)
+        }
+        ProbeKind::Spoof { source, .. } => match source {
+            SpoofSource::Multicast | SpoofSource::Loopback => true,
+            SpoofSource::Unspecified
+            | SpoofSource::GatewayInternal
+            | SpoofSource::GatewayExternal => v4,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// What the gateway's kernel takes in but never forwards out of its uplink
+/// (measured): TTL 1; broadcast and multicast destinations (no multicast
+/// routing), the internal subnet's broadcast, link-local IPv6 destinations
+/// (routed back by the interface they came in on), the subnet-router
+/// anycast address, an uplink neighbour that does not exist (its resolution
+/// fails); IPv6 sources that are unspecified or link-local (`ip6_forward`).
+/// (An IPv4-mapped IPv6 source and the gateway's own IPv6 addresses are
+/// forwarded.) A redirect to one of its own ports comes first.
+fn not_forwarded(spec: &ProbeSpec) -> bool {
+    let v4 = spec.family == Family::V4;
+    match spec.kind {
+        ProbeKind::IpOpt { opt, .. } => opt == IpOpt::Ttl1,
         ProbeKind::Lan { dest, .. } => {
             matches!(
                 dest,
@@ -569,13 +729,42 @@ fn received_but_not_forwarded(spec: &ProbeSpec) -> bool {
                     | LanDest::UplinkHost
             ) || (!v4 && dest == LanDest::LinkLocal)
         }
-        ProbeKind::Spoof { source, .. } => match source {
-            SpoofSource::Unspecified | SpoofSource::Multicast | SpoofSource::Loopback => true,
-            SpoofSource::GatewayInternal | SpoofSource::GatewayExternal => v4,
-            SpoofSource::LinkLocal => !v4,
-            _ => false,
-        },
+        ProbeKind::Spoof { source, .. } => {
+            !v4 && matches!(source, SpoofSource::Unspecified | SpoofSource::LinkLocal)
+        }
         _ => false,
+    }
+}
+
+/// Whether the gateway's answer to a redirected SYN from a forged source
+/// leaves by its uplink: the address routes there (another private range,
+/// an internet address, an IPv4 link-local address, and for IPv6 the
+/// unspecified and IPv4-mapped addresses: the default route). The broken
+/// profiles run before the gateway's tor has the network (DisableNetwork 1:
+/// no TransPort listener), so the answer is the kernel's RST, which goes to
+/// any source (measured); a listening TransPort would answer with a SYN-ACK
+/// and never to an IPv4-mapped source (`tcp_v6_conn_request`).
+fn reflects(source: SpoofSource, family: Family) -> bool {
+    match source {
+        SpoofSource::OtherPrivate | SpoofSource::Documentation => true,
+        SpoofSource::LinkLocal => family == Family::V4,
+        SpoofSource::Unspecified | SpoofSource::V4Mapped => family == Family::V6,
+        _ => false,
+    }
+}
+
+/// The number in the IPv6 header's next-header field (IPv4: protocol).
+fn first_header(spec: &ProbeSpec) -> u8 {
+    match spec.kind {
+        // Conntrack's defragmentation takes an atomic fragment's header out
+        // (measured: an echo behind it is then `ip6 nexthdr ipv6-icmp`).
+        ProbeKind::Ext {
+            chain: ExtChain::AtomicFragment,
+            ..
+        } => spec.protocol(),
+        ProbeKind::Ext { chain, .. } => chain.headers().first().map_or(0, |h| h.number()),
+        ProbeKind::Frag { .. } if spec.family == Family::V6 => 44,
+        _ => spec.protocol(),
     }
 }
 
@@ -592,6 +781,9 @@ pub struct Profile {
     pub name: &'static str,
     pub about: &'static str,
     pub policy: Policy,
+    /// Run by `leaktest lab` without options (the others with `--all` or
+    /// by name; `leaktest lab --help` says why).
+    pub default: bool,
 }
 
 impl Profile {
@@ -631,6 +823,9 @@ impl Profile {
             && p.redirect_dns
             && p.forward == Forward::Nothing
             && !p.output_root
+            && p.rpf
+            && !p.exact_syn
+            && !p.stateless
     }
 }
 
@@ -638,36 +833,72 @@ impl Profile {
 pub fn builtin() -> Vec<Profile> {
     let w = Policy::WHONIX;
     vec![
-        Profile { name: "whonix", about: "Whonix-style policy: SYN and DNS redirected to Tor, nothing forwarded, only tor's uid out", policy: w },
+        Profile { name: "whonix", about: "Whonix-style policy: SYN and DNS redirected to Tor, nothing forwarded, only tor's uid out", policy: w, default: true },
         Profile {
             name: "forward-masquerade",
             about: "IPv4 forwarding on, forward chain open, masquerade on the external interface",
             policy: Policy { ip_forward: true, forward: Forward::All, masquerade: true, ..w },
+            default: true,
         },
         Profile {
             name: "forward-no-nat",
             about: "IPv4 forwarding on, forward chain open, no NAT: the workstation's own address leaves",
             policy: Policy { ip_forward: true, forward: Forward::All, ..w },
+            default: true,
         },
         Profile {
             name: "ipv6-forward",
             about: "IPv4-only (`ip`) tables with IPv6 forwarding on: IPv6 is neither filtered nor redirected",
             policy: Policy { inet: false, ipv6_forward: true, forward: Forward::All, ..w },
+            default: true,
         },
         Profile {
             name: "dns-forward",
             about: "DNS forwarded and masqueraded instead of redirected to DNSPort",
             policy: Policy { redirect_dns: false, ip_forward: true, ipv6_forward: true, forward: Forward::Dns, masquerade: true, ..w },
+            default: true,
         },
         Profile {
             name: "tcp-forward",
             about: "TCP forwarded (only SYN is redirected): the FIN/RST/ACK leak class",
             policy: Policy { ip_forward: true, ipv6_forward: true, forward: Forward::Tcp, ..w },
+            default: true,
         },
         Profile {
             name: "output-root",
             about: "the gateway's output chain also accepts everything from root",
             policy: Policy { output_root: true, ..w },
+            default: true,
+        },
+        Profile {
+            name: "exact-syn",
+            about: "only segments whose flags are exactly SYN redirected, new TCP forwarded and masqueraded: the ECN setup SYN (SYN+ECE+CWR) and every other SYN variant leave in the clear",
+            policy: Policy { exact_syn: true, ip_forward: true, ipv6_forward: true, forward: Forward::NewTcp, masquerade: true, ..w },
+            default: false,
+        },
+        Profile {
+            name: "src-subnet",
+            about: "forwarding blocked by the workstations' source subnet instead of by interface, no reverse-path check: forged sources are forwarded and masqueraded, and TransPort's SYN-ACKs reflect out of the uplink",
+            policy: Policy { ip_forward: true, ipv6_forward: true, forward: Forward::NotFromInternalSubnet, masquerade: true, rpf: false, ..w },
+            default: false,
+        },
+        Profile {
+            name: "no-rpf",
+            about: "Whonix-style without a reverse-path (fib saddr) check: TransPort answers forged sources out of the uplink, in the clear, to addresses the workstation chose",
+            policy: Policy { rpf: false, ..w },
+            default: false,
+        },
+        Profile {
+            name: "ip6-nexthdr",
+            about: "IPv6 forwarded unless `ip6 nexthdr` is TCP, UDP or ICMPv6: extension headers, tunnels and unreassembled fragments hide the transport",
+            policy: Policy { ipv6_forward: true, forward: Forward::Ipv6NotTransport, ..w },
+            default: false,
+        },
+        Profile {
+            name: "stateless",
+            about: "a stateless ACL (no conntrack) that drops only TCP segments with SYN and without ACK: a tiny first fragment and its tail pass, and so does every non-SYN segment",
+            policy: Policy { stateless: true, redirect_syn: false, redirect_dns: false, rpf: false, ip_forward: true, ipv6_forward: true, forward: Forward::StatelessNoSyn, ..w },
+            default: false,
         },
     ]
 }

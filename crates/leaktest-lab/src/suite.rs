@@ -189,13 +189,34 @@ pub fn run_target(
     } else {
         &[Sweep::Workstation]
     };
-    let first = watch_while(lab, &opts.exe, &dir, "watch", &key, &mut |lab| {
-        for &sweep in sweeps {
-            let r = sweep_once(lab, &dir, &names, opts, sweep, &key, None, None)?;
-            runs.insert(r.run_id.clone(), sweep);
-        }
-        Ok(())
-    })?;
+    // Each sweep's run id is chosen here and announced to the watcher
+    // (`--run`), so that leaks with header evidence only (a reflection to a
+    // forged source, when no marker of the run ever reaches the uplink) are
+    // attributed too.
+    let run_ids: Vec<(Sweep, u64)> = sweeps
+        .iter()
+        .map(|&s| {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).expect("random source");
+            (s, u64::from_be_bytes(b))
+        })
+        .collect();
+    let announced: Vec<u64> = run_ids.iter().map(|(_, r)| *r).collect();
+    let first = watch_while(
+        lab,
+        &opts.exe,
+        &dir,
+        "watch",
+        &key,
+        &announced,
+        &mut |lab| {
+            for &(sweep, id) in &run_ids {
+                let r = sweep_once(lab, &dir, &names, opts, sweep, &key, Some(id), None)?;
+                runs.insert(r.run_id.clone(), sweep);
+            }
+            Ok(())
+        },
+    )?;
     let expect = model
         .join()
         .map_err(|_| LabError::Died("the expectation model panicked".into()))?
@@ -213,26 +234,34 @@ pub fn run_target(
     let resent: u64 = missing.iter().map(|(_, m)| m.len()).sum();
     if resent > 0 {
         let by_sweep: BTreeMap<Sweep, String> = runs.iter().map(|(r, s)| (*s, r.clone())).collect();
-        let second = watch_while(lab, &opts.exe, &dir, "watch-resend", &key, &mut |lab| {
-            for (sweep, m) in &missing {
-                let run = u64::from_str_radix(&by_sweep[sweep], 16)
-                    .map_err(|e| LabError::Died(format!("run id {}: {e}", by_sweep[sweep])))?;
-                let list = dir.join(format!("resend-{}.seqs", sweep.name()));
-                std::fs::write(&list, leaktest_send::session::ranges_text(&m.ranges()))
-                    .map_err(io("writing the probes to send again"))?;
-                sweep_once(
-                    lab,
-                    &dir,
-                    &names,
-                    opts,
-                    *sweep,
-                    &key,
-                    Some(run),
-                    Some(&list),
-                )?;
-            }
-            Ok(())
-        })?;
+        let second = watch_while(
+            lab,
+            &opts.exe,
+            &dir,
+            "watch-resend",
+            &key,
+            &announced,
+            &mut |lab| {
+                for (sweep, m) in &missing {
+                    let run = u64::from_str_radix(&by_sweep[sweep], 16)
+                        .map_err(|e| LabError::Died(format!("run id {}: {e}", by_sweep[sweep])))?;
+                    let list = dir.join(format!("resend-{}.seqs", sweep.name()));
+                    std::fs::write(&list, leaktest_send::session::ranges_text(&m.ranges()))
+                        .map_err(io("writing the probes to send again"))?;
+                    sweep_once(
+                        lab,
+                        &dir,
+                        &names,
+                        opts,
+                        *sweep,
+                        &key,
+                        Some(run),
+                        Some(&list),
+                    )?;
+                }
+                Ok(())
+            },
+        )?;
         reports.push(second);
         let refs: Vec<&WatchReport> = reports.iter().collect();
         cmp = expect::compare(&refs, &expect, &runs);
@@ -270,6 +299,7 @@ fn watch_while(
     dir: &Path,
     tag: &str,
     key: &Path,
+    runs: &[u64],
     work: &mut dyn FnMut(&mut Lab) -> Result<(), LabError>,
 ) -> Result<WatchReport, LabError> {
     let names = lab.state.names.clone();
@@ -285,6 +315,9 @@ fn watch_while(
         .arg(&ready)
         .arg("--key-file")
         .arg(key);
+    for r in runs {
+        wcmd.args(["--run", &format!("{r:016x}")]);
+    }
     let (mut watcher, wt) = lab.spawn_tracked(wcmd, &watch_log, "leaktest watch")?;
     let wait_ready = Instant::now();
     while !ready.exists() {

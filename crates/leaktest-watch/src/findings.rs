@@ -288,6 +288,8 @@ pub struct LeakGroup {
     pub header_evidence: u64,
     /// The sender's RST answering a probe.
     pub reset_evidence: u64,
+    /// The gateway's answers to forged-source probes, out of its uplink.
+    pub reflection_evidence: u64,
     /// VLAN ids seen.
     pub vlans: Sample<u16>,
 }
@@ -310,6 +312,7 @@ impl LeakGroup {
             runs: Sample::default(),
             header_evidence: 0,
             reset_evidence: 0,
+            reflection_evidence: 0,
             vlans: Sample::default(),
         }
     }
@@ -349,6 +352,7 @@ impl LeakGroup {
             match p.evidence {
                 Evidence::Header => self.header_evidence += 1,
                 Evidence::Reset => self.reset_evidence += 1,
+                Evidence::Reflection => self.reflection_evidence += 1,
                 Evidence::Payload => {}
             }
         }
@@ -445,6 +449,13 @@ impl LeakGroup {
                     self.reset_evidence
                 );
             }
+            if self.reflection_evidence > 0 {
+                let _ = write!(
+                    s,
+                    ", {} the gateway's reflection to a forged source",
+                    self.reflection_evidence
+                );
+            }
             if self.key.cause != LeakCause::Probe {
                 let _ = write!(s, "; {}", cause_text(self.key.cause));
             }
@@ -504,6 +515,10 @@ pub struct RunSeen {
     pub packets: u64,
     /// The sender's RSTs answering SYN probes, per family (IPv4, IPv6).
     pub resets: [u64; 2],
+    /// Reflections: the gateway's answers to forged-source probes, per
+    /// family. Their probes count as seen (a reflection leaves because of
+    /// the probe).
+    pub reflections: [u64; 2],
 }
 
 impl fmt::Debug for RunSeen {
@@ -526,6 +541,7 @@ impl RunSeen {
             distinct: 0,
             packets: 0,
             resets: [0; 2],
+            reflections: [0; 2],
         }
     }
 
@@ -720,6 +736,10 @@ impl Findings {
         r.packets += 1;
         match evidence {
             Evidence::Reset => r.resets[family] += 1,
+            Evidence::Reflection => {
+                r.reflections[family] += 1;
+                r.insert(seq);
+            }
             Evidence::Payload | Evidence::Header => r.insert(seq),
         }
     }

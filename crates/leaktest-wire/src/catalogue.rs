@@ -281,10 +281,11 @@ pub const TCP_FLAG_SETS: [TcpFlags; 5] = [
 /// `First` and `NonFirst` are a UDP datagram to [`FRAG_PORT`] of which only
 /// one fragment is sent. The others cut one TCP SYN to
 /// [`FRAG_TCP_PORT`] whose layout is [`FRAG_TCP_LEN`] bytes: the TCP header
-/// (20), 4 bytes of padding, a marker region at 24..50, padding, a second
-/// marker region at 56..82, padding. Each fragment carries the markers of
-/// the regions it holds, made for its own `seq`. (The byte layout is in
-/// `build`.)
+/// (20), 4 bytes of padding, a marker region at 24..50, padding to 72, a
+/// second marker region at 72..98, padding; heads hold 0..56, tails 56..104
+/// (the tiny head 0..8, its tail 8..104). Each fragment carries the markers
+/// of the regions it holds, made for its own `seq`. (The byte layout is in
+/// `compose`.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FragKind {
@@ -388,7 +389,7 @@ pub const FRAG_DECOY_PORT: u16 = 53;
 /// Destination port of the frag suite's fragmented TCP SYN.
 pub const FRAG_TCP_PORT: u16 = 443;
 /// Length of the frag suite's fragmented TCP datagram (TCP header included).
-pub const FRAG_TCP_LEN: usize = 88;
+pub const FRAG_TCP_LEN: usize = 104;
 
 /// SYN + ECE + CWR: the ECN-setup SYN of RFC 3168 section 6.1.1, what Linux
 /// and macOS clients send with ECN on.

@@ -26,6 +26,11 @@ use crate::catalogue::{
     ExtChain, ExtHeader, Family, FragKind, IpOpt, LanDest, ProbeKind, ProbeSpec, SpoofSource,
     Transport, TunnelKind, FRAG_DECOY_PORT, FRAG_TCP_LEN, FRAG_TCP_PORT, SEQ_FAMILY_BIT,
 };
+
+/// Where the second marker region of the frag suite's TCP datagram starts.
+pub const FRAG_REGION1: usize = 72;
+/// Where the tail fragments of the frag suite's TCP datagram start.
+pub const FRAG_TAIL: usize = 56;
 use crate::hdr::{ethernet, ipv4, ipv6, tcp, udp};
 use crate::marker::{HeaderTag, RunKey, MARKER_LEN};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -363,7 +368,11 @@ fn fragment(
     if late && family == Family::V4 {
         return None;
     }
-    // The TCP datagram: header, pad, region 0 at 24, pad, region 1 at 56.
+    // The TCP datagram: header, pad, region 0 at 24, pad, region 1 at 72.
+    // The tail fragments start at 56 with 16 zero bytes: a filter that
+    // reads a non-first fragment as if it began with a TCP header (measured:
+    // Linux 6.18's nftables on IPv4 fragments) sees no flags, whatever the
+    // run key, so what it does with them is the same for every run.
     let tcp_len = if late { 56 } else { FRAG_TCP_LEN };
     let mut t = vec![0u8; tcp_len];
     t[tcp::field::SRC_PORT].copy_from_slice(&gtag.tcp_src_port(COMPOSED_SYN_SET).to_be_bytes());
@@ -384,7 +393,7 @@ fn fragment(
     };
     t[24..24 + MARKER_LEN].copy_from_slice(&region(carriers[0]));
     if !late {
-        t[56..56 + MARKER_LEN].copy_from_slice(&region(carriers[1]));
+        t[FRAG_REGION1..FRAG_REGION1 + MARKER_LEN].copy_from_slice(&region(carriers[1]));
     }
     let c = fold(sum(&t, pseudo(src, dst, 6, tcp_len as u32)));
     t[tcp::field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
@@ -405,10 +414,12 @@ fn fragment(
     let (range, more) = match frag {
         FragKind::TinyHead => (0..8, true),
         FragKind::TinyTail => (8..FRAG_TCP_LEN, false),
-        FragKind::OverlapHead | FragKind::OverlapRewrite | FragKind::ReorderedHead => (0..56, true),
-        FragKind::OverlapTail | FragKind::ReorderedTail => (56..FRAG_TCP_LEN, false),
+        FragKind::OverlapHead | FragKind::OverlapRewrite | FragKind::ReorderedHead => {
+            (0..FRAG_TAIL, true)
+        }
+        FragKind::OverlapTail | FragKind::ReorderedTail => (FRAG_TAIL..FRAG_TCP_LEN, false),
         FragKind::LateHeaderHead => (0..32, true),
-        FragKind::LateHeaderTail => (32..88, false),
+        FragKind::LateHeaderTail => (32..32 + 56, false),
         FragKind::First | FragKind::NonFirst => return None,
     };
     let offset = (range.start / 8) as u16;

@@ -396,6 +396,21 @@ impl MarkerKeys {
         Some(key)
     }
 
+    /// Remembers a run announced in advance by its id (`leaktest watch
+    /// --run`): its shared-mode key if these keys hold the secret, else its
+    /// open-mode key. Header evidence of a run known this way needs no
+    /// payload marker of it to have been seen first.
+    pub fn expect_run(&mut self, run_id: u64) {
+        let mode = if self.secret.is_some() {
+            KeyMode::Shared
+        } else {
+            KeyMode::Open
+        };
+        if let Some(k) = self.key_for(mode, run_id) {
+            self.learn(k);
+        }
+    }
+
     /// Remembers a run (at most [`MAX_KNOWN_RUNS`]).
     pub fn learn(&mut self, key: RunKey) {
         if !self.known.contains(&key) && self.known.len() < MAX_KNOWN_RUNS {

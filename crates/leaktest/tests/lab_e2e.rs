@@ -14,7 +14,7 @@ fn lab_runs_every_profile_as_expected_and_leaves_nothing() {
     let json = std::env::temp_dir().join(format!("leaktest-lab-e2e-{}.json", std::process::id()));
     let html = json.with_extension("html");
     let out = Command::new(env!("CARGO_BIN_EXE_leaktest"))
-        .args(["lab", "--json"])
+        .args(["lab", "--all", "--json"])
         .arg(&json)
         .arg("--html")
         .arg(&html)

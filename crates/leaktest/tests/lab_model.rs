@@ -317,7 +317,9 @@ fn gateway_model_matches_the_kernel() {
                 // The sender's RST to the target's SYN-ACK: one for each probe
                 // that opens a connection to the open port and leaks.
                 let mut want = Some(0u64);
-                if profile.policy.replies_reach_sender(sweep, family) {
+                if profile.policy.replies_reach_sender(sweep, family)
+                    && profile.policy.senders_rst_leaves(sweep, family)
+                {
                     for &suite in sweep_suites(sweep) {
                         for spec in ProbeSpec::all(family, suite).filter(opens_web_connection) {
                             want = match (want, profile.policy.fate(sweep, &spec)) {

@@ -259,6 +259,8 @@ pub struct GroupReport {
     pub housekeeping: Option<HousekeepingKind>,
     pub header_evidence: u64,
     pub reset_evidence: u64,
+    #[serde(default)]
+    pub reflection_evidence: u64,
     /// Where the packets went, for people.
     pub detail: String,
     /// Which probes, or why it is a leak, for people.
@@ -296,6 +298,7 @@ impl GroupReport {
             },
             header_evidence: g.header_evidence,
             reset_evidence: g.reset_evidence,
+            reflection_evidence: g.reflection_evidence,
             detail: g.detail(),
             origin: g.origin(),
             first_ts: g.first_ts,
@@ -344,6 +347,9 @@ pub struct RunReport {
     pub packets: u64,
     /// The sender's RSTs answering the target's SYN-ACKs.
     pub resets: PerFamily,
+    /// The gateway's reflections to forged sources (their probes are in `seqs`).
+    #[serde(default)]
+    pub reflections: PerFamily,
     /// Every probe seen, as ranges of `seq`: `0-255,1049088`.
     pub seqs: String,
 }
@@ -472,6 +478,10 @@ impl WatchReport {
                     resets: PerFamily {
                         ipv4: r.resets[0],
                         ipv6: r.resets[1],
+                    },
+                    reflections: PerFamily {
+                        ipv4: r.reflections[0],
+                        ipv6: r.reflections[1],
                     },
                     seqs: ranges_text(&r.ranges()),
                 })

@@ -423,9 +423,12 @@ fn the_fragment_tricks_reassemble_into_what_they_claim() {
             &key().payload_marker(frag_seq(family, ReorderedHead))
         );
         assert_eq!(
-            &d[56..82],
+            &d[72..98],
             &key().payload_marker(frag_seq(family, ReorderedTail))
         );
+        // A tail read as if it began with a TCP header shows no flags.
+        let tail = frag_frame(family, ReorderedTail);
+        assert_eq!(&open(&tail).payload[..16], &[0u8; 16]);
 
         // Overlap: the decoy head with the tail is an ACK to 53; the
         // rewriting copy with the tail is the SYN to 443.
@@ -734,4 +737,150 @@ mod props {
             }
         }
     }
+}
+
+/// The gateway's SYN-ACK to a forged source (its transparent proxy took the
+/// SYN) names the spoof probe: from the probe's destination port to its
+/// source port, acknowledging its sequence number + 1. Nothing else does.
+#[test]
+fn a_reflection_names_its_spoof_probe() {
+    use crate::decode::{attribute, Evidence, LinkType};
+    use crate::marker::MarkerKeys;
+    for family in Family::BOTH {
+        let spec = ProbeSpec {
+            family,
+            kind: ProbeKind::Spoof {
+                source: SpoofSource::Documentation,
+                transport: Transport::TcpSyn,
+            },
+        };
+        let mut buf = [0u8; crate::MAX_PROBE_FRAME];
+        let n = builder(None).write(&spec, &mut buf);
+        let probe = buf[..n].to_vec();
+        let o = open(&probe);
+        let (forged, target) = (o.src, o.dst);
+        let tag = key().header_tag(spec.seq());
+        let syn_ack = |ack: u32, dport: u16| {
+            let mut t = vec![0u8; 20];
+            t[0..2].copy_from_slice(&443u16.to_be_bytes());
+            t[2..4].copy_from_slice(&dport.to_be_bytes());
+            t[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+            t[8..12].copy_from_slice(&ack.to_be_bytes());
+            t[12] = 0x50;
+            t[13] = TcpFlags::SYN | TcpFlags::ACK;
+            let c = fold(sum(&t, pseudo(target, forged, 6, 20)));
+            t[16..18].copy_from_slice(&c.to_be_bytes());
+            // The gateway's own header fields: not the probe's tag.
+            ip_packet(
+                target,
+                forged,
+                63,
+                key().header_tag(0xfff),
+                6,
+                &[],
+                &[],
+                0,
+                &t,
+            )
+        };
+        let sport = tag.tcp_src_port(COMPOSED_SYN_SET);
+        let good = syn_ack(tag.tcp_seq().wrapping_add(1), sport);
+        // Unknown until the run's probes were seen going to the target.
+        let mut keys = MarkerKeys::open();
+        assert_eq!(attribute(&good, LinkType::RawIp, &mut keys), None);
+        attribute(&probe, LinkType::RawIp, &mut keys).expect("the probe itself");
+        let a = attribute(&good, LinkType::RawIp, &mut keys).expect("reflection");
+        assert_eq!((a.spec, a.evidence), (spec, Evidence::Reflection));
+        for bad in [
+            syn_ack(tag.tcp_seq(), sport),
+            syn_ack(tag.tcp_seq().wrapping_add(2), sport),
+            syn_ack(tag.tcp_seq().wrapping_add(1), sport ^ 8),
+        ] {
+            assert_eq!(attribute(&bad, LinkType::RawIp, &mut keys), None);
+        }
+    }
+}
+
+/// The sender's RST to the SYN-ACK that answers a `flags` probe with SYN
+/// names that probe by its source port and sequence number + 1.
+#[test]
+fn the_senders_reset_names_its_flags_probe() {
+    use crate::decode::{attribute, Evidence, LinkType};
+    use crate::marker::MarkerKeys;
+    let spec = ProbeSpec {
+        family: Family::V4,
+        kind: ProbeKind::Flags {
+            flags: TcpFlags(TcpFlags::SYN | TcpFlags::URG),
+            slot: 2,
+        },
+    };
+    let mut buf = [0u8; crate::MAX_PROBE_FRAME];
+    let n = builder(None).write(&spec, &mut buf);
+    let probe = buf[..n].to_vec();
+    let mut keys = MarkerKeys::open();
+    attribute(&probe, LinkType::RawIp, &mut keys).unwrap();
+    let mut rst = probe[..40].to_vec();
+    rst[2..4].copy_from_slice(&40u16.to_be_bytes());
+    let seq = u32::from_be_bytes(rst[24..28].try_into().unwrap());
+    rst[24..28].copy_from_slice(&seq.wrapping_add(1).to_be_bytes());
+    rst[33] = TcpFlags::RST;
+    let a = attribute(&rst, LinkType::RawIp, &mut keys).expect("reset");
+    assert_eq!((a.spec, a.evidence), (spec, Evidence::Reset));
+    rst[24..28].copy_from_slice(&seq.to_be_bytes());
+    assert_ne!(
+        attribute(&rst, LinkType::RawIp, &mut keys).map(|a| a.evidence),
+        Some(Evidence::Reset)
+    );
+}
+
+/// A run announced in advance (`leaktest watch --run`) is enough: a
+/// gateway that reflects but lets no probe out still gets each reflection
+/// named, RST+ACK (no listener behind the redirect) as well as SYN-ACK.
+#[test]
+fn a_reflection_of_an_announced_run_needs_no_marker_seen() {
+    use crate::decode::{attribute, Evidence, LinkType};
+    use crate::marker::MarkerKeys;
+    let secret = [7u8; 16];
+    let run = RunKey::shared(&secret, 0x0102030405060708);
+    let spec = ProbeSpec {
+        family: Family::V4,
+        kind: ProbeKind::Spoof {
+            source: SpoofSource::OtherPrivate,
+            transport: Transport::TcpSyn,
+        },
+    };
+    let tag = run.header_tag(spec.seq());
+    let (forged, target): (IpAddr, IpAddr) = (
+        "172.16.9.9".parse().unwrap(),
+        "203.0.113.7".parse().unwrap(),
+    );
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&443u16.to_be_bytes());
+    t[2..4].copy_from_slice(&tag.tcp_src_port(COMPOSED_SYN_SET).to_be_bytes());
+    // A RST for want of a listener acknowledges the SYN and its 50 bytes.
+    t[8..12].copy_from_slice(&tag.tcp_seq().wrapping_add(1 + 50).to_be_bytes());
+    t[12] = 0x50;
+    t[13] = TcpFlags::RST | TcpFlags::ACK;
+    let c = fold(sum(&t, pseudo(target, forged, 6, 20)));
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    let rst = ip_packet(
+        target,
+        forged,
+        64,
+        run.header_tag(0xfff),
+        6,
+        &[],
+        &[],
+        0,
+        &t,
+    );
+    let mut keys = MarkerKeys::with_secret(secret);
+    assert_eq!(
+        attribute(&rst, LinkType::RawIp, &mut keys),
+        None,
+        "unknown run"
+    );
+    keys.expect_run(0x0102030405060708);
+    let a = attribute(&rst, LinkType::RawIp, &mut keys).expect("announced run");
+    assert_eq!((a.spec, a.evidence), (spec, Evidence::Reflection));
 }

@@ -17,6 +17,10 @@
 //!    IPv4 ID or checksums only removes the bits of the fields it rewrote.
 //!    It only labels: it never turns a frame into a leak.
 //!
+//! Header evidence also names a reflection ([`Evidence::Reflection`]): the
+//! gateway's answer, in the target's name, to a forged-source probe, sent
+//! out of its uplink to the forged address (see `reflection_match`).
+//!
 //! Header evidence also names the sender's own answer to a probe: a TCP
 //! RST whose sequence number is a SYN probe's plus one, from the probe's
 //! source port to its destination port ([`Evidence::Reset`]). A target
@@ -52,6 +56,9 @@ pub enum Evidence {
     Header,
     /// The sender's RST answering the target's SYN-ACK to a SYN probe.
     Reset,
+    /// What the gateway sent, in the target's name, to a `spoof` probe's
+    /// forged source: a reflection out of its uplink.
+    Reflection,
 }
 
 impl Evidence {
@@ -60,6 +67,7 @@ impl Evidence {
             Evidence::Payload => "payload",
             Evidence::Header => "header",
             Evidence::Reset => "reset",
+            Evidence::Reflection => "reflection",
         }
     }
 }
@@ -109,13 +117,24 @@ pub fn attribute_payload(
 /// A header-only match of the outer packet, or of the packet an ICMP error
 /// quotes, against the runs known for its destination. Never panics.
 pub fn attribute_headers(s: &FrameSummary, keys: &MarkerKeys) -> Option<Attribution> {
-    if !keys.has_targets() {
+    if !keys.has_targets() && keys.runs().is_empty() {
         return None;
     }
     let mut best: Option<(u32, ProbeSpec, RunKey, Evidence)> = None;
     for f in std::iter::once(&s.ip).chain(s.quoted.as_ref()) {
         if let Some(dst) = f.dst {
             header_match(f, keys.runs_for(&dst), &mut best);
+        }
+        // A reflection leaves from the target's address (the gateway
+        // answered in its name): the runs known for the frame's source, or
+        // (when no probe of a run reached the uplink, as behind a gateway
+        // that only reflects) every run known, at most MAX_KNOWN_RUNS.
+        if let Some(src) = f.src {
+            let runs = match keys.runs_for(&src) {
+                [] => keys.runs(),
+                r => r,
+            };
+            reflection_match(f, runs, &mut best);
         }
     }
     let (bits, spec, run, evidence) = best?;
@@ -204,6 +223,54 @@ fn header_match(
             let bits = header_bits(f, &c, run.header_tag(c.spec.seq()));
             if best.is_none_or(|(b, _, _, _)| bits > b) {
                 *best = Some((bits, c.spec, *run, c.evidence));
+            }
+        }
+    }
+}
+
+/// A reflection of a `spoof` TCP SYN: the SYN-ACK (or RST) that the gateway
+/// sends, in the target's name, to the forged source when it takes the SYN
+/// itself (a transparent proxy's port): from the probe's destination port to
+/// its source port, acknowledging its sequence number + 1 (a SYN-ACK, RFC
+/// 9293 section 3.5) or + 1 + its payload (a RST for want of a listener).
+/// 12 tag bits of the port and 32 of the acknowledgement: 44.
+fn reflection_match(
+    f: &IpFields,
+    runs: &[RunKey],
+    best: &mut Option<(u32, ProbeSpec, RunKey, Evidence)>,
+) {
+    let (Some(family), Some(IpProtocol::TCP)) = (f.family, f.protocol) else {
+        return;
+    };
+    let (Some(flags), Some(ack), Some(dport)) = (f.tcp_flags, f.tcp_ack, f.dst_port) else {
+        return;
+    };
+    if runs.is_empty()
+        || flags.0 & TcpFlags::ACK == 0
+        || f.src_port != Some(crate::catalogue::Transport::TCP_PORT)
+    {
+        return;
+    }
+    for &source in crate::catalogue::SpoofSource::of(family) {
+        let spec = ProbeSpec {
+            family,
+            kind: ProbeKind::Spoof {
+                source,
+                transport: crate::catalogue::Transport::TcpSyn,
+            },
+        };
+        for run in runs {
+            let tag = run.header_tag(spec.seq());
+            let port_ok = dport == tag.tcp_src_port(crate::compose::COMPOSED_SYN_SET);
+            // A SYN-ACK acknowledges the SYN alone; a RST (no listener)
+            // acknowledges the SYN and its payload (RFC 9293 section 3.10.7.1).
+            let syn = tag.tcp_seq().wrapping_add(1);
+            let all = syn.wrapping_add((MARKER_LEN + crate::compose::SOURCE_CLAIM_LEN) as u32);
+            if port_ok && (ack == syn || ack == all) {
+                let bits = 44;
+                if best.is_none_or(|(b, _, _, _)| bits > b) {
+                    *best = Some((bits, spec, *run, Evidence::Reflection));
+                }
             }
         }
     }

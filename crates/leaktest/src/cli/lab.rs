@@ -22,14 +22,27 @@ use std::time::{Duration, Instant};
 towards the workstation) and `ext0` (203.0.113.2/24, 2001:db8:1::2/64); tor runs as debian-tor with \
 TransPort 9040, DNSPort 5300, SocksPort 9050 on the internal addresses. A --ruleset file is loaded \
 with `nft -f` in the gateway namespace (with `flush ruleset` first) and must PASS.\n\n\
+Without options the lab runs the Whonix-style profile and the six classic breakages (about 45 s \
+on a 2-core machine); the five evasion profiles (exact-syn, src-subnet, no-rpf, ip6-nexthdr, \
+stateless), each a rule that only the flags, spoof, ext6 or frag suite defeats, run with --all or \
+by name (3 to 4 s each). The Whonix profile runs the workstation's sweep and the gateway's own \
+sweeps as root and as an unprivileged uid; a broken profile runs the gateway's root sweep only \
+when its own output path differs from Whonix's (the others would repeat Whonix's sweeps probe \
+for probe). The gateway's sweeps send icmp, ip, tcp, udp, flags and icmp-codes (raw sockets \
+through its own stack: forged sources, LAN destinations and the composed suites are the \
+workstation's). --list marks each profile default or --all.\n\n\
 Exit status: 0 every verdict and finding as expected, 1 some differ, 2 error."
 )]
 pub struct Args {
     #[command(subcommand)]
     command: Option<LabCommand>,
-    /// Run only this built-in profile (repeatable); default: all of them
+    /// Run only this built-in profile (repeatable); default: the Whonix profile and the six
+    /// classic breakages (see --list)
     #[arg(long = "profile", value_name = "NAME")]
     profiles: Vec<String>,
+    /// Run every built-in profile, the evasion profiles too
+    #[arg(long, conflicts_with = "profiles")]
+    all: bool,
     /// Test this nftables ruleset as the gateway's policy (expected: PASS)
     #[arg(long, value_name = "FILE.nft")]
     ruleset: Option<PathBuf>,
@@ -92,9 +105,10 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     if args.list {
         for p in builtin() {
             println!(
-                "{:<20} {:<5} {}",
+                "{:<20} {:<5} {:<8} {}",
                 p.name,
                 if p.expect_pass() { "PASS" } else { "LEAK" },
+                if p.default { "default" } else { "--all" },
                 p.about
             );
         }
@@ -234,8 +248,14 @@ fn targets(args: &Args) -> anyhow::Result<Vec<Target>> {
             .unwrap_or_else(|| "ruleset".into());
         v.push(Target::Ruleset { name, text });
     }
-    if v.is_empty() {
-        v = all.into_iter().map(Target::Builtin).collect::<Vec<_>>();
+    if args.all {
+        v.extend(all.into_iter().map(Target::Builtin));
+    } else if v.is_empty() {
+        v = all
+            .into_iter()
+            .filter(|p| p.default)
+            .map(Target::Builtin)
+            .collect::<Vec<_>>();
     }
     Ok(v)
 }

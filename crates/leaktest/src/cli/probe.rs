@@ -304,7 +304,8 @@ fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     Ok(mac)
 }
 
-fn parse_run_id(s: &str) -> Result<u64, String> {
+/// A run id: up to 16 hex digits, `0x` allowed.
+pub fn parse_run_id(s: &str) -> Result<u64, String> {
     let t = s.trim_start_matches("0x");
     if t.is_empty() || t.len() > 16 {
         return Err(format!("invalid run id {s:?}: up to 16 hex digits"));

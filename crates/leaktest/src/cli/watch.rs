@@ -178,6 +178,11 @@ pub struct Args {
     /// Shared marker secret, 32 hex digits, as given to `leaktest probe --key-file`
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
+    /// A probe run to expect (its run id, 16 hex digits, as `leaktest probe --run-id` takes;
+    /// repeatable): its header-only evidence (reflections to forged sources, stripped payloads)
+    /// is attributed even when none of its markers reaches the uplink
+    #[arg(long = "run", value_name = "HEX", value_parser = super::probe::parse_run_id)]
+    runs: Vec<u64>,
     /// Written once the capture is proven live (its first canary seen)
     #[arg(long, value_name = "FILE")]
     ready_file: Option<PathBuf>,
@@ -274,10 +279,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--tor-password-env needs --tor-control");
     }
     let (allow, tor_extra) = parse_allow_list(&args.allow)?;
-    let keys = match &args.key_file {
+    let mut keys = match &args.key_file {
         Some(p) => MarkerKeys::with_secret(leaktest_fs::read_secret("--key-file", p)?),
         None => MarkerKeys::open(),
     };
+    for id in &args.runs {
+        keys.expect_run(*id);
+    }
     // Every output is checked before anything starts (not found out at the end).
     let outputs: Vec<(&str, &Path)> = [
         ("--json", &args.json),
