@@ -189,6 +189,10 @@ pub struct SweepModel {
     /// one when the SYN probe to the target's open port 80 leaks and the
     /// SYN-ACK can find its way back ([`Policy::replies_reach_sender`]).
     pub resets: [Range; 2],
+    /// Reflections, per family: the gateway's answers to the spoof suite's
+    /// redirected SYNs, out of its uplink to forged sources (one RST each:
+    /// broken profiles run while the gateway's tor has no listener).
+    pub reflections: [Range; 2],
 }
 
 /// The expected outcome of one profile.
@@ -234,6 +238,10 @@ impl Expectation {
                         }
                         if answers && opens_web_connection(&spec) {
                             m.resets[fi].add(f);
+                        }
+                        match policy.reflects(sweep, &spec) {
+                            Fate::Stopped => {}
+                            f => m.reflections[fi].add(f),
                         }
                     }
                     if r.max > 0 {
@@ -293,6 +301,7 @@ impl Expectation {
 pub struct Observed {
     pub seen: SeqSet,
     pub resets: [u64; 2],
+    pub reflections: [u64; 2],
 }
 
 impl Observed {
@@ -303,6 +312,8 @@ impl Observed {
         self.seen.union(&SeqSet::from_ranges(&ranges));
         self.resets[0] += r.resets.ipv4;
         self.resets[1] += r.resets.ipv6;
+        self.reflections[0] += r.reflections.ipv4;
+        self.reflections[1] += r.reflections.ipv6;
         Ok(())
     }
 }
@@ -440,6 +451,14 @@ pub fn compare(
             ));
         }
         for (fi, family) in Family::BOTH.into_iter().enumerate() {
+            if !model.reflections[fi].contains(obs.reflections[fi]) {
+                bad(format!(
+                    "{} {family}: {} reflections to forged sources, expected {}",
+                    sweep.name(),
+                    obs.reflections[fi],
+                    model.reflections[fi]
+                ));
+            }
             if !model.resets[fi].contains(obs.resets[fi]) {
                 bad(format!(
                     "{} {family}: {} sender RSTs to the target's SYN-ACK, expected {}",

@@ -327,7 +327,7 @@ pub enum Fate {
 
 use leaktest_wire::catalogue::{
     ExtChain, ExtHeader, Family, FragKind, IpOpt, LanDest, ProbeKind, ProbeSpec, SpoofSource,
-    Suite, TcpFlags, FRAG_DECOY_PORT, FRAG_TCP_PORT,
+    Suite, TcpFlags, Transport, FRAG_DECOY_PORT, FRAG_TCP_PORT,
 };
 
 impl Policy {
@@ -415,8 +415,8 @@ impl Policy {
     /// so `inet_frag_queue_insert` drops it as a duplicate (measured) and
     /// the datagram is the head's TCP ACK to 53 with the tail. A forwarded
     /// datagram is fragmented again at the largest fragment's size
-    /// (`frag_max_size`): the overlapping one along the same boundaries
-    /// (each piece keeps its marker), the others not (`Either`).
+    /// (`frag_max_size`): the overlapping and reordered ones along the same
+    /// boundaries (each piece keeps its marker), the tiny one not.
     fn fate_reassembled(&self, sweep: Sweep, family: Family, frag: FragKind) -> Fate {
         let as_tcp = |flags: u8, dst_port: u16| ProbeSpec {
             family,
@@ -453,6 +453,15 @@ impl Policy {
             FragKind::OverlapHead | FragKind::OverlapTail => {
                 return self.fate(sweep, &as_tcp(TcpFlags::ACK, FRAG_DECOY_PORT))
             }
+            // Fragmented again at its largest piece, 56 bytes: along the
+            // same boundaries, each piece with its marker.
+            FragKind::ReorderedHead | FragKind::ReorderedTail => {
+                return self.fate(sweep, &as_tcp(TcpFlags::SYN, FRAG_TCP_PORT))
+            }
+            // Tiny (IPv4; IPv6 above) and late-header (IPv6 only): the
+            // largest piece is the 96-byte tail, so the datagram leaves as
+            // 96 + 8 bytes: the tail's marker in the first, nothing in the
+            // second (the model has no name for that piece: `Either`).
             _ => self.fate(sweep, &as_tcp(TcpFlags::SYN, FRAG_TCP_PORT)),
         };
         match whole {
@@ -472,19 +481,18 @@ impl Policy {
             // back by the internal interface.
             if self.rpf {
                 if let ProbeKind::Spoof { source, .. } = spec.kind {
-                    if !routes_back_internal(source, spec.family) {
+                    if !routes_back_internal(source) {
                         return Fate::Stopped;
                     }
                 }
             }
             match (l4, spec.kind) {
                 (L4::Tcp(flags, _), _) if self.redirect_syn && self.syn_redirected(flags) => {
-                    // Tor's TransPort answers the SYN; a forged source that
-                    // routes out of the uplink gets that SYN-ACK there.
+                    // The gateway answers the SYN itself; a forged source that
+                    // routes out of the uplink gets that answer there, and the
+                    // reflection names the probe.
                     return match spec.kind {
-                        ProbeKind::Spoof { source, .. } if reflects(source, spec.family) => {
-                            Fate::Leaks
-                        }
+                        ProbeKind::Spoof { source, .. } => reflection(source, spec.family),
                         _ => Fate::Stopped,
                     };
                 }
@@ -521,7 +529,7 @@ impl Policy {
                     _ => false,
                 },
                 Forward::Ipv6NotTransport => {
-                    spec.family == Family::V6 && !matches!(first_header(spec), 6 | 17 | 58)
+                    spec.family == Family::V6 && !matches!(nexthdr_field(spec), 6 | 17 | 58)
                 }
                 Forward::StatelessNoSyn => match l4 {
                     L4::Tcp(..) if marker_tcp => {
@@ -540,6 +548,27 @@ impl Policy {
             Fate::Either
         } else {
             Fate::Leaks
+        }
+    }
+
+    /// Whether `spec`, sent in `sweep`, leaves only as a reflection: a
+    /// spoof SYN the gateway redirects to its own port and answers, out of
+    /// its uplink, to a forged source that routes there.
+    pub fn reflects(&self, sweep: Sweep, spec: &ProbeSpec) -> Fate {
+        let ProbeKind::Spoof { source, transport } = spec.kind else {
+            return Fate::Stopped;
+        };
+        let redirected = sweep == Sweep::Workstation
+            && transport == Transport::TcpSyn
+            && self.tracks(spec.family)
+            && !dropped_on_receipt(spec)
+            && (!self.rpf || routes_back_internal(source))
+            && self.redirect_syn
+            && self.syn_redirected(TcpFlags(TcpFlags::SYN));
+        if redirected {
+            reflection(source, spec.family)
+        } else {
+            Fate::Stopped
         }
     }
 
@@ -580,12 +609,9 @@ impl Policy {
                     Family::V4 => Fate::Stopped,
                     // Requests are new; ND/MLD types are untracked (not invalid).
                     Family::V6 if matches!(icmp_type, 128 | 139 | 130..=136 | 143) => Fate::Leaks,
-                    // Errors quote no valid packet: conntrack-invalid.
-                    Family::V6
-                        if matches!(spec.kind, ProbeKind::IcmpCode { .. }) && icmp_type < 128 =>
-                    {
-                        Fate::Stopped
-                    }
+                    // Errors: the output chain drops the gateway's own ICMP
+                    // errors on the uplink (and they quote no valid packet).
+                    Family::V6 if (1..=4).contains(&icmp_type) => Fate::Stopped,
                     // Measured: a few other ICMPv6 types pass conntrack as well.
                     Family::V6 => Fate::Either,
                 }
@@ -597,7 +623,7 @@ impl Policy {
             // marker-only headers): the lab asserts the range.
             ProbeKind::Ip { .. } => Fate::Either,
             // The lab's gateway sweeps do not send the composed suites
-            // (see `suite::GATEWAY_SUITES`).
+            // (see [`sweep_suites`]).
             ProbeKind::IpOpt { .. }
             | ProbeKind::Ext { .. }
             | ProbeKind::Lan { .. }
@@ -739,22 +765,26 @@ fn not_forwarded(spec: &ProbeSpec) -> bool {
 /// Whether the gateway's answer to a redirected SYN from a forged source
 /// leaves by its uplink: the address routes there (another private range,
 /// an internet address, an IPv4 link-local address, and for IPv6 the
-/// unspecified and IPv4-mapped addresses: the default route). The broken
-/// profiles run before the gateway's tor has the network (DisableNetwork 1:
-/// no TransPort listener), so the answer is the kernel's RST, which goes to
-/// any source (measured); a listening TransPort would answer with a SYN-ACK
-/// and never to an IPv4-mapped source (`tcp_v6_conn_request`).
-fn reflects(source: SpoofSource, family: Family) -> bool {
+/// unspecified and IPv4-mapped addresses: the default route). With no
+/// TransPort listener (the lab's broken profiles run while the gateway's
+/// tor has `DisableNetwork 1`) the answer is the kernel's RST, which goes
+/// to any source; a listening TransPort answers with a SYN-ACK, but never
+/// to an IPv4-mapped source (`tcp_v6_conn_request`; both measured). The
+/// model does not know whether tor listens: IPv4-mapped is `Either`.
+fn reflection(source: SpoofSource, family: Family) -> Fate {
+    let v6 = family == Family::V6;
     match source {
-        SpoofSource::OtherPrivate | SpoofSource::Documentation => true,
-        SpoofSource::LinkLocal => family == Family::V4,
-        SpoofSource::Unspecified | SpoofSource::V4Mapped => family == Family::V6,
-        _ => false,
+        SpoofSource::OtherPrivate | SpoofSource::Documentation => Fate::Leaks,
+        SpoofSource::LinkLocal if !v6 => Fate::Leaks,
+        SpoofSource::Unspecified if v6 => Fate::Leaks,
+        SpoofSource::V4Mapped if v6 => Fate::Either,
+        _ => Fate::Stopped,
     }
 }
 
-/// The number in the IPv6 header's next-header field (IPv4: protocol).
-fn first_header(spec: &ProbeSpec) -> u8 {
+/// The number in the IPv6 header's next-header field (IPv4: protocol), as
+/// an `ip6 nexthdr` rule reads it.
+fn nexthdr_field(spec: &ProbeSpec) -> u8 {
     match spec.kind {
         // Conntrack's defragmentation takes an atomic fragment's header out
         // (measured: an echo behind it is then `ip6 nexthdr ipv6-icmp`).
@@ -771,7 +801,7 @@ fn first_header(spec: &ProbeSpec) -> u8 {
 /// Whether a forged source's route from the gateway leaves by the internal
 /// interface (so `fib saddr . iif oif missing drop` lets it pass): only a
 /// neighbour of the workstation (the gateway's own addresses route to `lo`).
-fn routes_back_internal(source: SpoofSource, _family: Family) -> bool {
+fn routes_back_internal(source: SpoofSource) -> bool {
     source == SpoofSource::SameSubnet
 }
 
@@ -878,13 +908,13 @@ pub fn builtin() -> Vec<Profile> {
         },
         Profile {
             name: "src-subnet",
-            about: "forwarding blocked by the workstations' source subnet instead of by interface, no reverse-path check: forged sources are forwarded and masqueraded, and TransPort's SYN-ACKs reflect out of the uplink",
+            about: "forwarding blocked by the workstations' source subnet instead of by interface, no reverse-path check: forged sources are forwarded and masqueraded, and the gateway's answers to their redirected SYNs reflect out of the uplink",
             policy: Policy { ip_forward: true, ipv6_forward: true, forward: Forward::NotFromInternalSubnet, masquerade: true, rpf: false, ..w },
             default: false,
         },
         Profile {
             name: "no-rpf",
-            about: "Whonix-style without a reverse-path (fib saddr) check: TransPort answers forged sources out of the uplink, in the clear, to addresses the workstation chose",
+            about: "Whonix-style without a reverse-path (fib saddr) check: the gateway answers forged sources' redirected SYNs (its RST, or TransPort's SYN-ACK once tor listens) out of the uplink, in the clear, to addresses the workstation chose",
             policy: Policy { rpf: false, ..w },
             default: false,
         },

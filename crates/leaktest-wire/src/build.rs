@@ -266,10 +266,12 @@ impl ProbeBuilder {
     /// never allocate; the evasion suites' composed probes
     /// ([`crate::compose`]) build in a small `Vec`.
     pub fn write(&self, spec: &ProbeSpec, buf: &mut [u8]) -> usize {
-        if let ProbeKind::Tcp { flags, .. } = spec.kind {
-            if !TCP_FLAG_SETS.contains(&flags) {
-                return 0;
+        match spec.kind {
+            ProbeKind::Tcp { flags, .. } if !TCP_FLAG_SETS.contains(&flags) => return 0,
+            ProbeKind::Flags { .. } | ProbeKind::IcmpCode { .. } if !spec.is_catalogued() => {
+                return 0
             }
+            _ => {}
         }
         let Some(templates) = &self.templates[family_index(spec.family)] else {
             return 0;

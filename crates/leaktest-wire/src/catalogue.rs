@@ -631,60 +631,82 @@ impl ProbeSpec {
         })
     }
 
-    /// The probe's sequence number (see the module documentation).
+    /// A name shared by the probes a frame parser treats alike: family,
+    /// suite and variant (every variant of the composed suites; one for a
+    /// port or flag sweep; one per ICMP type of `icmp-codes`), e.g.
+    /// `"ipv6 ext6 chain-5 udp"`. The fuzz corpus holds one frame of each.
+    pub fn shape(&self) -> String {
+        let variant = match self.kind {
+            ProbeKind::Flags { .. } => "flags".to_string(),
+            ProbeKind::Ecn { .. } => "ecn".to_string(),
+            ProbeKind::IcmpCode { icmp_type, .. } => format!("type {icmp_type}"),
+            _ => self.detail().unwrap_or_default(),
+        };
+        format!("{} {} {}", self.family, self.suite(), variant)
+    }
+
+    /// The probe's sequence number (see the module documentation). A spec
+    /// that is not in the catalogue (a variant its family does not have, a
+    /// tcp-suite flag set outside [`TCP_FLAG_SETS`]) gets index 0xfffff,
+    /// which no probe has ([`ProbeSpec::is_catalogued`] is false).
     pub fn seq(&self) -> u32 {
-        let pos = |list_pos: Option<usize>| list_pos.unwrap_or(0) as u32;
+        let index = self.index().unwrap_or(SEQ_FAMILY_BIT - 1);
+        match self.family {
+            Family::V4 => index,
+            Family::V6 => index | SEQ_FAMILY_BIT,
+        }
+    }
+
+    /// The index inside the family's catalogue, or `None` if not catalogued.
+    fn index(&self) -> Option<u32> {
+        let pos = |list_pos: Option<usize>| list_pos.map(|p| p as u32);
         let fam = self.family;
-        let index = match self.kind {
+        Some(match self.kind {
             ProbeKind::Icmp { icmp_type } => icmp_type as u32,
             ProbeKind::Ip { protocol } => base::IP + protocol as u32,
             ProbeKind::Tcp { flags, dst_port } => {
-                let set = flags
-                    .set_index()
-                    .expect("tcp probe flags are one of TCP_FLAG_SETS")
-                    as u32;
-                base::TCP + set * 65536 + dst_port as u32
+                base::TCP + flags.set_index()? as u32 * 65536 + dst_port as u32
             }
             ProbeKind::Udp { dst_port } => base::UDP + dst_port as u32,
-            ProbeKind::Frag { frag } => base::FRAG + frag.index(),
+            ProbeKind::Frag { frag } => {
+                FragKind::of(fam).contains(&frag).then_some(())?;
+                base::FRAG + frag.index()
+            }
             ProbeKind::Ecn { dst_port } => base::FLAGS + dst_port as u32,
             ProbeKind::Flags { flags, slot } => {
+                (u32::from(slot) < FLAG_PORT_SLOTS).then_some(())?;
                 base::FLAGS + 65536 + flags.0 as u32 * FLAG_PORT_SLOTS + slot as u32
             }
             ProbeKind::IcmpCode { icmp_type, code } => {
                 let t = pos(kinds::icmp_code_types(fam)
                     .iter()
-                    .position(|t| *t == icmp_type));
+                    .position(|t| *t == icmp_type))?;
                 base::ICMP_CODES + t * 256 + code as u32
             }
             ProbeKind::IpOpt { opt, transport } => {
                 base::IPOPT
-                    + pos(IpOpt::of(fam).iter().position(|o| *o == opt)) * 3
+                    + pos(IpOpt::of(fam).iter().position(|o| *o == opt))? * 3
                     + transport.index()
             }
             ProbeKind::Ext { chain, transport } => {
                 base::EXT6
-                    + pos(ExtChain::of(fam).iter().position(|c| *c == chain)) * 3
+                    + pos(ExtChain::of(fam).iter().position(|c| *c == chain))? * 3
                     + transport.index()
             }
             ProbeKind::Lan { dest, transport } => {
                 base::LAN
-                    + pos(LanDest::of(fam).iter().position(|d| *d == dest)) * 3
+                    + pos(LanDest::of(fam).iter().position(|d| *d == dest))? * 3
                     + transport.index()
             }
             ProbeKind::Spoof { source, transport } => {
                 base::SPOOF
-                    + pos(SpoofSource::of(fam).iter().position(|s| *s == source)) * 3
+                    + pos(SpoofSource::of(fam).iter().position(|s| *s == source))? * 3
                     + transport.index()
             }
             ProbeKind::Tunnel { tunnel } => {
-                base::TUNNEL + pos(TunnelKind::of(fam).iter().position(|t| *t == tunnel))
+                base::TUNNEL + pos(TunnelKind::of(fam).iter().position(|t| *t == tunnel))?
             }
-        };
-        match self.family {
-            Family::V4 => index,
-            Family::V6 => index | SEQ_FAMILY_BIT,
-        }
+        })
     }
 
     /// Whether this spec is one the catalogue holds (its `seq` gives it back).

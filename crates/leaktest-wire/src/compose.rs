@@ -24,21 +24,29 @@ use crate::build::{fold, frag_ident, sum, Endpoints, Neighbourhood, L2, PROBE_TT
 use crate::catalogue::kinds::{TEREDO_PORT, VXLAN_PORT};
 use crate::catalogue::{
     ExtChain, ExtHeader, Family, FragKind, IpOpt, LanDest, ProbeKind, ProbeSpec, SpoofSource,
-    Transport, TunnelKind, FRAG_DECOY_PORT, FRAG_TCP_LEN, FRAG_TCP_PORT, SEQ_FAMILY_BIT,
+    Suite, Transport, TunnelKind, FRAG_DECOY_PORT, FRAG_TCP_LEN, FRAG_TCP_PORT, SEQ_FAMILY_BIT,
 };
-
-/// Where the second marker region of the frag suite's TCP datagram starts.
-pub const FRAG_REGION1: usize = 72;
-/// Where the tail fragments of the frag suite's TCP datagram start.
-pub const FRAG_TAIL: usize = 56;
 use crate::hdr::{ethernet, ipv4, ipv6, tcp, udp};
 use crate::marker::{HeaderTag, RunKey, MARKER_LEN};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Flag-set number a composed TCP SYN puts in the low bits of its source
-/// port (the `tcp` suite uses 0..=4, the ECN SYN 5), so no two probes to a
-/// port share a 4-tuple.
-pub const COMPOSED_SYN_SET: u8 = 7;
+/// Where the first marker region of the frag suite's TCP datagram starts.
+pub const FRAG_REGION0: usize = 24;
+/// Where the second marker region of the frag suite's TCP datagram starts.
+pub const FRAG_REGION1: usize = 72;
+/// Where the tail fragments of the frag suite's TCP datagram start.
+pub const FRAG_TAIL: usize = 56;
+/// Length of the late-header pair's Destination Options header (whose
+/// option holds the head's marker).
+pub const LATE_DST_OPTS_LEN: usize = 32;
+/// Option type of the Destination Options option that carries the
+/// late-header head's marker: an unassigned type whose top bits say "skip
+/// if unknown" (RFC 8200 section 4.2), so a host that parses the options
+/// keeps the packet (a PadN of 28 marker bytes would not be valid padding).
+pub const MARKER_OPTION: u8 = 0x1e;
+
+/// First source port of the composed TCP SYNs ([`composed_src_port`]).
+pub const COMPOSED_SRC_PORT: u16 = 23000;
 
 /// VXLAN network identifier of the `tunnel` suite's VXLAN probe.
 pub const VXLAN_VNI: u32 = 0x4c6b54;
@@ -98,6 +106,51 @@ pub fn dst_mac(dst: IpAddr, unicast: [u8; 6]) -> [u8; 6] {
     }
 }
 
+/// The source port of a composed probe that carries a TCP SYN (the
+/// `ipopt`, `ext6`, `lan` and `spoof` suites' TCP transport, the frag
+/// suite's TCP datagrams), else `None`: [`COMPOSED_SRC_PORT`] plus the
+/// probe's index from the `ipopt` suite's base (0..832), the frag suite's
+/// datagrams after them (by the kind that heads the datagram). Distinct for
+/// every such probe of a family, so no two share a 4-tuple (the `tcp` suite
+/// uses ports >= 32768, the `flags` suite 20000..22816), and a reflection or
+/// header-only fragment names its probe by port.
+pub fn composed_src_port(spec: &ProbeSpec) -> Option<u16> {
+    let index = spec.seq() & (SEQ_FAMILY_BIT - 1);
+    match spec.kind {
+        ProbeKind::Frag { frag } if frag.is_tcp() => {
+            let head = ProbeSpec {
+                family: spec.family,
+                kind: ProbeKind::Frag {
+                    frag: frag.datagram_head(),
+                },
+            };
+            let k = (head.seq() & (SEQ_FAMILY_BIT - 1)) - Suite::Frag.base();
+            Some(COMPOSED_SRC_PORT + 900 + k as u16)
+        }
+        _ if spec.transport() == Some(Transport::TcpSyn) => {
+            Some(COMPOSED_SRC_PORT + (index - Suite::Ipopt.base()) as u16)
+        }
+        _ => None,
+    }
+}
+
+/// The forged address of a `spoof` source that does not depend on the
+/// run's context, or `None`.
+pub fn fixed_spoof_address(source: SpoofSource, family: Family) -> Option<IpAddr> {
+    match source {
+        SpoofSource::SameSubnet
+        | SpoofSource::GatewayInternal
+        | SpoofSource::GatewayExternal
+        | SpoofSource::V4Mapped => None,
+        _ => spoof_address(
+            source,
+            family,
+            &Endpoints::default(),
+            &Neighbourhood::default(),
+        ),
+    }
+}
+
 /// The claimed-source block of a `spoof` probe: `addr` (IPv4 mapped into
 /// 16 bytes) and a 64-bit MAC over (`seq`, `addr`) under the run key.
 pub fn source_claim(key: &RunKey, seq: u32, addr: IpAddr) -> [u8; SOURCE_CLAIM_LEN] {
@@ -141,8 +194,12 @@ pub fn lan_address(
             Family::V6 => hood.router6.map(IpAddr::V6),
         },
         (_, LanDest::UplinkHost) => match family {
-            Family::V4 => hood.uplink4.map(|(a, _)| IpAddr::V4(flip_host_bit4(a))),
-            Family::V6 => hood.uplink6.map(|(a, _)| IpAddr::V6(flip_host_bit6(a))),
+            Family::V4 => hood
+                .uplink4
+                .map(|(a, p)| IpAddr::V4(other_host4(a, Some(p)))),
+            Family::V6 => hood
+                .uplink6
+                .map(|(a, p)| IpAddr::V6(other_host6(a, Some(p)))),
         },
         (Family::V4, LanDest::SubnetBroadcast) => {
             let (IpAddr::V4(s), Some(p)) = (src, hood.prefix4) else {
@@ -173,7 +230,7 @@ pub fn spoof_address(
 ) -> Option<IpAddr> {
     Some(match family {
         Family::V4 => IpAddr::V4(match source {
-            SpoofSource::SameSubnet => flip_host_bit4(ends.src4?),
+            SpoofSource::SameSubnet => other_host4(ends.src4?, hood.prefix4),
             SpoofSource::OtherPrivate => Ipv4Addr::new(172, 16, 9, 9),
             SpoofSource::Documentation => Ipv4Addr::new(198, 51, 100, 9),
             SpoofSource::GatewayInternal => hood.gateway4?,
@@ -185,7 +242,7 @@ pub fn spoof_address(
             SpoofSource::V4Mapped => return None,
         }),
         Family::V6 => IpAddr::V6(match source {
-            SpoofSource::SameSubnet => flip_host_bit6(ends.src6?),
+            SpoofSource::SameSubnet => other_host6(ends.src6?, hood.prefix6),
             SpoofSource::OtherPrivate => Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 9),
             SpoofSource::Documentation => Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 9),
             SpoofSource::GatewayInternal => hood.gateway6?,
@@ -202,17 +259,54 @@ pub fn spoof_address(
     })
 }
 
-/// Another host of `a`'s subnet: bit 7 of the last byte flipped.
-fn flip_host_bit4(a: Ipv4Addr) -> Ipv4Addr {
-    let mut o = a.octets();
-    o[3] ^= 0x80;
-    Ipv4Addr::from(o)
+/// Another host of `a`'s subnet of prefix length `prefix`: `a` with bit 7
+/// of its last byte flipped when that stays a host of the subnet (any
+/// prefix up to /24, or unknown), else the subnet's first host (its second
+/// if that is `a`).
+pub fn other_host4(a: Ipv4Addr, prefix: Option<u8>) -> Ipv4Addr {
+    let x = u32::from(a);
+    let p = u32::from(prefix.unwrap_or(24).min(32));
+    let host_bits = 32 - p;
+    let mask = if host_bits >= 32 {
+        0
+    } else {
+        u32::MAX << host_bits
+    };
+    let (net, bcast) = (x & mask, x | !mask);
+    let flip = x ^ 0x80;
+    if host_bits > 7 && flip != net && flip != bcast {
+        return Ipv4Addr::from(flip);
+    }
+    let first = net.wrapping_add(1);
+    Ipv4Addr::from(if first == x {
+        first.wrapping_add(1)
+    } else {
+        first
+    })
 }
 
-fn flip_host_bit6(a: Ipv6Addr) -> Ipv6Addr {
-    let mut o = a.octets();
-    o[15] ^= 0x80;
-    Ipv6Addr::from(o)
+/// [`other_host4`] for IPv6 (the flip stays inside any prefix up to /120;
+/// IPv6 has no broadcast, the subnet-router anycast is avoided).
+pub fn other_host6(a: Ipv6Addr, prefix: Option<u8>) -> Ipv6Addr {
+    let x = u128::from(a);
+    let p = u32::from(prefix.unwrap_or(64).min(128));
+    let host_bits = 128 - p;
+    let mask = if host_bits >= 128 {
+        0
+    } else {
+        u128::MAX << host_bits
+    };
+    let net = x & mask;
+    let flip = x ^ 0x80;
+    if host_bits > 7 && flip != net {
+        return Ipv6Addr::from(flip);
+    }
+    let first = net.wrapping_add(1);
+    Ipv6Addr::from(if first == x {
+        first.wrapping_add(1)
+    } else {
+        first
+    })
 }
 
 fn pair(ends: &Endpoints, family: Family) -> Option<(IpAddr, IpAddr)> {
@@ -234,10 +328,11 @@ fn compose(
     let seq = spec.seq();
     let tag = key.header_tag(seq);
     let marker = key.payload_marker(seq);
+    let sport = composed_src_port(spec).unwrap_or(0);
     match spec.kind {
         ProbeKind::IpOpt { opt, transport } => {
             let (proto, l4) =
-                transport_message(family, transport, None, src, dst, tag, &marker, &[]);
+                transport_message(family, transport, None, sport, src, dst, tag, &marker, &[]);
             let options = ipv4_options(opt, dst);
             Some((
                 dst,
@@ -246,7 +341,7 @@ fn compose(
         }
         ProbeKind::Ext { chain, transport } => {
             let (proto, l4) =
-                transport_message(family, transport, None, src, dst, tag, &marker, &[]);
+                transport_message(family, transport, None, sport, src, dst, tag, &marker, &[]);
             let (first, ext) = ext_chain(chain.headers(), proto, dst, tag);
             Some((
                 dst,
@@ -257,7 +352,7 @@ fn compose(
             let to = lan_address(dest, family, src, hood)?;
             let port = (transport == Transport::Udp).then(|| dest.udp_port());
             let (proto, l4) =
-                transport_message(family, transport, port, src, to, tag, &marker, &[]);
+                transport_message(family, transport, port, sport, src, to, tag, &marker, &[]);
             Some((
                 to,
                 ip_packet(src, to, PROBE_TTL, tag, proto, &[], &[], 0, &l4),
@@ -266,8 +361,9 @@ fn compose(
         ProbeKind::Spoof { source, transport } => {
             let from = spoof_address(source, family, ends, hood)?;
             let claim = source_claim(key, seq, from);
-            let (proto, l4) =
-                transport_message(family, transport, None, from, dst, tag, &marker, &claim);
+            let (proto, l4) = transport_message(
+                family, transport, None, sport, from, dst, tag, &marker, &claim,
+            );
             Some((
                 dst,
                 ip_packet(from, dst, PROBE_TTL, tag, proto, &[], &[], 0, &l4),
@@ -280,6 +376,7 @@ fn compose(
                 inner_family,
                 Transport::Udp,
                 None,
+                0,
                 isrc,
                 idst,
                 tag,
@@ -373,9 +470,10 @@ fn fragment(
     // reads a non-first fragment as if it began with a TCP header (measured:
     // Linux 6.18's nftables on IPv4 fragments) sees no flags, whatever the
     // run key, so what it does with them is the same for every run.
-    let tcp_len = if late { 56 } else { FRAG_TCP_LEN };
+    let tcp_len = if late { FRAG_TAIL } else { FRAG_TCP_LEN };
     let mut t = vec![0u8; tcp_len];
-    t[tcp::field::SRC_PORT].copy_from_slice(&gtag.tcp_src_port(COMPOSED_SYN_SET).to_be_bytes());
+    let sport = composed_src_port(spec).unwrap_or(0);
+    t[tcp::field::SRC_PORT].copy_from_slice(&sport.to_be_bytes());
     t[tcp::field::DST_PORT].copy_from_slice(&port.to_be_bytes());
     t[tcp::field::SEQ].copy_from_slice(&gtag.tcp_seq().to_be_bytes());
     if flags == crate::catalogue::TcpFlags::ACK {
@@ -391,7 +489,7 @@ fn fragment(
             key.payload_marker(seq_of(k))
         }
     };
-    t[24..24 + MARKER_LEN].copy_from_slice(&region(carriers[0]));
+    t[FRAG_REGION0..FRAG_REGION0 + MARKER_LEN].copy_from_slice(&region(carriers[0]));
     if !late {
         t[FRAG_REGION1..FRAG_REGION1 + MARKER_LEN].copy_from_slice(&region(carriers[1]));
     }
@@ -400,13 +498,13 @@ fn fragment(
 
     // The fragmentable part: for the late-header pair, a Destination Options
     // header whose PadN option holds the head's marker, then the TCP datagram.
-    let mut data = Vec::with_capacity(32 + tcp_len);
+    let mut data = Vec::with_capacity(LATE_DST_OPTS_LEN + tcp_len);
     if late {
-        let mut d = [0u8; 32];
+        let mut d = [0u8; LATE_DST_OPTS_LEN];
         d[ipv6::ext::NEXT_HEADER] = 6;
-        d[ipv6::ext::LENGTH] = 3;
-        d[2] = ipv6::OPTION_PADN;
-        d[3] = 28;
+        d[ipv6::ext::LENGTH] = (LATE_DST_OPTS_LEN / 8 - 1) as u8;
+        d[2] = MARKER_OPTION;
+        d[3] = (LATE_DST_OPTS_LEN - 4) as u8;
         d[4..4 + MARKER_LEN].copy_from_slice(&region(FragKind::LateHeaderHead));
         data.extend_from_slice(&d);
     }
@@ -418,8 +516,8 @@ fn fragment(
             (0..FRAG_TAIL, true)
         }
         FragKind::OverlapTail | FragKind::ReorderedTail => (FRAG_TAIL..FRAG_TCP_LEN, false),
-        FragKind::LateHeaderHead => (0..32, true),
-        FragKind::LateHeaderTail => (32..32 + 56, false),
+        FragKind::LateHeaderHead => (0..LATE_DST_OPTS_LEN, true),
+        FragKind::LateHeaderTail => (LATE_DST_OPTS_LEN..LATE_DST_OPTS_LEN + FRAG_TAIL, false),
         FragKind::First | FragKind::NonFirst => return None,
     };
     let offset = (range.start / 8) as u16;
@@ -459,6 +557,7 @@ fn transport_message(
     family: Family,
     transport: Transport,
     udp_port: Option<u16>,
+    tcp_sport: u16,
     src: IpAddr,
     dst: IpAddr,
     tag: HeaderTag,
@@ -470,8 +569,7 @@ fn transport_message(
     match transport {
         Transport::TcpSyn => {
             let mut t = vec![0u8; tcp::HEADER_LEN];
-            t[tcp::field::SRC_PORT]
-                .copy_from_slice(&tag.tcp_src_port(COMPOSED_SYN_SET).to_be_bytes());
+            t[tcp::field::SRC_PORT].copy_from_slice(&tcp_sport.to_be_bytes());
             t[tcp::field::DST_PORT].copy_from_slice(&Transport::TCP_PORT.to_be_bytes());
             t[tcp::field::SEQ].copy_from_slice(&tag.tcp_seq().to_be_bytes());
             t[tcp::field::DATA_OFFSET] = ((tcp::HEADER_LEN / 4) as u8) << 4;
@@ -678,7 +776,7 @@ fn ip_packet(
 
 /// The announcing number of an `ext6` chain's first header (for tests and
 /// reports).
-pub fn first_header(chain: ExtChain) -> u8 {
+pub fn chain_first_header(chain: ExtChain) -> u8 {
     chain.headers().first().map_or(0, |h| h.number())
 }
 

@@ -346,6 +346,8 @@ pub const MAX_KNOWN_RUNS: usize = 64;
 pub const MAX_TARGETS: usize = 1024;
 /// Runs remembered per target.
 pub const MAX_RUNS_PER_TARGET: usize = 4;
+/// Runs announced in advance that header matching tries ([`MarkerKeys::expect_run`]).
+pub const MAX_ANNOUNCED_RUNS: usize = 8;
 
 /// The keys a watcher verifies markers with: every open-mode run, shared-mode
 /// runs if it holds the secret, the runs seen so far, and per probe target
@@ -362,6 +364,8 @@ pub struct MarkerKeys {
     secret: Option<[u8; 16]>,
     cache: HashMap<(KeyMode, u64), RunKey>,
     known: Vec<RunKey>,
+    /// Runs announced in advance ([`MarkerKeys::expect_run`]).
+    announced: Vec<RunKey>,
     targets: HashMap<IpAddr, Vec<RunKey>>,
 }
 
@@ -397,17 +401,35 @@ impl MarkerKeys {
     }
 
     /// Remembers a run announced in advance by its id (`leaktest watch
-    /// --run`): its shared-mode key if these keys hold the secret, else its
-    /// open-mode key. Header evidence of a run known this way needs no
-    /// payload marker of it to have been seen first.
+    /// --run`): its open-mode key, and its shared-mode key if these keys
+    /// hold the secret (at most [`MAX_ANNOUNCED_RUNS`] runs). Header
+    /// evidence of an announced run (a reflection, a tiny fragment, a
+    /// stripped payload) needs no payload marker of it to have been seen
+    /// first ([`MarkerKeys::header_runs`]).
     pub fn expect_run(&mut self, run_id: u64) {
-        let mode = if self.secret.is_some() {
-            KeyMode::Shared
-        } else {
-            KeyMode::Open
-        };
-        if let Some(k) = self.key_for(mode, run_id) {
-            self.learn(k);
+        let mut modes = vec![KeyMode::Open];
+        if self.secret.is_some() {
+            modes.push(KeyMode::Shared);
+        }
+        for mode in modes {
+            if let Some(k) = self.key_for(mode, run_id) {
+                if !self.announced.contains(&k) && self.announced.len() < MAX_ANNOUNCED_RUNS {
+                    self.announced.push(k);
+                }
+                self.learn(k);
+            }
+        }
+    }
+
+    /// The runs whose header markers a frame to (or, for a reflection,
+    /// from) `addr` is checked against: those seen going there, else the
+    /// announced ones. At most [`MAX_RUNS_PER_TARGET`] or
+    /// [`MAX_ANNOUNCED_RUNS`], so the cost per frame stays bounded however
+    /// many runs forged markers make the keys learn.
+    pub fn header_runs(&self, addr: &IpAddr) -> &[RunKey] {
+        match self.runs_for(addr) {
+            [] => &self.announced,
+            r => r,
         }
     }
 

@@ -155,8 +155,19 @@ fn every_kind_of_built_probe_is_an_attributed_leak() {
                     p.dst_port()
                         .is_none_or(|d| d % 997 == 0 || d == 53 || d == 5555)
                 }) {
-                    n_probes += 1;
                     let n = b.write(&spec, &mut buf);
+                    // Probes that need the gateway's uplink (not given
+                    // here) are not built; the tiny first fragment has no
+                    // marker (its headers name it: tested in leaktest-wire).
+                    if n == 0
+                        || spec.kind
+                            == (ProbeKind::Frag {
+                                frag: leaktest_wire::FragKind::TinyHead,
+                            })
+                    {
+                        continue;
+                    }
+                    n_probes += 1;
                     let d = c.classify(&Frame::whole(&buf[..n]), &tor);
                     assert_eq!(d.rule, Rule::ProbeMarker, "{spec:?}");
                     let l = leak(d);

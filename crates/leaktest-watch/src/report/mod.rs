@@ -136,7 +136,14 @@ pub struct ProbeReport {
     pub dst_port: Option<u16>,
     pub tcp_flags: Option<String>,
     pub icmp_type: Option<u8>,
-    /// `payload`, `header` or `reset`.
+    /// The ICMP code (nonzero only in the `icmp-codes` suite).
+    #[serde(default)]
+    pub icmp_code: Option<u8>,
+    /// What sets the probe apart in its suite (`"lsrr tcp-syn"`,
+    /// `"chain-5 udp"`, `"tiny-head"`, `"from internet echo"`), if anything.
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// `payload`, `header`, `reset` or `reflection`.
     pub evidence: String,
     pub key_mode: KeyMode,
 }
@@ -149,9 +156,11 @@ impl ProbeReport {
             suite: p.spec.suite().name().into(),
             family: p.spec.family.name().into(),
             protocol: p.spec.protocol(),
-            dst_port: p.spec.dst_port(),
+            dst_port: p.spec.dst_port_with(Some(&p.run.drawn_ports())),
             tcp_flags: p.spec.tcp_flags().map(|f| f.letters()),
             icmp_type: p.spec.icmp_type(),
+            icmp_code: p.spec.icmp_code(),
+            detail: p.spec.detail(),
             evidence: p.evidence.name().into(),
             key_mode: p.run.mode,
         }

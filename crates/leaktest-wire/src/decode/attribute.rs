@@ -117,24 +117,17 @@ pub fn attribute_payload(
 /// A header-only match of the outer packet, or of the packet an ICMP error
 /// quotes, against the runs known for its destination. Never panics.
 pub fn attribute_headers(s: &FrameSummary, keys: &MarkerKeys) -> Option<Attribution> {
-    if !keys.has_targets() && keys.runs().is_empty() {
-        return None;
-    }
     let mut best: Option<(u32, ProbeSpec, RunKey, Evidence)> = None;
     for f in std::iter::once(&s.ip).chain(s.quoted.as_ref()) {
         if let Some(dst) = f.dst {
-            header_match(f, keys.runs_for(&dst), &mut best);
+            header_match(f, keys.header_runs(&dst), &mut best);
         }
         // A reflection leaves from the target's address (the gateway
         // answered in its name): the runs known for the frame's source, or
-        // (when no probe of a run reached the uplink, as behind a gateway
-        // that only reflects) every run known, at most MAX_KNOWN_RUNS.
+        // the announced ones (behind a gateway that only reflects, no marker
+        // of the run ever reaches the uplink).
         if let Some(src) = f.src {
-            let runs = match keys.runs_for(&src) {
-                [] => keys.runs(),
-                r => r,
-            };
-            reflection_match(f, runs, &mut best);
+            reflection_match(f, keys.header_runs(&src), &mut best);
         }
     }
     let (bits, spec, run, evidence) = best?;
@@ -220,6 +213,9 @@ fn header_match(
             continue;
         }
         for run in runs {
+            if reset_of_flags && f.dst_port != c.spec.dst_port_with(Some(&run.drawn_ports())) {
+                continue; // the RST goes to the port of the probe's slot
+            }
             let bits = header_bits(f, &c, run.header_tag(c.spec.seq()));
             if best.is_none_or(|(b, _, _, _)| bits > b) {
                 *best = Some((bits, c.spec, *run, c.evidence));
@@ -233,7 +229,9 @@ fn header_match(
 /// itself (a transparent proxy's port): from the probe's destination port to
 /// its source port, acknowledging its sequence number + 1 (a SYN-ACK, RFC
 /// 9293 section 3.5) or + 1 + its payload (a RST for want of a listener).
-/// 12 tag bits of the port and 32 of the acknowledgement: 44.
+/// The source port names the probe ([`crate::compose::composed_src_port`]);
+/// the 32 bits of the acknowledgement are the tag bits (two values are
+/// accepted: 31 bits of evidence).
 fn reflection_match(
     f: &IpFields,
     runs: &[RunKey],
@@ -252,6 +250,15 @@ fn reflection_match(
         return;
     }
     for &source in crate::catalogue::SpoofSource::of(family) {
+        // A forged source of a fixed address must be the reflection's
+        // destination (cheap, and no run key is tried otherwise).
+        if let (Some(fixed), Some(dst)) =
+            (crate::compose::fixed_spoof_address(source, family), f.dst)
+        {
+            if fixed != dst {
+                continue;
+            }
+        }
         let spec = ProbeSpec {
             family,
             kind: ProbeKind::Spoof {
@@ -259,15 +266,17 @@ fn reflection_match(
                 transport: crate::catalogue::Transport::TcpSyn,
             },
         };
+        if crate::compose::composed_src_port(&spec) != Some(dport) {
+            continue;
+        }
         for run in runs {
             let tag = run.header_tag(spec.seq());
-            let port_ok = dport == tag.tcp_src_port(crate::compose::COMPOSED_SYN_SET);
             // A SYN-ACK acknowledges the SYN alone; a RST (no listener)
             // acknowledges the SYN and its payload (RFC 9293 section 3.10.7.1).
             let syn = tag.tcp_seq().wrapping_add(1);
             let all = syn.wrapping_add((MARKER_LEN + crate::compose::SOURCE_CLAIM_LEN) as u32);
-            if port_ok && (ack == syn || ack == all) {
-                let bits = 44;
+            if ack == syn || ack == all {
+                let bits = 31;
                 if best.is_none_or(|(b, _, _, _)| bits > b) {
                     *best = Some((bits, spec, *run, Evidence::Reflection));
                 }
@@ -407,13 +416,13 @@ pub(crate) fn max_header_bits(spec: &ProbeSpec) -> u32 {
                 frag: FragKind::TinyHead,
             },
             Family::V4,
-        ) => 32 + 12,
+        ) => 32,
         (
             ProbeKind::Frag {
                 frag: FragKind::TinyHead,
             },
             Family::V6,
-        ) => 32 + 12 + 32,
+        ) => 32 + 32,
         (ProbeKind::Frag { frag }, _) if frag.is_tcp() => 0,
         (ProbeKind::Frag { .. }, Family::V4) => 0,
         (ProbeKind::Frag { .. }, Family::V6) => 32,
@@ -457,13 +466,15 @@ fn header_bits(f: &IpFields, c: &Candidate, tag: HeaderTag) -> u32 {
                 0
             }
         }
+        // The frag suite's datagrams have a fixed source port per kind
+        // (`compose::composed_src_port`): a filter, no tag bits.
         ProbeKind::Frag {
             frag: FragKind::TinyHead,
         } => {
-            if f.src_port == Some(tag.tcp_src_port(crate::compose::COMPOSED_SYN_SET)) {
-                12
-            } else {
+            if f.src_port == crate::compose::composed_src_port(spec) {
                 0
+            } else {
+                return 0;
             }
         }
         _ => {

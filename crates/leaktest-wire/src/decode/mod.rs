@@ -60,7 +60,7 @@ mod tests {
                 return;
             }
             ProbeKind::Ext { chain, .. } => {
-                let first = crate::compose::first_header(chain);
+                let first = crate::compose::chain_first_header(chain);
                 assert_eq!(s.ip.header_protocol, Some(IpProtocol(first)), "{spec:?}");
                 return;
             }

@@ -24,8 +24,8 @@ TransPort 9040, DNSPort 5300, SocksPort 9050 on the internal addresses. A --rule
 with `nft -f` in the gateway namespace (with `flush ruleset` first) and must PASS.\n\n\
 Without options the lab runs the Whonix-style profile and the six classic breakages (about 45 s \
 on a 2-core machine); the five evasion profiles (exact-syn, src-subnet, no-rpf, ip6-nexthdr, \
-stateless), each a rule that only the flags, spoof, ext6 or frag suite defeats, run with --all or \
-by name (3 to 4 s each). The Whonix profile runs the workstation's sweep and the gateway's own \
+stateless), each a careless rule that the flags, spoof, ext6 or frag suite gets past (some leak \
+classic probes too), run with --all or by name (2.6 to 4.6 s each). The Whonix profile runs the workstation's sweep and the gateway's own \
 sweeps as root and as an unprivileged uid; a broken profile runs the gateway's root sweep only \
 when its own output path differs from Whonix's (the others would repeat Whonix's sweeps probe \
 for probe). The gateway's sweeps send icmp, ip, tcp, udp, flags and icmp-codes (raw sockets \

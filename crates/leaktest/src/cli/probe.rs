@@ -860,7 +860,11 @@ mod tests {
             parse_suites("udp, icmp,UDP").unwrap().0,
             vec![Suite::Icmp, Suite::Udp]
         );
-        assert_eq!(parse_suites("frag,all").unwrap().0.len(), 5);
+        assert_eq!(parse_suites("frag,all").unwrap().0.len(), Suite::ALL.len());
+        assert_eq!(
+            parse_suites("icmp-codes,ext6").unwrap().0,
+            vec![Suite::IcmpCodes, Suite::Ext6]
+        );
         assert!(parse_suites("").is_err());
         assert!(parse_suites("tcp,,udp").is_err());
     }
