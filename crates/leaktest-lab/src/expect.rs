@@ -254,6 +254,48 @@ impl Expectation {
         e
     }
 
+    /// The same expectation with every probe whose destination lies in one
+    /// of `nets` taken out (`--allow-net`: the watcher counts those apart,
+    /// never as leaks). A probe's destination is the lab's target, or for
+    /// the `lan` suite its own destination as the workstation addresses it.
+    pub fn allowing(mut self, nets: &[ipnet::IpNet]) -> Expectation {
+        if nets.is_empty() {
+            return self;
+        }
+        let allowed = |seq: u32| {
+            ProbeSpec::from_seq(seq)
+                .and_then(|s| crate::plan::workstation_destination(&s))
+                .is_some_and(|d| nets.iter().any(|n| n.contains(&d)))
+        };
+        for m in self.sweeps.values_mut() {
+            for set in [&mut m.certain, &mut m.possible] {
+                let out: Vec<(u32, u32)> = set
+                    .ranges()
+                    .iter()
+                    .flat_map(|&(a, b)| a..=b)
+                    .filter(|&q| allowed(q))
+                    .map(|q| (q, q))
+                    .collect();
+                if !out.is_empty() {
+                    *set = set.without(&[&SeqSet::from_ranges(&out)]);
+                }
+            }
+        }
+        // The table for people, from what is left.
+        self.per_suite.clear();
+        for (sweep, m) in &self.sweeps {
+            let certain = m.certain.per_suite();
+            let possible = m.possible.per_suite();
+            for key in certain.keys().chain(possible.keys()) {
+                let min = certain.get(key).copied().unwrap_or(0);
+                let max = min + possible.get(key).copied().unwrap_or(0);
+                self.per_suite
+                    .insert((*sweep, key.0, key.1), Range { min, max });
+            }
+        }
+        self
+    }
+
     /// The same expectation for the sweeps that run only.
     pub fn only(mut self, sweeps: &[Sweep]) -> Expectation {
         self.sweeps.retain(|s, _| sweeps.contains(s));
@@ -758,5 +800,44 @@ mod tests {
             );
             assert!(c.ok(), "{:?}", c.mismatches);
         }
+    }
+
+    #[test]
+    fn allowed_networks_leave_the_expectation() {
+        let e = profile("forward-masquerade");
+        let lan_echo = ProbeSpec {
+            family: Family::V4,
+            kind: ProbeKind::Lan {
+                dest: leaktest_wire::catalogue::LanDest::Private10,
+                transport: leaktest_wire::catalogue::Transport::Echo,
+            },
+        };
+        let ws = &e.sweeps[&Sweep::Workstation];
+        assert!(ws.certain.contains(lan_echo.seq()));
+        let nets: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let a = e.clone().allowing(&nets);
+        let ws2 = &a.sweeps[&Sweep::Workstation];
+        assert!(!ws2.certain.contains(lan_echo.seq()));
+        // Only that: every other leak stays.
+        assert!(ws2.certain.len() < ws.certain.len());
+        assert_eq!(a.verdict(), Verdict::Leak);
+        // Allowing the target's networks allows everything: a PASS is due.
+        let all: Vec<ipnet::IpNet> = [
+            "198.51.100.0/24",
+            "2001:db8:80::/64",
+            "0.0.0.0/1",
+            "128.0.0.0/1",
+            "::/1",
+            "8000::/1",
+        ]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+        let b = e.allowing(&all);
+        assert!(b
+            .sweeps
+            .values()
+            .all(|m| m.certain.is_empty() && m.possible.is_empty()));
+        assert_eq!(b.verdict(), Verdict::Pass);
     }
 }

@@ -205,6 +205,34 @@ pub fn describe(tor_uid: Option<u32>) -> serde_json::Value {
     })
 }
 
+/// Where the workstation's sweep sends `spec`: the lab's web server, or for
+/// the `lan` suite the destination it names (as `leaktest probe` builds it
+/// with the lab's uplink given); `None` if it is not built in the lab.
+pub fn workstation_destination(spec: &leaktest_wire::ProbeSpec) -> Option<std::net::IpAddr> {
+    use leaktest_wire::catalogue::{Family, ProbeKind};
+    use std::net::IpAddr;
+    let (src, target): (IpAddr, IpAddr) = match spec.family {
+        Family::V4 => (WS4.into(), WEB4.into()),
+        Family::V6 => (WS6.into(), WEB6.into()),
+    };
+    match spec.kind {
+        ProbeKind::Lan { dest, .. } => {
+            let hood = leaktest_wire::Neighbourhood {
+                gateway4: Some(GW_INT4),
+                gateway6: Some(GW_INT6),
+                prefix4: Some(24),
+                prefix6: Some(64),
+                uplink4: Some((GW_EXT4, 24)),
+                uplink6: Some((GW_EXT6, 64)),
+                router4: Some(NET_ROUTER4),
+                router6: Some(NET_ROUTER6),
+            };
+            leaktest_wire::compose::lan_address(dest, spec.family, src, &hood)
+        }
+        _ => Some(target),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

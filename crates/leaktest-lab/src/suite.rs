@@ -35,6 +35,9 @@ pub struct SuiteOptions {
     pub probe_rate: String,
     /// The gateway-local sweeps (root and unprivileged); on by default.
     pub local_sweeps: bool,
+    /// Networks let out on purpose (`--allow-net`): given to every watch,
+    /// and the probes to them taken out of every expectation.
+    pub allow_nets: Vec<ipnet::IpNet>,
 }
 
 /// What the lab tests: a built-in profile or a user's ruleset.
@@ -202,25 +205,18 @@ pub fn run_target(
         })
         .collect();
     let announced: Vec<u64> = run_ids.iter().map(|(_, r)| *r).collect();
-    let first = watch_while(
-        lab,
-        &opts.exe,
-        &dir,
-        "watch",
-        &key,
-        &announced,
-        &mut |lab| {
-            for &(sweep, id) in &run_ids {
-                let r = sweep_once(lab, &dir, &names, opts, sweep, &key, Some(id), None)?;
-                runs.insert(r.run_id.clone(), sweep);
-            }
-            Ok(())
-        },
-    )?;
+    let first = watch_while(lab, opts, &dir, "watch", &key, &announced, &mut |lab| {
+        for &(sweep, id) in &run_ids {
+            let r = sweep_once(lab, &dir, &names, opts, sweep, &key, Some(id), None)?;
+            runs.insert(r.run_id.clone(), sweep);
+        }
+        Ok(())
+    })?;
     let expect = model
         .join()
         .map_err(|_| LabError::Died("the expectation model panicked".into()))?
-        .only(sweeps);
+        .only(sweeps)
+        .allowing(&opts.allow_nets);
     let mut reports = vec![first];
     let mut cmp: Comparison = expect::compare(&[&reports[0]], &expect, &runs);
     // Probes that must leak and were not seen: sent again once, exactly
@@ -236,7 +232,7 @@ pub fn run_target(
         let by_sweep: BTreeMap<Sweep, String> = runs.iter().map(|(r, s)| (*s, r.clone())).collect();
         let second = watch_while(
             lab,
-            &opts.exe,
+            opts,
             &dir,
             "watch-resend",
             &key,
@@ -295,7 +291,7 @@ pub fn run_target(
 /// runs, then ends it and returns its report. `tag` names its files.
 fn watch_while(
     lab: &mut Lab,
-    exe: &Path,
+    opts: &SuiteOptions,
     dir: &Path,
     tag: &str,
     key: &Path,
@@ -307,7 +303,7 @@ fn watch_while(
     let ready = dir.join(format!("{tag}.ready"));
     let watch_log = dir.join(format!("{tag}.log"));
     let control = format!("127.0.0.1:{CONTROL_PORT}");
-    let mut wcmd = sys::ns_command(&names.gw, &exe.to_string_lossy())?;
+    let mut wcmd = sys::ns_command(&names.gw, &opts.exe.to_string_lossy())?;
     wcmd.arg("watch")
         .args(["--iface", GW_EXT_IF, "--tor-control", &control, "--json"])
         .arg(&report_path)
@@ -317,6 +313,9 @@ fn watch_while(
         .arg(key);
     for r in runs {
         wcmd.args(["--run", &format!("{r:016x}")]);
+    }
+    for n in &opts.allow_nets {
+        wcmd.args(["--allow-net", &n.to_string()]);
     }
     let (mut watcher, wt) = lab.spawn_tracked(wcmd, &watch_log, "leaktest watch")?;
     let wait_ready = Instant::now();

@@ -28,7 +28,9 @@ pub mod verdict;
 #[cfg(test)]
 mod testutil;
 
-pub use classify::allow::{parse_allow, parse_allow_list, AllowEntry, AllowKind, AllowSpec};
+pub use classify::allow::{
+    parse_allow, parse_allow_list, parse_allow_net, AllowEntry, AllowKind, AllowSpec,
+};
 pub use classify::flows::{Cleartext, FlowStats, Violation};
 pub use classify::housekeeping::HousekeepingKind;
 pub use classify::{

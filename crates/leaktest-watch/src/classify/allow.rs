@@ -34,6 +34,9 @@ pub enum AllowKind {
     Tcp,
     Udp,
     Tls,
+    /// `--allow-net`: every protocol and port to a network the operator lets
+    /// out on purpose (a LAN).
+    Net,
 }
 
 impl AllowKind {
@@ -43,6 +46,7 @@ impl AllowKind {
             AllowKind::Tcp => "tcp",
             AllowKind::Udp => "udp",
             AllowKind::Tls => "tls",
+            AllowKind::Net => "net",
         }
     }
 
@@ -52,6 +56,7 @@ impl AllowKind {
             AllowKind::Any => p.has_ports(),
             AllowKind::Tcp | AllowKind::Tls => p == IpProtocol::TCP,
             AllowKind::Udp => p == IpProtocol::UDP,
+            AllowKind::Net => true,
         }
     }
 }
@@ -67,9 +72,20 @@ pub struct AllowEntry {
 impl AllowEntry {
     /// Whether a packet of `protocol` to `dst` matches.
     pub fn matches(&self, protocol: IpProtocol, dst: &SocketAddr) -> bool {
+        if self.kind == AllowKind::Net {
+            return self.contains(dst.ip());
+        }
         self.kind.admits(protocol)
             && self.ports.contains(&dst.port())
             && self.net.contains(&canonical(dst.ip()))
+    }
+}
+
+impl AllowEntry {
+    /// Whether `addr` is inside the entry's network (IPv4-mapped IPv6 as
+    /// its IPv4 address).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        self.net.contains(&canonical(addr))
     }
 }
 
@@ -81,6 +97,9 @@ impl fmt::Display for AllowEntry {
             IpNet::V4(n) => n.to_string(),
             IpNet::V6(n) => format!("[{n}]"),
         };
+        if self.kind == AllowKind::Net {
+            return write!(f, "net:{net}");
+        }
         let (lo, hi) = (*self.ports.start(), *self.ports.end());
         if lo == hi {
             write!(f, "{}:{net}:{lo}", self.kind.name())
@@ -203,6 +222,38 @@ pub fn parse_allow(value: &str) -> Result<AllowSpec, AllowError> {
         net,
         ports: lo..=hi,
     }))
+}
+
+/// Parses one `--allow-net` value: `ADDR/PREFIX` (or one address), a
+/// network every frame to which is counted as allowed, probes included.
+pub fn parse_allow_net(value: &str) -> Result<AllowEntry, AllowError> {
+    let err = |why| AllowError {
+        value: value.to_string(),
+        why,
+    };
+    let v = value.trim();
+    let v = v
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(v);
+    let net: IpNet = if v.contains('/') {
+        v.parse::<IpNet>()
+            .map_err(|_| err("not a network (ADDR/PREFIX)"))?
+            .trunc()
+    } else {
+        IpNet::from(
+            v.parse::<IpAddr>()
+                .map_err(|_| err("not a network (ADDR/PREFIX)"))?,
+        )
+    };
+    if net.prefix_len() == 0 {
+        return Err(err("a network of prefix 0 is the whole internet"));
+    }
+    Ok(AllowEntry {
+        kind: AllowKind::Net,
+        net,
+        ports: 0..=u16::MAX,
+    })
 }
 
 /// Parses every `--allow` value: the entries, and the endpoints that join

@@ -4,6 +4,7 @@
 //!
 //! | # | rule | decides |
 //! |---|------|---------|
+//! | 0 | `allow-net` | to an address inside an `--allow-net` network (a LAN the operator lets out on purpose): **allowed**, counted apart, probes included |
 //! | 1 | `probe-marker` | an authentic probe payload marker anywhere in the frame: **leak**, attributed |
 //! | 2 | `canary` | the canary EtherType: this watch's canary, byte for byte and seen once, is a **canary**; anything else of that EtherType is a **leak** (forged canary) |
 //! | 3 | `tor` | TCP from the gateway to an endpoint its Tor uses: **Tor** if the flow carries what Tor sends there ([`flows`]), else a **leak** (not Tor) |
@@ -42,6 +43,8 @@ use std::net::{IpAddr, SocketAddr};
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum Rule {
+    /// To an `--allow-net` network.
+    AllowNet,
     ProbeMarker,
     Canary,
     Tor,
@@ -56,7 +59,8 @@ pub enum Rule {
 }
 
 /// The rules in the order they are tried.
-pub const RULES: [Rule; 11] = [
+pub const RULES: [Rule; 12] = [
+    Rule::AllowNet,
     Rule::ProbeMarker,
     Rule::Canary,
     Rule::Tor,
@@ -74,6 +78,7 @@ impl Rule {
     /// The rule's stable name, as in the JSON report.
     pub fn name(self) -> &'static str {
         match self {
+            Rule::AllowNet => "allow-net",
             Rule::ProbeMarker => "probe-marker",
             Rule::Canary => "canary",
             Rule::Tor => "tor",
@@ -91,6 +96,7 @@ impl Rule {
     /// What the rule decides, in one line.
     pub fn about(self) -> &'static str {
         match self {
+            Rule::AllowNet => "to an --allow-net network (a LAN let out on purpose): allowed, probes included, counted apart",
             Rule::ProbeMarker => "a probe's authentic payload marker: leak",
             Rule::Canary => "the canary EtherType: this watch's canary as built and seen once, else a forged canary (leak)",
             Rule::Tor => "TCP from the gateway to an endpoint its Tor uses, carrying what Tor sends there: Tor (else a leak)",
@@ -295,7 +301,8 @@ struct Input<'a> {
 type RuleFn = fn(&mut Classifier, &Input<'_>) -> Option<Class>;
 
 /// The table: each rule and its check, in [`RULES`] order.
-const TABLE: [(Rule, RuleFn); 11] = [
+const TABLE: [(Rule, RuleFn); 12] = [
+    (Rule::AllowNet, Classifier::allow_net),
     (Rule::ProbeMarker, Classifier::probe_marker),
     (Rule::Canary, Classifier::canary),
     (Rule::Tor, Classifier::tor),
@@ -444,6 +451,18 @@ impl Classifier {
                 Err(v) => leak(i, LeakCause::NotTor(v), None),
             },
         )
+    }
+
+    /// `--allow-net`: any frame to an address inside an allowed network.
+    fn allow_net(&mut self, i: &Input<'_>) -> Option<Class> {
+        let dst = i.s.ip.dst?;
+        let entry = self
+            .cfg
+            .allow
+            .iter()
+            .position(|e| e.kind == AllowKind::Net && e.contains(dst))?;
+        let endpoint = SocketAddr::new(dst, i.s.ip.dst_port.unwrap_or(0));
+        Some(Class::Allowed(AllowedFrame { endpoint, entry }))
     }
 
     fn allow(&mut self, i: &Input<'_>) -> Option<Class> {

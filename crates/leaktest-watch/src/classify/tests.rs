@@ -627,3 +627,45 @@ proptest::proptest! {
         c.classify(&Frame::whole(&bytes), &tor_list());
     }
 }
+
+#[test]
+fn allow_net_takes_every_frame_to_its_network_first_probes_included() {
+    let lan = crate::classify::allow::parse_allow_net("203.0.113.0/24").unwrap();
+    assert_eq!(lan.to_string(), "net:203.0.113.0/24");
+    let mut c = Classifier::new(
+        ClassifierConfig {
+            allow: vec![lan],
+            ..cfg()
+        },
+        LinkType::Ethernet,
+        MarkerKeys::open(),
+    );
+    let tor = Allowlist::new();
+    // A probe to the network: allowed, not a leak.
+    let key = RunKey::open(0xabcd);
+    let (_, frame) = udp_probe(&key, 53);
+    let d = c.classify(&Frame::whole(&frame), &tor);
+    assert_eq!(d.rule, Rule::AllowNet);
+    assert!(matches!(
+        d.class,
+        Class::Allowed(AllowedFrame { entry: 0, .. })
+    ));
+    // Any protocol, from the gateway or forwarded.
+    let icmp = eth4(
+        WS4,
+        Ipv4Addr::new(203, 0, 113, 9),
+        1,
+        &[8, 0, 0, 0, 0, 1, 0, 1],
+    );
+    assert_eq!(c.classify(&Frame::whole(&icmp), &tor).rule, Rule::AllowNet);
+    // Elsewhere: the rules as before.
+    let other = eth4(WS4, Ipv4Addr::new(192, 0, 2, 9), 17, &udp(1, 53, b"x"));
+    assert_eq!(c.classify(&Frame::whole(&other), &tor).rule, Rule::Default);
+    for bad in ["0.0.0.0/0", "10.0.0.0/33", "lan", "::/0"] {
+        assert!(
+            crate::classify::allow::parse_allow_net(bad).is_err(),
+            "{bad}"
+        );
+    }
+    assert!(crate::classify::allow::parse_allow_net("[fd00::/8]").is_ok());
+}

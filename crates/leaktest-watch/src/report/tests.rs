@@ -247,9 +247,11 @@ fn json_report_of_a_leak() {
             .sum::<u64>(),
         10
     );
-    assert_eq!(rules[0]["rule"], "probe-marker");
-    assert_eq!(rules[0]["packets"], 6);
-    assert_eq!(rules[1]["packets"], 1, "the canary");
+    assert_eq!(rules[0]["rule"], "allow-net");
+    assert_eq!(rules[0]["packets"], 0);
+    assert_eq!(rules[1]["rule"], "probe-marker");
+    assert_eq!(rules[1]["packets"], 6);
+    assert_eq!(rules[2]["packets"], 1, "the canary");
     // Every probe of the run, as seq ranges.
     let run = &v["runs"][0];
     assert_eq!(run["run"], "1122334455667788");

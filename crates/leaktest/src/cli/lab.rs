@@ -43,6 +43,10 @@ pub struct Args {
     /// Run every built-in profile, the evasion profiles too
     #[arg(long, conflicts_with = "profiles")]
     all: bool,
+    /// A network let out on purpose (ADDR/PREFIX, repeatable): given to every watch as
+    /// --allow-net, and the probes to it are taken out of every profile's expectation
+    #[arg(long = "allow-net", value_name = "ADDR/PREFIX")]
+    allow_net: Vec<String>,
     /// Test this nftables ruleset as the gateway's policy (expected: PASS)
     #[arg(long, value_name = "FILE.nft")]
     ruleset: Option<PathBuf>,
@@ -115,6 +119,11 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let targets = targets(&args)?;
+    let allow_nets: Vec<_> = args
+        .allow_net
+        .iter()
+        .map(|n| leaktest_watch::parse_allow_net(n).map(|e| e.net))
+        .collect::<Result<_, _>>()?;
     // The outputs are checked before a namespace exists, not found out at the end.
     let outputs: Vec<(&str, &std::path::Path)> = [("--json", &args.json), ("--html", &args.html)]
         .into_iter()
@@ -148,6 +157,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         exe,
         probe_rate: args.rate.clone(),
         local_sweeps: true,
+        allow_nets,
     };
     // Profiles that must leak need no working Tor: they run while the
     // private Tor network forms its first consensus. Profiles that must pass

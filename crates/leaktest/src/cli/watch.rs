@@ -35,6 +35,7 @@ Run it on the Tor gateway, on the interface that faces the real network, then ru
 `leaktest probe` on the workstation behind the gateway. Every outbound frame (IPv4, IPv6 \
 and anything else at layer 2) is decided by an ordered table of rules; the first that \
 claims a frame decides, and its name is in every report:
+  allow-net      to an --allow-net network: counted as allowed, apart from leaks (probes too)
   probe-marker   the authenticated marker of a probe: LEAK, attributed to that probe, \
 whatever its destination (probe traffic must never leave in the clear, not even to a relay)
   canary         the canary EtherType: this watch's own canary, byte for byte and seen \
@@ -58,6 +59,10 @@ procedure's Step 0 (restricting Tor to ports 80 and 443) is unnecessary: relays 
 port are recognised, and a leak to port 80, 443, 9001 or 9030 is still reported. \
 --restrict-tor still applies Step 0 for the duration of the watch and undoes it afterwards; \
 beware that restricting Tor's ports changes which guards Tor selects.
+
+--allow-net ADDR/PREFIX lets out a whole network on purpose (Whonix lets some LANs through \
+to the gateway's users by design): every frame to it, probes included, is counted as allowed \
+(rule allow-net, before every other rule) and reported apart, never as a leak.
 
 --allow [KIND:]ADDR[/PREFIX]:PORT[-PORT] lets out what the operator means to let out; \
 IPv6 in brackets. Kinds: any (the default: TCP, UDP, SCTP, DCCP, UDP-Lite to that address \
@@ -142,6 +147,11 @@ pub struct Args {
     /// (see above); repeatable
     #[arg(long = "allow", value_name = "[KIND:]ADDR:PORT")]
     allow: Vec<String>,
+    /// A network let out on purpose (a LAN the gateway's users may reach by design): every
+    /// frame to an address inside it is counted as allowed, probes included, apart from the
+    /// leaks; ADDR/PREFIX, repeatable
+    #[arg(long = "allow-net", value_name = "ADDR/PREFIX")]
+    allow_net: Vec<String>,
     /// Stop after this many seconds (default: until Ctrl-C or SIGTERM)
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     duration: Option<Duration>,
@@ -278,7 +288,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.tor_password_env.is_some() && args.tor_control.is_none() && !args.restrict_tor {
         bail!("--tor-password-env needs --tor-control");
     }
-    let (allow, tor_extra) = parse_allow_list(&args.allow)?;
+    let (mut allow, tor_extra) = parse_allow_list(&args.allow)?;
+    for n in &args.allow_net {
+        allow.push(leaktest_watch::parse_allow_net(n)?);
+    }
     let mut keys = match &args.key_file {
         Some(p) => MarkerKeys::with_secret(leaktest_fs::read_secret("--key-file", p)?),
         None => MarkerKeys::open(),
