@@ -53,6 +53,12 @@ pub struct Policy {
     /// A stateless ruleset: no conntrack, no NAT, no redirect (a router
     /// ACL). Conntrack is what reassembles fragments before the rules.
     pub stateless: bool,
+    /// Not a rule: whether the gateway's tor has the network when the
+    /// sweeps run (its TransPort listens). The lab's broken profiles run
+    /// before (`DisableNetwork 1`), the Whonix profile and `lab_model`
+    /// after. It decides how a redirected SYN is answered (see
+    /// `reflection`).
+    pub tor_listens: bool,
 }
 
 impl Policy {
@@ -69,6 +75,7 @@ impl Policy {
         rpf: true,
         exact_syn: false,
         stateless: false,
+        tor_listens: false,
     };
 
     /// The forwarding sysctls of this policy.
@@ -492,7 +499,9 @@ impl Policy {
                     // routes out of the uplink gets that answer there, and the
                     // reflection names the probe.
                     return match spec.kind {
-                        ProbeKind::Spoof { source, .. } => reflection(source, spec.family),
+                        ProbeKind::Spoof { source, .. } => {
+                            reflection(source, spec.family, self.tor_listens)
+                        }
                         _ => Fate::Stopped,
                     };
                 }
@@ -566,7 +575,7 @@ impl Policy {
             && self.redirect_syn
             && self.syn_redirected(TcpFlags(TcpFlags::SYN));
         if redirected {
-            reflection(source, spec.family)
+            reflection(source, spec.family, self.tor_listens)
         } else {
             Fate::Stopped
         }
@@ -766,19 +775,25 @@ fn not_forwarded(spec: &ProbeSpec) -> bool {
 /// leaves by its uplink: the address routes there (another private range,
 /// an internet address, an IPv4 link-local address, and for IPv6 the
 /// unspecified and IPv4-mapped addresses: the default route). With no
-/// TransPort listener (the lab's broken profiles run while the gateway's
-/// tor has `DisableNetwork 1`) the answer is the kernel's RST, which goes
-/// to any source; a listening TransPort answers with a SYN-ACK, but never
-/// to an IPv4-mapped source (`tcp_v6_conn_request`; both measured). The
-/// model does not know whether tor listens: IPv4-mapped is `Either`.
-fn reflection(source: SpoofSource, family: Family) -> Fate {
+/// TransPort listener (`listens` false: the lab's broken profiles run while
+/// the gateway's tor has `DisableNetwork 1`) the answer is the kernel's RST,
+/// sent to any source, always (measured). A listening TransPort answers
+/// with a SYN-ACK, never to an IPv4-mapped source (`tcp_v6_conn_request`),
+/// and not at all while its accept queue is full (measured in `lab_model`:
+/// the sweep's own redirected SYNs fill it): `Either`.
+fn reflection(source: SpoofSource, family: Family, listens: bool) -> Fate {
     let v6 = family == Family::V6;
-    match source {
-        SpoofSource::OtherPrivate | SpoofSource::Documentation => Fate::Leaks,
-        SpoofSource::LinkLocal if !v6 => Fate::Leaks,
-        SpoofSource::Unspecified if v6 => Fate::Leaks,
-        SpoofSource::V4Mapped if v6 => Fate::Either,
-        _ => Fate::Stopped,
+    let routes_out = match source {
+        SpoofSource::OtherPrivate | SpoofSource::Documentation => true,
+        SpoofSource::LinkLocal => !v6,
+        SpoofSource::Unspecified | SpoofSource::V4Mapped => v6,
+        _ => false,
+    };
+    match (routes_out, listens, source) {
+        (false, _, _) => Fate::Stopped,
+        (true, false, _) => Fate::Leaks,
+        (true, true, SpoofSource::V4Mapped) => Fate::Stopped,
+        (true, true, _) => Fate::Either,
     }
 }
 
@@ -949,6 +964,39 @@ mod model_tests {
             }
         }
         (leaks, either)
+    }
+
+    #[test]
+    fn reflections_are_certain_without_a_listener_and_possible_with_one() {
+        let p = builtin()
+            .into_iter()
+            .find(|p| p.name == "no-rpf")
+            .unwrap()
+            .policy;
+        let spoof = |family, source| ProbeSpec {
+            family,
+            kind: ProbeKind::Spoof {
+                source,
+                transport: Transport::TcpSyn,
+            },
+        };
+        let doc4 = spoof(Family::V4, SpoofSource::Documentation);
+        let mapped6 = spoof(Family::V6, SpoofSource::V4Mapped);
+        let near4 = spoof(Family::V4, SpoofSource::SameSubnet);
+        assert_eq!(p.fate(Sweep::Workstation, &doc4), Fate::Leaks);
+        assert_eq!(p.fate(Sweep::Workstation, &mapped6), Fate::Leaks);
+        assert_eq!(p.fate(Sweep::Workstation, &near4), Fate::Stopped);
+        let listening = Policy {
+            tor_listens: true,
+            ..p
+        };
+        assert_eq!(listening.fate(Sweep::Workstation, &doc4), Fate::Either);
+        assert_eq!(listening.fate(Sweep::Workstation, &mapped6), Fate::Stopped);
+        // The reverse-path check stops them all.
+        let whonix = Policy::WHONIX;
+        assert_eq!(whonix.fate(Sweep::Workstation, &doc4), Fate::Stopped);
+        assert_eq!(whonix.reflects(Sweep::Workstation, &doc4), Fate::Stopped);
+        assert_eq!(p.reflects(Sweep::Workstation, &doc4), Fate::Leaks);
     }
 
     #[test]

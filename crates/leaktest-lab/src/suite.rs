@@ -76,7 +76,12 @@ impl Target {
     }
     pub fn expectation(&self) -> Expectation {
         match self {
-            Target::Builtin(p) => Expectation::of(&p.policy),
+            // A profile that must pass runs once the gateway's tor has the
+            // network; the others run before.
+            Target::Builtin(p) => Expectation::of(&Policy {
+                tor_listens: p.expect_pass(),
+                ..p.policy
+            }),
             Target::Ruleset { .. } => Expectation::nothing(),
         }
     }

@@ -402,10 +402,11 @@ impl MarkerKeys {
 
     /// Remembers a run announced in advance by its id (`leaktest watch
     /// --run`): its open-mode key, and its shared-mode key if these keys
-    /// hold the secret (at most [`MAX_ANNOUNCED_RUNS`] runs). Header
-    /// evidence of an announced run (a reflection, a tiny fragment, a
-    /// stripped payload) needs no payload marker of it to have been seen
-    /// first ([`MarkerKeys::header_runs`]).
+    /// hold the secret (at most [`MAX_ANNOUNCED_RUNS`] runs). A reflection
+    /// of an announced run needs no payload marker of it to have been seen
+    /// first ([`MarkerKeys::reflection_runs`]); other header-only evidence
+    /// still does (so that a flood of unmarked leaks to new destinations
+    /// costs no key work).
     pub fn expect_run(&mut self, run_id: u64) {
         let mut modes = vec![KeyMode::Open];
         if self.secret.is_some() {
@@ -421,12 +422,12 @@ impl MarkerKeys {
         }
     }
 
-    /// The runs whose header markers a frame to (or, for a reflection,
-    /// from) `addr` is checked against: those seen going there, else the
-    /// announced ones. At most [`MAX_RUNS_PER_TARGET`] or
+    /// The runs a reflection from `addr` (the target, in whose name the
+    /// gateway answered) is checked against: those seen going there, else
+    /// the announced ones. At most [`MAX_RUNS_PER_TARGET`] or
     /// [`MAX_ANNOUNCED_RUNS`], so the cost per frame stays bounded however
     /// many runs forged markers make the keys learn.
-    pub fn header_runs(&self, addr: &IpAddr) -> &[RunKey] {
+    pub fn reflection_runs(&self, addr: &IpAddr) -> &[RunKey] {
         match self.runs_for(addr) {
             [] => &self.announced,
             r => r,

@@ -120,14 +120,14 @@ pub fn attribute_headers(s: &FrameSummary, keys: &MarkerKeys) -> Option<Attribut
     let mut best: Option<(u32, ProbeSpec, RunKey, Evidence)> = None;
     for f in std::iter::once(&s.ip).chain(s.quoted.as_ref()) {
         if let Some(dst) = f.dst {
-            header_match(f, keys.header_runs(&dst), &mut best);
+            header_match(f, keys.runs_for(&dst), &mut best);
         }
         // A reflection leaves from the target's address (the gateway
         // answered in its name): the runs known for the frame's source, or
         // the announced ones (behind a gateway that only reflects, no marker
         // of the run ever reaches the uplink).
         if let Some(src) = f.src {
-            reflection_match(f, keys.header_runs(&src), &mut best);
+            reflection_match(f, keys.reflection_runs(&src), &mut best);
         }
     }
     let (bits, spec, run, evidence) = best?;
