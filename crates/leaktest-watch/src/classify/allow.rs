@@ -168,25 +168,7 @@ pub fn parse_allow(value: &str) -> Result<AllowSpec, AllowError> {
         }
         (a, p)
     };
-    let net: IpNet = if addr.contains('/') {
-        addr.parse::<IpNet>()
-            .map_err(|_| err("not an address or network"))?
-            .trunc()
-    } else {
-        IpNet::from(
-            addr.parse::<IpAddr>()
-                .map_err(|_| err("not an address or network"))?,
-        )
-    };
-    let net = match net {
-        IpNet::V6(n) => match n.addr().to_ipv4_mapped() {
-            Some(a) if n.prefix_len() >= 96 => {
-                IpNet::new(IpAddr::V4(a), n.prefix_len() - 96).map_err(|_| err("bad prefix"))?
-            }
-            _ => net,
-        },
-        n => n,
-    };
+    let net = parse_net(addr).map_err(err)?;
     let (lo, hi) = match ports.split_once('-') {
         Some((a, b)) => (a.parse::<u16>(), b.parse::<u16>()),
         None => (ports.parse::<u16>(), ports.parse::<u16>()),
@@ -224,10 +206,44 @@ pub fn parse_allow(value: &str) -> Result<AllowSpec, AllowError> {
     }))
 }
 
+/// A `--allow-net` value that cannot be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "bad --allow-net value {value:?}: {why}; expected ADDR/PREFIX, e.g. 192.168.0.0/16 or fd00::/8"
+)]
+pub struct AllowNetError {
+    pub value: String,
+    pub why: &'static str,
+}
+
+/// `ADDR[/PREFIX]` as a network (host bits cleared); an IPv4-mapped IPv6
+/// network of prefix 96 or more is its IPv4 network.
+fn parse_net(addr: &str) -> Result<IpNet, &'static str> {
+    let net: IpNet = if addr.contains('/') {
+        addr.parse::<IpNet>()
+            .map_err(|_| "not an address or network")?
+            .trunc()
+    } else {
+        IpNet::from(
+            addr.parse::<IpAddr>()
+                .map_err(|_| "not an address or network")?,
+        )
+    };
+    Ok(match net {
+        IpNet::V6(n) => match n.addr().to_ipv4_mapped() {
+            Some(a) if n.prefix_len() >= 96 => {
+                IpNet::new(IpAddr::V4(a), n.prefix_len() - 96).map_err(|_| "bad prefix")?
+            }
+            _ => net,
+        },
+        n => n,
+    })
+}
+
 /// Parses one `--allow-net` value: `ADDR/PREFIX` (or one address), a
 /// network every frame to which is counted as allowed, probes included.
-pub fn parse_allow_net(value: &str) -> Result<AllowEntry, AllowError> {
-    let err = |why| AllowError {
+pub fn parse_allow_net(value: &str) -> Result<AllowEntry, AllowNetError> {
+    let err = |why| AllowNetError {
         value: value.to_string(),
         why,
     };
@@ -236,16 +252,7 @@ pub fn parse_allow_net(value: &str) -> Result<AllowEntry, AllowError> {
         .strip_prefix('[')
         .and_then(|x| x.strip_suffix(']'))
         .unwrap_or(v);
-    let net: IpNet = if v.contains('/') {
-        v.parse::<IpNet>()
-            .map_err(|_| err("not a network (ADDR/PREFIX)"))?
-            .trunc()
-    } else {
-        IpNet::from(
-            v.parse::<IpAddr>()
-                .map_err(|_| err("not a network (ADDR/PREFIX)"))?,
-        )
-    };
+    let net = parse_net(v).map_err(err)?;
     if net.prefix_len() == 0 {
         return Err(err("a network of prefix 0 is the whole internet"));
     }

@@ -870,6 +870,28 @@ mod tests {
     }
 
     #[test]
+    fn uplink_networks() {
+        assert_eq!(
+            parse_cidr("203.0.113.2/24").unwrap(),
+            ("203.0.113.2".parse().unwrap(), 24)
+        );
+        assert_eq!(parse_cidr("2001:db8:1::2/64").unwrap().1, 64);
+        for bad in [
+            "203.0.113.2",
+            "203.0.113.2/33",
+            "2001:db8::1/129",
+            "x/24",
+            "/24",
+        ] {
+            let e = parse_cidr(bad).unwrap_err();
+            assert!(
+                e.contains("ADDR/LEN") || e.contains("longer than"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn macs_and_run_ids() {
         assert_eq!(
             parse_mac("02:00:5e:10:00:0A"),
