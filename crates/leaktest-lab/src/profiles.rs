@@ -53,6 +53,10 @@ pub struct Policy {
     /// A stateless ruleset: no conntrack, no NAT, no redirect (a router
     /// ACL). Conntrack is what reassembles fragments before the rules.
     pub stateless: bool,
+    /// The output chain also accepts every private destination (10.0.0.0/8,
+    /// 172.16.0.0/12, 192.168.0.0/16, fc00::/7) for every user: a LAN
+    /// exception written wider than the LAN it was meant for.
+    pub output_lan: bool,
     /// Not a rule: whether the gateway's tor has the network when the
     /// sweeps run (its TransPort listens). The lab's broken profiles run
     /// before (`DisableNetwork 1`), the Whonix profile and `lab_model`
@@ -75,6 +79,7 @@ impl Policy {
         rpf: true,
         exact_syn: false,
         stateless: false,
+        output_lan: false,
         tor_listens: false,
     };
 
@@ -183,6 +188,11 @@ impl Policy {
         } else {
             ""
         };
+        let lan = match (self.output_lan, self.inet) {
+            (true, true) => "    ip daddr { 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 } accept\n    ip6 daddr fc00::/7 accept\n",
+            (true, false) => "    ip daddr { 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 } accept\n",
+            _ => "",
+        };
         format!(
             "flush ruleset\n\
 table {fam} leaktest_gw {{\n\
@@ -216,6 +226,7 @@ table {fam} leaktest_gw {{\n\
 {icmp6_nd}\
     ip daddr {{ 127.0.0.0/8, 10.152.152.0/24 }} accept\n\
 {local6}\
+{lan}\
     meta skuid {tor_uid} accept\n\
 {root}\
   }}\n\
@@ -278,19 +289,21 @@ mod tests {
 
 /// The suites the lab's sweeps send. The gateway's own sweeps (raw
 /// sockets) leave out what only a workstation behind it can send: forged
-/// sources, LAN destinations, tunnels, IP options and extension headers
-/// through its own stack test nothing its output chain does not already
-/// show, and its own output path reassembles and refragments the frag
-/// suite's multi-fragment datagrams (conntrack), which the model does not
-/// predict frame by frame.
+/// sources, tunnels, IP options and extension headers through its own
+/// stack test nothing its output chain does not already show, and its own
+/// output path reassembles and refragments the frag suite's
+/// multi-fragment datagrams (conntrack), which the model does not predict
+/// frame by frame. LAN destinations they do send: an output chain's
+/// exceptions are written by destination.
 pub fn sweep_suites(sweep: Sweep) -> &'static [Suite] {
-    const GATEWAY: [Suite; 6] = [
+    const GATEWAY: [Suite; 7] = [
         Suite::Icmp,
         Suite::Ip,
         Suite::Tcp,
         Suite::Udp,
         Suite::Flags,
         Suite::IcmpCodes,
+        Suite::Lan,
     ];
     match sweep {
         Sweep::Workstation => &Suite::ALL,
@@ -592,6 +605,9 @@ impl Policy {
     }
 
     fn fate_local(&self, sweep: Sweep, spec: &ProbeSpec, filtered: bool) -> Fate {
+        if let ProbeKind::Lan { dest, .. } = spec.kind {
+            return self.fate_local_lan(sweep, spec.family, dest, filtered);
+        }
         if !filtered {
             return Fate::Leaks; // no table for this family: nothing stops it
         }
@@ -631,14 +647,56 @@ impl Policy {
             // through (generic tracking; per-protocol trackers reject
             // marker-only headers): the lab asserts the range.
             ProbeKind::Ip { .. } => Fate::Either,
-            // The lab's gateway sweeps do not send the composed suites
-            // (see [`sweep_suites`]).
+            // The lab's gateway sweeps do not send these composed suites
+            // (see [`sweep_suites`]); `lan` is judged above.
             ProbeKind::IpOpt { .. }
             | ProbeKind::Ext { .. }
             | ProbeKind::Lan { .. }
             | ProbeKind::Spoof { .. }
             | ProbeKind::Tunnel { .. } => Fate::Stopped,
         }
+    }
+}
+
+impl Policy {
+    /// A `lan` probe sent by the gateway itself (a raw socket sends it to
+    /// the destination in its header, through the gateway's routing: the
+    /// default route by the uplink, broadcast and multicast on the uplink,
+    /// link-scope IPv6 on the uplink by its zone). Its transports (TCP SYN,
+    /// UDP, echo request) are all new to conntrack, so only the output
+    /// chain's accept rules decide, by user and destination.
+    fn fate_local_lan(&self, sweep: Sweep, family: Family, dest: LanDest, filtered: bool) -> Fate {
+        // Never on the wire (measured): another host of the uplink subnet
+        // (none exists, its ARP / neighbour resolution fails), fe80::1 (no
+        // uplink neighbour has it) and the uplink's subnet-router anycast
+        // address (the router does not answer for it; a gateway with IPv6
+        // forwarding on holds it itself and delivers locally).
+        let v6 = family == Family::V6;
+        if dest == LanDest::UplinkHost
+            || (v6 && matches!(dest, LanDest::LinkLocal | LanDest::SubnetBroadcast))
+        {
+            return Fate::Stopped;
+        }
+        let accepted = !filtered
+            || (self.output_root && sweep == Sweep::GatewayRoot)
+            || (self.output_lan && private_destination(dest, family));
+        if accepted {
+            Fate::Leaks
+        } else {
+            Fate::Stopped
+        }
+    }
+}
+
+/// Whether a `lan` destination lies in the private ranges (RFC 1918,
+/// RFC 4193 `fc00::/7`).
+fn private_destination(dest: LanDest, family: Family) -> bool {
+    match family {
+        Family::V4 => matches!(
+            dest,
+            LanDest::Private10 | LanDest::Private172 | LanDest::Private192
+        ),
+        Family::V6 => dest == LanDest::Private10,
     }
 }
 
@@ -831,6 +889,9 @@ pub struct Profile {
     /// Run by `leaktest lab` without options (the others with `--all` or
     /// by name; `leaktest lab --help` says why).
     pub default: bool,
+    /// Networks the profile's operator lets out on purpose: given to its
+    /// watch as `--allow-net` (besides the lab's own), counted apart.
+    pub allow_nets: &'static [&'static str],
 }
 
 impl Profile {
@@ -841,7 +902,10 @@ impl Profile {
     pub fn own_output_differs(&self) -> bool {
         let p = &self.policy;
         let w = Policy::WHONIX;
-        self.expect_pass() || p.output_root != w.output_root || p.inet != w.inet
+        self.expect_pass()
+            || p.output_root != w.output_root
+            || p.inet != w.inet
+            || p.output_lan != w.output_lan
     }
 
     /// The sweeps the lab runs for this profile. The Whonix-style profile
@@ -853,7 +917,8 @@ impl Profile {
     /// leaves non-root users as Whonix's does; a family with no table lets
     /// every user out alike), so it runs with the Whonix profile only.
     pub fn sweeps(&self) -> &'static [Sweep] {
-        if self.expect_pass() {
+        // An output exception for every user: the unprivileged sweep shows it too.
+        if self.expect_pass() || self.policy.output_lan {
             &Sweep::ALL
         } else if self.own_output_differs() {
             &[Sweep::Workstation, Sweep::GatewayRoot]
@@ -873,6 +938,7 @@ impl Profile {
             && p.rpf
             && !p.exact_syn
             && !p.stateless
+            && !p.output_lan
     }
 }
 
@@ -880,72 +946,90 @@ impl Profile {
 pub fn builtin() -> Vec<Profile> {
     let w = Policy::WHONIX;
     vec![
-        Profile { name: "whonix", about: "Whonix-style policy: SYN and DNS redirected to Tor, nothing forwarded, only tor's uid out", policy: w, default: true },
+        Profile { name: "whonix", about: "Whonix-style policy: SYN and DNS redirected to Tor, nothing forwarded, only tor's uid out", policy: w, default: true, allow_nets: &[] },
         Profile {
             name: "forward-masquerade",
             about: "IPv4 forwarding on, forward chain open, masquerade on the external interface",
             policy: Policy { ip_forward: true, forward: Forward::All, masquerade: true, ..w },
             default: true,
+            allow_nets: &[],
         },
         Profile {
             name: "forward-no-nat",
             about: "IPv4 forwarding on, forward chain open, no NAT: the workstation's own address leaves",
             policy: Policy { ip_forward: true, forward: Forward::All, ..w },
             default: true,
+            allow_nets: &[],
         },
         Profile {
             name: "ipv6-forward",
             about: "IPv4-only (`ip`) tables with IPv6 forwarding on: IPv6 is neither filtered nor redirected",
             policy: Policy { inet: false, ipv6_forward: true, forward: Forward::All, ..w },
             default: true,
+            allow_nets: &[],
         },
         Profile {
             name: "dns-forward",
             about: "DNS forwarded and masqueraded instead of redirected to DNSPort",
             policy: Policy { redirect_dns: false, ip_forward: true, ipv6_forward: true, forward: Forward::Dns, masquerade: true, ..w },
             default: true,
+            allow_nets: &[],
         },
         Profile {
             name: "tcp-forward",
             about: "TCP forwarded (only SYN is redirected): the FIN/RST/ACK leak class",
             policy: Policy { ip_forward: true, ipv6_forward: true, forward: Forward::Tcp, ..w },
             default: true,
+            allow_nets: &[],
         },
         Profile {
             name: "output-root",
             about: "the gateway's output chain also accepts everything from root",
             policy: Policy { output_root: true, ..w },
             default: true,
+            allow_nets: &[],
         },
         Profile {
             name: "exact-syn",
             about: "only segments whose flags are exactly SYN redirected, new TCP forwarded and masqueraded: the ECN setup SYN (SYN+ECE+CWR) and every other SYN variant leave in the clear",
             policy: Policy { exact_syn: true, ip_forward: true, ipv6_forward: true, forward: Forward::NewTcp, masquerade: true, ..w },
             default: false,
+            allow_nets: &[],
         },
         Profile {
             name: "src-subnet",
             about: "forwarding blocked by the workstations' source subnet instead of by interface, no reverse-path check: forged sources are forwarded and masqueraded, and the gateway's answers to their redirected SYNs reflect out of the uplink",
             policy: Policy { ip_forward: true, ipv6_forward: true, forward: Forward::NotFromInternalSubnet, masquerade: true, rpf: false, ..w },
             default: false,
+            allow_nets: &[],
         },
         Profile {
             name: "no-rpf",
             about: "Whonix-style without a reverse-path (fib saddr) check: the gateway answers forged sources' redirected SYNs (its RST, or TransPort's SYN-ACK once tor listens) out of the uplink, in the clear, to addresses the workstation chose",
             policy: Policy { rpf: false, ..w },
             default: false,
+            allow_nets: &[],
         },
         Profile {
             name: "ip6-nexthdr",
             about: "IPv6 forwarded unless `ip6 nexthdr` is TCP, UDP or ICMPv6: extension headers, tunnels and unreassembled fragments hide the transport",
             policy: Policy { ipv6_forward: true, forward: Forward::Ipv6NotTransport, ..w },
             default: false,
+            allow_nets: &[],
         },
         Profile {
             name: "stateless",
             about: "a stateless ACL (no conntrack) that drops only TCP segments with SYN and without ACK: a tiny first fragment and its tail pass, and so does every non-SYN segment",
             policy: Policy { stateless: true, redirect_syn: false, redirect_dns: false, rpf: false, ip_forward: true, ipv6_forward: true, forward: Forward::StatelessNoSyn, ..w },
             default: false,
+            allow_nets: &[],
+        },
+        Profile {
+            name: "lan-output",
+            about: "Whonix-style, but the output chain lets every user reach every private range (10/8, 172.16/12, 192.168/16, fc00::/7) where the operator meant only the home LAN 192.168.0.0/16 (allowed on purpose, counted apart): the gateway's own processes reach the other ranges in the clear",
+            policy: Policy { output_lan: true, ..w },
+            default: false,
+            allow_nets: &["192.168.0.0/16"],
         },
     ]
 }
@@ -1077,6 +1161,44 @@ mod model_tests {
         assert_eq!(
             count(&p, Sweep::Workstation, Family::V4, Suite::Udp),
             (0, 0)
+        );
+    }
+
+    #[test]
+    fn a_wide_lan_exception_lets_every_user_reach_the_private_ranges() {
+        let lan = builtin()
+            .into_iter()
+            .find(|p| p.name == "lan-output")
+            .unwrap();
+        assert_eq!(lan.sweeps(), &Sweep::ALL);
+        for sweep in [Sweep::GatewayRoot, Sweep::GatewayUser] {
+            // 10.0.0.1, 172.16.0.1, 192.168.1.1 / fd00::1, three transports each.
+            assert_eq!(count(&lan.policy, sweep, Family::V4, Suite::Lan), (9, 0));
+            assert_eq!(count(&lan.policy, sweep, Family::V6, Suite::Lan), (3, 0));
+        }
+        assert_eq!(
+            count(&lan.policy, Sweep::Workstation, Family::V4, Suite::Lan),
+            (0, 0)
+        );
+        // The operator's own LAN is counted apart, the rest leaks.
+        let nets: Vec<ipnet::IpNet> = lan.allow_nets.iter().map(|n| n.parse().unwrap()).collect();
+        let e = crate::expect::Expectation::of(&lan.policy).allowing(&nets);
+        let root = &e.sweeps[&Sweep::GatewayRoot];
+        assert_eq!(root.certain.len(), 6 + 3);
+        assert!(root.possible.is_empty());
+        // With root's output open, every LAN destination that exists leaves:
+        // 13 of 14 IPv4 (not the absent uplink host), 9 of 12 IPv6.
+        let root_open = Policy {
+            output_root: true,
+            ..Policy::WHONIX
+        };
+        assert_eq!(
+            count(&root_open, Sweep::GatewayRoot, Family::V4, Suite::Lan),
+            (39, 0)
+        );
+        assert_eq!(
+            count(&root_open, Sweep::GatewayRoot, Family::V6, Suite::Lan),
+            (27, 0)
         );
     }
 

@@ -52,6 +52,19 @@ pub enum Target {
 }
 
 impl Target {
+    /// The networks this target's operator lets out on purpose (a
+    /// built-in profile's `allow_nets`).
+    pub fn allow_nets(&self) -> Vec<ipnet::IpNet> {
+        match self {
+            Target::Builtin(p) => p
+                .allow_nets
+                .iter()
+                .map(|n| n.parse().expect("a built-in profile's network"))
+                .collect(),
+            Target::Ruleset { .. } => Vec::new(),
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Target::Builtin(p) => p.name,
@@ -158,6 +171,16 @@ pub fn run_target(
 ) -> Result<ProfileResult, LabError> {
     let t0 = Instant::now();
     let name = target.name().to_string();
+    // The profile's own allowed networks join the lab's (`--allow-net`).
+    let opts = &SuiteOptions {
+        allow_nets: opts
+            .allow_nets
+            .iter()
+            .copied()
+            .chain(target.allow_nets())
+            .collect(),
+        ..opts.clone()
+    };
     let g = lab
         .gw_tor
         .clone()
@@ -458,7 +481,7 @@ pub fn probe_command(
         .map(|s| s.name())
         .collect();
     cmd.args(["--suite", &suites.join(",")]);
-    if sweep == Sweep::Workstation {
+    {
         // What the `lan` and `spoof` suites need to know of the gateway's uplink.
         cmd.args([
             "--gateway-uplink",

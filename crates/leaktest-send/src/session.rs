@@ -244,7 +244,15 @@ pub fn prepare(request: ProbeRequest) -> Result<Prepared, Error> {
                     let p = &paths.iter().find(|(f, _)| *f == family).expect("path").1;
                     Box::new(PacketSender::open(p.ifindex, p.ethernet)?)
                 }
-                SocketKind::Raw => Box::new(RawIpSender::open(target, request.iface.as_deref())?),
+                SocketKind::Raw => {
+                    // Link-scope IPv6 destinations leave where the target's route does.
+                    let p = &paths.iter().find(|(f, _)| *f == family).expect("path").1;
+                    Box::new(RawIpSender::open(
+                        target.is_ipv6(),
+                        request.iface.as_deref(),
+                        p.ifindex,
+                    )?)
+                }
             };
             if sender.wants_ethernet() && l2.is_none() {
                 let p = &paths.iter().find(|(f, _)| *f == family).expect("path").1;

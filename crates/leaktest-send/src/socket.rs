@@ -19,7 +19,6 @@
 
 use crate::Error;
 use std::io;
-use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -359,22 +358,32 @@ impl FrameSender for PacketSender {
     }
 }
 
-/// Raw IP sender (header included) for one target, through the local stack.
+/// Raw IP sender (header included), through the local stack: each packet
+/// goes to the destination written in its own IP header (a `lan` probe to
+/// its LAN address, everything else to the target), routed and filtered as
+/// the host's own traffic to that address would be.
 pub struct RawIpSender {
     fd: OwnedFd,
-    dst: libc::sockaddr_in6,
-    dst_len: libc::socklen_t,
+    family: libc::c_int,
+    /// The interface that link-scope IPv6 destinations (fe80::/10, ff02::/16
+    /// and narrower multicast) are sent on: they carry no route, so the
+    /// socket address must name it (RFC 4007 zone; 0 = none).
+    scope: u32,
+    /// One socket address per frame of the batch being sent.
+    names: Vec<libc::sockaddr_in6>,
 }
 
 impl RawIpSender {
-    /// Opens an `IPPROTO_RAW` socket of `target`'s family. With `iface` the
-    /// socket is bound to that device (`SO_BINDTODEVICE`).
-    pub fn open(target: IpAddr, iface: Option<&str>) -> Result<RawIpSender, Error> {
-        let domain = match target {
-            IpAddr::V4(_) => libc::AF_INET,
-            IpAddr::V6(_) => libc::AF_INET6,
-        };
-        let fd = socket(domain, libc::SOCK_RAW, libc::IPPROTO_RAW)
+    /// Opens an `IPPROTO_RAW` socket of `family` (`AF_INET` when
+    /// `ipv6` is false). With `iface` the socket is bound to that device
+    /// (`SO_BINDTODEVICE`). `scope` is the interface index link-scope IPv6
+    /// destinations are sent on (the uplink: where the target's route
+    /// leaves). `SO_BROADCAST` is set: a broadcast destination is a probe
+    /// like any other (without it the kernel refuses with `EACCES`,
+    /// `raw_sendmsg`).
+    pub fn open(ipv6: bool, iface: Option<&str>, scope: u32) -> Result<RawIpSender, Error> {
+        let family = if ipv6 { libc::AF_INET6 } else { libc::AF_INET };
+        let fd = socket(family, libc::SOCK_RAW, libc::IPPROTO_RAW)
             .map_err(|e| open_error(e, "a raw IP socket"))?;
         if let Some(name) = iface {
             // SAFETY: name points at name.len() readable bytes.
@@ -395,34 +404,76 @@ impl RawIpSender {
             }
         }
         tune_send(&fd).map_err(|e| Error::Socket("a raw IP socket (options)", e))?;
-        // A sockaddr_in6 is large enough for either family.
-        // SAFETY: plain data.
-        let mut dst: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-        let dst_len = match target {
-            IpAddr::V4(a) => {
-                // SAFETY: sockaddr_in fits inside sockaddr_in6 and has no stricter alignment.
-                let sin = unsafe {
-                    &mut *(&mut dst as *mut libc::sockaddr_in6).cast::<libc::sockaddr_in>()
-                };
-                sin.sin_family = libc::AF_INET as libc::sa_family_t;
-                sin.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
-                std::mem::size_of::<libc::sockaddr_in>()
-            }
-            IpAddr::V6(a) => {
-                dst.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                dst.sin6_addr.s6_addr = a.octets();
-                std::mem::size_of::<libc::sockaddr_in6>()
-            }
-        } as libc::socklen_t;
-        Ok(RawIpSender { fd, dst, dst_len })
+        setsockopt(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_BROADCAST,
+            &1 as &libc::c_int,
+        )
+        .map_err(|e| Error::Socket("a raw IP socket (SO_BROADCAST)", e))?;
+        Ok(RawIpSender {
+            fd,
+            family,
+            scope,
+            names: Vec::new(),
+        })
     }
+}
+
+/// The socket address a raw IP packet is sent to: the destination in its
+/// own header, with `scope` as the zone of a link-scope IPv6 address.
+/// `None` for a packet too short to hold its header's addresses.
+fn raw_destination(family: libc::c_int, packet: &[u8], scope: u32) -> Option<libc::sockaddr_in6> {
+    // A sockaddr_in6 is large enough for either family.
+    // SAFETY: plain data.
+    let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    if family == libc::AF_INET {
+        let dst: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
+        // SAFETY: sockaddr_in fits inside sockaddr_in6 and has no stricter alignment.
+        let sin = unsafe { &mut *(&mut sa as *mut libc::sockaddr_in6).cast::<libc::sockaddr_in>() };
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_addr.s_addr = u32::from_ne_bytes(dst);
+    } else {
+        let dst: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
+        sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        sa.sin6_addr.s6_addr = dst;
+        let a = std::net::Ipv6Addr::from(dst);
+        let link_scope =
+            a.is_unicast_link_local() || (a.is_multicast() && (a.octets()[1] & 0x0f) <= 2);
+        if link_scope {
+            sa.sin6_scope_id = scope;
+        }
+    }
+    Some(sa)
 }
 
 impl FrameSender for RawIpSender {
     fn send_batch(&mut self, batch: &mut Batch) -> Result<SendOutcome, Error> {
-        let a = (&self.dst as *const libc::sockaddr_in6).cast::<libc::c_void>();
-        let len = self.dst_len;
-        batch.prepare(|_| (a, len));
+        let len = if self.family == libc::AF_INET {
+            std::mem::size_of::<libc::sockaddr_in>()
+        } else {
+            std::mem::size_of::<libc::sockaddr_in6>()
+        } as libc::socklen_t;
+        self.names.clear();
+        for i in 0..batch.len() {
+            // A frame too short for its addresses goes to the unspecified
+            // address: the kernel refuses it (counted as refused).
+            let sa =
+                raw_destination(self.family, batch.frame(i), self.scope).unwrap_or_else(|| {
+                    // SAFETY: plain data.
+                    let mut z: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+                    z.sin6_family = self.family as libc::sa_family_t;
+                    z
+                });
+            self.names.push(sa);
+        }
+        let names = &self.names;
+        let mut i = 0;
+        batch.prepare(|_| {
+            let a = (&names[i] as *const libc::sockaddr_in6).cast::<libc::c_void>();
+            i += 1;
+            (a, len)
+        });
         send_all(self.fd.as_raw_fd(), batch, is_refusal)
     }
 
@@ -438,6 +489,44 @@ impl FrameSender for RawIpSender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_packets_go_to_their_own_header_destination() {
+        // IPv4: bytes 16..20 of the header.
+        let mut v4 = [0u8; 20];
+        v4[0] = 0x45;
+        v4[16..20].copy_from_slice(&[255, 255, 255, 255]);
+        let sa = raw_destination(libc::AF_INET, &v4, 7).unwrap();
+        // SAFETY: the AF_INET branch wrote a sockaddr_in.
+        let sin = unsafe { &*(&sa as *const libc::sockaddr_in6).cast::<libc::sockaddr_in>() };
+        assert_eq!(sin.sin_family, libc::AF_INET as libc::sa_family_t);
+        assert_eq!(sin.sin_addr.s_addr.to_ne_bytes(), [255; 4]);
+        assert!(raw_destination(libc::AF_INET, &v4[..19], 7).is_none());
+        // IPv6: bytes 24..40; link-scope destinations get the zone.
+        let v6 = |dst: &str| {
+            let mut p = [0u8; 40];
+            p[0] = 0x60;
+            let a: std::net::Ipv6Addr = dst.parse().unwrap();
+            p[24..40].copy_from_slice(&a.octets());
+            raw_destination(libc::AF_INET6, &p, 7).unwrap()
+        };
+        for (dst, zone) in [
+            ("fe80::1", 7),
+            ("ff02::fb", 7),
+            ("ff01::1", 7),
+            ("ff05::2", 0),
+            ("ff0e::1", 0),
+            ("2001:db8::1", 0),
+            ("fd00::1", 0),
+        ] {
+            let sa = v6(dst);
+            assert_eq!(sa.sin6_scope_id, zone, "{dst}");
+            assert_eq!(
+                std::net::Ipv6Addr::from(sa.sin6_addr.s6_addr),
+                dst.parse::<std::net::Ipv6Addr>().unwrap()
+            );
+        }
+    }
 
     #[test]
     fn batch_slots_and_skips() {

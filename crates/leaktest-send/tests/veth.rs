@@ -256,7 +256,9 @@ fn send_from_ws(pair: &Pair, kind: Kind, key: RunKey, suites: &'static [Suite]) 
                     Kind::Packet => {
                         Box::new(PacketSender::open(path.ifindex, path.ethernet).unwrap())
                     }
-                    Kind::Raw => Box::new(RawIpSender::open(target, None).unwrap()),
+                    Kind::Raw => {
+                        Box::new(RawIpSender::open(target.is_ipv6(), None, path.ifindex).unwrap())
+                    }
                 };
                 lanes.push(Lane {
                     family,

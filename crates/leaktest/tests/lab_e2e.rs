@@ -65,6 +65,45 @@ fn lab_runs_every_profile_as_expected_and_leaves_nothing() {
         .map(|a| a["packets"].as_u64().unwrap())
         .sum();
     assert!(allowed >= 1, "{}", fm["reports"][0]["allowed"]);
+    // The gateway whose output lets every user reach every private range:
+    // its operator's LAN (the profile's own 192.168.0.0/16) and the run's
+    // 10.0.0.0/8 are counted apart, exactly the gateway sweeps' three
+    // transports each as root and as an unprivileged user; 172.16.0.1 and
+    // fd00::1 leak.
+    let lan = profiles
+        .iter()
+        .find(|p| p["profile"] == "lan-output")
+        .expect("lan-output ran");
+    let allowed_in = |net: &str| -> u64 {
+        lan["reports"][0]["allowed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["entry"] == format!("net:{net}"))
+            .map(|a| a["packets"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        allowed_in("192.168.0.0/16"),
+        6,
+        "{}",
+        lan["reports"][0]["allowed"]
+    );
+    assert_eq!(
+        allowed_in("10.0.0.0/8"),
+        6,
+        "{}",
+        lan["reports"][0]["allowed"]
+    );
+    assert_eq!(lan["got"], "leak");
+    let findings = lan["findings"].to_string();
+    for f in [
+        "gw-root ipv4 lan ×3",
+        "gw-user ipv4 lan ×3",
+        "gw-user ipv6 lan ×3",
+    ] {
+        assert!(findings.contains(f), "{f} in {findings}");
+    }
     assert_eq!(profiles[0]["profile"], "whonix");
     assert_eq!(profiles[0]["got"], "pass");
     assert!(profiles[0]["gateway_check"]

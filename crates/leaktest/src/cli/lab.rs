@@ -23,14 +23,15 @@ towards the workstation) and `ext0` (203.0.113.2/24, 2001:db8:1::2/64); tor runs
 TransPort 9040, DNSPort 5300, SocksPort 9050 on the internal addresses. A --ruleset file is loaded \
 with `nft -f` in the gateway namespace (with `flush ruleset` first) and must PASS.\n\n\
 Without options the lab runs the Whonix-style profile and the six classic breakages (about 45 s \
-on a 2-core machine); the five evasion profiles (exact-syn, src-subnet, no-rpf, ip6-nexthdr, \
-stateless), each a careless rule that the flags, spoof, ext6 or frag suite gets past (some leak \
-classic probes too), run with --all or by name (2.6 to 4.6 s each). The Whonix profile runs the workstation's sweep and the gateway's own \
+on a 2-core machine); the six evasion profiles (exact-syn, src-subnet, no-rpf, ip6-nexthdr, \
+stateless, lan-output), each a careless rule that the flags, spoof, ext6, frag or lan suite gets \
+past (some leak classic probes too), run with --all or by name (2.6 to 4.6 s each; lan-output \
+7.8 s: all three sweeps). The Whonix profile runs the workstation's sweep and the gateway's own \
 sweeps as root and as an unprivileged uid; a broken profile runs the gateway's root sweep only \
 when its own output path differs from Whonix's (the others would repeat Whonix's sweeps probe \
-for probe). The gateway's sweeps send icmp, ip, tcp, udp, flags and icmp-codes (raw sockets \
-through its own stack: forged sources, LAN destinations and the composed suites are the \
-workstation's). --list marks each profile default or --all.\n\n\
+for probe). The gateway's sweeps send icmp, ip, tcp, udp, flags, icmp-codes and lan (raw sockets \
+through its own stack, each packet to the destination in its header: forged sources, tunnels, \
+fragment tricks, IP options and extension headers are the workstation's). --list marks each profile default or --all.\n\n\
 Exit status: 0 every verdict and finding as expected, 1 some differ, 2 error."
 )]
 pub struct Args {
