@@ -190,8 +190,10 @@ pub struct SweepModel {
     /// SYN-ACK can find its way back ([`Policy::replies_reach_sender`]).
     pub resets: [Range; 2],
     /// Reflections, per family: the gateway's answers to the spoof suite's
-    /// redirected SYNs, out of its uplink to forged sources (one RST each:
-    /// broken profiles run while the gateway's tor has no listener).
+    /// redirected SYNs and DNS queries, out of its uplink to forged sources
+    /// (one RST each while the gateway's tor has no listener, as in the
+    /// broken profiles; with a listener TransPort's SYN-ACKs and DNSPort's
+    /// answers).
     pub reflections: [Range; 2],
 }
 

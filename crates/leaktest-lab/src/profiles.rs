@@ -518,7 +518,15 @@ impl Policy {
                         _ => Fate::Stopped,
                     };
                 }
-                (L4::Udp(53), _) if self.redirect_dns => return Fate::Stopped,
+                (L4::Udp(53), _) if self.redirect_dns => {
+                    // Redirected to DNSPort; a forged source may get the answer.
+                    return match spec.kind {
+                        ProbeKind::Spoof { source, .. } => {
+                            dns_reflection(source, spec.family, self.tor_listens)
+                        }
+                        _ => Fate::Stopped,
+                    };
+                }
                 // The marker read as a TCP header: its flags are run-id bytes.
                 (_, ProbeKind::Ip { protocol: 6 }) if self.redirect_syn => either = true,
                 _ => {}
@@ -580,17 +588,22 @@ impl Policy {
         let ProbeKind::Spoof { source, transport } = spec.kind else {
             return Fate::Stopped;
         };
-        let redirected = sweep == Sweep::Workstation
-            && transport == Transport::TcpSyn
+        let reaches_nat = sweep == Sweep::Workstation
             && self.tracks(spec.family)
             && !dropped_on_receipt(spec)
-            && (!self.rpf || routes_back_internal(source))
-            && self.redirect_syn
-            && self.syn_redirected(TcpFlags(TcpFlags::SYN));
-        if redirected {
-            reflection(source, spec.family, self.tor_listens)
-        } else {
-            Fate::Stopped
+            && (!self.rpf || routes_back_internal(source));
+        match transport {
+            Transport::TcpSyn
+                if reaches_nat
+                    && self.redirect_syn
+                    && self.syn_redirected(TcpFlags(TcpFlags::SYN)) =>
+            {
+                reflection(source, spec.family, self.tor_listens)
+            }
+            Transport::Udp if reaches_nat && self.redirect_dns => {
+                dns_reflection(source, spec.family, self.tor_listens)
+            }
+            _ => Fate::Stopped,
         }
     }
 
@@ -857,6 +870,30 @@ fn reflection(source: SpoofSource, family: Family, listens: bool) -> Fate {
     }
 }
 
+/// Whether the answer to a redirected `spoof` DNS query leaves by the
+/// uplink to its forged source. Without a listener (the broken profiles'
+/// tor has `DisableNetwork 1`, which opens no DNSPort) the kernel's port
+/// unreachable is the answer, and the output chain drops the gateway's own
+/// ICMP errors on the uplink. A listening DNSPort refuses the TXT question
+/// at once (NOTIMPL, question copied: `evdns_server_callback` in tor's
+/// dnsserv.c), through conntrack's reverse NAT from the target's port 53,
+/// to every forged source that routes by the uplink except `::` (UDP over
+/// IPv6 sends to `::` as to `::1`, `udpv6_sendmsg`) and an IPv4-mapped one
+/// (tor's IPv6 listeners are `IPV6_V6ONLY`).
+fn dns_reflection(source: SpoofSource, family: Family, listens: bool) -> Fate {
+    let v6 = family == Family::V6;
+    let routes_out = match source {
+        SpoofSource::OtherPrivate | SpoofSource::Documentation => true,
+        SpoofSource::LinkLocal => !v6,
+        _ => false,
+    };
+    if routes_out && listens {
+        Fate::Leaks
+    } else {
+        Fate::Stopped
+    }
+}
+
 /// The number in the IPv6 header's next-header field (IPv4: protocol), as
 /// an `ip6 nexthdr` rule reads it.
 fn nexthdr_field(spec: &ProbeSpec) -> u8 {
@@ -1083,6 +1120,38 @@ mod model_tests {
         assert_eq!(whonix.fate(Sweep::Workstation, &doc4), Fate::Stopped);
         assert_eq!(whonix.reflects(Sweep::Workstation, &doc4), Fate::Stopped);
         assert_eq!(p.reflects(Sweep::Workstation, &doc4), Fate::Leaks);
+        // DNS: no DNSPort without the network (the port unreachable is
+        // dropped on the way out); a listening one answers at once.
+        let dns = |family, source| ProbeSpec {
+            family,
+            kind: ProbeKind::Spoof {
+                source,
+                transport: Transport::Udp,
+            },
+        };
+        let doc6 = dns(Family::V6, SpoofSource::Documentation);
+        assert_eq!(p.reflects(Sweep::Workstation, &doc6), Fate::Stopped);
+        assert_eq!(p.fate(Sweep::Workstation, &doc6), Fate::Stopped);
+        assert_eq!(listening.reflects(Sweep::Workstation, &doc6), Fate::Leaks);
+        assert_eq!(listening.fate(Sweep::Workstation, &doc6), Fate::Leaks);
+        for quiet in [
+            dns(Family::V6, SpoofSource::V4Mapped),
+            dns(Family::V6, SpoofSource::Unspecified),
+            dns(Family::V4, SpoofSource::SameSubnet),
+        ] {
+            assert_eq!(
+                listening.reflects(Sweep::Workstation, &quiet),
+                Fate::Stopped
+            );
+        }
+        let whonix_listening = Policy {
+            tor_listens: true,
+            ..whonix
+        };
+        assert_eq!(
+            whonix_listening.fate(Sweep::Workstation, &doc6),
+            Fate::Stopped
+        );
     }
 
     #[test]

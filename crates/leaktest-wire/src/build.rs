@@ -1044,8 +1044,12 @@ pub(crate) mod tests {
             .map(|s| b.frame_len(&s))
             .max()
             .unwrap();
-        // The IPv6 chain of eight extension headers (80 bytes) before a TCP SYN.
-        assert_eq!(longest, 14 + 40 + 80 + 20 + 26);
+        // An IPv6 spoof probe's UDP: its DNS query, the marker and the
+        // claimed source.
+        assert_eq!(
+            longest,
+            14 + 40 + 8 + crate::compose::DNS_QUERY_LEN + 26 + crate::compose::SOURCE_CLAIM_LEN
+        );
         assert!(longest <= MAX_PROBE_FRAME);
     }
 }

@@ -55,6 +55,64 @@ pub const VXLAN_VNI: u32 = 0x4c6b54;
 /// address as 16 bytes (IPv4 as IPv4-mapped), then 8 bytes of MAC.
 pub const SOURCE_CLAIM_LEN: usize = 24;
 
+/// The domain a `spoof` UDP probe asks for, after its marker label:
+/// `.invalid` never resolves (RFC 6761 section 6.4).
+pub const DNS_QUESTION_SUFFIX: [&str; 2] = ["leaktest", "invalid"];
+
+/// The question type of a `spoof` UDP probe's query: TXT (16). A resolver
+/// that answers only address lookups (tor's DNSPort: A, AAAA, PTR) refuses
+/// it at once with NOTIMPL, the question copied; any other answers it.
+pub const DNS_QUESTION_TYPE: u16 = 16;
+
+/// Length of a `spoof` UDP probe's DNS query: header, a 52-character
+/// label (the marker in hex), the suffix, type and class.
+pub const DNS_QUERY_LEN: usize = 12 + 1 + 2 * MARKER_LEN + 1 + 8 + 1 + 7 + 1 + 4;
+
+/// The DNS query (RFC 1035 section 4.1) a `spoof` UDP probe carries before
+/// its marker, so that a resolver the gateway redirects it to answers in a
+/// way the watcher can name: id [`HeaderTag::dns_id`], recursion desired,
+/// one question `<marker in hex>.leaktest.invalid` of type TXT, class IN.
+/// An answer copies the id and the question (RFC 1035 section 4.1.1), and
+/// with the question the marker ([`read_dns_answer`]).
+pub fn dns_query(tag: HeaderTag, marker: &[u8; MARKER_LEN]) -> [u8; DNS_QUERY_LEN] {
+    let mut q = [0u8; DNS_QUERY_LEN];
+    q[0..2].copy_from_slice(&tag.dns_id().to_be_bytes());
+    q[2] = 0x01; // RD
+    q[5] = 1; // QDCOUNT
+    let mut at = 12;
+    q[at] = (2 * MARKER_LEN) as u8;
+    at += 1;
+    hex::encode_to_slice(marker, &mut q[at..at + 2 * MARKER_LEN]).expect("sized");
+    at += 2 * MARKER_LEN;
+    for label in DNS_QUESTION_SUFFIX {
+        q[at] = label.len() as u8;
+        q[at + 1..at + 1 + label.len()].copy_from_slice(label.as_bytes());
+        at += 1 + label.len();
+    }
+    at += 1; // the root label
+    q[at..at + 2].copy_from_slice(&DNS_QUESTION_TYPE.to_be_bytes());
+    q[at + 3] = 1; // class IN
+    q
+}
+
+/// Reads a DNS answer (QR set) whose first question is a `spoof` probe's:
+/// its id and the marker from the question's first label (hex, either
+/// case: a resolver may change letter case, RFC 4343). Format only: the
+/// caller verifies the marker. `None` for anything else.
+pub fn read_dns_answer(msg: &[u8]) -> Option<(u16, [u8; MARKER_LEN])> {
+    let h = msg.get(..12)?;
+    if h[2] & 0x80 == 0 || u16::from_be_bytes([h[4], h[5]]) == 0 {
+        return None;
+    }
+    let len = *msg.get(12)? as usize;
+    if len != 2 * MARKER_LEN {
+        return None;
+    }
+    let mut m = [0u8; MARKER_LEN];
+    hex::decode_to_slice(msg.get(13..13 + len)?, &mut m).ok()?;
+    Some((u16::from_be_bytes([h[0], h[1]]), m))
+}
+
 /// Writes the composed probe `spec` into `buf`; returns its length, or 0 if
 /// it cannot be built (an address it needs is unknown, `buf` too short).
 pub(crate) fn write(
@@ -331,8 +389,18 @@ fn compose(
     let sport = composed_src_port(spec).unwrap_or(0);
     match spec.kind {
         ProbeKind::IpOpt { opt, transport } => {
-            let (proto, l4) =
-                transport_message(family, transport, None, sport, src, dst, tag, &marker, &[]);
+            let (proto, l4) = transport_message(
+                family,
+                transport,
+                None,
+                sport,
+                src,
+                dst,
+                tag,
+                &marker,
+                &[],
+                &[],
+            );
             let options = ipv4_options(opt, dst);
             Some((
                 dst,
@@ -340,8 +408,18 @@ fn compose(
             ))
         }
         ProbeKind::Ext { chain, transport } => {
-            let (proto, l4) =
-                transport_message(family, transport, None, sport, src, dst, tag, &marker, &[]);
+            let (proto, l4) = transport_message(
+                family,
+                transport,
+                None,
+                sport,
+                src,
+                dst,
+                tag,
+                &marker,
+                &[],
+                &[],
+            );
             let (first, ext) = ext_chain(chain.headers(), proto, dst, tag);
             Some((
                 dst,
@@ -351,8 +429,18 @@ fn compose(
         ProbeKind::Lan { dest, transport } => {
             let to = lan_address(dest, family, src, hood)?;
             let port = (transport == Transport::Udp).then(|| dest.udp_port());
-            let (proto, l4) =
-                transport_message(family, transport, port, sport, src, to, tag, &marker, &[]);
+            let (proto, l4) = transport_message(
+                family,
+                transport,
+                port,
+                sport,
+                src,
+                to,
+                tag,
+                &marker,
+                &[],
+                &[],
+            );
             Some((
                 to,
                 ip_packet(src, to, PROBE_TTL, tag, proto, &[], &[], 0, &l4),
@@ -361,8 +449,15 @@ fn compose(
         ProbeKind::Spoof { source, transport } => {
             let from = spoof_address(source, family, ends, hood)?;
             let claim = source_claim(key, seq, from);
+            // UDP (to 53) is a DNS query whose question holds the marker, so
+            // a resolver's answer to the forged source names the probe; the
+            // marker itself and the claim follow the query.
+            let prefix = match transport {
+                Transport::Udp => dns_query(tag, &marker).to_vec(),
+                _ => Vec::new(),
+            };
             let (proto, l4) = transport_message(
-                family, transport, None, sport, from, dst, tag, &marker, &claim,
+                family, transport, None, sport, from, dst, tag, &marker, &prefix, &claim,
             );
             Some((
                 dst,
@@ -381,6 +476,7 @@ fn compose(
                 idst,
                 tag,
                 &marker,
+                &[],
                 &[],
             );
             let inner = ip_packet(isrc, idst, PROBE_TTL, tag, iproto, &[], &[], 0, &il4);
@@ -551,7 +647,8 @@ fn pseudo(src: IpAddr, dst: IpAddr, proto: u8, len: u32) -> u64 {
     }
 }
 
-/// A transport message with the marker (and `extra`) as payload: (protocol, bytes).
+/// A transport message with `prefix`, the marker and `extra` as payload:
+/// (protocol, bytes).
 #[allow(clippy::too_many_arguments)]
 fn transport_message(
     family: Family,
@@ -562,9 +659,11 @@ fn transport_message(
     dst: IpAddr,
     tag: HeaderTag,
     marker: &[u8; MARKER_LEN],
+    prefix: &[u8],
     extra: &[u8],
 ) -> (u8, Vec<u8>) {
-    let mut payload = marker.to_vec();
+    let mut payload = prefix.to_vec();
+    payload.extend_from_slice(marker);
     payload.extend_from_slice(extra);
     match transport {
         Transport::TcpSyn => {

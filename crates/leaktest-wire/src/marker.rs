@@ -272,6 +272,11 @@ impl HeaderTag {
     pub fn icmp_id_seq(self) -> (u16, u16) {
         (self.bits(68, 16) as u16, self.bits(84, 16) as u16)
     }
+    /// DNS message id of a probe that carries a DNS query (16 bits; the
+    /// same bits as the ICMP sequence: no probe carries both).
+    pub fn dns_id(self) -> u16 {
+        self.bits(84, 16) as u16
+    }
     /// UDP source port (15 bits, in 32768..=65535).
     pub fn src_port(self) -> u16 {
         32768 + self.bits(100, 15) as u16
@@ -320,17 +325,22 @@ impl Marker {
     /// with [`MAGIC`] (so a frame full of forged markers costs a bounded
     /// number of MACs). Learns the run ([`MarkerKeys::learn`]).
     pub fn find_verified(bytes: &[u8], keys: &mut MarkerKeys) -> Option<(Marker, RunKey)> {
-        for pos in memchr::memmem::find_iter(bytes, &MAGIC).take(MAX_MARKER_CANDIDATES) {
-            if let Some(m) = Marker::read(&bytes[pos..]) {
-                if let Some(key) = keys.key_for(m.mode, m.run_id) {
-                    if key.tag(&bytes[pos..pos + 18]) == m.tag {
-                        keys.learn(key);
-                        return Some((m, key));
-                    }
-                }
-            }
+        memchr::memmem::find_iter(bytes, &MAGIC)
+            .take(MAX_MARKER_CANDIDATES)
+            .find_map(|pos| Marker::verify(&bytes[pos..], keys))
+    }
+
+    /// Reads and verifies the marker at the start of `bytes`: its MAC must
+    /// be right under the key of its mode and run. Learns the run
+    /// ([`MarkerKeys::learn`]).
+    pub fn verify(bytes: &[u8], keys: &mut MarkerKeys) -> Option<(Marker, RunKey)> {
+        let m = Marker::read(bytes)?;
+        let key = keys.key_for(m.mode, m.run_id)?;
+        if key.tag(&bytes[..18]) != m.tag {
+            return None;
         }
-        None
+        keys.learn(key);
+        Some((m, key))
     }
 }
 

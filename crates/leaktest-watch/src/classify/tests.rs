@@ -260,6 +260,42 @@ fn probe_quoted_in_an_icmp_error_is_attributed() {
     );
 }
 
+/// A resolver behind the gateway (its DNSPort) answers a `spoof` probe's
+/// DNS query to the forged source, out of the uplink, from the target's
+/// port 53: a leak, named as that probe's reflection; the forged address
+/// is not taken for a target of the run.
+#[test]
+fn a_dns_answer_to_a_forged_source_is_a_reflection() {
+    use leaktest_wire::catalogue::{SpoofSource, Transport};
+    let key = RunKey::open(0xd45);
+    let spec = ProbeSpec {
+        family: Family::V4,
+        kind: ProbeKind::Spoof {
+            source: SpoofSource::Documentation,
+            transport: Transport::Udp,
+        },
+    };
+    let tag = key.header_tag(spec.seq());
+    let mut answer =
+        leaktest_wire::compose::dns_query(tag, &key.payload_marker(spec.seq())).to_vec();
+    answer[2] |= 0x80; // QR: an answer
+    answer[3] = 4; // NOTIMPL
+    let forged = Ipv4Addr::new(198, 51, 100, 9);
+    let mut c = classifier();
+    let d = decide(&mut c, &eth4(NET4, forged, 17, &udp(53, 40000, &answer)));
+    assert_eq!(d.rule, Rule::ProbeMarker);
+    let l = leak(d);
+    let p = l.probe.expect("attributed");
+    assert_eq!((p.spec, p.evidence), (spec, Evidence::Reflection));
+    assert!(c.keys().runs_for(&IpAddr::V4(forged)).is_empty());
+    // The same bytes from another port are no answer of a resolver.
+    let l = leak(decide(
+        &mut c,
+        &eth4(NET4, forged, 17, &udp(5353, 40000, &answer)),
+    ));
+    assert_eq!(l.probe, None);
+}
+
 #[test]
 fn shared_key_marker_needs_the_secret() {
     let secret = [9u8; 16];

@@ -132,6 +132,15 @@ fn check_transport(
         Transport::Echo if src.is_ipv4() => (1, 8),
         Transport::Echo => (58, 8),
     };
+    // A spoof probe's UDP payload opens with its DNS query.
+    let spoof_udp = matches!(
+        ProbeSpec::from_seq(seq).map(|s| s.kind),
+        Some(ProbeKind::Spoof {
+            transport: Transport::Udp,
+            ..
+        })
+    );
+    let hl = if spoof_udp { hl + DNS_QUERY_LEN } else { hl };
     let sum = if proto == 1 {
         Sum16BitWords::new().add_slice(l4)
     } else {
@@ -296,6 +305,9 @@ fn every_composed_probe_reads_back_with_etherparse() {
                         check_transport(transport, dest.udp_port(), src, dst, o.payload, seq);
                     }
                     ProbeKind::Spoof { transport, .. } => {
+                        if transport == Transport::Udp {
+                            check_dns_query(&o.payload[8..8 + DNS_QUERY_LEN], seq);
+                        }
                         let rest = check_transport(transport, 53, src, dst, o.payload, seq);
                         assert_eq!(read_source_claim(&key(), seq, rest), Some(src), "{spec:?}");
                         // A claim moved to another probe does not verify.
@@ -726,7 +738,7 @@ mod props {
             let (src, dst) = pair(&ends(), Family::V6).unwrap();
             let tag = key().header_tag(7);
             let marker = key().payload_marker(7);
-            let (proto, l4) = transport_message(Family::V6, transport, None, 0, src, dst, tag, &marker, &[]);
+            let (proto, l4) = transport_message(Family::V6, transport, None, 0, src, dst, tag, &marker, &[], &[]);
             let (first, ext) = ext_chain(&headers, proto, dst, tag);
             let ip = ip_packet(src, dst, 64, tag, first, &[], &ext, 0, &l4);
             let s = Ipv6Slice::from_slice(&ip);
@@ -803,6 +815,132 @@ fn a_reflection_names_its_spoof_probe() {
         ] {
             assert_eq!(attribute(&bad, LinkType::RawIp, &mut keys), None);
         }
+    }
+}
+
+/// A `spoof` UDP probe's DNS query, read by an independent parser
+/// (simple-dns): id from the header tag, recursion desired, one TXT
+/// question for `<marker in hex>.leaktest.invalid`, class IN.
+fn check_dns_query(q: &[u8], seq: u32) {
+    use simple_dns::{Packet, PacketFlag, CLASS, QCLASS, QTYPE, TYPE};
+    let p = Packet::parse(q).expect("simple-dns reads the query");
+    assert_eq!(p.id(), key().header_tag(seq).dns_id());
+    assert!(p.has_flags(PacketFlag::RECURSION_DESIRED));
+    assert!(!p.has_flags(PacketFlag::RESPONSE));
+    assert_eq!(p.questions.len(), 1);
+    let question = &p.questions[0];
+    assert_eq!(
+        question.qname.to_string(),
+        format!(
+            "{}.leaktest.invalid",
+            hex::encode(key().payload_marker(seq))
+        )
+    );
+    assert_eq!(question.qtype, QTYPE::TYPE(TYPE::TXT));
+    assert_eq!(question.qclass, QCLASS::CLASS(CLASS::IN));
+}
+
+/// A resolver's answer to a `spoof` probe's DNS query, out of the uplink
+/// to the forged source (tor's DNSPort refuses TXT with NOTIMPL, question
+/// copied; another resolver answers NXDOMAIN), built by an independent DNS
+/// library, names the probe; letter case changed on the way (RFC 4343)
+/// still does. A wrong id, a marker for another probe, a forged marker or
+/// another source port does not.
+#[test]
+fn a_dns_answer_names_its_spoof_probe() {
+    use crate::decode::{attribute, Evidence, LinkType};
+    use crate::marker::MarkerKeys;
+    use simple_dns::{Packet, RCODE};
+    for family in Family::BOTH {
+        let spec = ProbeSpec {
+            family,
+            kind: ProbeKind::Spoof {
+                source: SpoofSource::Documentation,
+                transport: Transport::Udp,
+            },
+        };
+        let mut buf = [0u8; crate::MAX_PROBE_FRAME];
+        let n = builder(None).write(&spec, &mut buf);
+        let probe = buf[..n].to_vec();
+        let o = open(&probe);
+        let (forged, target) = (o.src, o.dst);
+        let sport = u16::from_be_bytes([o.payload[0], o.payload[1]]);
+        let query = &o.payload[8..8 + DNS_QUERY_LEN];
+        let answer = |rcode: RCODE, id_delta: u16, upper: bool, from: u16| {
+            let q = Packet::parse(query).unwrap();
+            let mut r = Packet::new_reply(q.id().wrapping_add(id_delta));
+            *r.rcode_mut() = rcode;
+            r.questions = q.questions.clone();
+            let mut bytes = r.build_bytes_vec().unwrap();
+            if upper {
+                bytes[13..13 + 2 * MARKER_LEN].make_ascii_uppercase();
+            }
+            let u = udp_datagram(target, forged, from, sport, &bytes);
+            ip_packet(
+                target,
+                forged,
+                63,
+                key().header_tag(0xfff),
+                17,
+                &[],
+                &[],
+                0,
+                &u,
+            )
+        };
+        for (rcode, upper) in [
+            (RCODE::NotImplemented, false),
+            (RCODE::NameError, false),
+            (RCODE::NotImplemented, true),
+        ] {
+            let mut keys = MarkerKeys::open();
+            let a = attribute(&answer(rcode, 0, upper, 53), LinkType::RawIp, &mut keys)
+                .expect("the answer names its probe");
+            assert_eq!((a.spec, a.evidence), (spec, Evidence::Reflection));
+        }
+        let mut keys = MarkerKeys::open();
+        for bad in [
+            answer(RCODE::NotImplemented, 1, false, 53),
+            answer(RCODE::NotImplemented, 0, false, 5353),
+        ] {
+            assert_eq!(attribute(&bad, LinkType::RawIp, &mut keys), None);
+        }
+        // A marker whose MAC is altered by one hex digit (its last: the
+        // question's suffix, root label, type and class follow, 22 bytes).
+        let mut forged_marker = answer(RCODE::NotImplemented, 0, false, 53);
+        let at = forged_marker.len() - 23;
+        forged_marker[at] = if forged_marker[at] == b'0' {
+            b'1'
+        } else {
+            b'0'
+        };
+        assert_eq!(attribute(&forged_marker, LinkType::RawIp, &mut keys), None);
+        // The same question naming a probe that is no spoof probe.
+        let other = ProbeSpec {
+            family,
+            kind: ProbeKind::Lan {
+                dest: LanDest::Private10,
+                transport: Transport::Udp,
+            },
+        };
+        let mut q = query.to_vec();
+        let m = key().payload_marker(other.seq());
+        hex::encode_to_slice(m, &mut q[13..13 + 2 * MARKER_LEN]).unwrap();
+        q[0..2].copy_from_slice(&key().header_tag(other.seq()).dns_id().to_be_bytes());
+        q[2] |= 0x80;
+        let u = udp_datagram(target, forged, 53, sport, &q);
+        let p = ip_packet(
+            target,
+            forged,
+            63,
+            key().header_tag(0xfff),
+            17,
+            &[],
+            &[],
+            0,
+            &u,
+        );
+        assert_eq!(attribute(&p, LinkType::RawIp, &mut keys), None);
     }
 }
 

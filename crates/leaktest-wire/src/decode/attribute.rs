@@ -88,7 +88,7 @@ pub struct Attribution {
 pub fn attribute(frame: &[u8], link: LinkType, keys: &mut MarkerKeys) -> Option<Attribution> {
     let s = FrameSummary::parse(frame, link);
     if let Some(a) = attribute_payload(frame, &s, keys) {
-        if let Some(dst) = s.ip.dst {
+        if let (Some(dst), Evidence::Payload) = (s.ip.dst, a.evidence) {
             keys.learn_target(a.run, dst);
         }
         return Some(a);
@@ -96,22 +96,59 @@ pub fn attribute(frame: &[u8], link: LinkType, keys: &mut MarkerKeys) -> Option<
     attribute_headers(&s, keys)
 }
 
-/// An authentic payload marker in `frame` (`s` is its summary), or a
-/// repaired `ip`-suite marker. Never panics.
+/// An authentic payload marker in `frame` (`s` is its summary), a
+/// repaired `ip`-suite marker, or (evidence [`Evidence::Reflection`]) a
+/// DNS answer to a `spoof` probe's query ([`dns_reflection`]). Only a
+/// payload marker says the frame went to a target of its run. Never panics.
 pub fn attribute_payload(
     frame: &[u8],
     s: &FrameSummary,
     keys: &mut MarkerKeys,
 ) -> Option<Attribution> {
-    let (m, run) =
-        Marker::find_verified(frame, keys).or_else(|| repaired_ip_suite_marker(s, frame, keys))?;
+    let found = Marker::find_verified(frame, keys)
+        .or_else(|| repaired_ip_suite_marker(s, frame, keys))
+        .map(|(m, run)| (m, run, Evidence::Payload))
+        .or_else(|| dns_reflection(s, frame, keys).map(|(m, run)| (m, run, Evidence::Reflection)));
+    let (m, run, evidence) = found?;
     let spec = ProbeSpec::from_seq(m.seq)?;
     Some(Attribution {
         spec,
         seq: m.seq,
         run,
-        evidence: Evidence::Payload,
+        evidence,
     })
+}
+
+/// A DNS answer from port 53 whose question is a `spoof` UDP probe's
+/// (`compose::dns_query`): the resolver the gateway redirected the probe
+/// to (its DNSPort) answered the forged source, out of the uplink. The
+/// marker in the question must be authentic, name a `spoof` UDP probe, and
+/// the answer's id must be that probe's ([`HeaderTag::dns_id`]).
+fn dns_reflection(
+    s: &FrameSummary,
+    frame: &[u8],
+    keys: &mut MarkerKeys,
+) -> Option<(Marker, RunKey)> {
+    if s.ip.src_port != Some(crate::catalogue::Transport::UDP_PORT) {
+        return None;
+    }
+    let (id, bytes) = crate::compose::read_dns_answer(s.udp_payload(frame))?;
+    let spoof_udp = |seq| {
+        matches!(
+            ProbeSpec::from_seq(seq).map(|s| s.kind),
+            Some(ProbeKind::Spoof {
+                transport: crate::catalogue::Transport::Udp,
+                ..
+            })
+        )
+    };
+    // Cheap checks first: no key work for a marker that names no spoof
+    // probe.
+    if !spoof_udp(Marker::read(&bytes)?.seq) {
+        return None;
+    }
+    let (m, key) = Marker::verify(&bytes, keys)?;
+    (key.header_tag(m.seq).dns_id() == id).then_some((m, key))
 }
 
 /// A header-only match of the outer packet, or of the packet an ICMP error

@@ -189,8 +189,9 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
     /// A probe run to expect (its run id, 16 hex digits, as `leaktest probe --run-id` takes;
-    /// repeatable, at most 8 used): its reflections (the gateway's answers to the spoof suite's
-    /// forged sources) are attributed even when none of its markers reaches the uplink
+    /// repeatable, at most 8 used): its reflections (the gateway's SYN-ACKs and RSTs to the spoof
+    /// suite's forged sources) are attributed even when none of its markers reaches the uplink
+    /// (a DNS answer to a forged source carries the marker and needs no announcing)
     #[arg(long = "run", value_name = "HEX", value_parser = super::probe::parse_run_id)]
     runs: Vec<u64>,
     /// Written once the capture is proven live (its first canary seen)
