@@ -456,8 +456,10 @@ impl FrameSender for RawIpSender {
         } as libc::socklen_t;
         self.names.clear();
         for i in 0..batch.len() {
-            // A frame too short for its addresses goes to the unspecified
-            // address: the kernel refuses it (counted as refused).
+            // Every frame the builders write holds a whole IP header; one
+            // that did not would go to the unspecified address, and the
+            // kernel's EINVAL for its short header ends the run with an
+            // error (never a silent skip).
             let sa =
                 raw_destination(self.family, batch.frame(i), self.scope).unwrap_or_else(|| {
                     // SAFETY: plain data.

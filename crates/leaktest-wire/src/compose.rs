@@ -60,8 +60,9 @@ pub const SOURCE_CLAIM_LEN: usize = 24;
 pub const DNS_QUESTION_SUFFIX: [&str; 2] = ["leaktest", "invalid"];
 
 /// The question type of a `spoof` UDP probe's query: TXT (16). A resolver
-/// that answers only address lookups (tor's DNSPort: A, AAAA, PTR) refuses
-/// it at once with NOTIMPL, the question copied; any other answers it.
+/// that resolves only address lookups (tor's DNSPort: A, AAAA, PTR)
+/// answers it at once without data (`evdns_server_callback` in tor's
+/// dnsserv.c), the id and question copied; any other answers it too.
 pub const DNS_QUESTION_TYPE: u16 = 16;
 
 /// Length of a `spoof` UDP probe's DNS query: header, a 52-character

@@ -31,7 +31,7 @@ pub use canary::{
 };
 pub use catalogue::{Family, FragKind, ProbeKind, ProbeSpec, Suite, TcpFlags};
 pub use decode::{
-    attribute, attribute_headers, attribute_payload, ArpFields, Attribution, Evidence,
+    attribute, attribute_headers, attribute_payload, target_of, ArpFields, Attribution, Evidence,
     FrameSummary, IpFields, LinkType,
 };
 pub use frame::{CaptureStats, Frame};

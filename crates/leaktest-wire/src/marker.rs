@@ -325,22 +325,20 @@ impl Marker {
     /// with [`MAGIC`] (so a frame full of forged markers costs a bounded
     /// number of MACs). Learns the run ([`MarkerKeys::learn`]).
     pub fn find_verified(bytes: &[u8], keys: &mut MarkerKeys) -> Option<(Marker, RunKey)> {
-        memchr::memmem::find_iter(bytes, &MAGIC)
+        let (m, key) = memchr::memmem::find_iter(bytes, &MAGIC)
             .take(MAX_MARKER_CANDIDATES)
-            .find_map(|pos| Marker::verify(&bytes[pos..], keys))
+            .find_map(|pos| Marker::verify(&bytes[pos..], keys))?;
+        keys.learn(key);
+        Some((m, key))
     }
 
     /// Reads and verifies the marker at the start of `bytes`: its MAC must
-    /// be right under the key of its mode and run. Learns the run
-    /// ([`MarkerKeys::learn`]).
+    /// be right under the key of its mode and run. Learns nothing (the
+    /// caller decides, after its own checks, with [`MarkerKeys::learn`]).
     pub fn verify(bytes: &[u8], keys: &mut MarkerKeys) -> Option<(Marker, RunKey)> {
         let m = Marker::read(bytes)?;
         let key = keys.key_for(m.mode, m.run_id)?;
-        if key.tag(&bytes[..18]) != m.tag {
-            return None;
-        }
-        keys.learn(key);
-        Some((m, key))
+        (key.tag(&bytes[..18]) == m.tag).then_some((m, key))
     }
 }
 

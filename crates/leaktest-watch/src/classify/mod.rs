@@ -31,8 +31,8 @@ use ipnet::IpNet;
 use leaktest_tor::{Allowlist, Roles};
 use leaktest_wire::canary::{CanaryLedger, CanarySighting, Forgery, CANARY_ETHERTYPE};
 use leaktest_wire::{
-    attribute_headers, attribute_payload, Attribution, Evidence, Family, Frame, FrameSummary,
-    IpProtocol, LinkType, MarkerKeys,
+    attribute_headers, attribute_payload, Attribution, Family, Frame, FrameSummary, IpProtocol,
+    LinkType, MarkerKeys,
 };
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -407,8 +407,10 @@ impl Classifier {
 
     fn probe_marker(&mut self, i: &Input<'_>) -> Option<Class> {
         let a = attribute_payload(i.frame.data, i.s, &mut self.keys)?;
-        // A reflection goes to the forged source, not to a target.
-        if let (Some(dst), Evidence::Payload) = (i.s.ip.dst, a.evidence) {
+        // A reflection goes to the forged source, an ICMP error back to the
+        // probe's source: only the packet that carried the marker names a
+        // target.
+        if let Some(dst) = leaktest_wire::target_of(i.s, &a) {
             self.keys.learn_target(a.run, dst);
         }
         Some(leak(i, LeakCause::Probe, Some(a)))

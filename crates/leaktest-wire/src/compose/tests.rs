@@ -841,8 +841,8 @@ fn check_dns_query(q: &[u8], seq: u32) {
 }
 
 /// A resolver's answer to a `spoof` probe's DNS query, out of the uplink
-/// to the forged source (tor's DNSPort refuses TXT with NOTIMPL, question
-/// copied; another resolver answers NXDOMAIN), built by an independent DNS
+/// to the forged source (tor's DNSPort answers TXT without data, id and
+/// question copied; another resolver NXDOMAIN), built by an independent DNS
 /// library, names the probe; letter case changed on the way (RFC 4343)
 /// still does. A wrong id, a marker for another probe, a forged marker or
 /// another source port does not.
@@ -889,9 +889,10 @@ fn a_dns_answer_names_its_spoof_probe() {
             )
         };
         for (rcode, upper) in [
+            (RCODE::NoError, false),
             (RCODE::NotImplemented, false),
             (RCODE::NameError, false),
-            (RCODE::NotImplemented, true),
+            (RCODE::NoError, true),
         ] {
             let mut keys = MarkerKeys::open();
             let a = attribute(&answer(rcode, 0, upper, 53), LinkType::RawIp, &mut keys)
@@ -905,6 +906,7 @@ fn a_dns_answer_names_its_spoof_probe() {
         ] {
             assert_eq!(attribute(&bad, LinkType::RawIp, &mut keys), None);
         }
+        assert!(keys.runs().is_empty(), "a rejected answer teaches no run");
         // A marker whose MAC is altered by one hex digit (its last: the
         // question's suffix, root label, type and class follow, 22 bytes).
         let mut forged_marker = answer(RCODE::NotImplemented, 0, false, 53);

@@ -88,12 +88,26 @@ pub struct Attribution {
 pub fn attribute(frame: &[u8], link: LinkType, keys: &mut MarkerKeys) -> Option<Attribution> {
     let s = FrameSummary::parse(frame, link);
     if let Some(a) = attribute_payload(frame, &s, keys) {
-        if let (Some(dst), Evidence::Payload) = (s.ip.dst, a.evidence) {
+        if let Some(dst) = target_of(&s, &a) {
             keys.learn_target(a.run, dst);
         }
         return Some(a);
     }
     attribute_headers(&s, keys)
+}
+
+/// The target a payload-attributed frame shows its run going to: the
+/// destination of the packet that carried the marker, which for an ICMP
+/// error is the quoted packet (the error itself goes back to the probe's
+/// source, possibly a forged one); none for a reflection.
+pub fn target_of(s: &FrameSummary, a: &Attribution) -> Option<std::net::IpAddr> {
+    if a.evidence != Evidence::Payload {
+        return None;
+    }
+    match &s.quoted {
+        Some(q) => q.dst,
+        None => s.ip.dst,
+    }
 }
 
 /// An authentic payload marker in `frame` (`s` is its summary), a
@@ -148,7 +162,12 @@ fn dns_reflection(
         return None;
     }
     let (m, key) = Marker::verify(&bytes, keys)?;
-    (key.header_tag(m.seq).dns_id() == id).then_some((m, key))
+    if key.header_tag(m.seq).dns_id() != id {
+        return None;
+    }
+    // Only an answer that passed every check teaches the keys its run.
+    keys.learn(key);
+    Some((m, key))
 }
 
 /// A header-only match of the outer packet, or of the packet an ICMP error

@@ -6,7 +6,8 @@ pub mod attribute;
 pub mod summary;
 
 pub use attribute::{
-    attribute, attribute_headers, attribute_payload, header_destinations, Attribution, Evidence,
+    attribute, attribute_headers, attribute_payload, header_destinations, target_of, Attribution,
+    Evidence,
 };
 pub use summary::{ArpFields, FrameSummary, IpFields, LinkType};
 
