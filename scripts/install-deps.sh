@@ -9,6 +9,7 @@ fi
 pkgs=(
   build-essential pkg-config libpcap-dev # building the pcap crate
   iproute2 nftables procps util-linux    # namespaces, veth, firewall, setpriv
+  iptables                               # lab --format iptables: iptables-nft-restore, ip6tables-nft-restore
   tor openssl                            # the lab's private Tor network (keys via openssl) and gateway
   tshark nmap iputils-ping perl          # independent readers/peers in tests and benchmarks
   man-db                                 # `man -l` renders the generated manual pages in tests

@@ -195,6 +195,9 @@ pub struct SweepModel {
     /// broken profiles; with a listener TransPort's SYN-ACKs and DNSPort's
     /// answers).
     pub reflections: [Range; 2],
+    /// The probes whose leak is a reflection: what leaves goes to their
+    /// forged source, not to the target (`allowing` judges that address).
+    pub reflected: SeqSet,
 }
 
 /// The expected outcome of one profile.
@@ -243,7 +246,10 @@ impl Expectation {
                         }
                         match policy.reflects(sweep, &spec) {
                             Fate::Stopped => {}
-                            f => m.reflections[fi].add(f),
+                            f => {
+                                m.reflections[fi].add(f);
+                                m.reflected.insert(spec.seq());
+                            }
                         }
                     }
                     if r.max > 0 {
@@ -259,17 +265,40 @@ impl Expectation {
     /// The same expectation with every probe whose destination lies in one
     /// of `nets` taken out (`--allow-net`: the watcher counts those apart,
     /// never as leaks). A probe's destination is the lab's target, or for
-    /// the `lan` suite its own destination as the workstation addresses it.
+    /// the `lan` suite its own destination as its sweep addresses it
+    /// ([`crate::plan::sweep_destination`]).
     pub fn allowing(mut self, nets: &[ipnet::IpNet]) -> Expectation {
         if nets.is_empty() {
             return self;
         }
-        let allowed = |seq: u32| {
-            ProbeSpec::from_seq(seq)
-                .and_then(|s| crate::plan::workstation_destination(&s))
-                .is_some_and(|d| nets.iter().any(|n| n.contains(&d)))
-        };
-        for m in self.sweeps.values_mut() {
+        for (sweep, m) in self.sweeps.iter_mut() {
+            let reflected = m.reflected.clone();
+            let allowed = |seq: u32| {
+                let to = ProbeSpec::from_seq(seq).and_then(|s| {
+                    if reflected.contains(seq) {
+                        crate::plan::forged_source(&s)
+                    } else {
+                        crate::plan::sweep_destination(*sweep, &s)
+                    }
+                });
+                to.is_some_and(|d| nets.iter().any(|n| n.contains(&d)))
+            };
+            // Allowed reflections leave the expected count as well.
+            for (q, certain) in reflected
+                .ranges()
+                .iter()
+                .flat_map(|&(a, b)| a..=b)
+                .filter(|&q| allowed(q))
+                .map(|q| (q, m.certain.contains(q)))
+                .collect::<Vec<_>>()
+            {
+                let fi = usize::from(q & leaktest_wire::catalogue::SEQ_FAMILY_BIT != 0);
+                let r = &mut m.reflections[fi];
+                r.max = r.max.saturating_sub(1);
+                if certain {
+                    r.min = r.min.saturating_sub(1);
+                }
+            }
             for set in [&mut m.certain, &mut m.possible] {
                 let out: Vec<(u32, u32)> = set
                     .ranges()

@@ -1,6 +1,7 @@
-//! The gateway's tor: a real `tor` client running as `debian-tor`, with
-//! TransPort, DNSPort and SocksPort on the internal addresses and a cookie-
-//! authenticated ControlPort on the gateway's loopback.
+//! The gateway's tor: a real `tor` client running as `debian-tor` (or the
+//! user a ruleset lets out, [`TorUser`]), with Whonix-Gateway's TransPort,
+//! DNSPort, SocksPorts and HTTPTunnelPorts on the internal addresses and a
+//! cookie-authenticated ControlPort on the gateway's loopback.
 
 use crate::plan::*;
 use crate::sys::{self, Tracked};
@@ -10,8 +11,75 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The user tor runs as: the nftables policy lets only this uid out.
+/// The user tor runs as by default: the nftables policy lets only this uid out.
 pub const TOR_USER: &str = "debian-tor";
+
+/// Who the gateway's tor runs as (`leaktest lab --tor-user NAME|UID`): the
+/// user a ruleset lets out, by name or by number. A number needs no passwd
+/// entry (Whonix rulesets name tor's uid by number, which differs from
+/// system to system).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TorUser {
+    Name(String),
+    Uid(u32),
+}
+
+impl Default for TorUser {
+    fn default() -> Self {
+        TorUser::Name(TOR_USER.into())
+    }
+}
+
+impl std::str::FromStr for TorUser {
+    type Err = String;
+    fn from_str(s: &str) -> Result<TorUser, String> {
+        if s.is_empty() {
+            return Err("an empty user name".into());
+        }
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            return s
+                .parse()
+                .map(TorUser::Uid)
+                .map_err(|e| format!("uid {s}: {e}"));
+        }
+        Ok(TorUser::Name(s.into()))
+    }
+}
+
+impl std::fmt::Display for TorUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TorUser::Name(n) => f.write_str(n),
+            TorUser::Uid(u) => write!(f, "uid {u}"),
+        }
+    }
+}
+
+impl TorUser {
+    /// (uid, gid): a name from the passwd database; a number as it is, with
+    /// its passwd entry's group if it has one, else the group of the same
+    /// number. Root is refused (the sweeps run as root: a ruleset that lets
+    /// tor out would let them out), and so is the unprivileged sweep's uid.
+    pub fn resolve(&self) -> Result<(u32, u32), LabError> {
+        let (uid, gid) = match self {
+            TorUser::Name(n) => sys::user_ids(n).ok_or_else(|| {
+                LabError::Missing(if n == TOR_USER {
+                    format!("the system user {TOR_USER} (install the Debian `tor` package)")
+                } else {
+                    format!("the user {n:?} (no passwd entry; give tor's uid by number instead)")
+                })
+            })?,
+            TorUser::Uid(u) => (*u, sys::user_gid(*u).unwrap_or(*u)),
+        };
+        if uid == 0 || uid == crate::suite::UNPRIVILEGED_UID {
+            return Err(LabError::Missing(format!(
+                "a tor user other than uid {uid}: the lab's sweeps run as root and as uid {} (--tor-user)",
+                crate::suite::UNPRIVILEGED_UID
+            )));
+        }
+        Ok((uid, gid))
+    }
+}
 
 /// Paths of the gateway tor.
 #[derive(Clone, Debug)]
@@ -30,13 +98,14 @@ impl GatewayTor {
     }
 }
 
-/// Writes the gateway torrc under `root/gw-tor` (owned by debian-tor, 0700).
-pub fn configure(root: &Path, dir_authority_lines: &str) -> Result<GatewayTor, LabError> {
-    let (uid, gid) = sys::user_ids(TOR_USER).ok_or_else(|| {
-        LabError::Missing(format!(
-            "the system user {TOR_USER} (install the Debian `tor` package)"
-        ))
-    })?;
+/// Writes the gateway torrc and its data directory `root/gw-tor` (0700),
+/// both owned by `user` (tor starts as that user, [`start`]).
+pub fn configure(
+    root: &Path,
+    dir_authority_lines: &str,
+    user: &TorUser,
+) -> Result<GatewayTor, LabError> {
+    let (uid, gid) = user.resolve()?;
     let dir = root.join("gw-tor");
     std::fs::create_dir_all(&dir)
         .map_err(|e| LabError::Io(format!("creating {}", dir.display()), e))?;
@@ -45,30 +114,50 @@ pub fn configure(root: &Path, dir_authority_lines: &str) -> Result<GatewayTor, L
     std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
         .map_err(|e| LabError::Io("chown gateway tor dir".into(), e))?;
     let d = dir.display();
+    let mut whonix_ports = String::new();
+    for &(a, b) in &WHONIX_SOCKS_PORTS {
+        for p in a..=b {
+            whonix_ports.push_str(&format!(
+                "SocksPort {GW_INT4}:{p}\nSocksPort [{GW_INT6}]:{p}\n"
+            ));
+        }
+    }
+    for p in WHONIX_HTTP_TUNNEL_PORTS.0..=WHONIX_HTTP_TUNNEL_PORTS.1 {
+        whonix_ports.push_str(&format!(
+            "HTTPTunnelPort {GW_INT4}:{p}\nHTTPTunnelPort [{GW_INT6}]:{p}\n"
+        ));
+    }
     let torrc = format!(
-        "DataDirectory {d}\nLog notice file {d}/notice.log\nLog info file {d}/info.log\nUser {TOR_USER}\nRunAsDaemon 0\n\
+        "DataDirectory {d}\nLog notice file {d}/notice.log\nLog info file {d}/info.log\nRunAsDaemon 0\n\
          TestingTorNetwork 1\nPathsNeededToBuildCircuits 0.67\nClientUseIPv6 0\nSafeLogging 0\n\
-         SocksPort {GW_INT4}:{SOCKS_PORT}\nSocksPort [{GW_INT6}]:{SOCKS_PORT}\n\
+         SocksPort {GW_INT4}:{SOCKS_PORT}\nSocksPort [{GW_INT6}]:{SOCKS_PORT}\n{whonix_ports}\
          TransPort {GW_INT4}:{TRANS_PORT}\nTransPort [{GW_INT6}]:{TRANS_PORT}\n\
          DNSPort {GW_INT4}:{DNS_PORT}\nDNSPort [{GW_INT6}]:{DNS_PORT}\n\
          ControlPort 127.0.0.1:{CONTROL_PORT}\nCookieAuthentication 1\n\
          DisableNetwork 1\n\
          CookieAuthFile {d}/control_auth_cookie\n{dir_authority_lines}"
     );
-    // The torrc lives beside the data directory, readable by root only.
+    // The torrc lives beside the data directory, readable by tor's user only.
     let torrc_path = root.join("gw-torrc");
     std::fs::write(&torrc_path, torrc)
         .map_err(|e| LabError::Io("writing gateway torrc".into(), e))?;
+    std::fs::set_permissions(&torrc_path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| LabError::Io("chmod gateway torrc".into(), e))?;
+    std::os::unix::fs::chown(&torrc_path, Some(uid), Some(gid))
+        .map_err(|e| LabError::Io("chown gateway torrc".into(), e))?;
     Ok(GatewayTor { dir, uid, gid })
 }
 
-/// Starts the gateway tor inside `ns`.
-pub fn start(ns: &str, root: &Path) -> Result<Tracked, LabError> {
-    tornet::start_tor(
+/// Starts the gateway tor inside `ns`, as `g`'s user from the start
+/// (`setpriv`, no supplementary groups): a uid with no passwd entry works,
+/// which tor's own `User` option (a name) would not allow.
+pub fn start(ns: &str, root: &Path, g: &GatewayTor) -> Result<Tracked, LabError> {
+    tornet::start_tor_as(
         ns,
         &root.join("gw-torrc"),
         &root.join("gw-tor.stderr"),
         "gateway tor",
+        Some((g.uid, g.gid)),
     )
 }
 

@@ -48,6 +48,8 @@ pub struct Options {
     /// Seconds from start to the first consensus's valid-after.
     pub lead: u32,
     pub servers: ServerMode,
+    /// Who the gateway's tor runs as (`--tor-user`).
+    pub tor_user: gateway::TorUser,
 }
 
 impl Default for Options {
@@ -57,6 +59,7 @@ impl Default for Options {
             schedule: Schedule::default(),
             lead: 12,
             servers: ServerMode::Threads,
+            tor_user: gateway::TorUser::default(),
         }
     }
 }
@@ -82,6 +85,10 @@ pub struct Lab {
     /// The gateway tor has bootstrapped and the gateway check passed.
     ready: bool,
 }
+
+/// How long each of [`Lab::diagnose_gateway`]'s checks waits (they run at
+/// once, so a broken ruleset is named within about this time).
+pub const DIAGNOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Checks that the lab can run here at all: root and network namespaces.
 pub fn preflight() -> Result<(), LabError> {
@@ -327,10 +334,14 @@ impl Lab {
         }));
         self.start_servers(opts)?;
         // The gateway's policy is in place before its tor starts.
-        let g = gateway::configure(&tmp, &tornet::dir_authority_lines(&self.keys))?;
+        let g = gateway::configure(
+            &tmp,
+            &tornet::dir_authority_lines(&self.keys),
+            &opts.tor_user,
+        )?;
         self.apply_policy(&Policy::WHONIX, g.uid)?;
+        let t = gateway::start(&names.gw, &tmp, &g)?;
         self.gw_tor = Some(g);
-        let t = gateway::start(&names.gw, &tmp)?;
         self.track(t)?;
         let procs = self.state.processes.clone();
         gateway::wait_control(&names.gw, Duration::from_secs(30), &|| {
@@ -404,6 +415,98 @@ impl Lab {
         sys::sysctls(gw, sysctls)?;
         sys::conntrack_flush(gw)?;
         Ok(())
+    }
+
+    /// Loads `iptables-save` text (and `ip6tables-save` text, if any) into
+    /// the gateway with the nftables-backed restore tools, after emptying
+    /// the whole ruleset; then `sysctls`. Forwarding is off meanwhile, as
+    /// in [`Lab::apply_ruleset`].
+    pub fn apply_iptables(
+        &self,
+        v4: &str,
+        v6: Option<&str>,
+        sysctls: &[(&str, &str)],
+    ) -> Result<(), LabError> {
+        let gw = &self.state.names.gw;
+        sys::sysctls(
+            gw,
+            &[
+                ("net.ipv4.ip_forward", "0"),
+                ("net.ipv6.conf.all.forwarding", "0"),
+            ],
+        )?;
+        sys::run(sys::ns_command(gw, "nft")?.args(["flush", "ruleset"]))?;
+        for (tool, text, file) in [
+            ("iptables-nft-restore", Some(v4), "gw-ruleset.iptables"),
+            ("ip6tables-nft-restore", v6, "gw-ruleset.ip6tables"),
+        ] {
+            let Some(text) = text else { continue };
+            let path = self.state.tmpdir.join(file);
+            std::fs::write(&path, text).map_err(|e| LabError::Io(format!("writing {file}"), e))?;
+            sys::run(sys::ns_command(gw, tool)?.arg(&path))?;
+        }
+        sys::sysctls(gw, sysctls)?;
+        sys::conntrack_flush(gw)?;
+        Ok(())
+    }
+
+    /// What keeps the gateway from working, each as one line with its
+    /// cause and fix, found within [`DIAGNOSE_TIMEOUT`] (the checks run
+    /// at once): the workstation's TCP not reaching tor's TransPort, its
+    /// DNS not answered by tor's DNSPort, tor's user not reaching any
+    /// guard. Empty when all three work.
+    pub fn diagnose_gateway(&self, tor: &GatewayTor) -> Result<Vec<String>, LabError> {
+        let (tor_uid, tor_gid) = (tor.uid, tor.gid);
+        let names = self.state.names.clone();
+        let t = DIAGNOSE_TIMEOUT;
+        let ws = names.ws.clone();
+        let trans = std::thread::spawn(move || {
+            sys::run_in(&ws, move || {
+                Ok(
+                    std::net::TcpStream::connect_timeout(&SocketAddr::from((WEB4, WEB_PORT)), t)
+                        .err(),
+                )
+            })
+        });
+        let ws = names.ws.clone();
+        let dns = std::thread::spawn(move || {
+            sys::run_in(&ws, move || {
+                Ok(servers::dns_answers(SocketAddr::from((GW_INT4, 53)), t).err())
+            })
+        });
+        let gw = names.gw.clone();
+        let guards: Vec<SocketAddr> = NODES
+            .iter()
+            .filter(|n| n.role == Role::Guard)
+            .map(|n| SocketAddr::from((n.addr, n.or_port)))
+            .collect();
+        let g2 = guards.clone();
+        let guard = std::thread::spawn(move || {
+            sys::run_in(&gw, move || sys::connect_as(tor_uid, tor_gid, &g2, t))
+        });
+        let join = |h: std::thread::JoinHandle<Result<Option<std::io::Error>, LabError>>| {
+            h.join()
+                .map_err(|_| LabError::Died("a gateway check panicked".into()))?
+        };
+        let mut out = Vec::new();
+        if let Some(e) = join(trans)? {
+            out.push(format!(
+                "the workstation's TCP to {WEB4}:{WEB_PORT} was not answered ({e}): the ruleset does not redirect it to tor's TransPort {TRANS_PORT} ({GW_INT_IF}, `tcp flags & (fin|syn|rst|ack) == syn redirect to :{TRANS_PORT}`) or its input chain drops port {TRANS_PORT} on {GW_INT_IF}"
+            ));
+        }
+        if let Some(e) = join(dns)? {
+            out.push(format!(
+                "the workstation's DNS to {GW_INT4}:53 was not answered ({e}): the ruleset does not redirect UDP 53 to tor's DNSPort {DNS_PORT} or its input chain drops port {DNS_PORT} on {GW_INT_IF}"
+            ));
+        }
+        if let Some(e) = join(guard)? {
+            let list: Vec<String> = guards.iter().map(|a| a.to_string()).collect();
+            out.push(format!(
+                "tor (uid {tor_uid}) cannot connect to its guards ({}: {e}): the ruleset's output chain does not let uid {tor_uid} out; if it lets tor's uid out under another number, pass --tor-user UID",
+                list.join(", ")
+            ));
+        }
+        Ok(out)
     }
 
     /// Fetches the lab page from the workstation through the gateway and checks

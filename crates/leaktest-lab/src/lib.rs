@@ -12,6 +12,7 @@ pub mod html;
 pub mod lab;
 pub mod plan;
 pub mod profiles;
+pub mod ruleset;
 pub mod servers;
 pub mod state;
 pub mod suite;

@@ -1,7 +1,9 @@
 //! The lab's fixed address plan, ports and names.
 //!
 //! Every address lives in a lab namespace: the workstation–gateway link uses
-//! Whonix's internal plan (10.152.152.0/24, fd19:c33d:88bc::/64); the lab's
+//! Whonix's internal plan (10.152.152.0/18, fd19:c33d:88bc::/64) and
+//! Whonix-Gateway's interface names (uplink `eth0`, internal `eth1`), so a
+//! ruleset written for a Whonix-Gateway loads unchanged; the lab's
 //! "internet" uses documentation ranges only (198.51.100.0/24, 203.0.113.0/24,
 //! 2001:db8::/32), so nothing can ever be mistaken for a real host.
 
@@ -38,10 +40,17 @@ pub const WEB_NAME: &str = "www.leaktest.test";
 /// The web server's port (the probes' target answers a SYN to it).
 pub const WEB_PORT: u16 = 80;
 
-/// Interface names (each ≤ 15 bytes).
+/// Prefix length of the internal link's IPv4 subnet (Whonix: 10.152.152.0/18).
+pub const INT_PREFIX4: u8 = 18;
+/// Prefix length of the internal link's IPv6 subnet.
+pub const INT_PREFIX6: u8 = 64;
+
+/// Interface names (each ≤ 15 bytes): Whonix-Gateway's, uplink `eth0` and
+/// internal `eth1` (each namespace has its own: the workstation's and the
+/// internet router's are `eth0` too).
 pub const WS_IF: &str = "eth0";
-pub const GW_INT_IF: &str = "int0";
-pub const GW_EXT_IF: &str = "ext0";
+pub const GW_INT_IF: &str = "eth1";
+pub const GW_EXT_IF: &str = "eth0";
 pub const NET_IF: &str = "eth0";
 
 /// Tor's ports on the gateway's internal addresses (Whonix's numbers).
@@ -50,6 +59,19 @@ pub const DNS_PORT: u16 = 5300;
 pub const SOCKS_PORT: u16 = 9050;
 /// The gateway tor's control port on its loopback.
 pub const CONTROL_PORT: u16 = 9052;
+/// Whonix-Gateway's other SocksPorts (stream isolation per application,
+/// inclusive ranges) and its HTTPTunnelPorts, all on the internal
+/// addresses like [`SOCKS_PORT`]: a Whonix ruleset that accepts them on
+/// the internal interface finds them listening.
+pub const WHONIX_SOCKS_PORTS: [(u16, u16); 6] = [
+    (9100, 9111),
+    (9114, 9115),
+    (9117, 9118),
+    (9122, 9125),
+    (9150, 9150),
+    (9152, 9189),
+];
+pub const WHONIX_HTTP_TUNNEL_PORTS: (u16, u16) = (9190, 9229);
 
 /// What one node of the private Tor network is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,14 +187,14 @@ pub fn describe(tor_uid: Option<u32>) -> serde_json::Value {
         "namespaces": {
             "workstation": {
                 "name": "<prefix>-ws",
-                "interfaces": [{"name": WS_IF, "addresses": [format!("{WS4}/24"), format!("{WS6}/64")]}],
+                "interfaces": [{"name": WS_IF, "addresses": [format!("{WS4}/{INT_PREFIX4}"), format!("{WS6}/{INT_PREFIX6}")]}],
                 "routes": [format!("default via {GW_INT4}"), format!("default via {GW_INT6}")],
             },
             "gateway": {
                 "name": "<prefix>-gw",
                 "interfaces": [
                     {"name": GW_INT_IF, "role": "internal (towards the workstation)",
-                     "addresses": [format!("{GW_INT4}/24"), format!("{GW_INT6}/64")]},
+                     "addresses": [format!("{GW_INT4}/{INT_PREFIX4}"), format!("{GW_INT6}/{INT_PREFIX6}")]},
                     {"name": GW_EXT_IF, "role": "external (watched)",
                      "addresses": [format!("{GW_EXT4}/24"), format!("{GW_EXT6}/64")]},
                 ],
@@ -191,6 +213,8 @@ pub fn describe(tor_uid: Option<u32>) -> serde_json::Value {
             "trans_port": TRANS_PORT,
             "dns_port": DNS_PORT,
             "socks_port": SOCKS_PORT,
+            "whonix_socks_ports": WHONIX_SOCKS_PORTS.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect::<Vec<_>>(),
+            "http_tunnel_ports": format!("{}-{}", WHONIX_HTTP_TUNNEL_PORTS.0, WHONIX_HTTP_TUNNEL_PORTS.1),
             "control_port": format!("127.0.0.1:{CONTROL_PORT}"),
             "listen": [GW_INT4.to_string(), GW_INT6.to_string()],
         },
@@ -205,23 +229,58 @@ pub fn describe(tor_uid: Option<u32>) -> serde_json::Value {
     })
 }
 
-/// Where the workstation's sweep sends `spec`: the lab's web server, or for
-/// the `lan` suite the destination it names (as `leaktest probe` builds it
-/// with the lab's uplink given); `None` if it is not built in the lab.
-pub fn workstation_destination(spec: &leaktest_wire::ProbeSpec) -> Option<std::net::IpAddr> {
+/// The forged source of a `spoof` probe sent from the workstation (where
+/// the gateway's answer to it, a reflection, goes); `None` for other probes.
+pub fn forged_source(spec: &leaktest_wire::ProbeSpec) -> Option<std::net::IpAddr> {
+    use leaktest_wire::catalogue::ProbeKind;
+    let ProbeKind::Spoof { source, .. } = spec.kind else {
+        return None;
+    };
+    let ends = leaktest_wire::Endpoints {
+        src4: Some(WS4),
+        dst4: Some(WEB4),
+        src6: Some(WS6),
+        dst6: Some(WEB6),
+    };
+    let hood = leaktest_wire::Neighbourhood {
+        gateway4: Some(GW_INT4),
+        gateway6: Some(GW_INT6),
+        prefix4: Some(INT_PREFIX4),
+        prefix6: Some(INT_PREFIX6),
+        uplink4: Some((GW_EXT4, 24)),
+        uplink6: Some((GW_EXT6, 64)),
+        router4: Some(NET_ROUTER4),
+        router6: Some(NET_ROUTER6),
+    };
+    leaktest_wire::compose::spoof_address(source, spec.family, &ends, &hood)
+}
+
+/// Where a sweep sends `spec`: the lab's web server, or for the `lan`
+/// suite the destination it names, as `leaktest probe` builds it in that
+/// sweep (the lab gives every sweep the gateway's uplink and router; the
+/// subnet and next hop are the sender's own: the workstation's internal
+/// link, or the gateway's uplink); `None` if it is not built in the lab.
+pub fn sweep_destination(
+    sweep: crate::profiles::Sweep,
+    spec: &leaktest_wire::ProbeSpec,
+) -> Option<std::net::IpAddr> {
+    use crate::profiles::Sweep;
     use leaktest_wire::catalogue::{Family, ProbeKind};
     use std::net::IpAddr;
-    let (src, target): (IpAddr, IpAddr) = match spec.family {
-        Family::V4 => (WS4.into(), WEB4.into()),
-        Family::V6 => (WS6.into(), WEB6.into()),
+    let ws = sweep == Sweep::Workstation;
+    let (src, target): (IpAddr, IpAddr) = match (spec.family, ws) {
+        (Family::V4, true) => (WS4.into(), WEB4.into()),
+        (Family::V6, true) => (WS6.into(), WEB6.into()),
+        (Family::V4, false) => (GW_EXT4.into(), WEB4.into()),
+        (Family::V6, false) => (GW_EXT6.into(), WEB6.into()),
     };
     match spec.kind {
         ProbeKind::Lan { dest, .. } => {
             let hood = leaktest_wire::Neighbourhood {
-                gateway4: Some(GW_INT4),
-                gateway6: Some(GW_INT6),
-                prefix4: Some(24),
-                prefix6: Some(64),
+                gateway4: Some(if ws { GW_INT4 } else { NET_ROUTER4 }),
+                gateway6: Some(if ws { GW_INT6 } else { NET_ROUTER6 }),
+                prefix4: Some(if ws { INT_PREFIX4 } else { 24 }),
+                prefix6: Some(if ws { INT_PREFIX6 } else { 64 }),
                 uplink4: Some((GW_EXT4, 24)),
                 uplink6: Some((GW_EXT6, 64)),
                 router4: Some(NET_ROUTER4),

@@ -366,7 +366,7 @@ impl Policy {
     /// back to its sender. The gateway's own probes come from its external
     /// address; the workstation's only when masquerade gave them that
     /// address: the lab's internet, like the real one, has no route back to
-    /// the internal prefixes (10.152.152.0/24, fd19:c33d:88bc::/64).
+    /// the internal prefixes (10.152.152.0/18, fd19:c33d:88bc::/64).
     pub fn replies_reach_sender(&self, sweep: Sweep, family: Family) -> bool {
         match sweep {
             Sweep::Workstation => self.masquerade && self.filters(family),
@@ -690,9 +690,10 @@ impl Policy {
         {
             return Fate::Stopped;
         }
+        // (A stateless ruleset writes no LAN exception.)
         let accepted = !filtered
             || (self.output_root && sweep == Sweep::GatewayRoot)
-            || (self.output_lan && private_destination(dest, family));
+            || (self.output_lan && !self.stateless && private_destination(dest, family));
         if accepted {
             Fate::Leaks
         } else {
@@ -874,9 +875,10 @@ fn reflection(source: SpoofSource, family: Family, listens: bool) -> Fate {
 /// uplink to its forged source. Without a listener (the broken profiles'
 /// tor has `DisableNetwork 1`, which opens no DNSPort) the kernel's port
 /// unreachable is the answer, and the output chain drops the gateway's own
-/// ICMP errors on the uplink. A listening DNSPort refuses the TXT question
-/// at once (NOTIMPL, question copied: `evdns_server_callback` in tor's
-/// dnsserv.c), through conntrack's reverse NAT from the target's port 53,
+/// ICMP errors on the uplink. A listening DNSPort answers the TXT question
+/// at once without data, id and question copied (`evdns_server_callback`
+/// in tor's dnsserv.c; measured in `lab_model`), through conntrack's
+/// reverse NAT from the target's port 53,
 /// to every forged source that routes by the uplink except `::` (UDP over
 /// IPv6 sends to `::` as to `::1`, `udpv6_sendmsg`) and an IPv4-mapped one
 /// (tor's IPv6 listeners are `IPV6_V6ONLY`).
@@ -929,6 +931,11 @@ pub struct Profile {
     /// Networks the profile's operator lets out on purpose: given to its
     /// watch as `--allow-net` (besides the lab's own), counted apart.
     pub allow_nets: &'static [&'static str],
+    /// Runs once the gateway's tor has the network, so that its TransPort
+    /// and DNSPort listen (a profile that must pass always does; the other
+    /// profiles run earlier, while the private network forms its first
+    /// consensus).
+    pub tor_listens: bool,
 }
 
 impl Profile {
@@ -983,13 +990,14 @@ impl Profile {
 pub fn builtin() -> Vec<Profile> {
     let w = Policy::WHONIX;
     vec![
-        Profile { name: "whonix", about: "Whonix-style policy: SYN and DNS redirected to Tor, nothing forwarded, only tor's uid out", policy: w, default: true, allow_nets: &[] },
+        Profile { name: "whonix", about: "Whonix-style policy: SYN and DNS redirected to Tor, nothing forwarded, only tor's uid out", policy: w, default: true, allow_nets: &[], tor_listens: true },
         Profile {
             name: "forward-masquerade",
             about: "IPv4 forwarding on, forward chain open, masquerade on the external interface",
             policy: Policy { ip_forward: true, forward: Forward::All, masquerade: true, ..w },
             default: true,
             allow_nets: &[],
+            tor_listens: false,
         },
         Profile {
             name: "forward-no-nat",
@@ -997,6 +1005,7 @@ pub fn builtin() -> Vec<Profile> {
             policy: Policy { ip_forward: true, forward: Forward::All, ..w },
             default: true,
             allow_nets: &[],
+            tor_listens: false,
         },
         Profile {
             name: "ipv6-forward",
@@ -1004,6 +1013,7 @@ pub fn builtin() -> Vec<Profile> {
             policy: Policy { inet: false, ipv6_forward: true, forward: Forward::All, ..w },
             default: true,
             allow_nets: &[],
+            tor_listens: false,
         },
         Profile {
             name: "dns-forward",
@@ -1011,6 +1021,7 @@ pub fn builtin() -> Vec<Profile> {
             policy: Policy { redirect_dns: false, ip_forward: true, ipv6_forward: true, forward: Forward::Dns, masquerade: true, ..w },
             default: true,
             allow_nets: &[],
+            tor_listens: false,
         },
         Profile {
             name: "tcp-forward",
@@ -1018,6 +1029,7 @@ pub fn builtin() -> Vec<Profile> {
             policy: Policy { ip_forward: true, ipv6_forward: true, forward: Forward::Tcp, ..w },
             default: true,
             allow_nets: &[],
+            tor_listens: false,
         },
         Profile {
             name: "output-root",
@@ -1025,6 +1037,7 @@ pub fn builtin() -> Vec<Profile> {
             policy: Policy { output_root: true, ..w },
             default: true,
             allow_nets: &[],
+            tor_listens: false,
         },
         Profile {
             name: "exact-syn",
@@ -1032,6 +1045,7 @@ pub fn builtin() -> Vec<Profile> {
             policy: Policy { exact_syn: true, ip_forward: true, ipv6_forward: true, forward: Forward::NewTcp, masquerade: true, ..w },
             default: false,
             allow_nets: &[],
+            tor_listens: false,
         },
         Profile {
             name: "src-subnet",
@@ -1039,13 +1053,15 @@ pub fn builtin() -> Vec<Profile> {
             policy: Policy { ip_forward: true, ipv6_forward: true, forward: Forward::NotFromInternalSubnet, masquerade: true, rpf: false, ..w },
             default: false,
             allow_nets: &[],
+            tor_listens: false,
         },
         Profile {
             name: "no-rpf",
-            about: "Whonix-style without a reverse-path (fib saddr) check: the gateway answers forged sources' redirected SYNs (its RST, or TransPort's SYN-ACK once tor listens) out of the uplink, in the clear, to addresses the workstation chose",
+            about: "Whonix-style without a reverse-path (fib saddr) check: with tor running, TransPort's SYN-ACKs to forged sources' redirected SYNs and DNSPort's answers to their redirected queries leave by the uplink, in the clear, to addresses the workstation chose",
             policy: Policy { rpf: false, ..w },
             default: false,
             allow_nets: &[],
+            tor_listens: true,
         },
         Profile {
             name: "ip6-nexthdr",
@@ -1053,6 +1069,7 @@ pub fn builtin() -> Vec<Profile> {
             policy: Policy { ipv6_forward: true, forward: Forward::Ipv6NotTransport, ..w },
             default: false,
             allow_nets: &[],
+            tor_listens: false,
         },
         Profile {
             name: "stateless",
@@ -1060,6 +1077,7 @@ pub fn builtin() -> Vec<Profile> {
             policy: Policy { stateless: true, redirect_syn: false, redirect_dns: false, rpf: false, ip_forward: true, ipv6_forward: true, forward: Forward::StatelessNoSyn, ..w },
             default: false,
             allow_nets: &[],
+            tor_listens: false,
         },
         Profile {
             name: "lan-output",
@@ -1067,6 +1085,7 @@ pub fn builtin() -> Vec<Profile> {
             policy: Policy { output_lan: true, ..w },
             default: false,
             allow_nets: &["192.168.0.0/16"],
+            tor_listens: false,
         },
     ]
 }

@@ -217,6 +217,32 @@ pub fn dns_answer(id: u16, r: &[u8]) -> Option<IpAddr> {
     None
 }
 
+/// Whether a resolver at `dns` answers at all within `timeout`: a TXT
+/// question for a name under `.invalid` (tor's DNSPort refuses TXT at once
+/// with NOTIMPL; any resolver answers something). `Err(TimedOut)` if not.
+pub fn dns_answers(dns: SocketAddr, timeout: Duration) -> std::io::Result<()> {
+    let sock = UdpSocket::bind(if dns.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+    sock.set_read_timeout(Some(timeout))?;
+    let id = 0x4c43;
+    sock.send_to(&dns_query(id, "gateway-check.leaktest.invalid", 16), dns)?;
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) if from == dns && n >= 12 && buf[0..2] == id.to_be_bytes() => {
+                return Ok(())
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer in {timeout:?}"),
+    ))
+}
+
 /// What the workstation saw when it used the gateway.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Fetch {

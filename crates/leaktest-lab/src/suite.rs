@@ -44,11 +44,9 @@ pub struct SuiteOptions {
 #[derive(Clone, Debug)]
 pub enum Target {
     Builtin(Profile),
-    /// A user's nftables ruleset, expected to pass.
-    Ruleset {
-        name: String,
-        text: String,
-    },
+    /// A user's ruleset (nftables or iptables-save), with the verdict its
+    /// author expects.
+    Ruleset(crate::ruleset::UserRuleset),
 }
 
 impl Target {
@@ -61,14 +59,14 @@ impl Target {
                 .iter()
                 .map(|n| n.parse().expect("a built-in profile's network"))
                 .collect(),
-            Target::Ruleset { .. } => Vec::new(),
+            Target::Ruleset(_) => Vec::new(),
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
             Target::Builtin(p) => p.name,
-            Target::Ruleset { name, .. } => name,
+            Target::Ruleset(r) => &r.name,
         }
     }
     /// Whether the target must pass (cheap: [`Target::expectation`] runs
@@ -76,7 +74,16 @@ impl Target {
     pub fn expects_pass(&self) -> bool {
         match self {
             Target::Builtin(p) => p.expect_pass(),
-            Target::Ruleset { .. } => true,
+            Target::Ruleset(r) => r.expect == Verdict::Pass,
+        }
+    }
+    /// Whether the target runs once the gateway's tor has the network
+    /// (its TransPort and DNSPort listen): every target that must pass, and
+    /// the built-in profiles that ask for it ([`Profile::tor_listens`]).
+    pub fn needs_tor(&self) -> bool {
+        match self {
+            Target::Builtin(p) => p.expect_pass() || p.tor_listens,
+            Target::Ruleset(_) => true,
         }
     }
     /// The sweeps that run for this target: all three for a user's
@@ -84,18 +91,20 @@ impl Target {
     pub fn sweeps(&self) -> &'static [Sweep] {
         match self {
             Target::Builtin(p) => p.sweeps(),
-            Target::Ruleset { .. } => &Sweep::ALL,
+            Target::Ruleset(_) => &Sweep::ALL,
         }
     }
     pub fn expectation(&self) -> Expectation {
         match self {
-            // A profile that must pass runs once the gateway's tor has the
-            // network; the others run before.
+            // A profile that must pass (or asks to) runs once the gateway's
+            // tor has the network; the others run before.
             Target::Builtin(p) => Expectation::of(&Policy {
-                tor_listens: p.expect_pass(),
+                tor_listens: self.needs_tor(),
                 ..p.policy
             }),
-            Target::Ruleset { .. } => Expectation::nothing(),
+            // A user's ruleset has no model: nothing may leak, or (`--expect
+            // leak`) the verdict alone is compared.
+            Target::Ruleset(_) => Expectation::nothing(),
         }
     }
 }
@@ -152,13 +161,25 @@ fn wait_child(
 pub fn apply_target(lab: &Lab, target: &Target, tor_uid: u32) -> Result<(), LabError> {
     match target {
         Target::Builtin(p) => lab.apply_policy(&p.policy, tor_uid),
-        Target::Ruleset { text, .. } => {
-            let text = if text.contains("flush ruleset") {
-                text.clone()
-            } else {
-                format!("flush ruleset\n{text}")
-            };
-            lab.apply_ruleset(&text, &Policy::WHONIX.sysctls())
+        Target::Ruleset(r) => {
+            let sysctls = crate::ruleset::sysctls(r);
+            let sysctls: Vec<(&str, &str)> = sysctls
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            match r.format {
+                crate::ruleset::RulesetFormat::Nft => {
+                    let text = if r.text.contains("flush ruleset") {
+                        r.text.clone()
+                    } else {
+                        format!("flush ruleset\n{}", r.text)
+                    };
+                    lab.apply_ruleset(&text, &sysctls)
+                }
+                crate::ruleset::RulesetFormat::Iptables => {
+                    lab.apply_iptables(&r.text, r.text6.as_deref(), &sysctls)
+                }
+            }
         }
     }
 }
@@ -192,9 +213,38 @@ pub fn run_target(
         let target = target.clone();
         std::thread::spawn(move || target.expectation())
     };
+    // A user's ruleset: what does not fit the lab, named before anything
+    // waits on it (each check gives up within 3 s, all at once).
+    let mut notes = Vec::new();
+    if let Target::Ruleset(r) = target {
+        let td = Instant::now();
+        notes = crate::ruleset::diagnose(r, g.uid, &|n| sys::user_ids(n).map(|(u, _)| u));
+        // The user's sysctls as the gateway's namespace has them now.
+        for (k, _) in &r.sysctls {
+            let out = sys::ns_command(&lab.state.names.gw, "sysctl")?
+                .args(["-n", k])
+                .output()
+                .map_err(io("reading a sysctl back"))?;
+            notes.push(format!(
+                "sysctl {k} = {} in the gateway's namespace",
+                String::from_utf8_lossy(&out.stdout).trim()
+            ));
+        }
+        let broken = lab.diagnose_gateway(&g)?;
+        if !broken.is_empty() {
+            let mut lines = broken;
+            lines.extend(notes);
+            return Err(LabError::GatewayBroken(format!(
+                "{} does not work in the lab's gateway:\n  {}\n(named in {:.1} s after the ruleset was loaded)",
+                r.name,
+                lines.join("\n  "),
+                td.elapsed().as_secs_f64()
+            )));
+        }
+    }
     // A gateway must work before it can pass: fetch through Tor first.
     let mut gateway_check = None;
-    if target.expects_pass() {
+    if target.expects_pass() || matches!(target, Target::Ruleset(_)) {
         let f = lab.check_gateway()?;
         gateway_check = Some(format!(
             "fetched http://{WEB_NAME}/ in {} ms; the web server saw exit {}",
@@ -291,6 +341,24 @@ pub fn run_target(
         cmp = expect::compare(&refs, &expect, &runs);
     }
     cmp.missing_as_mismatches();
+    // `--expect leak`: the verdict is what is pinned.
+    let expected_verdict = match target {
+        Target::Ruleset(r) if r.expect == Verdict::Leak => {
+            cmp.mismatches.clear();
+            if cmp.verdict != Some(Verdict::Leak) {
+                cmp.mismatches.push(format!(
+                    "expected LEAK, got {}",
+                    cmp.verdict
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "no verdict".into())
+                ));
+            }
+            Verdict::Leak
+        }
+        _ => expect.verdict(),
+    };
+    cmp.findings
+        .extend(notes.into_iter().map(|n| format!("note: {n}")));
     if resent > 0 {
         cmp.findings.push(format!(
             "{resent} probe(s) not seen by the first watch were sent again once"
@@ -298,7 +366,7 @@ pub fn run_target(
     }
     Ok(ProfileResult {
         profile: name,
-        expected: expect.verdict(),
+        expected: expected_verdict,
         got: cmp.verdict,
         matched: cmp.ok(),
         mismatches: cmp.mismatches,
@@ -545,11 +613,18 @@ mod tests {
                 t.name()
             );
         }
-        let user = Target::Ruleset {
+        let mut r = crate::ruleset::UserRuleset {
             name: "mine".into(),
+            format: crate::ruleset::RulesetFormat::Nft,
             text: String::new(),
+            text6: None,
+            sysctls: vec![],
+            expect: Verdict::Pass,
         };
-        assert!(user.expects_pass());
+        let user = Target::Ruleset(r.clone());
+        assert!(user.expects_pass() && user.needs_tor());
         assert_eq!(user.expectation().verdict(), Verdict::Pass);
+        r.expect = Verdict::Leak;
+        assert!(!Target::Ruleset(r).expects_pass());
     }
 }

@@ -208,6 +208,56 @@ pub fn user_ids(name: &str) -> Option<(u32, u32)> {
     })
 }
 
+/// Tries a TCP connection to each of `addrs` (all within `timeout`) as
+/// user `uid`/`gid`, so that an output chain matching `meta skuid` judges
+/// it as that user's: `None` at the first that connects, else the last
+/// error. Changes the credentials of the calling thread only (the raw
+/// `setresgid`/`setresuid` system calls are per thread on Linux; glibc's
+/// wrappers would change every thread), so it must run on a thread of
+/// its own that ends afterwards, as [`run_in`]'s does.
+pub fn connect_as(
+    uid: u32,
+    gid: u32,
+    addrs: &[std::net::SocketAddr],
+    timeout: std::time::Duration,
+) -> Result<Option<std::io::Error>, LabError> {
+    // SAFETY: plain system calls on this thread's credentials.
+    let r = unsafe {
+        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+            || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+        {
+            -1
+        } else {
+            libc::syscall(libc::SYS_setresuid, uid, uid, uid)
+        }
+    };
+    if r != 0 {
+        return Err(LabError::Io(
+            format!("becoming uid {uid} to test its connections"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // The time is shared out: the whole check stays within `timeout`.
+    let each = (timeout / addrs.len().max(1) as u32).max(std::time::Duration::from_millis(500));
+    let mut last = None;
+    for a in addrs {
+        match std::net::TcpStream::connect_timeout(a, each) {
+            Ok(_) => return Ok(None),
+            Err(e) => last = Some(e),
+        }
+    }
+    Ok(last)
+}
+
+/// The primary group of the passwd entry with uid `uid`, if there is one.
+pub fn user_gid(uid: u32) -> Option<u32> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[2].parse() == Ok(uid)).then(|| f[3].parse().ok())?
+    })
+}
+
 /// Empties the conntrack table of `ns` (ctnetlink `IPCTNL_MSG_CT_DELETE`
 /// without attributes). Between gateway profiles this keeps one profile's
 /// entries (NAT decisions, loosely picked-up TCP) from steering the next

@@ -48,7 +48,7 @@ pub fn create(n: &Names) -> Result<(), LabError> {
         sys::netns_add(ns)?;
         sys::sysctls(ns, &BASE_SYSCTLS)?;
     }
-    // ws.eth0 <-> gw.int0, gw.ext0 <-> net.eth0, made inside the namespaces.
+    // ws.eth0 <-> gw.eth1, gw.eth0 <-> net.eth0, made inside the namespaces.
     sys::run(std::process::Command::new("ip").args([
         "link", "add", "name", WS_IF, "netns", &n.ws, "type", "veth", "peer", "name", GW_INT_IF,
         "netns", &n.gw,
@@ -60,8 +60,8 @@ pub fn create(n: &Names) -> Result<(), LabError> {
     sys::ip_batch(
         &n.ws,
         &format!(
-            "link set lo up\nlink set {WS_IF} up\naddr add {WS4}/24 dev {WS_IF}\n\
-             addr add {WS6}/64 dev {WS_IF} nodad\nroute add default via {GW_INT4}\n\
+            "link set lo up\nlink set {WS_IF} up\naddr add {WS4}/{INT_PREFIX4} dev {WS_IF}\n\
+             addr add {WS6}/{INT_PREFIX6} dev {WS_IF} nodad\nroute add default via {GW_INT4}\n\
              route add default via {GW_INT6}\n"
         ),
     )?;
@@ -69,7 +69,7 @@ pub fn create(n: &Names) -> Result<(), LabError> {
         &n.gw,
         &format!(
             "link set lo up\nlink set {GW_INT_IF} up\nlink set {GW_EXT_IF} up\n\
-             addr add {GW_INT4}/24 dev {GW_INT_IF}\naddr add {GW_INT6}/64 dev {GW_INT_IF} nodad\n\
+             addr add {GW_INT4}/{INT_PREFIX4} dev {GW_INT_IF}\naddr add {GW_INT6}/{INT_PREFIX6} dev {GW_INT_IF} nodad\n\
              addr add {GW_EXT4}/24 dev {GW_EXT_IF}\naddr add {GW_EXT6}/64 dev {GW_EXT_IF} nodad\n\
              route add default via {NET_ROUTER4}\nroute add default via {NET_ROUTER6}\n"
         ),

@@ -258,9 +258,31 @@ fn write(path: &Path, text: &str) -> Result<(), LabError> {
 
 /// Starts tor with `torrc` inside `ns`; stderr goes to `log`.
 pub fn start_tor(ns: &str, torrc: &Path, log: &Path, what: &str) -> Result<Tracked, LabError> {
+    start_tor_as(ns, torrc, log, what, None)
+}
+
+/// [`start_tor`], as the user `as_user` (uid, gid) from the start when
+/// given (`setpriv --reuid --regid --clear-groups`).
+pub fn start_tor_as(
+    ns: &str,
+    torrc: &Path,
+    log: &Path,
+    what: &str,
+    as_user: Option<(u32, u32)>,
+) -> Result<Tracked, LabError> {
     let err = std::fs::File::create(log)
         .map_err(|e| LabError::Io(format!("creating {}", log.display()), e))?;
-    let child = sys::ns_command(ns, "tor")?
+    let mut cmd = match as_user {
+        Some((uid, gid)) => {
+            let mut c = sys::ns_command(ns, "setpriv")?;
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .args(["--clear-groups", "tor"]);
+            c
+        }
+        None => sys::ns_command(ns, "tor")?,
+    };
+    let child = cmd
         .arg("-f")
         .arg(torrc)
         .arg("--quiet")

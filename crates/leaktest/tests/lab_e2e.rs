@@ -104,6 +104,24 @@ fn lab_runs_every_profile_as_expected_and_leaves_nothing() {
     ] {
         assert!(findings.contains(f), "{f} in {findings}");
     }
+    // No reverse-path check, tor running: DNSPort answers the forged
+    // sources that route by the uplink (3 IPv4, 2 IPv6), each answer named
+    // by the marker its question copies; TransPort's SYN-ACKs may add more.
+    let no_rpf = profiles
+        .iter()
+        .find(|p| p["profile"] == "no-rpf")
+        .expect("no-rpf ran");
+    let reflected = |fam: &str| -> u64 {
+        no_rpf["reports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["runs"].as_array().unwrap())
+            .map(|r| r["reflections"][fam].as_u64().unwrap())
+            .sum()
+    };
+    assert!(reflected("ipv4") >= 3, "{}", no_rpf["reports"][0]["runs"]);
+    assert!(reflected("ipv6") >= 2, "{}", no_rpf["reports"][0]["runs"]);
     assert_eq!(profiles[0]["profile"], "whonix");
     assert_eq!(profiles[0]["got"], "pass");
     assert!(profiles[0]["gateway_check"]
@@ -194,14 +212,24 @@ fn a_user_ruleset_that_leaks_dns_fails_the_lab() {
         .iter()
         .filter_map(|f| f.as_str())
         .collect();
-    // Exactly the DNS probe of each family, from both gateway-local sweeps.
+    // Exactly the DNS probe of each family, from both gateway-local sweeps,
+    // and the lan suite's UDP to port 53 of every LAN destination that
+    // exists on the uplink (IPv4: 10.0.0.1, 172.16.0.1, 192.168.1.1,
+    // 100.64.0.1, 169.254.1.1, both broadcasts, all-hosts, the 6to4 relay,
+    // the router; IPv6: fd00::1, all-nodes, 6to4, Teredo, NAT64, the
+    // router; not the absent uplink host, fe80::1 or the subnet-router
+    // anycast address, which are never resolved).
     assert_eq!(
         findings,
         [
             "gw-root ipv4 udp ×1",
+            "gw-root ipv4 lan ×10",
             "gw-root ipv6 udp ×1",
+            "gw-root ipv6 lan ×6",
             "gw-user ipv4 udp ×1",
-            "gw-user ipv6 udp ×1"
+            "gw-user ipv4 lan ×10",
+            "gw-user ipv6 udp ×1",
+            "gw-user ipv6 lan ×6",
         ],
         "{findings:?}"
     );

@@ -208,7 +208,7 @@ fn keep_leaves_the_profile_up_until_lab_down() {
         .unwrap();
     let rules = String::from_utf8_lossy(&rules.stdout);
     assert!(
-        rules.contains(r#"oifname "ext0" udp dport 53 accept"#),
+        rules.contains(r#"oifname "eth0" udp dport 53 accept"#),
         "{rules}"
     );
     lab_down();

@@ -4,11 +4,14 @@
 //! of broken ones, and shows that every verdict is right.
 
 use anyhow::{bail, Context};
+use leaktest_lab::gateway::TorUser;
 use leaktest_lab::lab::{Lab, Options, ServerMode};
 use leaktest_lab::plan::{DNS4, GW_EXT_IF, GW_INT_IF};
 use leaktest_lab::profiles::builtin;
+use leaktest_lab::ruleset::{RulesetFormat, UserRuleset};
 use leaktest_lab::state::{self, State};
 use leaktest_lab::suite::{self, ProfileResult, SuiteOptions, Target};
+use leaktest_watch::Verdict;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,10 +21,16 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "The lab's gateway has interfaces `int0` (10.152.152.10/24, fd19:c33d:88bc::10/64, \
-towards the workstation) and `ext0` (203.0.113.2/24, 2001:db8:1::2/64); tor runs as debian-tor with \
-TransPort 9040, DNSPort 5300, SocksPort 9050 on the internal addresses. A --ruleset file is loaded \
-with `nft -f` in the gateway namespace (with `flush ruleset` first) and must PASS.\n\n\
+    after_help = "The lab's gateway is laid out as a Whonix-Gateway: interfaces `eth1` \
+(10.152.152.10/18, fd19:c33d:88bc::10/64, towards the workstation at .11) and `eth0` \
+(203.0.113.2/24, 2001:db8:1::2/64, the uplink); tor runs as debian-tor (or --tor-user) with \
+TransPort 9040, DNSPort 5300, SocksPort 9050 and Whonix's other SocksPorts and HTTPTunnelPorts on \
+the internal addresses (`leaktest lab plan --json` prints it all). A --ruleset file is loaded as \
+data in the gateway namespace (`nft -f` after `flush ruleset`, or with --format iptables \
+iptables-nft-restore / ip6tables-nft-restore) and must get the verdict --expect names. Before \
+any sweep, what does not fit is named in one line each, within a few seconds: interfaces the \
+gateway lacks, uids nothing runs as, DNS or TCP redirected where tor does not listen, the \
+workstation's TCP or DNS unanswered, tor unable to reach its guards.\n\n\
 Without options the lab runs the Whonix-style profile and the six classic breakages (about 45 s \
 on a 2-core machine); the six evasion profiles (exact-syn, src-subnet, no-rpf, ip6-nexthdr, \
 stateless, lan-output), each a careless rule that the flags, spoof, ext6, frag or lan suite gets \
@@ -48,9 +57,32 @@ pub struct Args {
     /// --allow-net, and the probes to it are taken out of every profile's expectation
     #[arg(long = "allow-net", value_name = "ADDR/PREFIX")]
     allow_net: Vec<String>,
-    /// Test this nftables ruleset as the gateway's policy (expected: PASS)
-    #[arg(long, value_name = "FILE.nft")]
+    /// Test this ruleset as the gateway's policy (expected: PASS, see --expect): an nftables
+    /// script, or with --format iptables an iptables-save file. Loaded as data, never run
+    #[arg(long, value_name = "FILE")]
     ruleset: Option<PathBuf>,
+    /// The ruleset's format: nft (`nft -f`) or iptables (iptables-save / ip6tables-save files,
+    /// loaded with iptables-nft-restore / ip6tables-nft-restore)
+    #[arg(long, value_name = "nft|iptables", default_value = "nft", requires = "ruleset",
+          value_parser = |s: &str| s.parse::<RulesetFormat>())]
+    format: RulesetFormat,
+    /// With --format iptables: the ip6tables-save file (without it IPv6 has no rules)
+    #[arg(long, value_name = "FILE", requires = "ruleset")]
+    ruleset6: Option<PathBuf>,
+    /// A sysctl for the gateway's namespace, set after the lab's defaults (forwarding off);
+    /// repeatable, per-namespace network keys only (net.ipv4.*, net.ipv6.*, net.netfilter.*)
+    #[arg(long = "sysctl", value_name = "KEY=VALUE", requires = "ruleset",
+          value_parser = |s: &str| leaktest_lab::ruleset::parse_sysctl(s))]
+    sysctls: Vec<(String, String)>,
+    /// The verdict the ruleset must get: exit status 0 when it does (pin a known result in a
+    /// firewall project's CI)
+    #[arg(long, value_name = "pass|leak", default_value = "pass", requires = "ruleset",
+          value_parser = parse_expect)]
+    expect: Verdict,
+    /// Run the gateway's tor as this user, by name or number (a uid with no passwd entry
+    /// works): the user your ruleset lets out (default: debian-tor)
+    #[arg(long, value_name = "NAME|UID")]
+    tor_user: Option<TorUser>,
     /// Write the per-profile results and the watcher's reports here
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -136,6 +168,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("finding the leaktest binary")?;
     let opts = Options {
         servers: ServerMode::Exe(exe.clone()),
+        tor_user: args.tor_user.clone().unwrap_or_default(),
         ..Options::default()
     };
     let t0 = Instant::now();
@@ -162,10 +195,11 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     };
     // Profiles that must leak need no working Tor: they run while the
     // private Tor network forms its first consensus. Profiles that must pass
-    // run after the gateway has bootstrapped and been shown to work. No
-    // verdict is reported unless that proof succeeds (`ready` fails the lab).
+    // (and those that need tor's ports listening) run after the gateway has
+    // bootstrapped and been shown to work. No verdict is reported unless
+    // that proof succeeds (`ready` fails the lab).
     let (early, late): (Vec<usize>, Vec<usize>) =
-        (0..targets.len()).partition(|&i| !targets[i].expects_pass());
+        (0..targets.len()).partition(|&i| !targets[i].needs_tor());
     let mut results: Vec<Option<ProfileResult>> = vec![None; targets.len()];
     let mut run_one = |lab: &mut Lab, i: usize, before_check: bool| -> anyhow::Result<()> {
         let t = &targets[i];
@@ -238,6 +272,14 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn parse_expect(s: &str) -> Result<Verdict, String> {
+    match s {
+        "pass" => Ok(Verdict::Pass),
+        "leak" => Ok(Verdict::Leak),
+        _ => Err(format!("{s:?}: pass or leak")),
+    }
+}
+
 fn targets(args: &Args) -> anyhow::Result<Vec<Target>> {
     let all = builtin();
     let mut v = Vec::new();
@@ -251,13 +293,20 @@ fn targets(args: &Args) -> anyhow::Result<Vec<Target>> {
         }
     }
     if let Some(path) = &args.ruleset {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let (text, text6) =
+            leaktest_lab::ruleset::read(path, args.ruleset6.as_deref(), args.format)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "ruleset".into());
-        v.push(Target::Ruleset { name, text });
+        v.push(Target::Ruleset(UserRuleset {
+            name,
+            format: args.format,
+            text,
+            text6,
+            sysctls: args.sysctls.clone(),
+            expect: args.expect,
+        }));
     }
     if args.all {
         v.extend(all.into_iter().map(Target::Builtin));

@@ -1,0 +1,451 @@
+//! A user's gateway ruleset as the lab loads it (`leaktest lab --ruleset`):
+//! its format (nftables, or iptables-save and ip6tables-save files), the
+//! sysctls it needs, the verdict its author expects, and the diagnostics
+//! that name what keeps it from working in the lab before any sweep runs.
+//!
+//! A ruleset is data: it is loaded with `nft -f` or `iptables-nft-restore`
+//! / `ip6tables-nft-restore` inside the gateway's namespace, never run as a
+//! script.
+
+use crate::plan::*;
+use crate::LabError;
+use leaktest_watch::Verdict;
+use std::collections::BTreeSet;
+
+/// How a ruleset file is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RulesetFormat {
+    /// An nftables script (`nft -f`); `flush ruleset` is put first unless
+    /// it is there.
+    Nft,
+    /// `iptables-save` output (and optionally `ip6tables-save` output),
+    /// loaded with the nftables-backed restore tools. Without an IPv6 file
+    /// IPv6 has no rules, as on a machine whose tool writes none.
+    Iptables,
+}
+
+impl std::str::FromStr for RulesetFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "nft" | "nftables" => Ok(RulesetFormat::Nft),
+            "iptables" => Ok(RulesetFormat::Iptables),
+            _ => Err(format!("unknown format {s:?} (nft or iptables)")),
+        }
+    }
+}
+
+/// A user's ruleset and how to judge it.
+#[derive(Clone, Debug)]
+pub struct UserRuleset {
+    /// Its file name, for reports.
+    pub name: String,
+    pub format: RulesetFormat,
+    /// The nftables script, or the `iptables-save` text.
+    pub text: String,
+    /// The `ip6tables-save` text (`--format iptables` only).
+    pub text6: Option<String>,
+    /// Sysctls set in the gateway's namespace after the lab's defaults
+    /// (forwarding off), `--sysctl KEY=VALUE`.
+    pub sysctls: Vec<(String, String)>,
+    /// The verdict the author expects (`--expect`): the lab's run matches
+    /// when the verdict is this one.
+    pub expect: Verdict,
+}
+
+/// Checks a `--sysctl KEY=VALUE` argument. Only keys that live in a network
+/// namespace are accepted (`net.ipv4.`, `net.ipv6.`, `net.netfilter.`,
+/// `net.core.` ones that the namespace owns are not all per-namespace, so
+/// they are refused): anything else would change the host itself.
+pub fn parse_sysctl(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))?;
+    let (k, v) = (k.trim(), v.trim());
+    let per_netns = ["net.ipv4.", "net.ipv6.", "net.netfilter."];
+    if !per_netns.iter().any(|p| k.starts_with(p)) {
+        return Err(format!(
+            "{k}: only per-namespace network keys (net.ipv4.*, net.ipv6.*, net.netfilter.*) can be set in the lab's gateway"
+        ));
+    }
+    if k.contains("..") || k.contains('/') || v.is_empty() || v.contains('\n') {
+        return Err(format!("{s:?}: not a sysctl setting"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// What the ruleset's text names, as far as the diagnostics need it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Named {
+    /// Interface names in `iifname`/`oifname`/`iif`/`oif` (nft) or
+    /// `-i`/`-o` (iptables); a trailing `*` or `+` is a wildcard.
+    pub interfaces: BTreeSet<String>,
+    /// Users in `skuid` (nft) or `--uid-owner` (iptables), as written.
+    pub users: BTreeSet<String>,
+    /// Ports UDP 53 is redirected to (`redirect to :P`, `dnat to …:P`,
+    /// `--to-ports P`, `--to-destination …:P`).
+    pub dns_ports: BTreeSet<u16>,
+    /// Ports TCP is redirected to, the same way.
+    pub tcp_redirect_ports: BTreeSet<u16>,
+}
+
+/// Splits a line into tokens: words, quoted strings (unquoted), and the
+/// punctuation `{ } , ;` on its own.
+fn tokens(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                if !quoted {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            _ if quoted => cur.push(c),
+            c if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            '{' | '}' | ',' | ';' => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                out.push(c.to_string());
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// The values after token `i` (a keyword): one word, or a `{ a, b }` set;
+/// `==` and `!=` are skipped.
+fn values(t: &[String], i: usize) -> Vec<String> {
+    let mut j = i + 1;
+    while t.get(j).is_some_and(|x| x == "==" || x == "!=" || x == "!") {
+        j += 1;
+    }
+    match t.get(j).map(String::as_str) {
+        Some("{") => t[j + 1..]
+            .iter()
+            .take_while(|x| *x != "}")
+            .filter(|x| *x != ",")
+            .cloned()
+            .collect(),
+        Some(v) => vec![v.to_string()],
+        None => vec![],
+    }
+}
+
+/// The port at the end of a redirect or DNAT target (`:9040`, `9040`,
+/// `10.152.152.10:5300`, `[fd19::10]:5300`, `9040-9041` takes the first).
+fn port_of(v: &str) -> Option<u16> {
+    let p = v.rsplit(':').next()?;
+    p.split('-').next()?.parse().ok()
+}
+
+/// Reads what a ruleset names (comments skipped).
+pub fn named(text: &str, format: RulesetFormat) -> Named {
+    let mut n = Named::default();
+    for raw in text.lines() {
+        let line = raw.split('#').next().unwrap_or("");
+        let t = tokens(line);
+        let has = |w: &str| t.iter().any(|x| x == w);
+        let udp53 = match format {
+            RulesetFormat::Nft => t
+                .windows(3)
+                .any(|w| w[0] == "udp" && w[1] == "dport" && values(w, 1) == ["53"]),
+            RulesetFormat::Iptables => {
+                (has("udp") || has("-p") && line.contains("udp"))
+                    && t.windows(2).any(|w| {
+                        (w[0] == "--dport" || w[0] == "--destination-port") && w[1] == "53"
+                    })
+            }
+        };
+        let tcp = has("tcp");
+        for (i, w) in t.iter().enumerate() {
+            // `fib saddr . iif oif missing`: keys of a fib lookup, not matches.
+            let in_fib = i > 0 && t[i - 1] == "."
+                || t.get(i + 1).is_some_and(|n| {
+                    matches!(
+                        n.as_str(),
+                        "." | "oif" | "oifname" | "missing" | "exists" | "type"
+                    )
+                });
+            match (format, w.as_str()) {
+                (RulesetFormat::Nft, "iifname" | "oifname" | "iif" | "oif") if in_fib => {}
+                (RulesetFormat::Nft, "iifname" | "oifname" | "iif" | "oif")
+                | (RulesetFormat::Iptables, "-i" | "-o" | "--in-interface" | "--out-interface") => {
+                    n.interfaces.extend(values(&t, i))
+                }
+                (RulesetFormat::Nft, "skuid") | (RulesetFormat::Iptables, "--uid-owner") => {
+                    n.users.extend(values(&t, i))
+                }
+                (RulesetFormat::Nft, "redirect" | "dnat") => {
+                    // `redirect to :P`, `dnat to ADDR:P`, `dnat ip to ADDR:P`.
+                    let target = t[i + 1..]
+                        .iter()
+                        .skip_while(|x| *x != "to")
+                        .nth(1)
+                        .and_then(|v| port_of(v));
+                    if let Some(p) = target {
+                        if udp53 {
+                            n.dns_ports.insert(p);
+                        } else if tcp {
+                            n.tcp_redirect_ports.insert(p);
+                        }
+                    }
+                }
+                (RulesetFormat::Iptables, "--to-ports" | "--to-destination") => {
+                    if let Some(p) = t.get(i + 1).and_then(|v| port_of(v)) {
+                        if udp53 {
+                            n.dns_ports.insert(p);
+                        } else if tcp {
+                            n.tcp_redirect_ports.insert(p);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
+/// The lab gateway's interfaces, for the diagnostics.
+const LAB_INTERFACES: [&str; 3] = ["lo", GW_EXT_IF, GW_INT_IF];
+
+fn interface_exists(name: &str) -> bool {
+    match name.strip_suffix(['*', '+']) {
+        Some(prefix) => LAB_INTERFACES.iter().any(|i| i.starts_with(prefix)),
+        None => LAB_INTERFACES.contains(&name),
+    }
+}
+
+/// Lines naming what in the ruleset does not fit the lab, each with its
+/// fix: interfaces the gateway lacks, users nothing runs as (and tor's uid
+/// never named), DNS or TCP redirected to ports where tor does not listen.
+/// `tor_uid` is the uid the lab's tor runs as; `uid_of` resolves a user
+/// name (the passwd database).
+pub fn diagnose(
+    r: &UserRuleset,
+    tor_uid: u32,
+    uid_of: &dyn Fn(&str) -> Option<u32>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut n = named(&r.text, r.format);
+    if let Some(t6) = &r.text6 {
+        let n6 = named(t6, r.format);
+        n.interfaces.extend(n6.interfaces);
+        n.users.extend(n6.users);
+        n.dns_ports.extend(n6.dns_ports);
+        n.tcp_redirect_ports.extend(n6.tcp_redirect_ports);
+    }
+    for i in &n.interfaces {
+        if !interface_exists(i) {
+            out.push(format!(
+                "the ruleset names interface {i:?}, which the lab's gateway does not have: it has {GW_EXT_IF} (uplink), {GW_INT_IF} (internal) and lo, as a Whonix-Gateway (`leaktest lab plan`)"
+            ));
+        }
+    }
+    let lab_uids = [tor_uid, 0, crate::suite::UNPRIVILEGED_UID];
+    let mut tor_named = false;
+    for u in &n.users {
+        let uid = u.parse::<u32>().ok().or_else(|| uid_of(u));
+        match uid {
+            Some(x) if x == tor_uid => tor_named = true,
+            Some(x) if lab_uids.contains(&x) => {}
+            Some(x) => out.push(format!(
+                "the ruleset names uid {x}{}, which nothing in the lab runs as (tor runs as uid {tor_uid}, the sweeps as 0 and {}): if it is tor's uid on your gateway, pass --tor-user {x}",
+                if u.parse::<u32>().is_ok() { String::new() } else { format!(" ({u})") },
+                crate::suite::UNPRIVILEGED_UID
+            )),
+            None => out.push(format!(
+                "the ruleset names user {u:?}, which has no passwd entry here: pass tor's user by number in the ruleset and --tor-user UID"
+            )),
+        }
+    }
+    if !n.users.is_empty() && !tor_named {
+        out.push(format!(
+            "tor runs as uid {tor_uid}, which the ruleset never names: its own traffic will be dropped (--tor-user NAME|UID runs tor as the user the ruleset lets out)"
+        ));
+    }
+    for p in &n.dns_ports {
+        if *p != DNS_PORT {
+            out.push(format!(
+                "DNS (UDP 53) is redirected to port {p}, where nothing listens on the lab's gateway: tor's DNSPort is {DNS_PORT}"
+            ));
+        }
+    }
+    for p in &n.tcp_redirect_ports {
+        if *p != TRANS_PORT {
+            out.push(format!(
+                "TCP is redirected to port {p}, where nothing listens on the lab's gateway: tor's TransPort is {TRANS_PORT}"
+            ));
+        }
+    }
+    out
+}
+
+/// Everything the lab loads for `r`: the sysctl defaults (forwarding off)
+/// then the user's, in order.
+pub fn sysctls(r: &UserRuleset) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = crate::profiles::Policy::WHONIX
+        .sysctls()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    v.extend(r.sysctls.iter().cloned());
+    v
+}
+
+/// Reads a ruleset's files for the lab. `path6` only with
+/// [`RulesetFormat::Iptables`].
+pub fn read(
+    path: &std::path::Path,
+    path6: Option<&std::path::Path>,
+    format: RulesetFormat,
+) -> Result<(String, Option<String>), LabError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| LabError::Io(format!("reading {}", p.display()), e))
+    };
+    let text = read(path)?;
+    let text6 = match (path6, format) {
+        (Some(p), RulesetFormat::Iptables) => Some(read(p)?),
+        (Some(_), RulesetFormat::Nft) => return Err(LabError::Missing(
+            "--format iptables for an IPv6 rules file (an nftables ruleset holds both families)"
+                .into(),
+        )),
+        (None, _) => None,
+    };
+    Ok((text, text6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(text: &str, format: RulesetFormat) -> UserRuleset {
+        UserRuleset {
+            name: "t".into(),
+            format,
+            text: text.into(),
+            text6: None,
+            sysctls: vec![],
+            expect: Verdict::Pass,
+        }
+    }
+
+    const WHONIX_NFT: &str = r#"
+table inet filter {
+  chain rpfilter {
+    type filter hook prerouting priority raw; policy accept;
+    iifname "eth1" fib saddr . iif oif missing drop
+    fib daddr . iif type local accept
+  }
+  chain prerouting {
+    type nat hook prerouting priority dstnat;
+    iifname "eth1" udp dport 53 redirect to :5300
+    iifname "eth1" tcp flags & (fin|syn|rst|ack) == syn redirect to :9040
+  }
+  chain output {
+    type filter hook output priority filter; policy drop;
+    oifname "lo" accept
+    meta skuid 103 accept # tor
+  }
+}
+"#;
+
+    #[test]
+    fn reads_interfaces_users_and_redirect_ports() {
+        let n = named(WHONIX_NFT, RulesetFormat::Nft);
+        assert_eq!(
+            n.interfaces.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["eth1", "lo"]
+        );
+        assert_eq!(
+            n.users.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["103"]
+        );
+        assert_eq!(n.dns_ports.iter().copied().collect::<Vec<_>>(), [5300]);
+        assert_eq!(
+            n.tcp_redirect_ports.iter().copied().collect::<Vec<_>>(),
+            [9040]
+        );
+        let ipt = "*nat\n-A PREROUTING -i eth1 -p udp -m udp --dport 53 -j REDIRECT --to-ports 5400\n\
+                   -A PREROUTING -i eth1 -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j REDIRECT --to-ports 9040\n\
+                   COMMIT\n*filter\n-A OUTPUT -o eth0 -m owner --uid-owner debian-tor -j ACCEPT\n-A OUTPUT ! -o wlan+ -j DROP\nCOMMIT\n";
+        let n = named(ipt, RulesetFormat::Iptables);
+        assert_eq!(
+            n.interfaces.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["eth0", "eth1", "wlan+"]
+        );
+        assert_eq!(n.dns_ports.iter().copied().collect::<Vec<_>>(), [5400]);
+        assert_eq!(
+            n.tcp_redirect_ports.iter().copied().collect::<Vec<_>>(),
+            [9040]
+        );
+        assert_eq!(
+            n.users.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["debian-tor"]
+        );
+    }
+
+    #[test]
+    fn each_misfit_is_one_line_with_its_fix() {
+        let none = |_: &str| None;
+        // Written for this lab: nothing to say.
+        assert_eq!(
+            diagnose(&user(WHONIX_NFT, RulesetFormat::Nft), 103, &none),
+            Vec::<String>::new()
+        );
+        // Tor runs as another uid here.
+        let d = diagnose(&user(WHONIX_NFT, RulesetFormat::Nft), 102, &none);
+        assert_eq!(d.len(), 2, "{d:#?}");
+        assert!(
+            d[0].contains("uid 103") && d[0].contains("--tor-user 103"),
+            "{d:?}"
+        );
+        assert!(d[1].contains("never names"), "{d:?}");
+        // Other interface names and a DNS port nothing listens on.
+        let other = WHONIX_NFT.replace("eth1", "int0").replace(":5300", ":5353");
+        let d = diagnose(&user(&other, RulesetFormat::Nft), 103, &none);
+        assert_eq!(d.len(), 2, "{d:#?}");
+        assert!(d[0].contains("\"int0\"") && d[0].contains("eth1 (internal)"));
+        assert!(d[1].contains("port 5353") && d[1].contains("DNSPort is 5300"));
+        // Wildcards match the lab's names.
+        let wild = WHONIX_NFT.replace("\"eth1\"", "\"eth*\"");
+        assert!(diagnose(&user(&wild, RulesetFormat::Nft), 103, &none).is_empty());
+        // A user name resolved by the passwd database.
+        let named_user = WHONIX_NFT.replace("skuid 103", "skuid debian-tor");
+        let uid_of = |n: &str| (n == "debian-tor").then_some(103);
+        assert!(diagnose(&user(&named_user, RulesetFormat::Nft), 103, &uid_of).is_empty());
+        let d = diagnose(&user(&named_user, RulesetFormat::Nft), 103, &none);
+        assert!(d[0].contains("no passwd entry"), "{d:?}");
+    }
+
+    #[test]
+    fn only_namespace_sysctls_are_accepted() {
+        assert_eq!(
+            parse_sysctl("net.ipv4.ip_forward=1"),
+            Ok(("net.ipv4.ip_forward".into(), "1".into()))
+        );
+        assert!(parse_sysctl("net.ipv6.conf.all.forwarding = 1").is_ok());
+        for bad in [
+            "kernel.panic=1",
+            "vm.swappiness=1",
+            "net.core.rmem_max=1",
+            "net.ipv4.ip_forward",
+            "net.ipv4.ip_forward=",
+            "net.ipv4/../../x=1",
+        ] {
+            assert!(parse_sysctl(bad).is_err(), "{bad}");
+        }
+    }
+}
