@@ -81,12 +81,15 @@ impl TorUser {
     }
 }
 
-/// Paths of the gateway tor.
+/// Paths, user and ports of the gateway tor.
 #[derive(Clone, Debug)]
 pub struct GatewayTor {
     pub dir: PathBuf,
     pub uid: u32,
     pub gid: u32,
+    /// TransPort and DNSPort (their port numbers, as configured).
+    pub trans_port: u16,
+    pub dns_port: u16,
 }
 
 impl GatewayTor {
@@ -98,12 +101,74 @@ impl GatewayTor {
     }
 }
 
+/// Options of the gateway torrc that the lab itself needs as they are: a
+/// `--torrc` line may not set them.
+const LAB_OWNED_OPTIONS: [&str; 12] = [
+    "datadirectory",
+    "controlport",
+    "cookieauthentication",
+    "cookieauthfile",
+    "disablenetwork",
+    "user",
+    "runasdaemon",
+    "log",
+    "testingtornetwork",
+    "dirauthority",
+    "alternatedirauthority",
+    "include",
+];
+
+/// Checks a `--torrc LINE` argument: one torrc line (`Option value`), not
+/// an option the lab needs as it is.
+pub fn parse_torrc_line(s: &str) -> Result<String, String> {
+    let line = s.trim();
+    if line.is_empty() || line.contains(['\n', '\r']) || line.starts_with('#') {
+        return Err(format!("{s:?}: one torrc line, `Option value`"));
+    }
+    let option = line
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if LAB_OWNED_OPTIONS.contains(&option.as_str()) {
+        return Err(format!("{option}: the lab sets this option itself"));
+    }
+    Ok(line.to_string())
+}
+
+/// The port of the first `OPTION [ADDR:]PORT` line for `option` in
+/// `lines`, if any.
+fn port_of(lines: &[String], option: &str) -> Option<u16> {
+    lines.iter().find_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next()?.eq_ignore_ascii_case(option))
+            .then(|| w.next()?.rsplit(':').next()?.parse().ok())?
+    })
+}
+
+/// The options `--torrc` lines set, lower-case: each replaces every line
+/// of the lab's own for that option.
+fn options_of(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
 /// Writes the gateway torrc and its data directory `root/gw-tor` (0700),
-/// both owned by `user` (tor starts as that user, [`start`]).
+/// both owned by `user` (tor starts as that user, [`start`]). `mode`
+/// places tor's ports: a gateway's on the internal addresses (Whonix's
+/// SocksPorts and HTTPTunnelPorts too), a host's on 127.0.0.1 and ::1.
+/// `extra` (`--torrc LINE`) lines are added; each replaces every line of
+/// the lab's own for its option (`TransPort 127.0.0.1:9041` moves
+/// TransPort).
 pub fn configure(
     root: &Path,
     dir_authority_lines: &str,
     user: &TorUser,
+    mode: crate::ruleset::Mode,
+    extra: &[String],
 ) -> Result<GatewayTor, LabError> {
     let (uid, gid) = user.resolve()?;
     let dir = root.join("gw-tor");
@@ -114,25 +179,42 @@ pub fn configure(
     std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
         .map_err(|e| LabError::Io("chown gateway tor dir".into(), e))?;
     let d = dir.display();
-    let mut whonix_ports = String::new();
-    for &(a, b) in &WHONIX_SOCKS_PORTS {
-        for p in a..=b {
-            whonix_ports.push_str(&format!(
-                "SocksPort {GW_INT4}:{p}\nSocksPort [{GW_INT6}]:{p}\n"
-            ));
+    let (a4, a6) = match mode {
+        crate::ruleset::Mode::Host => {
+            (std::net::Ipv4Addr::LOCALHOST, std::net::Ipv6Addr::LOCALHOST)
+        }
+        _ => (GW_INT4, GW_INT6),
+    };
+    let mut ports = vec![
+        format!("SocksPort {a4}:{SOCKS_PORT}"),
+        format!("SocksPort [{a6}]:{SOCKS_PORT}"),
+        format!("TransPort {a4}:{TRANS_PORT}"),
+        format!("TransPort [{a6}]:{TRANS_PORT}"),
+        format!("DNSPort {a4}:{DNS_PORT}"),
+        format!("DNSPort [{a6}]:{DNS_PORT}"),
+    ];
+    if mode == crate::ruleset::Mode::Gateway {
+        for &(a, b) in &WHONIX_SOCKS_PORTS {
+            for p in a..=b {
+                ports.push(format!("SocksPort {a4}:{p}"));
+                ports.push(format!("SocksPort [{a6}]:{p}"));
+            }
+        }
+        for p in WHONIX_HTTP_TUNNEL_PORTS.0..=WHONIX_HTTP_TUNNEL_PORTS.1 {
+            ports.push(format!("HTTPTunnelPort {a4}:{p}"));
+            ports.push(format!("HTTPTunnelPort [{a6}]:{p}"));
         }
     }
-    for p in WHONIX_HTTP_TUNNEL_PORTS.0..=WHONIX_HTTP_TUNNEL_PORTS.1 {
-        whonix_ports.push_str(&format!(
-            "HTTPTunnelPort {GW_INT4}:{p}\nHTTPTunnelPort [{GW_INT6}]:{p}\n"
-        ));
-    }
+    let replaced = options_of(extra);
+    ports.retain(|l| !replaced.contains(&l.split(' ').next().unwrap_or("").to_ascii_lowercase()));
+    let all: Vec<String> = ports.iter().chain(extra).cloned().collect();
+    let trans_port = port_of(&all, "TransPort").unwrap_or(TRANS_PORT);
+    let dns_port = port_of(&all, "DNSPort").unwrap_or(DNS_PORT);
+    let port_lines: String = all.iter().map(|l| format!("{l}\n")).collect();
     let torrc = format!(
         "DataDirectory {d}\nLog notice file {d}/notice.log\nLog info file {d}/info.log\nRunAsDaemon 0\n\
          TestingTorNetwork 1\nPathsNeededToBuildCircuits 0.67\nClientUseIPv6 0\nSafeLogging 0\n\
-         SocksPort {GW_INT4}:{SOCKS_PORT}\nSocksPort [{GW_INT6}]:{SOCKS_PORT}\n{whonix_ports}\
-         TransPort {GW_INT4}:{TRANS_PORT}\nTransPort [{GW_INT6}]:{TRANS_PORT}\n\
-         DNSPort {GW_INT4}:{DNS_PORT}\nDNSPort [{GW_INT6}]:{DNS_PORT}\n\
+         SocksTimeout 30\n{port_lines}\
          ControlPort 127.0.0.1:{CONTROL_PORT}\nCookieAuthentication 1\n\
          DisableNetwork 1\n\
          CookieAuthFile {d}/control_auth_cookie\n{dir_authority_lines}"
@@ -145,7 +227,13 @@ pub fn configure(
         .map_err(|e| LabError::Io("chmod gateway torrc".into(), e))?;
     std::os::unix::fs::chown(&torrc_path, Some(uid), Some(gid))
         .map_err(|e| LabError::Io("chown gateway torrc".into(), e))?;
-    Ok(GatewayTor { dir, uid, gid })
+    Ok(GatewayTor {
+        dir,
+        uid,
+        gid,
+        trans_port,
+        dns_port,
+    })
 }
 
 /// Starts the gateway tor inside `ns`, as `g`'s user from the start

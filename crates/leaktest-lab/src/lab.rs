@@ -50,6 +50,11 @@ pub struct Options {
     pub servers: ServerMode,
     /// Who the gateway's tor runs as (`--tor-user`).
     pub tor_user: gateway::TorUser,
+    /// What kind of box the gateway namespace is (`--mode`): where tor's
+    /// ports are, and how [`Lab::ready`] proves tor works.
+    pub mode: crate::ruleset::Mode,
+    /// Extra gateway torrc lines (`--torrc`).
+    pub torrc: Vec<String>,
 }
 
 impl Default for Options {
@@ -60,6 +65,8 @@ impl Default for Options {
             lead: 12,
             servers: ServerMode::Threads,
             tor_user: gateway::TorUser::default(),
+            mode: crate::ruleset::Mode::Gateway,
+            torrc: Vec::new(),
         }
     }
 }
@@ -84,6 +91,8 @@ pub struct Lab {
     consensus: Option<std::thread::JoinHandle<Result<Duration, LabError>>>,
     /// The gateway tor has bootstrapped and the gateway check passed.
     ready: bool,
+    /// What kind of box the gateway namespace is.
+    pub mode: crate::ruleset::Mode,
 }
 
 /// How long each of [`Lab::diagnose_gateway`]'s checks waits (they run at
@@ -174,6 +183,7 @@ impl Lab {
             network_started: Instant::now(),
             consensus: None,
             ready: false,
+            mode: crate::ruleset::Mode::Gateway,
         };
         lab.bring_up(opts, progress)?;
         Ok(lab)
@@ -210,7 +220,15 @@ impl Lab {
         self.phase("gateway bootstrap", t2.elapsed(), progress)?;
 
         let t3 = Instant::now();
-        let f = self.check_gateway()?;
+        // A host has no workstation behind it: its tor is proven through
+        // its SocksPort (the Whonix policy has no transparent proxy for
+        // the host's own processes).
+        let f = match self.mode {
+            crate::ruleset::Mode::Host => self
+                .check_host(crate::ruleset::Check::Socks)?
+                .ok_or_else(|| LabError::Tor("no works-check ran".into()))?,
+            _ => self.check_gateway()?,
+        };
         tracing::info!(?f, "gateway works");
         self.phase("gateway check", t3.elapsed(), progress)?;
         self.ready = true;
@@ -338,7 +356,10 @@ impl Lab {
             &tmp,
             &tornet::dir_authority_lines(&self.keys),
             &opts.tor_user,
+            opts.mode,
+            &opts.torrc,
         )?;
+        self.mode = opts.mode;
         self.apply_policy(&Policy::WHONIX, g.uid)?;
         let t = gateway::start(&names.gw, &tmp, &g)?;
         self.gw_tor = Some(g);
@@ -459,8 +480,16 @@ impl Lab {
         let (tor_uid, tor_gid) = (tor.uid, tor.gid);
         let names = self.state.names.clone();
         let t = DIAGNOSE_TIMEOUT;
+        if self.mode == crate::ruleset::Mode::Killswitch {
+            return Ok(Vec::new()); // no anonymizer to reach
+        }
+        // A host's transparent proxy is what its works-check tries.
+        let gateway = self.mode == crate::ruleset::Mode::Gateway;
         let ws = names.ws.clone();
         let trans = std::thread::spawn(move || {
+            if !gateway {
+                return Ok(None);
+            }
             sys::run_in(&ws, move || {
                 Ok(
                     std::net::TcpStream::connect_timeout(&SocketAddr::from((WEB4, WEB_PORT)), t)
@@ -470,6 +499,9 @@ impl Lab {
         });
         let ws = names.ws.clone();
         let dns = std::thread::spawn(move || {
+            if !gateway {
+                return Ok(None);
+            }
             sys::run_in(&ws, move || {
                 Ok(servers::dns_answers(SocketAddr::from((GW_INT4, 53)), t).err())
             })
@@ -507,6 +539,49 @@ impl Lab {
             ));
         }
         Ok(out)
+    }
+
+    /// A host's works-check: an unprivileged process
+    /// ([`crate::suite::UNPRIVILEGED_UID`]) on the host fetches the lab's
+    /// page, resolving its name with the lab's resolver and connecting as
+    /// any program would (`Check::Trans`: the ruleset must take both to
+    /// tor), or through tor's SocksPort (`Check::Socks`); the web server
+    /// must see an exit. `Check::None`: `None`.
+    pub fn check_host(
+        &self,
+        check: crate::ruleset::Check,
+    ) -> Result<Option<servers::Fetch>, LabError> {
+        use crate::ruleset::Check;
+        let token = self.token.clone();
+        let uid = crate::suite::UNPRIVILEGED_UID;
+        let f = match check {
+            Check::None => return Ok(None),
+            Check::Trans => sys::run_in(&self.state.names.gw, move || {
+                sys::as_user(uid, uid, || {
+                    servers::fetch_through(
+                        SocketAddr::from((DNS4, 53)),
+                        &token,
+                        Duration::from_secs(30),
+                    )
+                })?
+            })?,
+            Check::Socks => {
+                let socks = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, SOCKS_PORT));
+                sys::run_in(&self.state.names.gw, move || {
+                    sys::as_user(uid, uid, || {
+                        servers::fetch_socks(socks, &token, Duration::from_secs(30))
+                    })?
+                })?
+            }
+        };
+        let exits: Vec<IpAddr> = exit_addrs().into_iter().map(IpAddr::V4).collect();
+        if !exits.contains(&f.seen_as) {
+            return Err(LabError::GatewayBroken(format!(
+                "the web server saw {} instead of an exit's address ({exits:?})",
+                f.seen_as
+            )));
+        }
+        Ok(Some(f))
     }
 
     /// Fetches the lab page from the workstation through the gateway and checks

@@ -35,6 +35,62 @@ impl std::str::FromStr for RulesetFormat {
     }
 }
 
+/// What kind of box the ruleset protects (`leaktest lab --mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// A Tor gateway with a workstation behind it (Whonix-Gateway): tor's
+    /// ports on the internal addresses; all three sweeps; the works-check
+    /// fetches a page through Tor from the workstation.
+    #[default]
+    Gateway,
+    /// One machine protecting itself (Tails-like, transparent-Tor tools):
+    /// tor's TransPort and DNSPort on 127.0.0.1; the sweeps from the host
+    /// as root and as an unprivileged uid; the works-check per [`Check`].
+    Host,
+    /// A VPN kill switch with the tunnel down: no anonymizer may be used,
+    /// nothing may leave but the `--allow` endpoints; all three sweeps; no
+    /// works-check, and no Tor network needed.
+    Killswitch,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "gateway" => Ok(Mode::Gateway),
+            "host" => Ok(Mode::Host),
+            "killswitch" => Ok(Mode::Killswitch),
+            _ => Err(format!("unknown mode {s:?} (gateway, host or killswitch)")),
+        }
+    }
+}
+
+/// How a host (`--mode host`) shows it works (`--check`): an unprivileged
+/// process fetches the lab's page and the web server must see an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Check {
+    /// A plain lookup (UDP 53 to the lab's resolver) and connection, which
+    /// the ruleset must take to DNSPort and TransPort.
+    #[default]
+    Trans,
+    /// Through tor's SocksPort (a Tails-like host has no transparent proxy).
+    Socks,
+    /// No works-check.
+    None,
+}
+
+impl std::str::FromStr for Check {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "trans" => Ok(Check::Trans),
+            "socks" => Ok(Check::Socks),
+            "none" => Ok(Check::None),
+            _ => Err(format!("unknown check {s:?} (trans, socks or none)")),
+        }
+    }
+}
+
 /// A user's ruleset and how to judge it.
 #[derive(Clone, Debug)]
 pub struct UserRuleset {
@@ -51,6 +107,9 @@ pub struct UserRuleset {
     /// The verdict the author expects (`--expect`): the lab's run matches
     /// when the verdict is this one.
     pub expect: Verdict,
+    pub mode: Mode,
+    /// The works-check of `--mode host`.
+    pub check: Check,
 }
 
 /// Checks a `--sysctl KEY=VALUE` argument. Only keys that live in a network
@@ -235,9 +294,10 @@ fn interface_exists(name: &str) -> bool {
 /// name (the passwd database).
 pub fn diagnose(
     r: &UserRuleset,
-    tor_uid: u32,
+    tor: &crate::gateway::GatewayTor,
     uid_of: &dyn Fn(&str) -> Option<u32>,
 ) -> Vec<String> {
+    let tor_uid = tor.uid;
     let mut out = Vec::new();
     let mut n = named(&r.text, r.format);
     if let Some(t6) = &r.text6 {
@@ -277,18 +337,24 @@ pub fn diagnose(
         ));
     }
     for p in &n.dns_ports {
-        if *p != DNS_PORT {
+        if *p != tor.dns_port {
             out.push(format!(
-                "DNS (UDP 53) is redirected to port {p}, where nothing listens on the lab's gateway: tor's DNSPort is {DNS_PORT}"
+                "DNS (UDP 53) is redirected to port {p}, where nothing listens on the lab's gateway: tor's DNSPort is {} (--torrc 'DNSPort ...' moves it)",
+                tor.dns_port
             ));
         }
     }
     for p in &n.tcp_redirect_ports {
-        if *p != TRANS_PORT {
+        if *p != tor.trans_port {
             out.push(format!(
-                "TCP is redirected to port {p}, where nothing listens on the lab's gateway: tor's TransPort is {TRANS_PORT}"
+                "TCP is redirected to port {p}, where nothing listens on the lab's gateway: tor's TransPort is {} (--torrc 'TransPort ...' moves it)",
+                tor.trans_port
             ));
         }
+    }
+    // A kill switch has no tor: its uid rules are not tor's.
+    if r.mode == Mode::Killswitch {
+        out.retain(|l| !l.contains("tor runs as uid") && !l.contains("nothing in the lab runs as"));
     }
     out
 }
@@ -339,6 +405,8 @@ mod tests {
             text6: None,
             sysctls: vec![],
             expect: Verdict::Pass,
+            mode: Mode::Gateway,
+            check: Check::Trans,
         }
     }
 
@@ -397,16 +465,26 @@ table inet filter {
         );
     }
 
+    fn tor(uid: u32) -> crate::gateway::GatewayTor {
+        crate::gateway::GatewayTor {
+            dir: "/nonexistent".into(),
+            uid,
+            gid: uid,
+            trans_port: TRANS_PORT,
+            dns_port: DNS_PORT,
+        }
+    }
+
     #[test]
     fn each_misfit_is_one_line_with_its_fix() {
         let none = |_: &str| None;
         // Written for this lab: nothing to say.
         assert_eq!(
-            diagnose(&user(WHONIX_NFT, RulesetFormat::Nft), 103, &none),
+            diagnose(&user(WHONIX_NFT, RulesetFormat::Nft), &tor(103), &none),
             Vec::<String>::new()
         );
         // Tor runs as another uid here.
-        let d = diagnose(&user(WHONIX_NFT, RulesetFormat::Nft), 102, &none);
+        let d = diagnose(&user(WHONIX_NFT, RulesetFormat::Nft), &tor(102), &none);
         assert_eq!(d.len(), 2, "{d:#?}");
         assert!(
             d[0].contains("uid 103") && d[0].contains("--tor-user 103"),
@@ -415,18 +493,18 @@ table inet filter {
         assert!(d[1].contains("never names"), "{d:?}");
         // Other interface names and a DNS port nothing listens on.
         let other = WHONIX_NFT.replace("eth1", "int0").replace(":5300", ":5353");
-        let d = diagnose(&user(&other, RulesetFormat::Nft), 103, &none);
+        let d = diagnose(&user(&other, RulesetFormat::Nft), &tor(103), &none);
         assert_eq!(d.len(), 2, "{d:#?}");
         assert!(d[0].contains("\"int0\"") && d[0].contains("eth1 (internal)"));
         assert!(d[1].contains("port 5353") && d[1].contains("DNSPort is 5300"));
         // Wildcards match the lab's names.
         let wild = WHONIX_NFT.replace("\"eth1\"", "\"eth*\"");
-        assert!(diagnose(&user(&wild, RulesetFormat::Nft), 103, &none).is_empty());
+        assert!(diagnose(&user(&wild, RulesetFormat::Nft), &tor(103), &none).is_empty());
         // A user name resolved by the passwd database.
         let named_user = WHONIX_NFT.replace("skuid 103", "skuid debian-tor");
         let uid_of = |n: &str| (n == "debian-tor").then_some(103);
-        assert!(diagnose(&user(&named_user, RulesetFormat::Nft), 103, &uid_of).is_empty());
-        let d = diagnose(&user(&named_user, RulesetFormat::Nft), 103, &none);
+        assert!(diagnose(&user(&named_user, RulesetFormat::Nft), &tor(103), &uid_of).is_empty());
+        let d = diagnose(&user(&named_user, RulesetFormat::Nft), &tor(103), &none);
         assert!(d[0].contains("no passwd entry"), "{d:?}");
     }
 

@@ -277,6 +277,33 @@ pub fn fetch_through(dns: SocketAddr, token: &str, timeout: Duration) -> Result<
     )))
 }
 
+/// Fetches the lab's page through the SOCKS5 proxy at `socks` (tor's
+/// SocksPort), the name resolved by the proxy (an exit). Retries until
+/// `timeout`.
+pub fn fetch_socks(socks: SocketAddr, token: &str, timeout: Duration) -> Result<Fetch, LabError> {
+    let start = Instant::now();
+    let mut last_err = String::from("no attempt");
+    while start.elapsed() < timeout {
+        let r = socks::Socks5Stream::connect(socks, (WEB_NAME, WEB_PORT))
+            .map_err(|e| format!("SOCKS connect to {WEB_NAME}:{WEB_PORT} via {socks}: {e}"))
+            .and_then(|s| page(s.into_inner(), token));
+        match r {
+            Ok(seen_as) => {
+                return Ok(Fetch {
+                    resolved: IpAddr::V4(WEB4),
+                    seen_as,
+                    millis: start.elapsed().as_millis(),
+                })
+            }
+            Err(e) => last_err = e,
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(LabError::Tor(format!(
+        "could not fetch http://{WEB_NAME}/ through tor's SocksPort {socks}: {last_err}"
+    )))
+}
+
 fn fetch_once(dns: SocketAddr, token: &str, id: u16) -> Result<(IpAddr, IpAddr), String> {
     let sock = UdpSocket::bind(if dns.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
         .map_err(|e| e.to_string())?;
@@ -287,8 +314,14 @@ fn fetch_once(dns: SocketAddr, token: &str, id: u16) -> Result<(IpAddr, IpAddr),
     let mut buf = [0u8; 1500];
     let (n, _) = sock.recv_from(&mut buf).map_err(|e| format!("DNS: {e}"))?;
     let ip = dns_answer(id, &buf[..n]).ok_or("DNS reply without an address")?;
-    let mut s = TcpStream::connect_timeout(&SocketAddr::new(ip, 80), Duration::from_secs(5))
+    let s = TcpStream::connect_timeout(&SocketAddr::new(ip, 80), Duration::from_secs(5))
         .map_err(|e| format!("connect {ip}:80: {e}"))?;
+    Ok((ip, page(s, token)?))
+}
+
+/// GETs `/` on a connected stream and reads the address the lab's web
+/// server says the request came from.
+fn page(mut s: TcpStream, token: &str) -> Result<IpAddr, String> {
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     write!(s, "GET / HTTP/1.0\r\nHost: {WEB_NAME}\r\n\r\n").map_err(|e| e.to_string())?;
@@ -308,7 +341,7 @@ fn fetch_once(dns: SocketAddr, token: &str, id: u16) -> Result<(IpAddr, IpAddr),
         .next()
         .and_then(|a| a.parse().ok())
         .ok_or("page without an address")?;
-    Ok((ip, seen))
+    Ok(seen)
 }
 
 #[cfg(test)]

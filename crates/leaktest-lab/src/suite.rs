@@ -38,6 +38,9 @@ pub struct SuiteOptions {
     /// Networks let out on purpose (`--allow-net`): given to every watch,
     /// and the probes to them taken out of every expectation.
     pub allow_nets: Vec<ipnet::IpNet>,
+    /// Endpoints let out on purpose (`--allow`, the watcher's syntax: a
+    /// kill switch's VPN server): given to every watch.
+    pub allow: Vec<String>,
 }
 
 /// What the lab tests: a built-in profile or a user's ruleset.
@@ -83,7 +86,8 @@ impl Target {
     pub fn needs_tor(&self) -> bool {
         match self {
             Target::Builtin(p) => p.expect_pass() || p.tor_listens,
-            Target::Ruleset(_) => true,
+            // A kill switch uses no anonymizer: it runs without waiting for one.
+            Target::Ruleset(r) => r.mode != crate::ruleset::Mode::Killswitch,
         }
     }
     /// The sweeps that run for this target: all three for a user's
@@ -91,6 +95,10 @@ impl Target {
     pub fn sweeps(&self) -> &'static [Sweep] {
         match self {
             Target::Builtin(p) => p.sweeps(),
+            // A host has nothing behind it.
+            Target::Ruleset(r) if r.mode == crate::ruleset::Mode::Host => {
+                &[Sweep::GatewayRoot, Sweep::GatewayUser]
+            }
             Target::Ruleset(_) => &Sweep::ALL,
         }
     }
@@ -218,7 +226,7 @@ pub fn run_target(
     let mut notes = Vec::new();
     if let Target::Ruleset(r) = target {
         let td = Instant::now();
-        notes = crate::ruleset::diagnose(r, g.uid, &|n| sys::user_ids(n).map(|(u, _)| u));
+        notes = crate::ruleset::diagnose(r, &g, &|n| sys::user_ids(n).map(|(u, _)| u));
         // The user's sysctls as the gateway's namespace has them now.
         for (k, _) in &r.sysctls {
             let out = sys::ns_command(&lab.state.names.gw, "sysctl")?
@@ -242,10 +250,19 @@ pub fn run_target(
             )));
         }
     }
-    // A gateway must work before it can pass: fetch through Tor first.
+    // A gateway must work before it can pass: fetch through Tor first (a
+    // host per its --check; a kill switch has nothing to fetch through).
     let mut gateway_check = None;
-    if target.expects_pass() || matches!(target, Target::Ruleset(_)) {
-        let f = lab.check_gateway()?;
+    let fetched = match target {
+        Target::Ruleset(r) => match r.mode {
+            crate::ruleset::Mode::Gateway => Some(lab.check_gateway()?),
+            crate::ruleset::Mode::Host => lab.check_host(r.check)?,
+            crate::ruleset::Mode::Killswitch => None,
+        },
+        Target::Builtin(_) if target.expects_pass() => Some(lab.check_gateway()?),
+        Target::Builtin(_) => None,
+    };
+    if let Some(f) = fetched {
         gateway_check = Some(format!(
             "fetched http://{WEB_NAME}/ in {} ms; the web server saw exit {}",
             f.millis, f.seen_as
@@ -283,10 +300,23 @@ pub fn run_target(
         })
         .collect();
     let announced: Vec<u64> = run_ids.iter().map(|(_, r)| *r).collect();
+    // Sweeps whose next hop never resolved: their part proves nothing.
+    let mut blind: Vec<String> = Vec::new();
     let first = watch_while(lab, opts, &dir, "watch", &key, &announced, &mut |lab| {
         for &(sweep, id) in &run_ids {
             let r = sweep_once(lab, &dir, &names, opts, sweep, &key, Some(id), None)?;
             runs.insert(r.run_id.clone(), sweep);
+            blind.extend(r.unreached.iter().map(|u| {
+                format!(
+                    "{} {}: {} probes never reached the wire (next hop {} on {} {}): INCONCLUSIVE",
+                    sweep.name(),
+                    u.family,
+                    u.probes,
+                    u.next_hop,
+                    u.interface,
+                    u.state
+                )
+            }));
         }
         Ok(())
     })?;
@@ -341,6 +371,13 @@ pub fn run_target(
         cmp = expect::compare(&refs, &expect, &runs);
     }
     cmp.missing_as_mismatches();
+    if !blind.is_empty() {
+        // Never PASS on a sweep that did not reach the wire.
+        if cmp.verdict == Some(Verdict::Pass) {
+            cmp.verdict = Some(Verdict::Inconclusive);
+        }
+        cmp.mismatches.extend(blind);
+    }
     // `--expect leak`: the verdict is what is pinned.
     let expected_verdict = match target {
         Target::Ruleset(r) if r.expect == Verdict::Leak => {
@@ -412,6 +449,9 @@ fn watch_while(
     }
     for n in &opts.allow_nets {
         wcmd.args(["--allow-net", &n.to_string()]);
+    }
+    for a in &opts.allow {
+        wcmd.args(["--allow", a]);
     }
     let (mut watcher, wt) = lab.spawn_tracked(wcmd, &watch_log, "leaktest watch")?;
     let wait_ready = Instant::now();
@@ -486,7 +526,8 @@ fn sweep_once(
     let st = wait_child(&mut child, &t, Duration::from_secs(300), "leaktest probe");
     lab.untrack(&t)?;
     let st = st?;
-    if !st.success() {
+    // 3: ran, but a family never reached the wire (the report says which).
+    if !st.success() && st.code() != Some(3) {
         return Err(LabError::Died(format!(
             "leaktest probe ({}) failed ({st}): {}",
             sweep.name(),
@@ -620,6 +661,8 @@ mod tests {
             text6: None,
             sysctls: vec![],
             expect: Verdict::Pass,
+            mode: crate::ruleset::Mode::Gateway,
+            check: crate::ruleset::Check::Trans,
         };
         let user = Target::Ruleset(r.clone());
         assert!(user.expects_pass() && user.needs_tor());

@@ -221,6 +221,16 @@ pub fn connect_as(
     addrs: &[std::net::SocketAddr],
     timeout: std::time::Duration,
 ) -> Result<Option<std::io::Error>, LabError> {
+    as_user(uid, gid, || connect_any(addrs, timeout))
+}
+
+/// Runs `f` on the calling thread as user `uid`/`gid` (no supplementary
+/// groups), for good: the raw `setresgid`/`setresuid` system calls change
+/// this thread's credentials only (glibc's wrappers would change every
+/// thread's), so the caller must be a thread of its own that ends
+/// afterwards, as [`run_in`]'s does. Sockets made in `f` belong to the
+/// user (`meta skuid` sees it).
+pub fn as_user<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> Result<T, LabError> {
     // SAFETY: plain system calls on this thread's credentials.
     let r = unsafe {
         if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
@@ -233,20 +243,28 @@ pub fn connect_as(
     };
     if r != 0 {
         return Err(LabError::Io(
-            format!("becoming uid {uid} to test its connections"),
+            format!("becoming uid {uid}"),
             std::io::Error::last_os_error(),
         ));
     }
-    // The time is shared out: the whole check stays within `timeout`.
+    Ok(f())
+}
+
+/// The first of `addrs` that accepts a TCP connection (`None`), else the
+/// last error; all within `timeout`, shared out.
+fn connect_any(
+    addrs: &[std::net::SocketAddr],
+    timeout: std::time::Duration,
+) -> Option<std::io::Error> {
     let each = (timeout / addrs.len().max(1) as u32).max(std::time::Duration::from_millis(500));
     let mut last = None;
     for a in addrs {
         match std::net::TcpStream::connect_timeout(a, each) {
-            Ok(_) => return Ok(None),
+            Ok(_) => return None,
             Err(e) => last = Some(e),
         }
     }
-    Ok(last)
+    last
 }
 
 /// The primary group of the passwd entry with uid `uid`, if there is one.

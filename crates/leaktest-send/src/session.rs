@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::AtomicBool;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// How probes leave the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +78,87 @@ pub struct Skipped {
     /// The probe, as reports name it (`"lan ipv4 to uplink-router udp"`).
     pub probe: String,
     pub why: String,
+}
+
+/// A family whose probes never reached the wire: the kernel could not
+/// resolve its next hop (ARP / neighbour discovery failed, e.g. because a
+/// firewall drops the gateway's own neighbour solicitations), so it
+/// queued and then dropped them. What the sweep found for that family
+/// proves nothing (INCONCLUSIVE, never clean).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unreached {
+    pub family: Family,
+    pub interface: String,
+    pub next_hop: IpAddr,
+    /// The neighbour entry's state when the check gave up (`FAILED`,
+    /// `INCOMPLETE`, or `none` when the kernel kept no entry).
+    pub state: String,
+    /// Probes of the family the kernel accepted (and then dropped).
+    pub probes: u64,
+}
+
+/// How long [`Prepared::run`] waits after a raw-socket sweep for a next
+/// hop that is still being resolved: the kernel gives up after three
+/// solicitations one second apart (`mcast_solicit` 3, `retrans_time_ms`
+/// 1000, Linux defaults for both ARP and neighbour discovery).
+pub const NEXT_HOP_SETTLE: Duration = Duration::from_millis(3500);
+
+/// The next hops of a raw-socket sweep that never resolved (see
+/// [`Unreached`]). Only families whose probes the kernel took, on links
+/// with a link layer to resolve. Waits up to [`NEXT_HOP_SETTLE`] while a
+/// resolution is still under way; returns at once when all resolved.
+fn unreached_next_hops(paths: &[(Family, Path)], sent: &BTreeMap<Family, u64>) -> Vec<Unreached> {
+    let mut pending: Vec<&(Family, Path)> = paths
+        .iter()
+        .filter(|(f, p)| p.ethernet && sent.get(f).copied().unwrap_or(0) > 0)
+        .collect();
+    if pending.is_empty() {
+        return Vec::new();
+    }
+    let Ok(mut nl) = crate::netlink::Netlink::open() else {
+        return Vec::new();
+    };
+    let deadline = std::time::Instant::now() + NEXT_HOP_SETTLE;
+    let mut out = Vec::new();
+    loop {
+        let mut still = Vec::new();
+        for fp in pending {
+            let (f, p) = fp;
+            let n = nl.neighbour_get(p.ifindex, p.next_hop).ok().flatten();
+            match n {
+                Some(n) if n.usable_mac().is_some() => {}
+                Some(n) if n.state & crate::netlink::NUD_FAILED != 0 => out.push(Unreached {
+                    family: *f,
+                    interface: p.iface.clone(),
+                    next_hop: p.next_hop,
+                    state: crate::netlink::nud_name(n.state).into(),
+                    probes: sent[f],
+                }),
+                _ => still.push(fp),
+            }
+        }
+        pending = still;
+        if pending.is_empty() || std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (f, p) in pending {
+        let state = nl
+            .neighbour_get(p.ifindex, p.next_hop)
+            .ok()
+            .flatten()
+            .map_or("none", |n| crate::netlink::nud_name(n.state));
+        out.push(Unreached {
+            family: *f,
+            interface: p.iface.clone(),
+            next_hop: p.next_hop,
+            state: state.into(),
+            probes: sent[f],
+        });
+    }
+    out.sort_by_key(|u| u.family);
+    out
 }
 
 /// The watched uplink interfaces of this host (see [`ProbeRequest::uplinks`]).
@@ -411,19 +492,27 @@ impl Prepared {
             Ok(s) => (s, None),
             Err(f) => (*f.stats, Some(f.error)),
         };
-        ProbeOutcome {
-            report: ProbeReport::build(
-                &self.request,
-                &self.plan,
-                &self.paths,
-                &self.skipped,
-                &stats,
-                self.workers.len(),
-                started,
-                finished,
-            ),
-            error,
+        let mut report = ProbeReport::build(
+            &self.request,
+            &self.plan,
+            &self.paths,
+            &self.skipped,
+            &stats,
+            self.workers.len(),
+            started,
+            finished,
+        );
+        // Through the local stack the kernel resolves the next hop itself
+        // and drops what it cannot deliver, silently: check it did.
+        if self.request.socket == SocketKind::Raw {
+            let sent: BTreeMap<Family, u64> = stats
+                .sent
+                .iter()
+                .map(|(f, m)| (*f, m.values().sum()))
+                .collect();
+            report.unreached = unreached_next_hops(&self.paths, &sent);
         }
+        ProbeOutcome { report, error }
     }
 }
 
@@ -493,6 +582,10 @@ pub struct ProbeReport {
     /// the unbuilt ones).
     #[serde(default)]
     pub skipped: Vec<Skipped>,
+    /// Families whose next hop never resolved: their probes never reached
+    /// the wire (`--socket raw` only; see [`Unreached`]).
+    #[serde(default)]
+    pub unreached: Vec<Unreached>,
     pub retries: u64,
     pub threads: usize,
     pub complete: bool,
@@ -628,6 +721,7 @@ impl ProbeReport {
             refused_total: s.refused_total(),
             unbuilt: s.unbuilt,
             skipped: skipped.to_vec(),
+            unreached: Vec::new(),
             retries: s.retries,
             threads,
             complete: s.complete,
@@ -669,6 +763,16 @@ impl ProbeReport {
             line.push_str(&format!(
                 ", INCOMPLETE ({} planned)",
                 thousands(self.planned)
+            ));
+        }
+        for u in &self.unreached {
+            line.push_str(&format!(
+                ", {} NEVER REACHED THE WIRE ({} probes: next hop {} on {} {})",
+                u.family,
+                thousands(u.probes),
+                u.next_hop,
+                u.interface,
+                u.state
             ));
         }
         line.push_str(&format!(

@@ -240,7 +240,7 @@ fn a_user_ruleset_that_leaks_dns_fails_the_lab() {
     );
     assert!(
         mismatches
-            .contains("gw-root: 2 probes leaked that the model stops (ipv4 udp 1, ipv6 udp 1)"),
+            .contains("gw-root: 18 probes leaked that the model stops (ipv4 udp 1, ipv4 lan 10, ipv6 udp 1, ipv6 lan 6)"),
         "{mismatches}"
     );
     assert!(stdout.contains("0 of 1 profile(s) as expected"), "{stdout}");

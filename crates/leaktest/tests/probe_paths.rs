@@ -179,3 +179,95 @@ fn a_gateway_sweep_must_leave_by_the_watched_uplink() {
         "not checked (--socket raw: this host's own output path)"
     );
 }
+
+/// No blind IPv6 (issue 9): a gateway whose output chain lets root's IPv6
+/// out but drops its own neighbour solicitations never resolves its IPv6
+/// router, so the kernel drops every probe it queued: the sweep must not
+/// look clean. `leaktest probe --socket raw` says so (exit 3, JSON
+/// `unreached`); with the router in the neighbour cache, as a running
+/// gateway usually has it, the same sweep reaches the wire.
+#[test]
+fn a_sweep_whose_next_hop_never_resolves_is_not_clean() {
+    if !is_root() {
+        return;
+    }
+    let lab = build("pnd", false);
+    let gw = lab.ns("gw");
+    // A target beyond the router, assigned in the lab's own namespace.
+    ip(
+        lab.ns("in"),
+        &["-6", "addr", "add", "2001:db8:5::7/128", "dev", "lo"],
+    );
+    let rules = lab.path("nd-block.nft");
+    std::fs::write(
+        &rules,
+        "flush ruleset\ntable inet t {\n  chain out {\n    type filter hook output priority filter; policy accept;\n    icmpv6 type nd-neighbor-solicit drop\n  }\n}\n",
+    )
+    .unwrap();
+    let mut nft = gw.command("nft");
+    nft.arg("-f").arg(&rules);
+    gw.exec(nft).expect("loading the ND-blocking ruleset");
+    ip(gw, &["-6", "neigh", "flush", "dev", "gw1"]);
+    let sweep = || {
+        let json = lab.path("nd.json");
+        let _ = std::fs::remove_file(&json);
+        let mut cmd = gw.command(BIN);
+        cmd.args([
+            "probe",
+            "--socket",
+            "raw",
+            "--target6",
+            "2001:db8:5::7",
+            "--suite",
+            "icmp",
+            "--json",
+        ])
+        .arg(&json)
+        .env("LEAKTEST_RUN_DIR", lab.path("run"));
+        let before = in0_rx(&lab);
+        let o = cmd.output().unwrap();
+        (o, read_json(&json), in0_rx(&lab) - before)
+    };
+    let (o, v, rx) = sweep();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("ipv6 probes never reached the wire"), "{err}");
+    let u = &v["unreached"][0];
+    assert_eq!(u["family"], "ipv6", "{v:#}");
+    assert_eq!(u["next_hop"], "2001:db8:1::1");
+    assert_eq!(u["state"], "FAILED");
+    // The icmp suite's 256 types but 135, the solicitation the rule drops
+    // (refused locally, EPERM).
+    assert_eq!(u["probes"], 255);
+    assert_eq!(v["refused_total"], 1);
+    assert!(rx < 10, "nothing reached the router ({rx} frames)");
+
+    // The router in the neighbour cache: the same sweep leaves.
+    ip(
+        gw,
+        &[
+            "-6",
+            "neigh",
+            "replace",
+            "2001:db8:1::1",
+            "lladdr",
+            &mac(lab.ns("in"), "in0"),
+            "dev",
+            "gw1",
+            "nud",
+            "permanent",
+        ],
+    );
+    let (o, v, rx) = sweep();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(v["unreached"], serde_json::json!([]));
+    assert!(rx >= 255, "every probe reached the router ({rx} frames)");
+}
+
+/// The MAC address of `dev` in `ns`.
+fn mac(ns: &leaktest_netns::Netns, dev: &str) -> String {
+    let mut cmd = ns.command("cat");
+    cmd.arg(format!("/sys/class/net/{dev}/address"));
+    let o = ns.exec(cmd).expect("reading a MAC address");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}

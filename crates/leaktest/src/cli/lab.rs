@@ -8,7 +8,7 @@ use leaktest_lab::gateway::TorUser;
 use leaktest_lab::lab::{Lab, Options, ServerMode};
 use leaktest_lab::plan::{DNS4, GW_EXT_IF, GW_INT_IF};
 use leaktest_lab::profiles::builtin;
-use leaktest_lab::ruleset::{RulesetFormat, UserRuleset};
+use leaktest_lab::ruleset::{Check, Mode, RulesetFormat, UserRuleset};
 use leaktest_lab::state::{self, State};
 use leaktest_lab::suite::{self, ProfileResult, SuiteOptions, Target};
 use leaktest_watch::Verdict;
@@ -83,6 +83,27 @@ pub struct Args {
     /// works): the user your ruleset lets out (default: debian-tor)
     #[arg(long, value_name = "NAME|UID")]
     tor_user: Option<TorUser>,
+    /// What the ruleset protects: gateway (a workstation behind it), host (the machine
+    /// itself: tor's TransPort and DNSPort on 127.0.0.1, sweeps from the host as root and as
+    /// an unprivileged uid) or killswitch (no anonymizer: nothing may leave but --allow)
+    #[arg(long, value_name = "gateway|host|killswitch", default_value = "gateway",
+          requires = "ruleset", value_parser = |s: &str| s.parse::<Mode>())]
+    mode: Mode,
+    /// A line for the gateway's torrc (repeatable), e.g. 'DNSPort 127.0.0.1:5353': replaces
+    /// the lab's own lines for that option (options the lab needs are refused)
+    #[arg(long = "torrc", value_name = "LINE",
+          value_parser = |s: &str| leaktest_lab::gateway::parse_torrc_line(s))]
+    torrc: Vec<String>,
+    /// With --mode host, how the host shows it works: trans (an unprivileged lookup and
+    /// connection that the ruleset must take to tor), socks (through SocksPort, a host with no
+    /// transparent proxy) or none
+    #[arg(long, value_name = "trans|socks|none", default_value = "trans",
+          value_parser = |s: &str| s.parse::<Check>())]
+    check: Check,
+    /// An endpoint let out on purpose, in `leaktest watch --allow` syntax (repeatable): a
+    /// kill switch's VPN server, e.g. udp:198.51.100.7:51820
+    #[arg(long = "allow", value_name = "SPEC")]
+    allow: Vec<String>,
     /// Write the per-profile results and the watcher's reports here
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -152,6 +173,9 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let targets = targets(&args)?;
+    for a in &args.allow {
+        leaktest_watch::parse_allow(a).with_context(|| format!("--allow {a}"))?;
+    }
     let allow_nets: Vec<_> = args
         .allow_net
         .iter()
@@ -169,6 +193,8 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     let opts = Options {
         servers: ServerMode::Exe(exe.clone()),
         tor_user: args.tor_user.clone().unwrap_or_default(),
+        mode: args.mode,
+        torrc: args.torrc.clone(),
         ..Options::default()
     };
     let t0 = Instant::now();
@@ -192,6 +218,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         probe_rate: args.rate.clone(),
         local_sweeps: true,
         allow_nets,
+        allow: args.allow.clone(),
     };
     // Profiles that must leak need no working Tor: they run while the
     // private Tor network forms its first consensus. Profiles that must pass
@@ -226,8 +253,11 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     for &i in &early {
         run_one(&mut lab, i, true)?;
     }
-    lab.ready(&mut progress)
-        .context("making the gateway work (consensus, bootstrap, a fetch through Tor)")?;
+    // (A kill switch alone needs no working Tor: no wait for one.)
+    if !late.is_empty() {
+        lab.ready(&mut progress)
+            .context("making the gateway work (consensus, bootstrap, a fetch through Tor)")?;
+    }
     for &i in &late {
         run_one(&mut lab, i, false)?;
     }
@@ -306,6 +336,8 @@ fn targets(args: &Args) -> anyhow::Result<Vec<Target>> {
             text6,
             sysctls: args.sysctls.clone(),
             expect: args.expect,
+            mode: args.mode,
+            check: args.check,
         }));
     }
     if args.all {

@@ -103,10 +103,14 @@ Output: a progress bar on stderr when it is a terminal, and one summary line on 
 --json FILE writes: run_id (16 hex digits), key {mode, fingerprint}, targets {ipv4, ipv6}, \
 interface, socket, rate (pps or \"max\"), families, suites, paths (per family: interface, \
 source, next_hop, via_gateway, src_mac, dst_mac, first_hop), planned, sent, counts {ipv4: {total, icmp, \
-...}, ipv6: ...}, suite_totals, refused, refused_total, unbuilt, retries, complete, started and \
+...}, ipv6: ...}, suite_totals, refused, refused_total, unbuilt, skipped, unreached, retries, complete, started and \
 finished (RFC 3339 UTC), seconds, pps. It is written also when the run fails or is interrupted \
 (complete: false), unless the sending process itself is killed (a second signal, or a sender \
-that does not stop within 30 s): then there is nothing to report, and the exit status is 2.
+that does not stop within 30 s): then there is nothing to report, and the exit status is 2. \
+With --socket raw the kernel resolves each family's next hop itself: a family whose next hop \
+never resolved (neighbour state FAILED, e.g. a firewall dropping this host's own neighbour \
+solicitations) never reached the wire; the JSON lists it under unreached and the exit status \
+is 3 (like the watcher's INCONCLUSIVE: that part of the sweep proves nothing).
 
 Keys: by default the run is signed with an open key derived from a random run id (anyone can \
 verify the marker; the watcher needs nothing). With --key-file both sides share a secret: \
@@ -119,6 +123,7 @@ Examples:
   leaktest probe --target 203.0.113.1 --socket raw                # on the gateway itself
 
 Needs root or CAP_NET_RAW. Exit status 0 when every planned probe was handed to the kernel, \
+3 when a family's probes never reached the wire (--socket raw, next hop never resolved), \
 2 on any error (bad option, no privilege, no route, unresolvable next hop, interrupted).";
 
 /// Which families `--family` asks for.
@@ -717,6 +722,16 @@ fn finish(r: &leaktest_send::ProbeReport, error: Option<String>, args: &Args) ->
             thousands(r.sent),
             thousands(r.planned)
         );
+    }
+    if !r.unreached.is_empty() {
+        for u in &r.unreached {
+            eprintln!(
+                "leaktest: {} probes never reached the wire: the next hop {} on {} never resolved                  (neighbour state {}; a firewall that drops this host's own ARP or neighbour                  solicitations does this). Their part of the sweep proves nothing: put the next                  hop in the neighbour cache (as a running gateway usually has it) and sweep again.",
+                u.family, u.next_hop, u.interface, u.state
+            );
+        }
+        // Not clean, not a failure to run: as the watcher's INCONCLUSIVE.
+        return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)
 }

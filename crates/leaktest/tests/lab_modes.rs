@@ -1,0 +1,192 @@
+//! `leaktest lab --ruleset --mode host|killswitch`: rulesets of boxes that
+//! protect themselves (a transparent-Tor host) or that must let nothing out
+//! (a VPN kill switch with the tunnel down), loaded as they are. Each mode's
+//! correct ruleset passes; a classic mistake of each kind is LEAK with
+//! exactly its findings (`--expect leak`, exit 0).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/rulesets")
+        .join(name)
+}
+
+fn write_tmp(name: &str, text: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("leaktest-modes-{}-{name}", std::process::id()));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn lab(args: &[&str]) -> (Output, serde_json::Value, f64) {
+    let json = std::env::temp_dir().join(format!(
+        "leaktest-lab-modes-{}-{}.json",
+        std::process::id(),
+        args.len()
+    ));
+    let _ = std::fs::remove_file(&json);
+    let t0 = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_leaktest"))
+        .arg("lab")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "leaktest lab {args:?}: {secs:.1} s\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let doc = std::fs::read_to_string(&json)
+        .ok()
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or(serde_json::Value::Null);
+    let _ = std::fs::remove_file(&json);
+    (out, doc, secs)
+}
+
+fn findings(doc: &serde_json::Value) -> Vec<String> {
+    doc["profiles"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .filter(|f| !f.starts_with("note: "))
+        .collect()
+}
+
+#[test]
+fn a_transparent_tor_host_and_its_ipv4_only_twin() {
+    if !leaktest_netns::require_root("lab_modes") {
+        return;
+    }
+    let host = fixture("host-tor.nft");
+    let (out, doc, _) = lab(&[
+        "--mode",
+        "host",
+        "--tor-user",
+        "30103",
+        "--ruleset",
+        host.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{doc:#}");
+    let p = &doc["profiles"][0];
+    assert_eq!(p["got"], "pass");
+    // The works-check: an unprivileged process's lookup and connection,
+    // taken to DNSPort and TransPort by the ruleset, reached the web server
+    // from an exit.
+    assert!(
+        p["gateway_check"].as_str().unwrap().contains("saw exit"),
+        "{p:#}"
+    );
+    assert_eq!(findings(&doc), Vec::<String>::new());
+    // Only the host's own sweeps ran.
+    let runs: Vec<&str> = p["runs"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(runs, ["gw-root", "gw-user"]);
+
+    // The same rules in an IPv4-only table (class 1): every IPv6 probe of
+    // both users leaves, and the target's SYN-ACKs get the senders' RSTs.
+    let v4only = std::fs::read_to_string(&host)
+        .unwrap()
+        .replace("table inet host", "table ip host")
+        .lines()
+        .filter(|l| !l.contains("icmpv6") && !l.contains("ip6 "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let v4only = write_tmp("v4only.nft", &v4only);
+    let (out, doc, _) = lab(&[
+        "--mode",
+        "host",
+        "--tor-user",
+        "30103",
+        "--ruleset",
+        v4only.to_str().unwrap(),
+        "--expect",
+        "leak",
+    ]);
+    std::fs::remove_file(&v4only).unwrap();
+    assert!(out.status.success(), "{doc:#}");
+    let mut want = Vec::new();
+    for sweep in ["gw-root", "gw-user"] {
+        for (suite, n) in [
+            ("icmp", 256),
+            ("ip", 256),
+            ("tcp", 327680),
+            ("udp", 65536),
+            ("flags", 68352),
+            ("icmp-codes", 2560),
+            ("lan", 27),
+        ] {
+            want.push(format!("{sweep} ipv6 {suite} ×{n}"));
+        }
+        want.push(format!(
+            "{sweep} ipv6 tcp [R] ×18 (the sender's RST to the target's SYN-ACK)"
+        ));
+    }
+    assert_eq!(findings(&doc), want);
+}
+
+#[test]
+fn a_kill_switch_and_its_port_without_a_destination() {
+    if !leaktest_netns::require_root("lab_modes") {
+        return;
+    }
+    let ks = fixture("killswitch.nft");
+    let t0 = Instant::now();
+    let (out, doc, secs) = lab(&[
+        "--mode",
+        "killswitch",
+        "--allow",
+        "udp:198.51.100.7:51820",
+        "--ruleset",
+        ks.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{doc:#}");
+    let p = &doc["profiles"][0];
+    assert_eq!(p["got"], "pass");
+    assert!(p["gateway_check"].is_null(), "no works-check: {p:#}");
+    assert_eq!(findings(&doc), Vec::<String>::new());
+    // No anonymizer to wait for: no consensus phase.
+    let phases = doc["phases"].to_string();
+    assert!(!phases.contains("consensus"), "{phases}");
+    eprintln!("kill switch from nothing to verdict: {secs:.1} s");
+    assert!(t0.elapsed().as_secs() < 60);
+
+    // Class 6: the VPN's port and DNS accepted to any destination.
+    let text = std::fs::read_to_string(&ks).unwrap().replace(
+        "    ip daddr 198.51.100.7 udp dport 51820 accept\n",
+        "    udp dport { 53, 51820 } accept\n",
+    );
+    let leaky = write_tmp("ks-port.nft", &text);
+    let (out, doc, _) = lab(&[
+        "--mode",
+        "killswitch",
+        "--allow",
+        "udp:198.51.100.7:51820",
+        "--ruleset",
+        leaky.to_str().unwrap(),
+        "--expect",
+        "leak",
+    ]);
+    std::fs::remove_file(&leaky).unwrap();
+    assert!(out.status.success(), "{doc:#}");
+    // UDP to 53 and 51820 of the target, and the lan suite's UDP to port
+    // 53 of every LAN destination that exists on the uplink, both users.
+    let mut want = Vec::new();
+    for sweep in ["gw-root", "gw-user"] {
+        want.push(format!("{sweep} ipv4 udp ×2"));
+        want.push(format!("{sweep} ipv4 lan ×10"));
+        want.push(format!("{sweep} ipv6 udp ×2"));
+        want.push(format!("{sweep} ipv6 lan ×6"));
+    }
+    assert_eq!(findings(&doc), want);
+}
