@@ -87,9 +87,11 @@ pub struct GatewayTor {
     pub dir: PathBuf,
     pub uid: u32,
     pub gid: u32,
-    /// TransPort and DNSPort (their port numbers, as configured).
+    /// TransPort, DNSPort and SocksPort (their port numbers, as
+    /// configured).
     pub trans_port: u16,
     pub dns_port: u16,
+    pub socks_port: u16,
 }
 
 impl GatewayTor {
@@ -157,17 +159,16 @@ fn options_of(lines: &[String]) -> Vec<String> {
 }
 
 /// Writes the gateway torrc and its data directory `root/gw-tor` (0700),
-/// both owned by `user` (tor starts as that user, [`start`]). `mode`
-/// places tor's ports: a gateway's on the internal addresses (Whonix's
-/// SocksPorts and HTTPTunnelPorts too), a host's on 127.0.0.1 and ::1.
-/// `extra` (`--torrc LINE`) lines are added; each replaces every line of
-/// the lab's own for its option (`TransPort 127.0.0.1:9041` moves
-/// TransPort).
+/// both owned by `user` (tor starts as that user, [`start`]). SocksPort,
+/// TransPort and DNSPort listen on the internal addresses (a gateway's
+/// workstation) and on 127.0.0.1 and ::1 (a host's own processes), with
+/// Whonix's other SocksPorts and HTTPTunnelPorts on the internal ones.
+/// `extra` (`--torrc`) lines are added; each replaces every line of the
+/// lab's own for its option (`DNSPort 127.0.0.1:5353` moves DNSPort).
 pub fn configure(
     root: &Path,
     dir_authority_lines: &str,
     user: &TorUser,
-    mode: crate::ruleset::Mode,
     extra: &[String],
 ) -> Result<GatewayTor, LabError> {
     let (uid, gid) = user.resolve()?;
@@ -179,37 +180,41 @@ pub fn configure(
     std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
         .map_err(|e| LabError::Io("chown gateway tor dir".into(), e))?;
     let d = dir.display();
-    let (a4, a6) = match mode {
-        crate::ruleset::Mode::Host => {
-            (std::net::Ipv4Addr::LOCALHOST, std::net::Ipv6Addr::LOCALHOST)
+    let (l4, l6) = (std::net::Ipv4Addr::LOCALHOST, std::net::Ipv6Addr::LOCALHOST);
+    let mut ports = Vec::new();
+    for (option, port) in [
+        ("SocksPort", SOCKS_PORT),
+        ("TransPort", TRANS_PORT),
+        ("DNSPort", DNS_PORT),
+    ] {
+        ports.push(format!("{option} {GW_INT4}:{port}"));
+        ports.push(format!("{option} [{GW_INT6}]:{port}"));
+        ports.push(format!("{option} {l4}:{port}"));
+        ports.push(format!("{option} [{l6}]:{port}"));
+    }
+    let (a4, a6) = (GW_INT4, GW_INT6);
+    for &(a, b) in &WHONIX_SOCKS_PORTS {
+        for p in a..=b {
+            ports.push(format!("SocksPort {a4}:{p}"));
+            ports.push(format!("SocksPort [{a6}]:{p}"));
         }
-        _ => (GW_INT4, GW_INT6),
-    };
-    let mut ports = vec![
-        format!("SocksPort {a4}:{SOCKS_PORT}"),
-        format!("SocksPort [{a6}]:{SOCKS_PORT}"),
-        format!("TransPort {a4}:{TRANS_PORT}"),
-        format!("TransPort [{a6}]:{TRANS_PORT}"),
-        format!("DNSPort {a4}:{DNS_PORT}"),
-        format!("DNSPort [{a6}]:{DNS_PORT}"),
-    ];
-    if mode == crate::ruleset::Mode::Gateway {
-        for &(a, b) in &WHONIX_SOCKS_PORTS {
-            for p in a..=b {
-                ports.push(format!("SocksPort {a4}:{p}"));
-                ports.push(format!("SocksPort [{a6}]:{p}"));
-            }
-        }
-        for p in WHONIX_HTTP_TUNNEL_PORTS.0..=WHONIX_HTTP_TUNNEL_PORTS.1 {
-            ports.push(format!("HTTPTunnelPort {a4}:{p}"));
-            ports.push(format!("HTTPTunnelPort [{a6}]:{p}"));
-        }
+    }
+    for p in WHONIX_HTTP_TUNNEL_PORTS.0..=WHONIX_HTTP_TUNNEL_PORTS.1 {
+        ports.push(format!("HTTPTunnelPort {a4}:{p}"));
+        ports.push(format!("HTTPTunnelPort [{a6}]:{p}"));
     }
     let replaced = options_of(extra);
     ports.retain(|l| !replaced.contains(&l.split(' ').next().unwrap_or("").to_ascii_lowercase()));
     let all: Vec<String> = ports.iter().chain(extra).cloned().collect();
     let trans_port = port_of(&all, "TransPort").unwrap_or(TRANS_PORT);
     let dns_port = port_of(&all, "DNSPort").unwrap_or(DNS_PORT);
+    // The loopback SocksPort: the lab's own check uses it.
+    let socks_port = all
+        .iter()
+        .filter(|l| l.to_ascii_lowercase().starts_with("socksport ") && l.contains("127.0.0.1"))
+        .find_map(|l| l.rsplit(':').next()?.parse().ok())
+        .or_else(|| port_of(&all, "SocksPort"))
+        .unwrap_or(SOCKS_PORT);
     let port_lines: String = all.iter().map(|l| format!("{l}\n")).collect();
     let torrc = format!(
         "DataDirectory {d}\nLog notice file {d}/notice.log\nLog info file {d}/info.log\nRunAsDaemon 0\n\
@@ -233,6 +238,7 @@ pub fn configure(
         gid,
         trans_port,
         dns_port,
+        socks_port,
     })
 }
 

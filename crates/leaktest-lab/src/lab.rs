@@ -50,9 +50,6 @@ pub struct Options {
     pub servers: ServerMode,
     /// Who the gateway's tor runs as (`--tor-user`).
     pub tor_user: gateway::TorUser,
-    /// What kind of box the gateway namespace is (`--mode`): where tor's
-    /// ports are, and how [`Lab::ready`] proves tor works.
-    pub mode: crate::ruleset::Mode,
     /// Extra gateway torrc lines (`--torrc`).
     pub torrc: Vec<String>,
 }
@@ -65,7 +62,6 @@ impl Default for Options {
             lead: 12,
             servers: ServerMode::Threads,
             tor_user: gateway::TorUser::default(),
-            mode: crate::ruleset::Mode::Gateway,
             torrc: Vec::new(),
         }
     }
@@ -91,8 +87,6 @@ pub struct Lab {
     consensus: Option<std::thread::JoinHandle<Result<Duration, LabError>>>,
     /// The gateway tor has bootstrapped and the gateway check passed.
     ready: bool,
-    /// What kind of box the gateway namespace is.
-    pub mode: crate::ruleset::Mode,
 }
 
 /// How long each of [`Lab::diagnose_gateway`]'s checks waits (they run at
@@ -183,7 +177,6 @@ impl Lab {
             network_started: Instant::now(),
             consensus: None,
             ready: false,
-            mode: crate::ruleset::Mode::Gateway,
         };
         lab.bring_up(opts, progress)?;
         Ok(lab)
@@ -220,15 +213,13 @@ impl Lab {
         self.phase("gateway bootstrap", t2.elapsed(), progress)?;
 
         let t3 = Instant::now();
-        // A host has no workstation behind it: its tor is proven through
-        // its SocksPort (the Whonix policy has no transparent proxy for
-        // the host's own processes).
-        let f = match self.mode {
-            crate::ruleset::Mode::Host => self
-                .check_host(crate::ruleset::Check::Socks)?
-                .ok_or_else(|| LabError::Tor("no works-check ran".into()))?,
-            _ => self.check_gateway()?,
-        };
+        // Through SocksPort on the gateway's loopback, as an unprivileged
+        // process: what every mode has (a host no workstation, a ruleset
+        // maybe its own ports); a profile that must pass fetches from the
+        // workstation besides.
+        let f = self
+            .check_host(crate::ruleset::Check::Socks)?
+            .ok_or_else(|| LabError::Tor("no works-check ran".into()))?;
         tracing::info!(?f, "gateway works");
         self.phase("gateway check", t3.elapsed(), progress)?;
         self.ready = true;
@@ -356,10 +347,8 @@ impl Lab {
             &tmp,
             &tornet::dir_authority_lines(&self.keys),
             &opts.tor_user,
-            opts.mode,
             &opts.torrc,
         )?;
-        self.mode = opts.mode;
         self.apply_policy(&Policy::WHONIX, g.uid)?;
         let t = gateway::start(&names.gw, &tmp, &g)?;
         self.gw_tor = Some(g);
@@ -476,15 +465,19 @@ impl Lab {
     /// at once): the workstation's TCP not reaching tor's TransPort, its
     /// DNS not answered by tor's DNSPort, tor's user not reaching any
     /// guard. Empty when all three work.
-    pub fn diagnose_gateway(&self, tor: &GatewayTor) -> Result<Vec<String>, LabError> {
+    pub fn diagnose_gateway(
+        &self,
+        tor: &GatewayTor,
+        mode: crate::ruleset::Mode,
+    ) -> Result<Vec<String>, LabError> {
         let (tor_uid, tor_gid) = (tor.uid, tor.gid);
         let names = self.state.names.clone();
         let t = DIAGNOSE_TIMEOUT;
-        if self.mode == crate::ruleset::Mode::Killswitch {
+        if mode == crate::ruleset::Mode::Killswitch {
             return Ok(Vec::new()); // no anonymizer to reach
         }
         // A host's transparent proxy is what its works-check tries.
-        let gateway = self.mode == crate::ruleset::Mode::Gateway;
+        let gateway = mode == crate::ruleset::Mode::Gateway;
         let ws = names.ws.clone();
         let trans = std::thread::spawn(move || {
             if !gateway {
@@ -566,7 +559,8 @@ impl Lab {
                 })?
             })?,
             Check::Socks => {
-                let socks = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, SOCKS_PORT));
+                let port = self.gw_tor.as_ref().map_or(SOCKS_PORT, |g| g.socks_port);
+                let socks = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
                 sys::run_in(&self.state.names.gw, move || {
                     sys::as_user(uid, uid, || {
                         servers::fetch_socks(socks, &token, Duration::from_secs(30))

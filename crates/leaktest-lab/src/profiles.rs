@@ -1001,7 +1001,7 @@ pub fn builtin() -> Vec<Profile> {
         },
         Profile {
             name: "forward-no-nat",
-            about: "IPv4 forwarding on, forward chain open, no NAT: the workstation's own address leaves",
+            about: "IPv4 forwarding on, forward chain open, no NAT: the workstation's own address leaves (class 4: a client jailed with forwarding on and no NAT)",
             policy: Policy { ip_forward: true, forward: Forward::All, ..w },
             default: true,
             allow_nets: &[],
@@ -1025,7 +1025,7 @@ pub fn builtin() -> Vec<Profile> {
         },
         Profile {
             name: "tcp-forward",
-            about: "TCP forwarded (only SYN is redirected): the FIN/RST/ACK leak class",
+            about: "TCP forwarded (only SYN is redirected): the FIN/RST/ACK leak class (class 3: a transparent proxy that sends only new connections to Tor)",
             policy: Policy { ip_forward: true, ipv6_forward: true, forward: Forward::Tcp, ..w },
             default: true,
             allow_nets: &[],

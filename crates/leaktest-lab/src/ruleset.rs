@@ -110,7 +110,288 @@ pub struct UserRuleset {
     pub mode: Mode,
     /// The works-check of `--mode host`.
     pub check: Check,
+    /// Endpoints let out on purpose (watch `--allow` syntax), besides the
+    /// lab's own.
+    pub allow: Vec<String>,
+    /// The exact findings the run must give (a built-in class profile's),
+    /// notes aside; `None`: the verdict alone is compared.
+    pub findings: Option<Vec<String>>,
 }
+
+impl UserRuleset {
+    /// The same ruleset with [`TOR_UID_PLACEHOLDER`] replaced by `uid`.
+    pub fn with_tor_uid(&self, uid: u32) -> UserRuleset {
+        let uid = uid.to_string();
+        UserRuleset {
+            text: self.text.replace(TOR_UID_PLACEHOLDER, &uid),
+            text6: self
+                .text6
+                .as_ref()
+                .map(|t| t.replace(TOR_UID_PLACEHOLDER, &uid)),
+            ..self.clone()
+        }
+    }
+}
+
+/// Written in a ruleset, replaced by the uid the lab's tor runs as (so a
+/// ruleset that names tor's uid runs unchanged on any machine).
+pub const TOR_UID_PLACEHOLDER: &str = "@TOR_UID@";
+
+/// A built-in profile of a class of real-world mistake (issue 9's classes
+/// 1, 2 and 5 to 9; classes 3 and 4 are the model profiles `tcp-forward`
+/// and `forward-no-nat`): a small ruleset written in the style of the
+/// tool class, its mode, and its exact expected findings, measured in
+/// this lab.
+#[derive(Clone, Debug)]
+pub struct ClassProfile {
+    pub name: &'static str,
+    pub class: u8,
+    /// One line: what it gets wrong.
+    pub about: &'static str,
+    pub mode: Mode,
+    pub check: Check,
+    pub text: &'static str,
+    pub allow: &'static [&'static str],
+    /// Sysctls of the box (a forwarding gateway's forwarding on).
+    pub sysctls: &'static [(&'static str, &'static str)],
+    pub findings: &'static [&'static str],
+}
+
+impl ClassProfile {
+    /// The profile as a ruleset for the lab (`expect` from its findings).
+    pub fn ruleset(&self) -> UserRuleset {
+        UserRuleset {
+            name: self.name.to_string(),
+            format: RulesetFormat::Nft,
+            text: self.text.to_string(),
+            text6: None,
+            sysctls: self
+                .sysctls
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            expect: if self.findings.is_empty() {
+                Verdict::Pass
+            } else {
+                Verdict::Leak
+            },
+            mode: self.mode,
+            check: self.check,
+            allow: self.allow.iter().map(|a| a.to_string()).collect(),
+            findings: Some(self.findings.iter().map(|f| f.to_string()).collect()),
+        }
+    }
+}
+
+/// The built-in class profiles, by class.
+pub fn classes() -> Vec<ClassProfile> {
+    vec![
+        ClassProfile {
+            name: "host-ipv4-only",
+            class: 1,
+            about: "a transparent-Tor host tool that filters IPv4 only: all IPv6 from the host leaves",
+            mode: Mode::Host,
+            check: Check::Trans,
+            text: include_str!("../rulesets/class-host-ipv4-only.nft"),
+            allow: &[],
+            sysctls: &[],
+            findings: CLASS_HOST_IPV4_ONLY,
+        },
+        ClassProfile {
+            name: "host-output-accept",
+            class: 2,
+            about: "a transparent-Tor host tool whose output chain ends in accept: non-SYN TCP, ICMP, other protocols and UDP but 53 leave",
+            mode: Mode::Host,
+            check: Check::Trans,
+            text: include_str!("../rulesets/class-host-output-accept.nft"),
+            allow: &[],
+            sysctls: &[],
+            findings: CLASS_HOST_OUTPUT_ACCEPT,
+        },
+        ClassProfile {
+            name: "gateway-echo",
+            class: 5,
+            about: "a Tor gateway that forwards and masquerades its clients' ICMP echo: pings leave with the gateway's address",
+            mode: Mode::Gateway,
+            check: Check::Trans,
+            text: include_str!("../rulesets/class-gateway-echo.nft"),
+            allow: &[],
+            sysctls: &[("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.all.forwarding", "1")],
+            findings: CLASS_GATEWAY_ECHO,
+        },
+        ClassProfile {
+            name: "killswitch-any-destination",
+            class: 6,
+            about: "a kill switch that accepts DNS and the VPN's port without naming a destination: a hole to the whole internet while blocked",
+            mode: Mode::Killswitch,
+            check: Check::None,
+            text: include_str!("../rulesets/class-killswitch-any-destination.nft"),
+            allow: &["udp:198.51.100.7:51820"],
+            sysctls: &[],
+            findings: CLASS_KILLSWITCH_ANY_DESTINATION,
+        },
+        ClassProfile {
+            name: "killswitch-drop-behind-accept",
+            class: 7,
+            about: "a kill switch whose drop is appended behind a rule that already accepts: everything leaves",
+            mode: Mode::Killswitch,
+            check: Check::None,
+            text: include_str!("../rulesets/class-killswitch-drop-behind-accept.nft"),
+            allow: &["udp:198.51.100.7:51820"],
+            sysctls: &[],
+            findings: CLASS_KILLSWITCH_DROP_BEHIND_ACCEPT,
+        },
+        ClassProfile {
+            name: "killswitch-ipv4-only",
+            class: 8,
+            about: "a kill-switch recipe written for IPv4 only: all IPv6 leaves",
+            mode: Mode::Killswitch,
+            check: Check::None,
+            text: include_str!("../rulesets/class-killswitch-ipv4-only.nft"),
+            allow: &["udp:198.51.100.7:51820"],
+            sysctls: &[],
+            findings: CLASS_KILLSWITCH_IPV4_ONLY,
+        },
+        ClassProfile {
+            name: "gateway-nd-any-user",
+            class: 9,
+            about: "a Whonix-style gateway whose output accepts neighbour discovery for every user at any hop limit: seen with the router in the neighbour cache",
+            mode: Mode::Gateway,
+            check: Check::Trans,
+            text: include_str!("../rulesets/class-gateway-nd-any-user.nft"),
+            allow: &[],
+            sysctls: &[],
+            findings: CLASS_GATEWAY_ND_ANY_USER,
+        },
+    ]
+}
+
+// The findings each class profile gives in this lab (measured with
+// `leaktest lab --profile NAME`; `lab_e2e` runs them all), per sweep,
+// family and suite. The senders' RSTs to the target's SYN-ACKs (`[R]`
+// lines) are reported but not pinned: whether a redirected connection's
+// 4-tuple is reused by a later sweep decides a few of them.
+const CLASS_HOST_IPV4_ONLY: &[&str] = &[
+    "gw-root ipv6 icmp ×256",
+    "gw-root ipv6 ip ×256",
+    "gw-root ipv6 tcp ×327680",
+    "gw-root ipv6 udp ×65536",
+    "gw-root ipv6 flags ×68352",
+    "gw-root ipv6 icmp-codes ×2560",
+    "gw-root ipv6 lan ×27",
+    "gw-user ipv6 icmp ×256",
+    "gw-user ipv6 ip ×256",
+    "gw-user ipv6 tcp ×327680",
+    "gw-user ipv6 udp ×65536",
+    "gw-user ipv6 flags ×68352",
+    "gw-user ipv6 icmp-codes ×2560",
+    "gw-user ipv6 lan ×27",
+];
+const CLASS_HOST_OUTPUT_ACCEPT: &[&str] = &[
+    "gw-root ipv4 icmp ×256",
+    "gw-root ipv4 ip ×256",
+    "gw-root ipv4 tcp ×262144",
+    "gw-root ipv4 udp ×65535",
+    "gw-root ipv4 flags ×2640",
+    "gw-root ipv4 icmp-codes ×1280",
+    "gw-root ipv4 lan ×16",
+    "gw-root ipv6 icmp ×256",
+    "gw-root ipv6 ip ×256",
+    "gw-root ipv6 tcp ×262144",
+    "gw-root ipv6 udp ×65535",
+    "gw-root ipv6 flags ×2640",
+    "gw-root ipv6 icmp-codes ×2560",
+    "gw-root ipv6 lan ×12",
+    "gw-user ipv4 icmp ×256",
+    "gw-user ipv4 ip ×256",
+    "gw-user ipv4 tcp ×262144",
+    "gw-user ipv4 udp ×65535",
+    "gw-user ipv4 flags ×2640",
+    "gw-user ipv4 icmp-codes ×1280",
+    "gw-user ipv4 lan ×16",
+    "gw-user ipv6 icmp ×256",
+    "gw-user ipv6 ip ×256",
+    "gw-user ipv6 tcp ×262144",
+    "gw-user ipv6 udp ×65535",
+    "gw-user ipv6 flags ×2640",
+    "gw-user ipv6 icmp-codes ×2560",
+    "gw-user ipv6 lan ×12",
+];
+const CLASS_GATEWAY_ECHO: &[&str] = &[
+    "ws ipv4 icmp ×1",
+    "ws ipv4 icmp-codes ×256",
+    "ws ipv4 ipopt ×5",
+    "ws ipv4 lan ×7",
+    "ws ipv4 spoof ×1",
+    "ws ipv6 icmp ×1",
+    "ws ipv6 icmp-codes ×256",
+    "ws ipv6 ipopt ×2",
+    "ws ipv6 ext6 ×13",
+    "ws ipv6 lan ×5",
+    "ws ipv6 spoof ×1",
+];
+const CLASS_KILLSWITCH_ANY_DESTINATION: &[&str] = &[
+    "gw-root ipv4 udp ×2",
+    "gw-root ipv4 lan ×10",
+    "gw-root ipv6 udp ×2",
+    "gw-root ipv6 lan ×6",
+    "gw-user ipv4 udp ×2",
+    "gw-user ipv4 lan ×10",
+    "gw-user ipv6 udp ×2",
+    "gw-user ipv6 lan ×6",
+];
+const CLASS_KILLSWITCH_DROP_BEHIND_ACCEPT: &[&str] = &[
+    "gw-root ipv4 icmp ×256",
+    "gw-root ipv4 ip ×256",
+    "gw-root ipv4 tcp ×327680",
+    "gw-root ipv4 udp ×65536",
+    "gw-root ipv4 flags ×68352",
+    "gw-root ipv4 icmp-codes ×1280",
+    "gw-root ipv4 lan ×39",
+    "gw-root ipv6 icmp ×256",
+    "gw-root ipv6 ip ×256",
+    "gw-root ipv6 tcp ×327680",
+    "gw-root ipv6 udp ×65536",
+    "gw-root ipv6 flags ×68352",
+    "gw-root ipv6 icmp-codes ×2560",
+    "gw-root ipv6 lan ×27",
+    "gw-user ipv4 icmp ×256",
+    "gw-user ipv4 ip ×256",
+    "gw-user ipv4 tcp ×327680",
+    "gw-user ipv4 udp ×65536",
+    "gw-user ipv4 flags ×68352",
+    "gw-user ipv4 icmp-codes ×1280",
+    "gw-user ipv4 lan ×39",
+    "gw-user ipv6 icmp ×256",
+    "gw-user ipv6 ip ×256",
+    "gw-user ipv6 tcp ×327680",
+    "gw-user ipv6 udp ×65536",
+    "gw-user ipv6 flags ×68352",
+    "gw-user ipv6 icmp-codes ×2560",
+    "gw-user ipv6 lan ×27",
+];
+const CLASS_KILLSWITCH_IPV4_ONLY: &[&str] = &[
+    "gw-root ipv6 icmp ×256",
+    "gw-root ipv6 ip ×256",
+    "gw-root ipv6 tcp ×327680",
+    "gw-root ipv6 udp ×65536",
+    "gw-root ipv6 flags ×68352",
+    "gw-root ipv6 icmp-codes ×2560",
+    "gw-root ipv6 lan ×27",
+    "gw-user ipv6 icmp ×256",
+    "gw-user ipv6 ip ×256",
+    "gw-user ipv6 tcp ×327680",
+    "gw-user ipv6 udp ×65536",
+    "gw-user ipv6 flags ×68352",
+    "gw-user ipv6 icmp-codes ×2560",
+    "gw-user ipv6 lan ×27",
+];
+const CLASS_GATEWAY_ND_ANY_USER: &[&str] = &[
+    "gw-root ipv6 icmp ×4",
+    "gw-root ipv6 icmp-codes ×1024",
+    "gw-user ipv6 icmp ×4",
+    "gw-user ipv6 icmp-codes ×1024",
+];
 
 /// Checks a `--sysctl KEY=VALUE` argument. Only keys that live in a network
 /// namespace are accepted (`net.ipv4.`, `net.ipv6.`, `net.netfilter.`,
@@ -407,6 +688,8 @@ mod tests {
             expect: Verdict::Pass,
             mode: Mode::Gateway,
             check: Check::Trans,
+            allow: vec![],
+            findings: None,
         }
     }
 
@@ -472,6 +755,7 @@ table inet filter {
             gid: uid,
             trans_port: TRANS_PORT,
             dns_port: DNS_PORT,
+            socks_port: SOCKS_PORT,
         }
     }
 

@@ -170,6 +170,7 @@ pub fn apply_target(lab: &Lab, target: &Target, tor_uid: u32) -> Result<(), LabE
     match target {
         Target::Builtin(p) => lab.apply_policy(&p.policy, tor_uid),
         Target::Ruleset(r) => {
+            let r = &r.with_tor_uid(tor_uid);
             let sysctls = crate::ruleset::sysctls(r);
             let sysctls: Vec<(&str, &str)> = sysctls
                 .iter()
@@ -201,12 +202,31 @@ pub fn run_target(
     let t0 = Instant::now();
     let name = target.name().to_string();
     // The profile's own allowed networks join the lab's (`--allow-net`).
+    // A class profile's findings are pinned as they are: the lab's own
+    // allowed networks are not given to its watch.
+    let pinned = matches!(
+        target,
+        Target::Ruleset(crate::ruleset::UserRuleset {
+            findings: Some(_),
+            ..
+        })
+    );
     let opts = &SuiteOptions {
         allow_nets: opts
             .allow_nets
             .iter()
             .copied()
+            .filter(|_| !pinned)
             .chain(target.allow_nets())
+            .collect(),
+        allow: opts
+            .allow
+            .iter()
+            .cloned()
+            .chain(match target {
+                Target::Ruleset(r) => r.allow.clone(),
+                Target::Builtin(_) => vec![],
+            })
             .collect(),
         ..opts.clone()
     };
@@ -226,6 +246,7 @@ pub fn run_target(
     let mut notes = Vec::new();
     if let Target::Ruleset(r) = target {
         let td = Instant::now();
+        let r = &r.with_tor_uid(g.uid);
         notes = crate::ruleset::diagnose(r, &g, &|n| sys::user_ids(n).map(|(u, _)| u));
         // The user's sysctls as the gateway's namespace has them now.
         for (k, _) in &r.sysctls {
@@ -238,7 +259,7 @@ pub fn run_target(
                 String::from_utf8_lossy(&out.stdout).trim()
             ));
         }
-        let broken = lab.diagnose_gateway(&g)?;
+        let broken = lab.diagnose_gateway(&g, r.mode)?;
         if !broken.is_empty() {
             let mut lines = broken;
             lines.extend(notes);
@@ -394,6 +415,24 @@ pub fn run_target(
         }
         _ => expect.verdict(),
     };
+    // A class profile: its exact findings.
+    if let Target::Ruleset(crate::ruleset::UserRuleset {
+        findings: Some(want),
+        ..
+    }) = target
+    {
+        let got: Vec<String> = cmp
+            .findings
+            .iter()
+            .filter(|f| !f.contains(" [R] ") && !f.starts_with("note: "))
+            .cloned()
+            .collect();
+        if &got != want {
+            cmp.mismatches.push(format!(
+                "findings differ from the class profile's: expected {want:?}"
+            ));
+        }
+    }
     cmp.findings
         .extend(notes.into_iter().map(|n| format!("note: {n}")));
     if resent > 0 {
@@ -663,6 +702,8 @@ mod tests {
             expect: Verdict::Pass,
             mode: crate::ruleset::Mode::Gateway,
             check: crate::ruleset::Check::Trans,
+            allow: vec![],
+            findings: None,
         };
         let user = Target::Ruleset(r.clone());
         assert!(user.expects_pass() && user.needs_tor());

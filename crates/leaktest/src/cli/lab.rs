@@ -163,11 +163,30 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     if args.list {
         for p in builtin() {
             println!(
-                "{:<20} {:<5} {:<8} {}",
+                "{:<30} {:<5} {:<8} {}",
                 p.name,
                 if p.expect_pass() { "PASS" } else { "LEAK" },
                 if p.default { "default" } else { "--all" },
                 p.about
+            );
+        }
+        for c in leaktest_lab::ruleset::classes() {
+            println!(
+                "{:<30} {:<5} {:<8} class {} ({}): {}",
+                c.name,
+                if c.findings.is_empty() {
+                    "PASS"
+                } else {
+                    "LEAK"
+                },
+                "--all",
+                c.class,
+                match c.mode {
+                    Mode::Gateway => "gateway",
+                    Mode::Host => "host",
+                    Mode::Killswitch => "kill switch",
+                },
+                c.about
             );
         }
         return Ok(ExitCode::SUCCESS);
@@ -193,7 +212,6 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     let opts = Options {
         servers: ServerMode::Exe(exe.clone()),
         tor_user: args.tor_user.clone().unwrap_or_default(),
-        mode: args.mode,
         torrc: args.torrc.clone(),
         ..Options::default()
     };
@@ -312,13 +330,22 @@ fn parse_expect(s: &str) -> Result<Verdict, String> {
 
 fn targets(args: &Args) -> anyhow::Result<Vec<Target>> {
     let all = builtin();
+    let classes = leaktest_lab::ruleset::classes();
     let mut v = Vec::new();
     for name in &args.profiles {
-        match all.iter().find(|p| p.name == name) {
-            Some(p) => v.push(Target::Builtin(p.clone())),
-            None => bail!(
+        match (
+            all.iter().find(|p| p.name == name),
+            classes.iter().find(|c| c.name == name),
+        ) {
+            (Some(p), _) => v.push(Target::Builtin(p.clone())),
+            (None, Some(c)) => v.push(Target::Ruleset(c.ruleset())),
+            (None, None) => bail!(
                 "unknown profile {name:?} (known: {})",
-                all.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+                all.iter()
+                    .map(|p| p.name)
+                    .chain(classes.iter().map(|c| c.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
@@ -338,10 +365,13 @@ fn targets(args: &Args) -> anyhow::Result<Vec<Target>> {
             expect: args.expect,
             mode: args.mode,
             check: args.check,
+            allow: vec![],
+            findings: None,
         }));
     }
     if args.all {
         v.extend(all.into_iter().map(Target::Builtin));
+        v.extend(classes.iter().map(|c| Target::Ruleset(c.ruleset())));
     } else if v.is_empty() {
         v = all
             .into_iter()
