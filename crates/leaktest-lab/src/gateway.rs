@@ -71,9 +71,9 @@ impl TorUser {
             })?,
             TorUser::Uid(u) => (*u, sys::user_gid(*u).unwrap_or(*u)),
         };
-        if uid == 0 || uid == crate::suite::UNPRIVILEGED_UID {
+        if uid == 0 || gid == 0 || uid == crate::suite::UNPRIVILEGED_UID {
             return Err(LabError::Missing(format!(
-                "a tor user other than uid {uid}: the lab's sweeps run as root and as uid {} (--tor-user)",
+                "a tor user other than uid {uid} (gid {gid}): the lab's sweeps run as root and as uid {}, and tor must not have root's group (--tor-user)",
                 crate::suite::UNPRIVILEGED_UID
             )));
         }
@@ -103,37 +103,48 @@ impl GatewayTor {
     }
 }
 
-/// Options of the gateway torrc that the lab itself needs as they are: a
-/// `--torrc` line may not set them.
-const LAB_OWNED_OPTIONS: [&str; 12] = [
-    "datadirectory",
-    "controlport",
-    "cookieauthentication",
-    "cookieauthfile",
-    "disablenetwork",
-    "user",
-    "runasdaemon",
-    "log",
-    "testingtornetwork",
-    "dirauthority",
-    "alternatedirauthority",
-    "include",
+/// The options a `--torrc` line may set: tor's client listeners. Nothing
+/// else: tor runs on the host's filesystem, and other options write files
+/// or start programs (`ClientTransportPlugin … exec`, `PidFile`, …).
+const TORRC_OPTIONS: [&str; 5] = [
+    "socksport",
+    "transport",
+    "dnsport",
+    "httptunnelport",
+    "natdport",
 ];
 
-/// Checks a `--torrc LINE` argument: one torrc line (`Option value`), not
-/// an option the lab needs as it is.
+/// Checks a `--torrc LINE` argument: a client listener line, `Option
+/// [ADDR:]PORT [FLAGS…]`, with a TCP address (no `unix:` path) and word
+/// flags only (tor's isolation and listener flags); no `+`, `/` or `%`
+/// prefix (tor's append, clear and include forms).
 pub fn parse_torrc_line(s: &str) -> Result<String, String> {
     let line = s.trim();
-    if line.is_empty() || line.contains(['\n', '\r']) || line.starts_with('#') {
-        return Err(format!("{s:?}: one torrc line, `Option value`"));
+    let bad = || {
+        format!(
+            "{s:?}: one listener line, `SocksPort|TransPort|DNSPort|HTTPTunnelPort|NATDPort [ADDR:]PORT [FLAGS]`"
+        )
+    };
+    if line.is_empty() || line.contains(['\n', '\r', '/', '%', '"']) || line.starts_with('+') {
+        return Err(bad());
     }
-    let option = line
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if LAB_OWNED_OPTIONS.contains(&option.as_str()) {
-        return Err(format!("{option}: the lab sets this option itself"));
+    let mut w = line.split_whitespace();
+    let option = w.next().unwrap_or("").to_ascii_lowercase();
+    if !TORRC_OPTIONS.contains(&option.as_str()) {
+        return Err(format!(
+            "{option}: only tor's client listeners can be set (SocksPort, TransPort, DNSPort, HTTPTunnelPort, NATDPort)"
+        ));
+    }
+    let addr = w.next().ok_or_else(bad)?;
+    let port = addr.rsplit(':').next().unwrap_or(addr);
+    if addr.to_ascii_lowercase().starts_with("unix") || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    if !w.all(|f| {
+        f.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '=' || c == '_')
+    }) {
+        return Err(bad());
     }
     Ok(line.to_string())
 }
@@ -325,4 +336,48 @@ pub fn wait_bootstrap(
     Err(LabError::Tor(format!(
         "gateway tor did not bootstrap in {timeout:?} (last: {last})"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torrc_lines_are_listeners_only() {
+        for ok in [
+            "DNSPort 127.0.0.1:5353",
+            "TransPort 9041",
+            "SocksPort [::1]:9150 IsolateDestAddr",
+            "httptunnelport 10.152.152.10:9191",
+        ] {
+            assert_eq!(parse_torrc_line(ok).as_deref(), Ok(ok), "{ok}");
+        }
+        for bad in [
+            "+Log notice file /tmp/x",
+            "/ControlPort",
+            "%include /etc/tor",
+            "l notice file /tmp/x",
+            "DirServer x",
+            "ClientTransportPlugin obfs4 exec /bin/sh",
+            "PidFile /tmp/pid",
+            "SocksPort unix:/tmp/s",
+            "DNSPort 127.0.0.1:notaport",
+            "DNSPort 5353 \"quoted\"",
+            "DNSPort 5353\nControlPort 1",
+            "",
+        ] {
+            assert!(parse_torrc_line(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn root_and_its_group_are_refused_as_tor_user() {
+        assert!(TorUser::Uid(0).resolve().is_err());
+        assert!(TorUser::Uid(crate::suite::UNPRIVILEGED_UID)
+            .resolve()
+            .is_err());
+        assert!("root".parse::<TorUser>().unwrap().resolve().is_err());
+        assert_eq!("30103".parse::<TorUser>(), Ok(TorUser::Uid(30103)));
+        assert_eq!(TorUser::Uid(30103).resolve().unwrap(), (30103, 30103));
+    }
 }

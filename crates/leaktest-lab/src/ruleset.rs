@@ -408,6 +408,15 @@ pub fn parse_sysctl(s: &str) -> Result<(String, String), String> {
             "{k}: only per-namespace network keys (net.ipv4.*, net.ipv6.*, net.netfilter.*) can be set in the lab's gateway"
         ));
     }
+    // Global on kernels before 5.12 though written from a namespace.
+    let global = [
+        "net.netfilter.nf_conntrack_max",
+        "net.netfilter.nf_conntrack_expect_max",
+        "net.netfilter.nf_conntrack_buckets",
+    ];
+    if global.contains(&k) {
+        return Err(format!("{k}: shared with the host on some kernels"));
+    }
     if k.contains("..") || k.contains('/') || v.is_empty() || v.contains('\n') {
         return Err(format!("{s:?}: not a sysctl setting"));
     }
@@ -464,6 +473,19 @@ fn tokens(line: &str) -> Vec<String> {
     out
 }
 
+/// `line` up to a `#` that is not inside a quoted string.
+fn strip_comment(line: &str) -> &str {
+    let mut quoted = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '#' if !quoted => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
 /// The values after token `i` (a keyword): one word, or a `{ a, b }` set;
 /// `==` and `!=` are skipped.
 fn values(t: &[String], i: usize) -> Vec<String> {
@@ -486,7 +508,15 @@ fn values(t: &[String], i: usize) -> Vec<String> {
 /// The port at the end of a redirect or DNAT target (`:9040`, `9040`,
 /// `10.152.152.10:5300`, `[fd19::10]:5300`, `9040-9041` takes the first).
 fn port_of(v: &str) -> Option<u16> {
-    let p = v.rsplit(':').next()?;
+    let p = if let Some(rest) = v.strip_prefix('[') {
+        rest.split_once("]:")?.1
+    } else if v.matches(':').count() == 1 {
+        v.split_once(':')?.1
+    } else if v.contains(':') {
+        return None; // an IPv6 address without a port
+    } else {
+        v
+    };
     p.split('-').next()?.parse().ok()
 }
 
@@ -494,13 +524,15 @@ fn port_of(v: &str) -> Option<u16> {
 pub fn named(text: &str, format: RulesetFormat) -> Named {
     let mut n = Named::default();
     for raw in text.lines() {
-        let line = raw.split('#').next().unwrap_or("");
+        let line = strip_comment(raw);
         let t = tokens(line);
         let has = |w: &str| t.iter().any(|x| x == w);
         let udp53 = match format {
-            RulesetFormat::Nft => t
-                .windows(3)
-                .any(|w| w[0] == "udp" && w[1] == "dport" && values(w, 1) == ["53"]),
+            RulesetFormat::Nft => t.windows(2).enumerate().any(|(i, w)| {
+                w[0] == "udp"
+                    && w[1] == "dport"
+                    && values(&t, i + 1).iter().any(|v| v == "53" || v == "domain")
+            }),
             RulesetFormat::Iptables => {
                 (has("udp") || has("-p") && line.contains("udp"))
                     && t.windows(2).any(|w| {
@@ -511,22 +543,27 @@ pub fn named(text: &str, format: RulesetFormat) -> Named {
         let tcp = has("tcp");
         for (i, w) in t.iter().enumerate() {
             // `fib saddr . iif oif missing`: keys of a fib lookup, not matches.
-            let in_fib = i > 0 && t[i - 1] == "."
-                || t.get(i + 1).is_some_and(|n| {
-                    matches!(
-                        n.as_str(),
-                        "." | "oif" | "oifname" | "missing" | "exists" | "type"
-                    )
-                });
+            let in_fib = t[..i].iter().any(|x| x == "fib")
+                && (i > 0 && t[i - 1] == "."
+                    || t.get(i + 1).is_some_and(|n| {
+                        matches!(
+                            n.as_str(),
+                            "." | "oif" | "oifname" | "missing" | "exists" | "type"
+                        )
+                    }));
             match (format, w.as_str()) {
                 (RulesetFormat::Nft, "iifname" | "oifname" | "iif" | "oif") if in_fib => {}
                 (RulesetFormat::Nft, "iifname" | "oifname" | "iif" | "oif")
                 | (RulesetFormat::Iptables, "-i" | "-o" | "--in-interface" | "--out-interface") => {
-                    n.interfaces.extend(values(&t, i))
+                    n.interfaces.extend(
+                        values(&t, i).into_iter().filter(|v| {
+                            v != "vmap" && v != "map" && v != "." && !v.starts_with('@')
+                        }),
+                    )
                 }
-                (RulesetFormat::Nft, "skuid") | (RulesetFormat::Iptables, "--uid-owner") => {
-                    n.users.extend(values(&t, i))
-                }
+                (RulesetFormat::Nft, "skuid") | (RulesetFormat::Iptables, "--uid-owner") => n
+                    .users
+                    .extend(values(&t, i).into_iter().filter(|v| !v.starts_with('@'))),
                 (RulesetFormat::Nft, "redirect" | "dnat") => {
                     // `redirect to :P`, `dnat to ADDR:P`, `dnat ip to ADDR:P`.
                     let target = t[i + 1..]
@@ -589,7 +626,10 @@ pub fn diagnose(
         n.tcp_redirect_ports.extend(n6.tcp_redirect_ports);
     }
     for i in &n.interfaces {
-        if !interface_exists(i) {
+        // A kill switch's tunnel is down by design.
+        let tunnel = ["tun", "tap", "wg", "ppp"].iter().any(|p| i.starts_with(p));
+        let down_by_design = r.mode == Mode::Killswitch && tunnel;
+        if !interface_exists(i) && !down_by_design {
             out.push(format!(
                 "the ruleset names interface {i:?}, which the lab's gateway does not have: it has {GW_EXT_IF} (uplink), {GW_INT_IF} (internal) and lo, as a Whonix-Gateway (`leaktest lab plan`)"
             ));
@@ -598,6 +638,13 @@ pub fn diagnose(
     let lab_uids = [tor_uid, 0, crate::suite::UNPRIVILEGED_UID];
     let mut tor_named = false;
     for u in &n.users {
+        if let Some((a, b)) = u.split_once('-') {
+            if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
+                // A range of uids: only whether tor's is in it matters.
+                tor_named |= (a..=b).contains(&tor_uid);
+                continue;
+            }
+        }
         let uid = u.parse::<u32>().ok().or_else(|| uid_of(u));
         match uid {
             Some(x) if x == tor_uid => tor_named = true,
@@ -652,6 +699,23 @@ pub fn sysctls(r: &UserRuleset) -> Vec<(String, String)> {
     v
 }
 
+/// Refuses what would make a ruleset more than data for the lab: nft's
+/// `include` (it reads any file of the host, as root, and echoes it in
+/// errors).
+pub fn check_data(text: &str, format: RulesetFormat) -> Result<(), LabError> {
+    if format == RulesetFormat::Nft {
+        for (n, l) in text.lines().enumerate() {
+            if l.split_whitespace().next() == Some("include") {
+                return Err(LabError::Missing(format!(
+                    "a ruleset without `include` (line {}): the lab loads one file as data; put the included rules in it",
+                    n + 1
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads a ruleset's files for the lab. `path6` only with
 /// [`RulesetFormat::Iptables`].
 pub fn read(
@@ -663,6 +727,7 @@ pub fn read(
         std::fs::read_to_string(p).map_err(|e| LabError::Io(format!("reading {}", p.display()), e))
     };
     let text = read(path)?;
+    check_data(&text, format)?;
     let text6 = match (path6, format) {
         (Some(p), RulesetFormat::Iptables) => Some(read(p)?),
         (Some(_), RulesetFormat::Nft) => return Err(LabError::Missing(
@@ -793,6 +858,38 @@ table inet filter {
     }
 
     #[test]
+    fn sets_maps_ranges_ports_and_quoted_comments() {
+        let t = r#"
+  iifname vmap { "eth1" : jump a, "eth0" : jump b }
+  oifname @uplinks accept
+  meta skuid 0-999 accept
+  udp dport { 53, 5353 } dnat to [fd19::10]:5300 comment "see # here"
+  ip6 daddr fd19::10 dnat to fd19::10
+  fib daddr . iif type local accept
+  iifname . ip saddr { "eth1" . 10.0.0.1 } accept
+"#;
+        let n = named(t, RulesetFormat::Nft);
+        assert!(n.interfaces.is_empty(), "{n:?}");
+        assert_eq!(n.dns_ports.iter().copied().collect::<Vec<_>>(), [5300]);
+        assert!(n.tcp_redirect_ports.is_empty(), "{n:?}");
+        assert_eq!(
+            n.users.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["0-999"]
+        );
+        let r = UserRuleset {
+            text: t.into(),
+            ..user("", RulesetFormat::Nft)
+        };
+        let d = diagnose(&r, &tor(103), &|_| None);
+        assert!(
+            !d.iter().any(|l| l.contains("uid") || l.contains("user")),
+            "{d:?}"
+        );
+        assert!(check_data("include \"/etc/shadow\"\n", RulesetFormat::Nft).is_err());
+        assert!(check_data("# include is a word\n", RulesetFormat::Nft).is_ok());
+    }
+
+    #[test]
     fn only_namespace_sysctls_are_accepted() {
         assert_eq!(
             parse_sysctl("net.ipv4.ip_forward=1"),
@@ -806,6 +903,7 @@ table inet filter {
             "net.ipv4.ip_forward",
             "net.ipv4.ip_forward=",
             "net.ipv4/../../x=1",
+            "net.netfilter.nf_conntrack_max=1",
         ] {
             assert!(parse_sysctl(bad).is_err(), "{bad}");
         }

@@ -224,30 +224,35 @@ pub fn connect_as(
     as_user(uid, gid, || connect_any(addrs, timeout))
 }
 
-/// Runs `f` on the calling thread as user `uid`/`gid` (no supplementary
-/// groups), for good: the raw `setresgid`/`setresuid` system calls change
-/// this thread's credentials only (glibc's wrappers would change every
-/// thread's), so the caller must be a thread of its own that ends
-/// afterwards, as [`run_in`]'s does. Sockets made in `f` belong to the
-/// user (`meta skuid` sees it).
-pub fn as_user<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> Result<T, LabError> {
-    // SAFETY: plain system calls on this thread's credentials.
-    let r = unsafe {
-        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
-            || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
-        {
-            -1
-        } else {
-            libc::syscall(libc::SYS_setresuid, uid, uid, uid)
-        }
-    };
-    if r != 0 {
-        return Err(LabError::Io(
-            format!("becoming uid {uid}"),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(f())
+/// Runs `f` as user `uid`/`gid` (no supplementary groups) on a thread of
+/// its own that ends with it: the raw `setresgid`/`setresuid` system calls
+/// change the calling thread's credentials only (glibc's wrappers would
+/// change every thread's), and the thread inherits the caller's network
+/// namespace. Sockets made in `f` belong to the user (`meta skuid` sees it).
+pub fn as_user<T: Send>(uid: u32, gid: u32, f: impl FnOnce() -> T + Send) -> Result<T, LabError> {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: plain system calls on this thread's credentials.
+            let r = unsafe {
+                if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+                    || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+                {
+                    -1
+                } else {
+                    libc::syscall(libc::SYS_setresuid, uid, uid, uid)
+                }
+            };
+            if r != 0 {
+                return Err(LabError::Io(
+                    format!("becoming uid {uid}"),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| LabError::Died(format!("a thread running as uid {uid} panicked")))?
+    })
 }
 
 /// The first of `addrs` that accepts a TCP connection (`None`), else the

@@ -115,8 +115,18 @@ fn unreached_next_hops(paths: &[(Family, Path)], sent: &BTreeMap<Family, u64>) -
     if pending.is_empty() {
         return Vec::new();
     }
+    // Unable to look: not proven to have reached the wire (fail closed).
     let Ok(mut nl) = crate::netlink::Netlink::open() else {
-        return Vec::new();
+        return pending
+            .into_iter()
+            .map(|(f, p)| Unreached {
+                family: *f,
+                interface: p.iface.clone(),
+                next_hop: p.next_hop,
+                state: "not checked (no netlink socket)".into(),
+                probes: sent[f],
+            })
+            .collect();
     };
     let deadline = std::time::Instant::now() + NEXT_HOP_SETTLE;
     let mut out = Vec::new();

@@ -190,3 +190,45 @@ fn a_kill_switch_and_its_port_without_a_destination() {
     }
     assert_eq!(findings(&doc), want);
 }
+
+/// The kill-switch class profiles written as iptables-save files give the
+/// findings pinned for their nftables twins (classes 6, 7 and 8; class 8
+/// has no ip6tables file at all, as its recipe).
+#[test]
+fn kill_switch_classes_as_iptables_save_give_their_nft_twins_findings() {
+    if !leaktest_netns::require_root("lab_modes") {
+        return;
+    }
+    let classes = leaktest_lab::ruleset::classes();
+    for (name, has_v6) in [
+        ("killswitch-any-destination", true),
+        ("killswitch-drop-behind-accept", true),
+        ("killswitch-ipv4-only", false),
+    ] {
+        let class = classes.iter().find(|c| c.name == name).unwrap();
+        let v4 = fixture(&format!("{name}.iptables"));
+        let v6 = fixture(&format!("{name}.ip6tables"));
+        let mut args = vec![
+            "--mode",
+            "killswitch",
+            "--allow",
+            "udp:198.51.100.7:51820",
+            "--format",
+            "iptables",
+            "--ruleset",
+            v4.to_str().unwrap(),
+            "--expect",
+            "leak",
+        ];
+        if has_v6 {
+            args.extend(["--ruleset6", v6.to_str().unwrap()]);
+        }
+        let (out, doc, _) = lab(&args);
+        assert!(out.status.success(), "{name}: {doc:#}");
+        let got: Vec<String> = findings(&doc)
+            .into_iter()
+            .filter(|f| !f.contains(" [R] "))
+            .collect();
+        assert_eq!(got, class.findings, "{name}");
+    }
+}

@@ -24,13 +24,19 @@ use std::time::{Duration, Instant};
     after_help = "The lab's gateway is laid out as a Whonix-Gateway: interfaces `eth1` \
 (10.152.152.10/18, fd19:c33d:88bc::10/64, towards the workstation at .11) and `eth0` \
 (203.0.113.2/24, 2001:db8:1::2/64, the uplink); tor runs as debian-tor (or --tor-user) with \
-TransPort 9040, DNSPort 5300, SocksPort 9050 and Whonix's other SocksPorts and HTTPTunnelPorts on \
-the internal addresses (`leaktest lab plan --json` prints it all). A --ruleset file is loaded as \
-data in the gateway namespace (`nft -f` after `flush ruleset`, or with --format iptables \
-iptables-nft-restore / ip6tables-nft-restore) and must get the verdict --expect names. Before \
-any sweep, what does not fit is named in one line each, within a few seconds: interfaces the \
-gateway lacks, uids nothing runs as, DNS or TCP redirected where tor does not listen, the \
-workstation's TCP or DNS unanswered, tor unable to reach its guards.\n\n\
+TransPort 9040, DNSPort 5300 and SocksPort 9050 on the internal addresses and on 127.0.0.1 and ::1, \
+and Whonix's other SocksPorts and HTTPTunnelPorts on the internal ones (`leaktest lab plan \
+--json`). A --ruleset file is loaded as data in the gateway namespace (`nft -f` after `flush \
+ruleset`, nft's `include` refused; or with --format iptables iptables-nft-restore / \
+ip6tables-nft-restore; the kernel may load netfilter modules it names) and must get the verdict \
+--expect names; `@TOR_UID@` in it stands for tor's uid. --mode host tests a machine that protects \
+itself (sweeps from the host as root and unprivileged, works-check per --check), --mode \
+killswitch a box that must let nothing out but --allow (no Tor needed). Before any sweep, what \
+does not fit is named in one line each, within a few seconds: interfaces the gateway lacks, uids \
+nothing runs as, DNS or TCP redirected where tor does not listen, the workstation's TCP or DNS \
+unanswered, tor unable to reach its guards. A sweep whose next hop never resolved makes the \
+verdict INCONCLUSIVE. The class profiles (--list: class 1-9) are rulesets of real tool classes \
+with their exact findings pinned; they run with --all or by name.\n\n\
 Without options the lab runs the Whonix-style profile and the six classic breakages (about 45 s \
 on a 2-core machine); the six evasion profiles (exact-syn, src-subnet, no-rpf, ip6-nexthdr, \
 stateless, lan-output), each a careless rule that the flags, spoof, ext6, frag or lan suite gets \
@@ -41,7 +47,8 @@ when its own output path differs from Whonix's (the others would repeat Whonix's
 for probe). The gateway's sweeps send icmp, ip, tcp, udp, flags, icmp-codes and lan (raw sockets \
 through its own stack, each packet to the destination in its header: forged sources, tunnels, \
 fragment tricks, IP options and extension headers are the workstation's). --list marks each profile default or --all.\n\n\
-Exit status: 0 every verdict and finding as expected, 1 some differ, 2 error."
+Exit status: 0 every verdict and finding as expected, 1 some differ (an INCONCLUSIVE too), 2 \
+error (a ruleset that does not work in the lab: its diagnosis)."
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -89,15 +96,16 @@ pub struct Args {
     #[arg(long, value_name = "gateway|host|killswitch", default_value = "gateway",
           requires = "ruleset", value_parser = |s: &str| s.parse::<Mode>())]
     mode: Mode,
-    /// A line for the gateway's torrc (repeatable), e.g. 'DNSPort 127.0.0.1:5353': replaces
-    /// the lab's own lines for that option (options the lab needs are refused)
+    /// A listener line for the gateway's torrc (repeatable): SocksPort, TransPort, DNSPort,
+    /// HTTPTunnelPort or NATDPort with [ADDR:]PORT and flags, e.g. 'DNSPort 127.0.0.1:5353';
+    /// replaces the lab's own lines for that option (no other option is accepted)
     #[arg(long = "torrc", value_name = "LINE",
           value_parser = |s: &str| leaktest_lab::gateway::parse_torrc_line(s))]
     torrc: Vec<String>,
     /// With --mode host, how the host shows it works: trans (an unprivileged lookup and
     /// connection that the ruleset must take to tor), socks (through SocksPort, a host with no
     /// transparent proxy) or none
-    #[arg(long, value_name = "trans|socks|none", default_value = "trans",
+    #[arg(long, value_name = "trans|socks|none", default_value = "trans", requires = "ruleset",
           value_parser = |s: &str| s.parse::<Check>())]
     check: Check,
     /// An endpoint let out on purpose, in `leaktest watch --allow` syntax (repeatable): a

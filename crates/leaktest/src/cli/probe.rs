@@ -726,7 +726,13 @@ fn finish(r: &leaktest_send::ProbeReport, error: Option<String>, args: &Args) ->
     if !r.unreached.is_empty() {
         for u in &r.unreached {
             eprintln!(
-                "leaktest: {} probes never reached the wire: the next hop {} on {} never resolved                  (neighbour state {}; a firewall that drops this host's own ARP or neighbour                  solicitations does this). Their part of the sweep proves nothing: put the next                  hop in the neighbour cache (as a running gateway usually has it) and sweep again.",
+                concat!(
+                    "leaktest: {} probes never reached the wire: the next hop {} on {} never ",
+                    "resolved (neighbour state {}; a firewall that drops this host's own ARP or ",
+                    "neighbour solicitations does this). Their part of the sweep proves nothing: ",
+                    "put the next hop in the neighbour cache (as a running gateway usually has ",
+                    "it) and sweep again."
+                ),
                 u.family, u.next_hop, u.interface, u.state
             );
         }
