@@ -6,66 +6,15 @@
 //! same verdicts and findings; a ruleset that does not fit the lab is named
 //! line by line before any sweep, within seconds.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Instant;
+#[path = "support/lab_cli.rs"]
+mod lab_cli;
+
+use lab_cli::{findings, fixture, lab, write_tmp};
+use std::path::Path;
 
 /// Tor's uid in the fixtures: a number with no passwd entry here (as on
 /// a Whonix-Gateway, whose rulesets name tor by number).
 const TOR_UID: &str = "30103";
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/rulesets")
-        .join(name)
-}
-
-fn write_tmp(name: &str, text: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("leaktest-ruleset-{}-{name}", std::process::id()));
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// Runs `leaktest lab` with `args`; returns its output, JSON document and
-/// wall time.
-fn lab(args: &[&str]) -> (Output, serde_json::Value, f64) {
-    let json = std::env::temp_dir().join(format!(
-        "leaktest-lab-ruleset-{}-{}.json",
-        std::process::id(),
-        args.len()
-    ));
-    let _ = std::fs::remove_file(&json);
-    let t0 = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_leaktest"))
-        .arg("lab")
-        .args(args)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let secs = t0.elapsed().as_secs_f64();
-    eprintln!(
-        "leaktest lab {args:?}: {secs:.1} s\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let doc = std::fs::read_to_string(&json)
-        .ok()
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap_or(serde_json::Value::Null);
-    let _ = std::fs::remove_file(&json);
-    (out, doc, secs)
-}
-
-fn findings(doc: &serde_json::Value) -> Vec<String> {
-    doc["profiles"][0]["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap().to_string())
-        .filter(|f| !f.starts_with("note: "))
-        .collect()
-}
 
 /// What an output chain accepting the four neighbour-discovery types for
 /// every user lets out of the gateway's own sweeps: the `icmp` suite's probe
