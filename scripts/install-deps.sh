@@ -11,6 +11,7 @@ pkgs=(
   iproute2 nftables procps util-linux    # namespaces, veth, firewall, setpriv
   iptables                               # lab --format iptables: iptables-nft-restore, ip6tables-nft-restore
   tor openssl                            # the lab's private Tor network (keys via openssl) and gateway
+  obfs4proxy                             # the lab's obfs4 bridge and the gateway's client transport
   tshark nmap iputils-ping perl          # independent readers/peers in tests and benchmarks
   man-db                                 # `man -l` renders the generated manual pages in tests
   lintian dpkg-dev                       # scripts/package.sh: checks the .deb, computes its Depends

@@ -301,6 +301,91 @@ pub fn wait_control(
     }
 }
 
+/// Makes the gateway's tor reach the network only through the lab's obfs4
+/// bridge, with its network off: one `SETCONF DisableNetwork=1 UseBridges=1
+/// Bridge=LINE ClientTransportPlugin="obfs4 exec OBFS4PROXY"` (tor checks
+/// them together and closes every connection it has). A watcher started
+/// now finds the bridge in `GETCONF Bridge`; [`bridge_circuit`] then lets
+/// tor connect, so the watcher sees the obfs4 flow from its first byte.
+pub fn configure_bridge(ns: &str, line: &str) -> Result<(), LabError> {
+    let transport = format!("obfs4 exec {}", crate::tornet::OBFS4PROXY);
+    let line = line.to_string();
+    sys::run_in(ns, move || {
+        let mut c = leaktest_tor::Controller::connect(&control_options()).map_err(tor_err)?;
+        c.setconf(&[
+            ("DisableNetwork", Some("1")),
+            ("UseBridges", Some("1")),
+            ("Bridge", Some(&line)),
+            ("ClientTransportPlugin", Some(&transport)),
+        ])
+        .map_err(tor_err)
+    })
+}
+
+/// After [`configure_bridge`]: `SETCONF DisableNetwork=0`, then waits
+/// until a circuit is BUILT whose first hop is the bridge (`GETINFO
+/// circuit-status`, control-spec 4.1.1 path `$FINGERPRINT~nick`). Returns
+/// how long that took.
+pub fn bridge_circuit(
+    ns: &str,
+    bridge_fingerprint: &str,
+    timeout: Duration,
+    alive: &dyn Fn() -> Result<(), LabError>,
+) -> Result<Duration, LabError> {
+    let start = Instant::now();
+    sys::run_in(ns, move || {
+        let mut c = leaktest_tor::Controller::connect(&control_options()).map_err(tor_err)?;
+        c.setconf(&[("DisableNetwork", Some("0"))]).map_err(tor_err)
+    })?;
+    let mut last = String::new();
+    while start.elapsed() < timeout {
+        let status = sys::run_in(ns, || {
+            let mut c = leaktest_tor::Controller::connect(&control_options()).map_err(tor_err)?;
+            c.getinfo_one("circuit-status").map_err(tor_err)
+        })?;
+        if built_through(&status, bridge_fingerprint) {
+            return Ok(start.elapsed());
+        }
+        last = status;
+        alive()?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(LabError::Tor(format!(
+        "the gateway's tor built no circuit through the obfs4 bridge in {timeout:?}; circuits: {last:?}"
+    )))
+}
+
+/// Undoes [`configure_bridge`]: `RESETCONF DisableNetwork UseBridges Bridge
+/// ClientTransportPlugin` (tor ends the obfs4proxy it no longer needs and
+/// goes back to its guards).
+pub fn stop_bridge(ns: &str) -> Result<(), LabError> {
+    sys::run_in(ns, || {
+        let mut c = leaktest_tor::Controller::connect(&control_options()).map_err(tor_err)?;
+        c.resetconf(&[
+            ("DisableNetwork", None),
+            ("UseBridges", None),
+            ("Bridge", None),
+            ("ClientTransportPlugin", None),
+        ])
+        .map_err(tor_err)
+    })
+}
+
+/// Whether `GETINFO circuit-status` lists a BUILT circuit whose first hop
+/// is the relay with identity `fingerprint` (40 hex digits).
+pub fn built_through(circuit_status: &str, fingerprint: &str) -> bool {
+    circuit_status.lines().any(|l| {
+        let mut w = l.split_whitespace();
+        let (_id, status, path) = (w.next(), w.next(), w.next());
+        status == Some("BUILT")
+            && path
+                .and_then(|p| p.split(',').next())
+                .and_then(|hop| hop.strip_prefix('$'))
+                .map(|hop| hop.split(['~', '=']).next().unwrap_or(""))
+                .is_some_and(|id| id.eq_ignore_ascii_case(fingerprint))
+    })
+}
+
 fn control_options() -> leaktest_tor::ConnectOptions {
     let target = leaktest_tor::ControlTarget::Tcp(std::net::SocketAddr::from((
         [127, 0, 0, 1],
@@ -368,6 +453,22 @@ mod tests {
         ] {
             assert!(parse_torrc_line(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn circuits_through_the_bridge_are_recognised() {
+        let fp = "0E56BF5C5ADD1012636396522D97940E2E85162D";
+        let built = format!(
+            "3 BUILT ${fp}~ltbridge1,$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA~ltguard1,$BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB~ltexit1 BUILD_FLAGS=NEED_CAPACITY PURPOSE=GENERAL"
+        );
+        assert!(built_through(&built, fp));
+        assert!(built_through(&built.replace(fp, &fp.to_lowercase()), fp));
+        // Still extending, or through the bridge only as a later hop.
+        assert!(!built_through(&built.replace("BUILT", "EXTENDED"), fp));
+        let later =
+            format!("4 BUILT $AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA~ltguard1,${fp}~ltbridge1");
+        assert!(!built_through(&later, fp));
+        assert!(!built_through("", fp));
     }
 
     #[test]

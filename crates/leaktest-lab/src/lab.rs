@@ -45,7 +45,10 @@ pub enum ServerMode {
 pub struct Options {
     pub state_dir: PathBuf,
     pub schedule: Schedule,
-    /// Seconds from start to the first consensus's valid-after.
+    /// Seconds from start to the first consensus's valid-after. The
+    /// authorities schedule their first vote about 2 s after they start
+    /// (measured), and vote `vote_delay + dist_delay` (4 s) before
+    /// valid-after: 6 s is the earliest first consensus they all vote for.
     pub lead: u32,
     pub servers: ServerMode,
     /// Who the gateway's tor runs as (`--tor-user`).
@@ -59,7 +62,7 @@ impl Default for Options {
         Options {
             state_dir: state::STATE_DIR.into(),
             schedule: Schedule::default(),
-            lead: 12,
+            lead: 6,
             servers: ServerMode::Threads,
             tor_user: gateway::TorUser::default(),
             torrc: Vec::new(),
@@ -469,6 +472,7 @@ impl Lab {
         &self,
         tor: &GatewayTor,
         mode: crate::ruleset::Mode,
+        bridge: bool,
     ) -> Result<Vec<String>, LabError> {
         let (tor_uid, tor_gid) = (tor.uid, tor.gid);
         let names = self.state.names.clone();
@@ -500,11 +504,22 @@ impl Lab {
             })
         });
         let gw = names.gw.clone();
-        let guards: Vec<SocketAddr> = NODES
-            .iter()
-            .filter(|n| n.role == Role::Guard)
-            .map(|n| SocketAddr::from((n.addr, n.or_port)))
-            .collect();
+        // With a bridge, tor's first hop is the bridge's obfs4 port.
+        let guards: Vec<SocketAddr> = if bridge {
+            let b = crate::plan::bridge_node();
+            vec![SocketAddr::from((b.addr, crate::plan::BRIDGE_OBFS4_PORT))]
+        } else {
+            NODES
+                .iter()
+                .filter(|n| n.role == Role::Guard)
+                .map(|n| SocketAddr::from((n.addr, n.or_port)))
+                .collect()
+        };
+        let first_hops = if bridge {
+            "its obfs4 bridge"
+        } else {
+            "its guards"
+        };
         let g2 = guards.clone();
         let guard = std::thread::spawn(move || {
             sys::run_in(&gw, move || sys::connect_as(tor_uid, tor_gid, &g2, t))
@@ -527,11 +542,42 @@ impl Lab {
         if let Some(e) = join(guard)? {
             let list: Vec<String> = guards.iter().map(|a| a.to_string()).collect();
             out.push(format!(
-                "tor (uid {tor_uid}) cannot connect to its guards ({}: {e}): the ruleset's output chain does not let uid {tor_uid} out; if it lets tor's uid out under another number, pass --tor-user UID",
+                "tor (uid {tor_uid}) cannot connect to {first_hops} ({}: {e}): the ruleset's output chain does not let uid {tor_uid} out; if it lets tor's uid out under another number, pass --tor-user UID",
                 list.join(", ")
             ));
         }
         Ok(out)
+    }
+
+    /// The `Bridge` line of the lab's obfs4 bridge (waits up to 10 s for
+    /// obfs4proxy to write it).
+    pub fn bridge_line(&self) -> Result<String, LabError> {
+        let k = self
+            .keys
+            .iter()
+            .find(|k| k.plan.role == Role::Bridge)
+            .ok_or_else(|| LabError::Tor("the lab has no bridge".into()))?;
+        tornet::bridge_line(k, Duration::from_secs(10))
+    }
+
+    /// [`gateway::configure_bridge`] with the lab bridge's line.
+    pub fn configure_bridge(&self) -> Result<(), LabError> {
+        gateway::configure_bridge(&self.state.names.gw, &self.bridge_line()?)
+    }
+
+    /// [`gateway::bridge_circuit`]: the gateway's tor connects through the
+    /// lab bridge; returns how long until a circuit through it was built.
+    pub fn bridge_circuit(&self) -> Result<Duration, LabError> {
+        let fp = self
+            .keys
+            .iter()
+            .find(|k| k.plan.role == Role::Bridge)
+            .map(|k| k.fingerprint.clone())
+            .ok_or_else(|| LabError::Tor("the lab has no bridge".into()))?;
+        let (procs, td) = (self.state.processes.clone(), self.state.tmpdir.clone());
+        gateway::bridge_circuit(&self.state.names.gw, &fp, Duration::from_secs(60), &|| {
+            check_alive(&procs, &td)
+        })
     }
 
     /// A host's works-check: an unprivileged process

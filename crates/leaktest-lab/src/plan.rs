@@ -79,7 +79,15 @@ pub enum Role {
     Authority,
     Guard,
     Exit,
+    /// An unpublished bridge (`BridgeRelay 1`, `PublishServerDescriptor 0`)
+    /// reached only through its obfs4 transport ([`BRIDGE_OBFS4_PORT`]);
+    /// never in the consensus.
+    Bridge,
 }
+
+/// The port of the lab bridge's obfs4 listener
+/// (`ServerTransportListenAddr obfs4`).
+pub const BRIDGE_OBFS4_PORT: u16 = 4443;
 
 /// One node of the private Tor network.
 #[derive(Clone, Copy, Debug)]
@@ -93,8 +101,9 @@ pub struct NodePlan {
 }
 
 /// The private Tor network: three authorities, two guards on unusual ORPorts,
-/// two exits (a single exit logs "Failed to choose an exit server" forever).
-pub const NODES: [NodePlan; 7] = [
+/// two exits (a single exit logs "Failed to choose an exit server" forever),
+/// and one obfs4 bridge (the `whonix-bridge` profile and `--bridge`).
+pub const NODES: [NodePlan; 8] = [
     NodePlan {
         nick: "ltauth1",
         role: Role::Authority,
@@ -144,7 +153,27 @@ pub const NODES: [NodePlan; 7] = [
         or_port: 9001,
         dir_port: None,
     },
+    NodePlan {
+        nick: "ltbridge1",
+        role: Role::Bridge,
+        addr: Ipv4Addr::new(198, 51, 100, 41),
+        or_port: 9002,
+        dir_port: None,
+    },
 ];
+
+/// The nodes the consensus lists (every one but the bridge).
+pub fn consensus_nodes() -> impl Iterator<Item = &'static NodePlan> {
+    NODES.iter().filter(|n| n.role != Role::Bridge)
+}
+
+/// The lab's obfs4 bridge.
+pub fn bridge_node() -> &'static NodePlan {
+    NODES
+        .iter()
+        .find(|n| n.role == Role::Bridge)
+        .expect("the plan has a bridge")
+}
 
 /// Every address of the lab internet's service interface.
 pub fn net_service_addrs() -> Vec<Ipv4Addr> {
@@ -180,6 +209,7 @@ pub fn describe(tor_uid: Option<u32>) -> serde_json::Value {
                 "address": n.addr.to_string(),
                 "or_port": n.or_port,
                 "dir_port": n.dir_port,
+                "obfs4_port": (n.role == Role::Bridge).then_some(BRIDGE_OBFS4_PORT),
             })
         })
         .collect();

@@ -936,6 +936,9 @@ pub struct Profile {
     /// profiles run earlier, while the private network forms its first
     /// consensus).
     pub tor_listens: bool,
+    /// The gateway's tor reaches the network only through the lab's obfs4
+    /// bridge while this profile runs.
+    pub bridge: bool,
 }
 
 impl Profile {
@@ -990,7 +993,16 @@ impl Profile {
 pub fn builtin() -> Vec<Profile> {
     let w = Policy::WHONIX;
     vec![
-        Profile { name: "whonix", about: "Whonix-style policy: SYN and DNS redirected to Tor, nothing forwarded, only tor's uid out", policy: w, default: true, allow_nets: &[], tor_listens: true },
+        Profile { name: "whonix", about: "Whonix-style policy: SYN and DNS redirected to Tor, nothing forwarded, only tor's uid out", policy: w, default: true, allow_nets: &[], tor_listens: true, bridge: false },
+        Profile {
+            name: "whonix-bridge",
+            about: "the Whonix-style policy with the gateway's tor using only an obfs4 bridge (obfs4proxy): the bridge (from GETCONF Bridge) and its obfs4 flows count as Tor, the verdict is PASS",
+            policy: w,
+            default: false,
+            allow_nets: &[],
+            tor_listens: true,
+            bridge: true,
+        },
         Profile {
             name: "forward-masquerade",
             about: "IPv4 forwarding on, forward chain open, masquerade on the external interface",
@@ -998,14 +1010,16 @@ pub fn builtin() -> Vec<Profile> {
             default: true,
             allow_nets: &[],
             tor_listens: false,
+            bridge: false,
         },
         Profile {
             name: "forward-no-nat",
             about: "IPv4 forwarding on, forward chain open, no NAT: the workstation's own address leaves (class 4: a client jailed with forwarding on and no NAT)",
             policy: Policy { ip_forward: true, forward: Forward::All, ..w },
-            default: true,
+            default: false,
             allow_nets: &[],
             tor_listens: false,
+            bridge: false,
         },
         Profile {
             name: "ipv6-forward",
@@ -1014,6 +1028,7 @@ pub fn builtin() -> Vec<Profile> {
             default: true,
             allow_nets: &[],
             tor_listens: false,
+            bridge: false,
         },
         Profile {
             name: "dns-forward",
@@ -1022,6 +1037,7 @@ pub fn builtin() -> Vec<Profile> {
             default: true,
             allow_nets: &[],
             tor_listens: false,
+            bridge: false,
         },
         Profile {
             name: "tcp-forward",
@@ -1030,6 +1046,7 @@ pub fn builtin() -> Vec<Profile> {
             default: true,
             allow_nets: &[],
             tor_listens: false,
+            bridge: false,
         },
         Profile {
             name: "output-root",
@@ -1038,6 +1055,7 @@ pub fn builtin() -> Vec<Profile> {
             default: true,
             allow_nets: &[],
             tor_listens: false,
+            bridge: false,
         },
         Profile {
             name: "exact-syn",
@@ -1046,6 +1064,7 @@ pub fn builtin() -> Vec<Profile> {
             default: false,
             allow_nets: &[],
             tor_listens: false,
+            bridge: false,
         },
         Profile {
             name: "src-subnet",
@@ -1054,6 +1073,7 @@ pub fn builtin() -> Vec<Profile> {
             default: false,
             allow_nets: &[],
             tor_listens: false,
+            bridge: false,
         },
         Profile {
             name: "no-rpf",
@@ -1062,6 +1082,7 @@ pub fn builtin() -> Vec<Profile> {
             default: false,
             allow_nets: &[],
             tor_listens: true,
+            bridge: false,
         },
         Profile {
             name: "ip6-nexthdr",
@@ -1070,6 +1091,7 @@ pub fn builtin() -> Vec<Profile> {
             default: false,
             allow_nets: &[],
             tor_listens: false,
+            bridge: false,
         },
         Profile {
             name: "stateless",
@@ -1078,6 +1100,7 @@ pub fn builtin() -> Vec<Profile> {
             default: false,
             allow_nets: &[],
             tor_listens: false,
+            bridge: false,
         },
         Profile {
             name: "lan-output",
@@ -1086,6 +1109,7 @@ pub fn builtin() -> Vec<Profile> {
             default: false,
             allow_nets: &["192.168.0.0/16"],
             tor_listens: false,
+            bridge: false,
         },
     ]
 }
@@ -1297,7 +1321,7 @@ mod model_tests {
             .filter(|p| p.expect_pass())
             .map(|p| p.name)
             .collect();
-        assert_eq!(passing, vec!["whonix"]);
+        assert_eq!(passing, vec!["whonix", "whonix-bridge"]);
         assert!(builtin().len() >= 7);
     }
 }

@@ -116,6 +116,9 @@ pub struct UserRuleset {
     /// The exact findings the run must give (a built-in class profile's),
     /// notes aside; `None`: the verdict alone is compared.
     pub findings: Option<Vec<String>>,
+    /// The gateway's tor reaches the network only through the lab's obfs4
+    /// bridge (`--bridge`).
+    pub bridge: bool,
 }
 
 impl UserRuleset {
@@ -179,6 +182,7 @@ impl ClassProfile {
             check: self.check,
             allow: self.allow.iter().map(|a| a.to_string()).collect(),
             findings: Some(self.findings.iter().map(|f| f.to_string()).collect()),
+            bridge: false,
         }
     }
 }
@@ -755,6 +759,7 @@ mod tests {
             check: Check::Trans,
             allow: vec![],
             findings: None,
+            bridge: false,
         }
     }
 

@@ -72,6 +72,14 @@ impl Target {
             Target::Ruleset(r) => &r.name,
         }
     }
+    /// Whether the gateway's tor uses only the lab's obfs4 bridge while the
+    /// target runs ([`Profile::bridge`], `--bridge`).
+    pub fn uses_bridge(&self) -> bool {
+        match self {
+            Target::Builtin(p) => p.bridge,
+            Target::Ruleset(r) => r.bridge,
+        }
+    }
     /// Whether the target must pass (cheap: [`Target::expectation`] runs
     /// the netfilter model over the whole catalogue).
     pub fn expects_pass(&self) -> bool {
@@ -136,6 +144,9 @@ pub struct ProfileResult {
     pub reports: Vec<WatchReport>,
     /// What the workstation's fetch through the gateway showed, if it ran.
     pub gateway_check: Option<String>,
+    /// Where the profile's time went: each step and its seconds, in order
+    /// (diagnosis, works-check, each watch's start and end, each sweep).
+    pub steps: Vec<(String, f64)>,
 }
 
 fn io(what: &str) -> impl FnOnce(std::io::Error) -> LabError + '_ {
@@ -196,6 +207,24 @@ pub fn run_target(
     target: &Target,
     opts: &SuiteOptions,
 ) -> Result<ProfileResult, LabError> {
+    let bridged = std::cell::Cell::new(false);
+    let r = run_target_on(lab, target, opts, &bridged);
+    if bridged.get() {
+        // Back to the guards for the next profile, whatever happened.
+        let reset = crate::gateway::stop_bridge(&lab.state.names.gw);
+        if r.is_ok() {
+            reset?;
+        }
+    }
+    r
+}
+
+fn run_target_on(
+    lab: &mut Lab,
+    target: &Target,
+    opts: &SuiteOptions,
+    bridged: &std::cell::Cell<bool>,
+) -> Result<ProfileResult, LabError> {
     let t0 = Instant::now();
     let name = target.name().to_string();
     // The profile's own allowed networks join the lab's (`--allow-net`).
@@ -242,6 +271,12 @@ pub fn run_target(
     // A user's ruleset: what does not fit the lab, named before anything
     // waits on it (each check gives up within 3 s, all at once).
     let mut notes = Vec::new();
+    let steps = std::cell::RefCell::new(Vec::<(String, f64)>::new());
+    let step = |what: &str, since: Instant| {
+        steps
+            .borrow_mut()
+            .push((what.to_string(), since.elapsed().as_secs_f64()))
+    };
     if let Target::Ruleset(r) = target {
         let td = Instant::now();
         let r = &r.with_tor_uid(g.uid);
@@ -257,7 +292,7 @@ pub fn run_target(
                 String::from_utf8_lossy(&out.stdout).trim()
             ));
         }
-        let broken = lab.diagnose_gateway(&g, r.mode)?;
+        let broken = lab.diagnose_gateway(&g, r.mode, r.bridge)?;
         if !broken.is_empty() {
             let mut lines = broken;
             lines.extend(notes);
@@ -268,24 +303,39 @@ pub fn run_target(
                 td.elapsed().as_secs_f64()
             )));
         }
+        step("diagnosis", td);
     }
     // A gateway must work before it can pass: fetch through Tor first (a
     // host per its --check; a kill switch has nothing to fetch through).
-    let mut gateway_check = None;
-    let fetched = match target {
-        Target::Ruleset(r) => match r.mode {
-            crate::ruleset::Mode::Gateway => Some(lab.check_gateway()?),
-            crate::ruleset::Mode::Host => lab.check_host(r.check)?,
-            crate::ruleset::Mode::Killswitch => None,
-        },
-        Target::Builtin(_) if target.expects_pass() => Some(lab.check_gateway()?),
-        Target::Builtin(_) => None,
+    let works_check = |lab: &mut Lab| -> Result<Option<String>, LabError> {
+        let tc = Instant::now();
+        let fetched = match target {
+            Target::Ruleset(r) => match r.mode {
+                crate::ruleset::Mode::Gateway => Some(lab.check_gateway()?),
+                crate::ruleset::Mode::Host => lab.check_host(r.check)?,
+                crate::ruleset::Mode::Killswitch => None,
+            },
+            Target::Builtin(_) if target.expects_pass() => Some(lab.check_gateway()?),
+            Target::Builtin(_) => None,
+        };
+        step("works-check", tc);
+        Ok(fetched.map(|f| {
+            format!(
+                "fetched http://{WEB_NAME}/ in {} ms; the web server saw exit {}",
+                f.millis, f.seen_as
+            )
+        }))
     };
-    if let Some(f) = fetched {
-        gateway_check = Some(format!(
-            "fetched http://{WEB_NAME}/ in {} ms; the web server saw exit {}",
-            f.millis, f.seen_as
-        ));
+    // With a bridge, tor is set to use it with its network off; the watch
+    // starts, then tor connects: the bridge's obfs4 flow is watched from
+    // its first byte, and the works-check goes through the bridge.
+    let bridge = target.uses_bridge();
+    let mut gateway_check = None;
+    if bridge {
+        bridged.set(true);
+        lab.configure_bridge()?;
+    } else {
+        gateway_check = works_check(lab)?;
     }
     let dir = lab.state.tmpdir.join(format!("profile-{name}"));
     std::fs::create_dir_all(&dir).map_err(io("creating profile dir"))?;
@@ -321,12 +371,28 @@ pub fn run_target(
     let announced: Vec<u64> = run_ids.iter().map(|(_, r)| *r).collect();
     // Sweeps whose next hop never resolved: their part proves nothing.
     let mut blind: Vec<String> = Vec::new();
-    let first = watch_while(lab, opts, &dir, "watch", &key, &announced, &mut |lab| {
-        for &(sweep, id) in &run_ids {
-            let r = sweep_once(lab, &dir, &names, opts, sweep, &key, Some(id), None)?;
-            runs.insert(r.run_id.clone(), sweep);
-            blind.extend(r.unreached.iter().map(|u| {
-                format!(
+    let first = watch_while(
+        lab,
+        opts,
+        &dir,
+        "watch",
+        &key,
+        &announced,
+        &step,
+        &mut |lab| {
+            if bridge {
+                let tb = Instant::now();
+                lab.bridge_circuit()?;
+                step("circuit through the bridge", tb);
+                gateway_check = works_check(lab)?;
+            }
+            for &(sweep, id) in &run_ids {
+                let ts = Instant::now();
+                let r = sweep_once(lab, &dir, &names, opts, sweep, &key, Some(id), None)?;
+                step(&format!("sweep {}", sweep.name()), ts);
+                runs.insert(r.run_id.clone(), sweep);
+                blind.extend(r.unreached.iter().map(|u| {
+                    format!(
                     "{} {}: {} probes never reached the wire (next hop {} on {} {}): INCONCLUSIVE",
                     sweep.name(),
                     u.family,
@@ -335,10 +401,11 @@ pub fn run_target(
                     u.interface,
                     u.state
                 )
-            }));
-        }
-        Ok(())
-    })?;
+                }));
+            }
+            Ok(())
+        },
+    )?;
     let expect = model
         .join()
         .map_err(|_| LabError::Died("the expectation model panicked".into()))?
@@ -364,6 +431,7 @@ pub fn run_target(
             "watch-resend",
             &key,
             &announced,
+            &step,
             &mut |lab| {
                 for (sweep, m) in &missing {
                     let run = u64::from_str_radix(&by_sweep[sweep], 16)
@@ -390,6 +458,27 @@ pub fn run_target(
         cmp = expect::compare(&refs, &expect, &runs);
     }
     cmp.missing_as_mismatches();
+    if bridge {
+        // The bridge's traffic must have been seen, and seen as Tor: the
+        // watcher knew it from GETCONF Bridge, and followed its obfs4 flow
+        // from the first segment (tor connected during the watch).
+        let first = &reports[0].tor;
+        let to_bridge = first.by_role.get("obfs4-bridge").copied().unwrap_or(0);
+        if to_bridge == 0 {
+            cmp.mismatches.push(
+                "no Tor traffic to the obfs4 bridge was seen: the gateway's tor did not use it, or the watcher did not count it as Tor".into(),
+            );
+        } else if first.flows.started == 0 {
+            cmp.mismatches.push(format!(
+                "{to_bridge} packet(s) to the obfs4 bridge, but no Tor flow was followed from its first segment"
+            ));
+        } else {
+            cmp.findings.push(format!(
+                "note: {to_bridge} packet(s) to the obfs4 bridge counted as Tor ({} flow(s) followed from their first segment)",
+                first.flows.started
+            ));
+        }
+    }
     if !blind.is_empty() {
         // Never PASS on a sweep that did not reach the wire.
         if cmp.verdict == Some(Verdict::Pass) {
@@ -472,11 +561,13 @@ pub fn run_target(
         resent,
         reports,
         gateway_check,
+        steps: steps.into_inner(),
     })
 }
 
 /// Runs `leaktest watch` on the gateway's external interface while `work`
 /// runs, then ends it and returns its report. `tag` names its files.
+#[allow(clippy::too_many_arguments)]
 fn watch_while(
     lab: &mut Lab,
     opts: &SuiteOptions,
@@ -484,6 +575,7 @@ fn watch_while(
     tag: &str,
     key: &Path,
     runs: &[u64],
+    step: &dyn Fn(&str, Instant),
     work: &mut dyn FnMut(&mut Lab) -> Result<(), LabError>,
 ) -> Result<WatchReport, LabError> {
     let names = lab.state.names.clone();
@@ -529,7 +621,9 @@ fn watch_while(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    step(&format!("{tag} ready"), wait_ready);
     let worked = work(lab);
+    let te = Instant::now();
     // On a veth a forwarded probe reaches the capture inside the sender's
     // own system call; this only lets stragglers (a frame queued for
     // neighbour resolution, the sender's RST to a SYN-ACK) out. The
@@ -538,6 +632,7 @@ fn watch_while(
     wt.signal(libc::SIGTERM);
     let st = wait_child(&mut watcher, &wt, Duration::from_secs(60), "leaktest watch");
     lab.untrack(&wt)?;
+    step(&format!("{tag} end"), te);
     worked?;
     let st = st?;
     read_json(&report_path).map_err(|e| {
@@ -720,6 +815,7 @@ mod tests {
             check: crate::ruleset::Check::Trans,
             allow: vec![],
             findings: None,
+            bridge: false,
         };
         let user = Target::Ruleset(r.clone());
         assert!(user.expects_pass() && user.needs_tor());

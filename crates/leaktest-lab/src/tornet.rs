@@ -19,6 +19,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Voting schedule of the authorities (seconds).
 #[derive(Clone, Copy, Debug)]
 pub struct Schedule {
+    /// `TestingV3AuthInitialVotingInterval`: the interval while no consensus
+    /// exists yet.
+    pub initial_interval: u32,
+    /// `V3AuthVotingInterval`: the interval once a consensus exists.
     pub interval: u32,
     pub vote_delay: u32,
     pub dist_delay: u32,
@@ -26,8 +30,16 @@ pub struct Schedule {
 
 impl Default for Schedule {
     fn default() -> Self {
-        // The smallest values tor accepts with TestingTorNetwork.
+        // The smallest values tor accepts with TestingTorNetwork (dirauth
+        // config: an initial interval may be 5 s, a later one no less than
+        // 10 s; vote and distribution delays 2 s each). Relays publish their
+        // descriptors only once they hold a consensus (measured: at the
+        // first consensus's valid-after), so the first consensus lists only
+        // the authorities and the second one the relays: a short initial
+        // interval brings both forward (measured: 8-15 s from start to a
+        // usable consensus, 14-40 s with a 10 s initial interval).
         Schedule {
+            initial_interval: 5,
             interval: 10,
             vote_delay: 2,
             dist_delay: 2,
@@ -173,7 +185,7 @@ pub fn dir_authority_lines(keys: &[NodeKeys]) -> String {
 /// have published their descriptors.
 pub fn voting_offset(now_unix: u64, lead: u32, s: Schedule) -> u32 {
     let target = now_unix + lead as u64;
-    (target % s.interval as u64) as u32
+    (target % s.initial_interval as u64) as u32
 }
 
 /// Writes every node's torrc and the authorities' bandwidth file.
@@ -217,7 +229,7 @@ pub fn write_configs(
         match p.role {
             Role::Authority => t.push_str(&format!(
                 "AuthoritativeDirectory 1\nV3AuthoritativeDirectory 1\nDirPort {a}:{dp}\n\
-                 TestingV3AuthInitialVotingInterval {i}\nTestingV3AuthInitialVoteDelay {vd}\n\
+                 TestingV3AuthInitialVotingInterval {ii}\nTestingV3AuthInitialVoteDelay {vd}\n\
                  TestingV3AuthInitialDistDelay {dd}\nV3AuthVotingInterval {i}\nV3AuthVoteDelay {vd}\n\
                  V3AuthDistDelay {dd}\nTestingV3AuthVotingStartOffset {offset}\n\
                  V3BandwidthsFile {bw}\n\
@@ -228,6 +240,7 @@ pub fn write_configs(
                 a = p.addr,
                 dp = p.dir_port.unwrap_or_default(),
                 i = s.interval,
+                ii = s.initial_interval,
                 vd = s.vote_delay,
                 dd = s.dist_delay,
                 bw = bw_file.display(),
@@ -235,6 +248,17 @@ pub fn write_configs(
                 exits = nick_list(Role::Exit),
             )),
             Role::Guard => t.push_str("ExitRelay 0\nExitPolicy reject *:*\n"),
+            // Tor's manual (BridgeRelay, ServerTransportPlugin,
+            // ServerTransportListenAddr, ExtORPort): obfs4proxy is started by
+            // tor and writes the client's bridge line (with its `cert=`) to
+            // pt_state/obfs4_bridgeline.txt.
+            Role::Bridge => t.push_str(&format!(
+                "BridgeRelay 1\nPublishServerDescriptor 0\nExitRelay 0\nExitPolicy reject *:*\n\
+                 ServerTransportPlugin obfs4 exec {OBFS4PROXY}\n\
+                 ServerTransportListenAddr obfs4 {a}:{port}\nExtORPort auto\n",
+                a = p.addr,
+                port = crate::plan::BRIDGE_OBFS4_PORT,
+            )),
             Role::Exit => t.push_str(&format!(
                 "ExitRelay 1\nExitPolicyRejectPrivate 0\nExitPolicy accept *:*\n\
                  ServerDNSResolvConfFile {}\nServerDNSAllowBrokenConfig 1\nServerDNSDetectHijacking 0\n\
@@ -254,6 +278,52 @@ pub fn write_configs(
 
 fn write(path: &Path, text: &str) -> Result<(), LabError> {
     std::fs::write(path, text).map_err(|e| LabError::Io(format!("writing {}", path.display()), e))
+}
+
+/// Where Debian's obfs4proxy package installs the transport.
+pub const OBFS4PROXY: &str = "/usr/bin/obfs4proxy";
+
+/// The client's `Bridge` line for the lab bridge, from the line obfs4proxy
+/// writes once it listens (`pt_state/obfs4_bridgeline.txt`: `Bridge obfs4
+/// <IP ADDRESS>:<PORT> <FINGERPRINT> cert=... iat-mode=0`), with the
+/// bridge's address, obfs4 port and identity fingerprint filled in.
+/// Waits up to `timeout` for the file.
+pub fn bridge_line(bridge: &NodeKeys, timeout: Duration) -> Result<String, LabError> {
+    let file = bridge.dir.join("pt_state").join("obfs4_bridgeline.txt");
+    let start = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            if let Some(args) = parse_obfs4_bridgeline(&text) {
+                return Ok(format!(
+                    "obfs4 {}:{} {} {args}",
+                    bridge.plan.addr,
+                    crate::plan::BRIDGE_OBFS4_PORT,
+                    bridge.fingerprint
+                ));
+            }
+        }
+        if start.elapsed() >= timeout {
+            return Err(LabError::Tor(format!(
+                "the lab bridge wrote no usable {} in {timeout:?} (is obfs4proxy installed at {OBFS4PROXY}?)",
+                file.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The transport arguments (`cert=... iat-mode=N`) of obfs4proxy's bridge
+/// line file; comment lines are skipped.
+pub fn parse_obfs4_bridgeline(text: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("Bridge obfs4 "))?;
+    let args: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| w.starts_with("cert=") || w.starts_with("iat-mode="))
+        .collect();
+    (args.len() == 2 && args[0].len() > "cert=".len()).then(|| args.join(" "))
 }
 
 /// Starts tor with `torrc` inside `ns`; stderr goes to `log`.
@@ -326,18 +396,20 @@ pub fn consensus_flags(doc: &str) -> BTreeMap<String, Vec<String>> {
 /// Whether the consensus lists every guard and exit with the flags the
 /// gateway's client needs to use them.
 pub fn consensus_ready(flags: &BTreeMap<String, Vec<String>>) -> bool {
-    NODES.iter().filter(|n| n.role != Role::Authority).all(|n| {
-        let Some(f) = flags.get(n.nick) else {
-            return false;
-        };
-        let has = |x: &str| f.iter().any(|g| g == x);
-        let base = has("Running") && has("Valid") && has("Fast");
-        match n.role {
-            Role::Guard => base && has("Guard") && has("Stable"),
-            Role::Exit => base && has("Exit"),
-            Role::Authority => true,
-        }
-    })
+    crate::plan::consensus_nodes()
+        .filter(|n| n.role != Role::Authority)
+        .all(|n| {
+            let Some(f) = flags.get(n.nick) else {
+                return false;
+            };
+            let has = |x: &str| f.iter().any(|g| g == x);
+            let base = has("Running") && has("Valid") && has("Fast");
+            match n.role {
+                Role::Guard => base && has("Guard") && has("Stable"),
+                Role::Exit => base && has("Exit"),
+                Role::Authority | Role::Bridge => true,
+            }
+        })
 }
 
 /// How many microdescriptors a relay's cache holds.
@@ -374,10 +446,9 @@ pub fn wait_consensus(
             if let Ok(doc) = std::fs::read_to_string(f) {
                 let flags = consensus_flags(&doc);
                 if consensus_ready(&flags)
-                    && keys
-                        .iter()
-                        .filter(|k| k.plan.role == Role::Guard)
-                        .all(|k| cached_microdescs(&k.dir) >= NODES.len())
+                    && keys.iter().filter(|k| k.plan.role == Role::Guard).all(|k| {
+                        cached_microdescs(&k.dir) >= crate::plan::consensus_nodes().count()
+                    })
                 {
                     return Ok(start.elapsed());
                 }
@@ -395,6 +466,23 @@ pub fn wait_consensus(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn obfs4_bridgeline_is_parsed() {
+        let text = "# obfs4 torrc client bridge line\n#\n# This file is an automatically generated bridge line.\n\
+                    Bridge obfs4 <IP ADDRESS>:<PORT> <FINGERPRINT> cert=ssH+9rP8dG2NLDN2XuFw63hIO/9MNNinLmxQDpVa+7kTOa9/m+tGWT1SmSYpQ9uTBGa6Hw iat-mode=0\n";
+        assert_eq!(
+            parse_obfs4_bridgeline(text).as_deref(),
+            Some("cert=ssH+9rP8dG2NLDN2XuFw63hIO/9MNNinLmxQDpVa+7kTOa9/m+tGWT1SmSYpQ9uTBGa6Hw iat-mode=0")
+        );
+        assert_eq!(parse_obfs4_bridgeline("# nothing yet\n"), None);
+        assert_eq!(
+            parse_obfs4_bridgeline(
+                "Bridge obfs4 <IP ADDRESS>:<PORT> <FINGERPRINT> cert= iat-mode=0"
+            ),
+            None
+        );
+    }
 
     #[test]
     fn sha1_line_is_parsed() {
@@ -421,20 +509,21 @@ mod tests {
         let s = Schedule::default();
         for now in [1_000_000u64, 1_000_003, 1_000_009] {
             let off = voting_offset(now, 7, s);
-            assert!(off < s.interval);
+            assert!(off < s.initial_interval);
             // valid-after = next boundary of (t - off) after now, plus off.
-            assert_eq!((now + 7 - off as u64) % s.interval as u64, 0);
+            assert_eq!((now + 7 - off as u64) % s.initial_interval as u64, 0);
         }
     }
 
     #[test]
     fn consensus_flags_and_readiness() {
         let mut doc = String::new();
-        for n in NODES {
+        for n in crate::plan::consensus_nodes() {
             let flags = match n.role {
                 Role::Authority => "Authority Running Valid",
                 Role::Guard => "Fast Guard Running Stable Valid",
                 Role::Exit => "Exit Fast Running Valid",
+                Role::Bridge => unreachable!("bridges are not in the consensus"),
             };
             doc.push_str(&format!(
                 "r {} AAAA BBBB 2026-01-01 00:00:00 {} {} 0\ns {flags}\n",
@@ -442,7 +531,7 @@ mod tests {
             ));
         }
         let f = consensus_flags(&doc);
-        assert_eq!(f.len(), NODES.len());
+        assert_eq!(f.len(), crate::plan::consensus_nodes().count());
         assert!(consensus_ready(&f));
         let without_guard = doc.replace("Fast Guard Running", "Fast Running");
         assert!(!consensus_ready(&consensus_flags(&without_guard)));

@@ -605,6 +605,10 @@ pub struct Findings {
     tor_endpoints: HashSet<SocketAddr>,
     /// More distinct Tor endpoints than [`MAX_TOR_ENDPOINTS`] were seen.
     pub tor_endpoints_overflow: bool,
+    /// Tor frames by the role of their endpoint ([`leaktest_tor::Roles::names`]: orport,
+    /// dirport, bridge, obfs4-bridge, ...); a frame to an endpoint with
+    /// several roles counts under each.
+    pub tor_by_role: std::collections::BTreeMap<&'static str, u64>,
     /// Frames let out by each `--allow` entry (by entry index).
     pub allowed: Vec<u64>,
     pub housekeeping: [u64; HousekeepingKind::ALL.len()],
@@ -637,6 +641,9 @@ impl Findings {
         match &d.class {
             Class::Tor(t) => {
                 self.tor_packets += 1;
+                for role in t.roles.names() {
+                    *self.tor_by_role.entry(role).or_default() += 1;
+                }
                 if self.tor_endpoints.len() < MAX_TOR_ENDPOINTS {
                     self.tor_endpoints.insert(t.endpoint);
                 } else if !self.tor_endpoints.contains(&t.endpoint) {
@@ -928,6 +935,7 @@ mod tests {
         );
         f.record(&frame(&d), &decision(Class::Canary, Rule::Canary));
         assert_eq!((f.packets, f.tor_packets, f.tor_endpoints()), (14, 10, 3));
+        assert_eq!(f.tor_by_role.get("orport"), Some(&10));
         assert_eq!(f.by_rule[Rule::Tor.index()], 10);
         assert_eq!(f.by_rule[Rule::Mld.index()], 2);
         assert_eq!(f.classified(), f.packets);

@@ -122,6 +122,20 @@ fn lab_runs_every_profile_as_expected_and_leaves_nothing() {
     };
     assert!(reflected("ipv4") >= 3, "{}", no_rpf["reports"][0]["runs"]);
     assert!(reflected("ipv6") >= 2, "{}", no_rpf["reports"][0]["runs"]);
+    // The gateway's tor on the lab's obfs4 bridge: its flow followed from
+    // the first segment and counted as Tor, no relay's ORPort reached.
+    let bridge = profiles
+        .iter()
+        .find(|p| p["profile"] == "whonix-bridge")
+        .expect("whonix-bridge ran");
+    assert_eq!(bridge["got"], "pass");
+    let tor = &bridge["reports"][0]["tor"];
+    assert!(
+        tor["by_role"]["obfs4-bridge"].as_u64().unwrap() > 0,
+        "{tor}"
+    );
+    assert_eq!(tor["by_role"].get("orport"), None, "{tor}");
+    assert!(tor["flows"]["started"].as_u64().unwrap() >= 1, "{tor}");
     assert_eq!(profiles[0]["profile"], "whonix");
     assert_eq!(profiles[0]["got"], "pass");
     assert!(profiles[0]["gateway_check"]

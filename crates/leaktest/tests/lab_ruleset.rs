@@ -3,7 +3,8 @@
 //! to 5300), loaded unchanged: it passes; its twin whose output chain lets
 //! every user send neighbour-discovery ICMPv6 is LEAK naming exactly those
 //! probes of the gateway's own sweeps; the iptables-save twins give the
-//! same verdicts and findings; a ruleset that does not fit the lab is named
+//! same verdicts and findings; with the gateway's tor on an obfs4 bridge it
+//! still passes; a ruleset that does not fit the lab is named
 //! line by line before any sweep, within seconds.
 
 #[path = "support/lab_cli.rs"]
@@ -92,6 +93,42 @@ fn a_whonix_style_ruleset_loads_unchanged_and_its_nd_hole_is_named() {
         "{}",
         doc["profiles"][0]["findings"]
     );
+}
+
+/// The gateway as many users run it: tor reaches the network only through
+/// an obfs4 bridge. The watcher takes the bridge from `GETCONF Bridge`,
+/// follows its obfs4 flow from the first segment (tor connects during the
+/// watch), counts it as Tor, and nothing else goes out: PASS.
+#[test]
+fn a_whonix_style_ruleset_passes_with_tor_on_an_obfs4_bridge() {
+    if !leaktest_netns::require_root("lab_ruleset") {
+        return;
+    }
+    let nft = fixture("whonix-gateway.nft");
+    let (out, doc, _) = lab(&[
+        "--tor-user",
+        TOR_UID,
+        "--allow-net",
+        "192.168.1.0/24",
+        "--bridge",
+        "--ruleset",
+        nft.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{doc:#}");
+    let p = &doc["profiles"][0];
+    assert_eq!(p["got"], "pass", "{p:#}");
+    assert!(p["gateway_check"].as_str().unwrap().contains("saw exit"));
+    assert_eq!(findings(&doc), Vec::<String>::new());
+    let tor = &p["reports"][0]["tor"];
+    assert!(
+        tor["by_role"]["obfs4-bridge"].as_u64().unwrap() > 0,
+        "{tor}"
+    );
+    // Through the bridge alone: no frame to a relay's ORPort.
+    assert_eq!(tor["by_role"].get("orport"), None, "{tor}");
+    assert!(tor["flows"]["started"].as_u64().unwrap() >= 1, "{tor}");
+    assert_eq!(tor["flows"]["violations"], 0, "{tor}");
+    assert_eq!(tor["allowlist"]["from_control_port"], true, "{tor}");
 }
 
 #[test]

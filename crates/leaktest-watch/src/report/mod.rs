@@ -6,7 +6,7 @@
 //! JSON schema (stable; fields may be added, none removed): `verdict`,
 //! `exit_code`, `reasons`, `interface`, `capture{packets, dropped,
 //! canaries_sent, canaries_seen, accounting, problems}`, `rules[{rule,
-//! about, packets}]`, `tor{packets, endpoints, ..., flows}`, `allowed`,
+//! about, packets}]`, `tor{packets, endpoints, by_role, ..., flows}`, `allowed`,
 //! `housekeeping{packets, by_kind}`, `leak_packets`, `leaks[{family,
 //! protocol, src, dst, src_port, dst_port, icmp_type, tcp_flags, cause,
 //! cause_detail, rule, probe: null|{run, seq, suite, family, protocol,
@@ -107,6 +107,11 @@ pub struct TorReport {
     /// Distinct endpoints seen.
     pub endpoints: usize,
     pub endpoints_overflow: bool,
+    /// Tor frames by the role of their endpoint (`orport`, `dirport`,
+    /// `bridge`, `obfs4-bridge`, `transport-bridge`, `proxy`); a frame to an
+    /// endpoint with several roles counts under each.
+    #[serde(default)]
+    pub by_role: BTreeMap<String, u64>,
     pub allowlist: AllowlistSummary,
     pub flows: FlowStats,
 }
@@ -452,6 +457,11 @@ impl WatchReport {
                 packets: f.tor_packets,
                 endpoints: f.tor_endpoints(),
                 endpoints_overflow: f.tor_endpoints_overflow,
+                by_role: f
+                    .tor_by_role
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .collect(),
                 allowlist: o.allowlist.clone(),
                 flows: o.flows,
             },
