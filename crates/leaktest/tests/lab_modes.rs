@@ -2,7 +2,8 @@
 //! protect themselves (a transparent-Tor host) or that must let nothing out
 //! (a VPN kill switch with the tunnel down), loaded as they are. Each mode's
 //! correct ruleset passes; a classic mistake of each kind is LEAK with
-//! exactly its findings (`--expect leak`, exit 0).
+//! exactly its findings (`--expect leak`, exit 0); the class rulesets
+//! written as iptables-save files give their nftables twins' findings.
 
 #[path = "support/lab_cli.rs"]
 mod lab_cli;
@@ -171,6 +172,73 @@ fn kill_switch_classes_as_iptables_save_give_their_nft_twins_findings() {
             "--expect",
             "leak",
         ];
+        if has_v6 {
+            args.extend(["--ruleset6", v6.to_str().unwrap()]);
+        }
+        let (out, doc, _) = lab(&args);
+        assert!(out.status.success(), "{name}: {doc:#}");
+        let got: Vec<String> = findings(&doc)
+            .into_iter()
+            .filter(|f| !f.contains(" [R] "))
+            .collect();
+        assert_eq!(got, class.findings, "{name}");
+    }
+}
+
+/// The host and gateway class profiles written as iptables-save files give
+/// the findings pinned for their nftables twins: class 1 (no ip6tables
+/// file, as its tool ships none), 2, 5 (forwarding on, as the class
+/// profile sets it) and 9.
+#[test]
+fn host_and_gateway_classes_as_iptables_save_give_their_nft_twins_findings() {
+    if !leaktest_netns::require_root("lab_modes") {
+        return;
+    }
+    use leaktest_lab::ruleset::{Check, Mode};
+    let classes = leaktest_lab::ruleset::classes();
+    for (name, has_v6) in [
+        ("host-ipv4-only", false),
+        ("host-output-accept", true),
+        ("gateway-echo", true),
+        ("gateway-nd-any-user", true),
+    ] {
+        let class = classes.iter().find(|c| c.name == name).unwrap();
+        let v4 = fixture(&format!("{name}.iptables"));
+        let v6 = fixture(&format!("{name}.ip6tables"));
+        let mode = match class.mode {
+            Mode::Gateway => "gateway",
+            Mode::Host => "host",
+            Mode::Killswitch => "killswitch",
+        };
+        let check = match class.check {
+            Check::Trans => "trans",
+            Check::Socks => "socks",
+            Check::None => "none",
+        };
+        let sysctls: Vec<String> = class
+            .sysctls
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let mut args = vec![
+            "--mode",
+            mode,
+            "--format",
+            "iptables",
+            "--ruleset",
+            v4.to_str().unwrap(),
+            "--expect",
+            "leak",
+        ];
+        if class.mode == Mode::Host {
+            args.extend(["--check", check]);
+        }
+        for s in &sysctls {
+            args.extend(["--sysctl", s]);
+        }
+        for a in class.allow {
+            args.extend(["--allow", a]);
+        }
         if has_v6 {
             args.extend(["--ruleset6", v6.to_str().unwrap()]);
         }
