@@ -434,8 +434,19 @@ impl Comparison {
     }
 }
 
-/// Compares the watcher's reports (the first watch, and the one that saw
-/// the probes sent again, if any) with the expectation; `runs` maps each
+/// The verdict of several watches of one target: LEAK if any is LEAK, else
+/// INCONCLUSIVE if any is INCONCLUSIVE, else PASS; `None` for no watch.
+pub fn combined_verdict(verdicts: impl Iterator<Item = Verdict>) -> Option<Verdict> {
+    verdicts.reduce(|a, b| match (a, b) {
+        (Verdict::Leak, _) | (_, Verdict::Leak) => Verdict::Leak,
+        (Verdict::Inconclusive, _) | (_, Verdict::Inconclusive) => Verdict::Inconclusive,
+        _ => Verdict::Pass,
+    })
+}
+
+/// Compares the watcher's reports (every watch of the target: both parts
+/// of a run in two parts, the one that saw the probes sent again) with the
+/// expectation; `runs` maps each
 /// probe run id (16 hex digits) to the sweep that sent it.
 pub fn compare(
     reports: &[&WatchReport],
@@ -445,14 +456,21 @@ pub fn compare(
     let mut c = Comparison::default();
     let mut bad = |m: String| c.mismatches.push(m);
     let want = expect.verdict();
-    let first = reports.first();
-    c.verdict = first.map(|r| r.verdict);
+    // One verdict over every watch of the target (a run in two parts, a
+    // watch of the probes sent again): LEAK if any saw a leak, else
+    // INCONCLUSIVE if any could not prove it saw, else PASS.
+    c.verdict = combined_verdict(reports.iter().map(|r| r.verdict));
     if c.verdict != Some(want) {
+        let reasons: Vec<String> = reports
+            .iter()
+            .filter(|r| Some(r.verdict) == c.verdict)
+            .flat_map(|r| r.reasons.iter().cloned())
+            .collect();
         bad(format!(
             "verdict {} instead of {} (reasons: {})",
             c.verdict.map(|v| v.to_string()).unwrap_or("missing".into()),
             want,
-            first.map(|r| r.reasons.join("; ")).unwrap_or_default()
+            reasons.join("; ")
         ));
     }
     let mut observed: BTreeMap<Sweep, Observed> = BTreeMap::new();
@@ -630,6 +648,19 @@ mod tests {
                 .unwrap()
                 .policy,
         )
+    }
+
+    #[test]
+    fn a_leak_in_any_watch_is_the_verdict() {
+        use Verdict::*;
+        let v = |x: &[Verdict]| combined_verdict(x.iter().copied());
+        assert_eq!(v(&[]), None);
+        assert_eq!(v(&[Pass]), Some(Pass));
+        assert_eq!(v(&[Pass, Pass]), Some(Pass));
+        assert_eq!(v(&[Pass, Leak]), Some(Leak));
+        assert_eq!(v(&[Inconclusive, Pass]), Some(Inconclusive));
+        assert_eq!(v(&[Inconclusive, Leak]), Some(Leak));
+        assert_eq!(v(&[Leak, Inconclusive, Pass]), Some(Leak));
     }
 
     #[test]

@@ -27,6 +27,20 @@ pub const FAIL_AT_ENV: &str = "LEAKTEST_LAB_FAIL_AT";
 /// lab's directory (tor logs, rulesets), for diagnosing a failed run.
 pub const SAVE_LOGS_ENV: &str = "LEAKTEST_LAB_SAVE_LOGS";
 
+/// Which of [`Lab::diagnose_gateway`]'s checks to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checks {
+    /// Every one (the gateway's tor has the network).
+    All,
+    /// Those that need no working tor: the workstation's TCP to TransPort
+    /// (tor's listeners accept from the start) and tor's user reaching the
+    /// guards' ORPorts (the relays listen from the start).
+    BeforeTor,
+    /// The others: the workstation's DNS (tor's DNSPort answers only once
+    /// tor has the network) and, with a bridge, reaching its obfs4 port.
+    AfterTor,
+}
+
 /// Set when a signal handler is tearing the lab down: from then on the lab
 /// starts no process that it would not also stop.
 pub static STOPPING: AtomicBool = AtomicBool::new(false);
@@ -47,14 +61,19 @@ pub struct Options {
     pub schedule: Schedule,
     /// Seconds from start to the first consensus's valid-after. The
     /// authorities schedule their first vote about 2 s after they start
-    /// (measured), and vote `vote_delay + dist_delay` (4 s) before
-    /// valid-after: 6 s is the earliest first consensus they all vote for.
+    /// (measured), and with a 5 s initial interval vote 2 s before
+    /// valid-after (measured: "Time to vote" at valid-after minus 2; tor
+    /// clamps each delay to a quarter of the interval): 6 s leaves them
+    /// and the relays' first uploads 2 s of slack.
     pub lead: u32,
     pub servers: ServerMode,
     /// Who the gateway's tor runs as (`--tor-user`).
     pub tor_user: gateway::TorUser,
     /// Extra gateway torrc lines (`--torrc`).
     pub torrc: Vec<String>,
+    /// Start the private network's obfs4 bridge (a profile or `--bridge`
+    /// uses it); otherwise its tor and obfs4proxy never run.
+    pub bridge: bool,
 }
 
 impl Default for Options {
@@ -66,6 +85,7 @@ impl Default for Options {
             servers: ServerMode::Threads,
             tor_user: gateway::TorUser::default(),
             torrc: Vec::new(),
+            bridge: false,
         }
     }
 }
@@ -90,6 +110,8 @@ pub struct Lab {
     consensus: Option<std::thread::JoinHandle<Result<Duration, LabError>>>,
     /// The gateway tor has bootstrapped and the gateway check passed.
     ready: bool,
+    /// The obfs4 bridge runs ([`Options::bridge`]).
+    bridge_started: bool,
 }
 
 /// How long each of [`Lab::diagnose_gateway`]'s checks waits (they run at
@@ -180,6 +202,7 @@ impl Lab {
             network_started: Instant::now(),
             consensus: None,
             ready: false,
+            bridge_started: false,
         };
         lab.bring_up(opts, progress)?;
         Ok(lab)
@@ -329,14 +352,41 @@ impl Lab {
             .as_secs();
         let offset = tornet::voting_offset(now, opts.lead, opts.schedule);
         tornet::write_configs(&tor_root, &self.keys, opts.schedule, offset)?;
-        for k in self.keys.clone() {
-            let t = tornet::start_tor(
-                &names.net,
-                &k.dir.join("torrc"),
-                &k.dir.join("stderr.log"),
-                k.plan.nick,
-            )?;
-            self.track(t)?;
+        // The authorities first, and the relays once every authority's
+        // DirPort accepts: a relay uploads its descriptor once, at start,
+        // and does not retry a failed upload (tor's
+        // router_upload_dir_desc_to_dirservers; it uploads again only when
+        // its descriptor changes, e.g. after its first self-test, which
+        // needs a consensus). Started together, a relay that lost that race
+        // was missing from the first consensus and the lab waited one more
+        // voting round (measured: 8 s or 14-15 s to a usable consensus).
+        let (auths, relays): (Vec<_>, Vec<_>) = self
+            .keys
+            .clone()
+            .into_iter()
+            .filter(|k| opts.bridge || k.plan.role != Role::Bridge)
+            .partition(|k| k.plan.role == Role::Authority);
+        self.bridge_started = opts.bridge;
+        for group in [auths, relays] {
+            for k in &group {
+                let t = tornet::start_tor(
+                    &names.net,
+                    &k.dir.join("torrc"),
+                    &k.dir.join("stderr.log"),
+                    k.plan.nick,
+                )?;
+                self.track(t)?;
+            }
+            if group.iter().any(|k| k.plan.role == Role::Authority) {
+                let dirports: Vec<SocketAddr> = group
+                    .iter()
+                    .filter_map(|k| Some(SocketAddr::from((k.plan.addr, k.plan.dir_port?))))
+                    .collect();
+                let (procs, td) = (self.state.processes.clone(), tmp.clone());
+                tornet::wait_listening(&names.net, &dirports, Duration::from_secs(20), &|| {
+                    check_alive(&procs, &td)
+                })?;
+            }
         }
         let (keys, procs, td) = (self.keys.clone(), self.state.processes.clone(), tmp.clone());
         self.consensus = Some(std::thread::spawn(move || {
@@ -467,13 +517,20 @@ impl Lab {
     /// cause and fix, found within [`DIAGNOSE_TIMEOUT`] (the checks run
     /// at once): the workstation's TCP not reaching tor's TransPort, its
     /// DNS not answered by tor's DNSPort, tor's user not reaching any
-    /// guard. Empty when all three work.
+    /// guard (with `bridge`, the obfs4 bridge). `checks` picks those that
+    /// can run now ([`Checks`]). Empty when all of them work.
     pub fn diagnose_gateway(
         &self,
         tor: &GatewayTor,
         mode: crate::ruleset::Mode,
         bridge: bool,
+        checks: Checks,
     ) -> Result<Vec<String>, LabError> {
+        let before = checks != Checks::AfterTor;
+        let after = checks != Checks::BeforeTor;
+        // The relays' ORPorts listen from the start; the bridge's obfs4
+        // port once its obfs4proxy runs.
+        let check_guards = if bridge { after } else { before };
         let (tor_uid, tor_gid) = (tor.uid, tor.gid);
         let names = self.state.names.clone();
         let t = DIAGNOSE_TIMEOUT;
@@ -484,7 +541,8 @@ impl Lab {
         let gateway = mode == crate::ruleset::Mode::Gateway;
         let ws = names.ws.clone();
         let trans = std::thread::spawn(move || {
-            if !gateway {
+            // tor's TransPort accepts before tor has the network.
+            if !gateway || !before {
                 return Ok(None);
             }
             sys::run_in(&ws, move || {
@@ -496,7 +554,8 @@ impl Lab {
         });
         let ws = names.ws.clone();
         let dns = std::thread::spawn(move || {
-            if !gateway {
+            // tor's DNSPort answers only once tor has the network.
+            if !gateway || !after {
                 return Ok(None);
             }
             sys::run_in(&ws, move || {
@@ -522,6 +581,9 @@ impl Lab {
         };
         let g2 = guards.clone();
         let guard = std::thread::spawn(move || {
+            if !check_guards {
+                return Ok(None);
+            }
             sys::run_in(&gw, move || sys::connect_as(tor_uid, tor_gid, &g2, t))
         });
         let join = |h: std::thread::JoinHandle<Result<Option<std::io::Error>, LabError>>| {
@@ -552,6 +614,11 @@ impl Lab {
     /// The `Bridge` line of the lab's obfs4 bridge (waits up to 10 s for
     /// obfs4proxy to write it).
     pub fn bridge_line(&self) -> Result<String, LabError> {
+        if !self.bridge_started {
+            return Err(LabError::Tor(
+                "the lab's obfs4 bridge was not started (Options::bridge)".into(),
+            ));
+        }
         let k = self
             .keys
             .iter()

@@ -13,6 +13,7 @@ use crate::sys::{self, Tracked};
 use crate::LabError;
 use leaktest_send::ProbeReport;
 use leaktest_watch::{Verdict, WatchReport};
+use leaktest_wire::catalogue::{Family, ProbeSpec};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -201,14 +202,107 @@ pub fn apply_target(lab: &Lab, target: &Target, tor_uid: u32) -> Result<(), LabE
     }
 }
 
-/// Runs the suite against one target on a lab that is up.
+/// The part of a target's run that needs no working Tor, done while the
+/// private network forms its first consensus ([`prepare_target`]), kept for
+/// [`run_target`].
+pub struct Prepared {
+    dir: PathBuf,
+    key: PathBuf,
+    run_ids: Vec<(Sweep, u64)>,
+    runs: BTreeMap<String, Sweep>,
+    blind: Vec<String>,
+    reports: Vec<WatchReport>,
+    notes: Vec<String>,
+    steps: Vec<(String, f64)>,
+    seconds: f64,
+}
+
+/// Which part of a target's run.
+enum Stage {
+    /// Everything, once the gateway's tor has the network.
+    Whole,
+    /// What needs no working Tor: the ruleset's static diagnosis and the
+    /// checks that need only tor's listeners and the relays' ORPorts, then
+    /// every sweep's probes but those to port 53.
+    BeforeTor,
+    /// The rest, once tor has the network: the DNS check, the bridge, the
+    /// works-check, the probes to port 53.
+    AfterTor(Prepared),
+}
+
+/// Whether a probe's fate depends on tor having the network: a probe to
+/// port 53, which a gateway or host redirects to tor's DNSPort. DNSPort
+/// holds a query until tor can resolve it (no answer before tor has the
+/// network), so its answer to a forged source (a reflection out of the
+/// uplink) shows only when the probe is sent once tor works. Every other
+/// probe meets only the kernel: a SYN redirected to TransPort is answered
+/// by the listening socket whether tor has the network or not.
+pub fn needs_working_tor(p: &ProbeSpec) -> bool {
+    p.dst_port() == Some(53)
+}
+
+/// The probes of `sweep`'s catalogue that [`needs_working_tor`] picks
+/// (`late`) and the others.
+pub fn split_by_tor(sweep: Sweep) -> (SeqSet, SeqSet) {
+    let (mut early, mut late) = (SeqSet::default(), SeqSet::default());
+    for family in [Family::V4, Family::V6] {
+        for &suite in crate::profiles::sweep_suites(sweep) {
+            for p in ProbeSpec::all(family, suite) {
+                if needs_working_tor(&p) {
+                    late.insert(p.seq());
+                } else {
+                    early.insert(p.seq());
+                }
+            }
+        }
+    }
+    (early, late)
+}
+
+impl Target {
+    /// Whether [`prepare_target`] can run part of this target before the
+    /// gateway's tor has the network: a user's (or class) ruleset of a
+    /// gateway or host (a kill switch runs whole without Tor anyway). Not
+    /// with a bridge: its tor must reach the network through the bridge
+    /// alone, and the watch must see it connect.
+    pub fn runs_in_two_parts(&self) -> bool {
+        matches!(self, Target::Ruleset(r)
+            if r.mode != crate::ruleset::Mode::Killswitch && !r.bridge)
+    }
+}
+
+/// Runs the part of the target that needs no working Tor (see
+/// [`Target::runs_in_two_parts`]): loads its ruleset, names what does not
+/// fit (the checks that need only tor's listeners and the relays' ORPorts),
+/// and sends every probe but those to port 53 ([`needs_working_tor`]) under
+/// a watch. [`run_target`] does the rest once the lab is ready.
+pub fn prepare_target(
+    lab: &mut Lab,
+    target: &Target,
+    opts: &SuiteOptions,
+) -> Result<Prepared, LabError> {
+    let bridged = std::cell::Cell::new(false);
+    match run_target_on(lab, target, opts, &bridged, Stage::BeforeTor)? {
+        Done::Prepared(p) => Ok(p),
+        Done::Result(_) => unreachable!("the first part returns what it prepared"),
+    }
+}
+
+/// Runs the suite against one target on a lab that is up (whose gateway
+/// works, see [`Lab::ready`]); with `prepared`, only what
+/// [`prepare_target`] left.
 pub fn run_target(
     lab: &mut Lab,
     target: &Target,
     opts: &SuiteOptions,
+    prepared: Option<Prepared>,
 ) -> Result<ProfileResult, LabError> {
     let bridged = std::cell::Cell::new(false);
-    let r = run_target_on(lab, target, opts, &bridged);
+    let stage = match prepared {
+        Some(p) => Stage::AfterTor(p),
+        None => Stage::Whole,
+    };
+    let r = run_target_on(lab, target, opts, &bridged, stage);
     if bridged.get() {
         // Back to the guards for the next profile, whatever happened.
         let reset = crate::gateway::stop_bridge(&lab.state.names.gw);
@@ -216,7 +310,15 @@ pub fn run_target(
             reset?;
         }
     }
-    r
+    match r? {
+        Done::Result(r) => Ok(*r),
+        Done::Prepared(_) => unreachable!("a whole run or its second part returns a result"),
+    }
+}
+
+enum Done {
+    Prepared(Prepared),
+    Result(Box<ProfileResult>),
 }
 
 fn run_target_on(
@@ -224,9 +326,17 @@ fn run_target_on(
     target: &Target,
     opts: &SuiteOptions,
     bridged: &std::cell::Cell<bool>,
-) -> Result<ProfileResult, LabError> {
+    stage: Stage,
+) -> Result<Done, LabError> {
     let t0 = Instant::now();
     let name = target.name().to_string();
+    let (before_tor, mut prepared) = match stage {
+        Stage::Whole => (false, None),
+        Stage::BeforeTor => (true, None),
+        Stage::AfterTor(p) => (false, Some(p)),
+    };
+    let after_tor = prepared.is_some();
+    let prepared_seconds = prepared.as_ref().map(|p| p.seconds).unwrap_or(0.0);
     // The profile's own allowed networks join the lab's (`--allow-net`).
     // A class profile's findings are pinned as they are: the lab's own
     // allowed networks are not given to its watch.
@@ -261,38 +371,69 @@ fn run_target_on(
         .gw_tor
         .clone()
         .ok_or_else(|| LabError::Tor("the gateway tor is not configured".into()))?;
+    // (Again in the second part: the lab's own policy was loaded while tor
+    // bootstrapped.)
     apply_target(lab, target, g.uid)?;
+    if before_tor {
+        // tor's listeners open only with its network (`DisableNetwork 0`):
+        // the ruleset's redirects must meet TransPort and DNSPort as they
+        // are on a running gateway. tor bootstraps from here on, under this
+        // ruleset (the guards' check below names a ruleset that stops it).
+        crate::gateway::enable_network(&lab.state.names.gw)?;
+    }
     // The netfilter model over the whole catalogue takes a few hundred
     // milliseconds: it runs while the watcher starts and the sweeps run.
-    let model = {
+    let model = (!before_tor).then(|| {
         let target = target.clone();
         std::thread::spawn(move || target.expectation())
+    });
+    let steps = std::cell::RefCell::new(
+        prepared
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.steps))
+            .unwrap_or_default(),
+    );
+    let step = |what: &str, since: Instant| {
+        let what = if before_tor {
+            format!("before tor: {what}")
+        } else {
+            what.to_string()
+        };
+        steps
+            .borrow_mut()
+            .push((what, since.elapsed().as_secs_f64()))
     };
     // A user's ruleset: what does not fit the lab, named before anything
     // waits on it (each check gives up within 3 s, all at once).
-    let mut notes = Vec::new();
-    let steps = std::cell::RefCell::new(Vec::<(String, f64)>::new());
-    let step = |what: &str, since: Instant| {
-        steps
-            .borrow_mut()
-            .push((what.to_string(), since.elapsed().as_secs_f64()))
-    };
+    let mut notes = prepared
+        .as_mut()
+        .map(|p| std::mem::take(&mut p.notes))
+        .unwrap_or_default();
     if let Target::Ruleset(r) = target {
         let td = Instant::now();
         let r = &r.with_tor_uid(g.uid);
-        notes = crate::ruleset::diagnose(r, &g, &|n| sys::user_ids(n).map(|(u, _)| u));
-        // The user's sysctls as the gateway's namespace has them now.
-        for (k, _) in &r.sysctls {
-            let out = sys::ns_command(&lab.state.names.gw, "sysctl")?
-                .args(["-n", k])
-                .output()
-                .map_err(io("reading a sysctl back"))?;
-            notes.push(format!(
-                "sysctl {k} = {} in the gateway's namespace",
-                String::from_utf8_lossy(&out.stdout).trim()
-            ));
+        if !after_tor {
+            notes = crate::ruleset::diagnose(r, &g, &|n| sys::user_ids(n).map(|(u, _)| u));
+            // The user's sysctls as the gateway's namespace has them now.
+            for (k, _) in &r.sysctls {
+                let out = sys::ns_command(&lab.state.names.gw, "sysctl")?
+                    .args(["-n", k])
+                    .output()
+                    .map_err(io("reading a sysctl back"))?;
+                notes.push(format!(
+                    "sysctl {k} = {} in the gateway's namespace",
+                    String::from_utf8_lossy(&out.stdout).trim()
+                ));
+            }
         }
-        let broken = lab.diagnose_gateway(&g, r.mode, r.bridge)?;
+        let checks = if before_tor {
+            crate::lab::Checks::BeforeTor
+        } else if after_tor {
+            crate::lab::Checks::AfterTor
+        } else {
+            crate::lab::Checks::All
+        };
+        let broken = lab.diagnose_gateway(&g, r.mode, r.bridge, checks)?;
         if !broken.is_empty() {
             let mut lines = broken;
             lines.extend(notes);
@@ -329,53 +470,81 @@ fn run_target_on(
     // With a bridge, tor is set to use it with its network off; the watch
     // starts, then tor connects: the bridge's obfs4 flow is watched from
     // its first byte, and the works-check goes through the bridge.
-    let bridge = target.uses_bridge();
+    let bridge = target.uses_bridge() && !before_tor;
     let mut gateway_check = None;
     if bridge {
         bridged.set(true);
         lab.configure_bridge()?;
-    } else {
+    } else if !before_tor {
         gateway_check = works_check(lab)?;
     }
-    let dir = lab.state.tmpdir.join(format!("profile-{name}"));
-    std::fs::create_dir_all(&dir).map_err(io("creating profile dir"))?;
-    // The unprivileged sweep writes its JSON here.
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))
-        .map_err(io("chmod profile dir"))?;
-    let key = dir.join("key");
-    let mut secret = [0u8; 16];
-    getrandom::fill(&mut secret).expect("random source");
-    std::fs::write(&key, format!("{}\n", hex::encode(secret))).map_err(io("writing key file"))?;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))
-        .map_err(io("chmod key"))?;
-
-    let names = lab.state.names.clone();
-    let mut runs = BTreeMap::new();
     let sweeps: &[Sweep] = if opts.local_sweeps {
         target.sweeps()
     } else {
         &[Sweep::Workstation]
     };
-    // Each sweep's run id is chosen here and announced to the watcher
-    // (`--run`), so that leaks with header evidence only (a reflection to a
-    // forged source, when no marker of the run ever reaches the uplink) are
-    // attributed too.
-    let run_ids: Vec<(Sweep, u64)> = sweeps
-        .iter()
-        .map(|&s| {
-            let mut b = [0u8; 8];
-            getrandom::fill(&mut b).expect("random source");
-            (s, u64::from_be_bytes(b))
-        })
-        .collect();
+    let (dir, key, run_ids, mut runs, mut blind, mut reports) = match prepared {
+        Some(p) => (p.dir, p.key, p.run_ids, p.runs, p.blind, p.reports),
+        None => {
+            let dir = lab.state.tmpdir.join(format!("profile-{name}"));
+            std::fs::create_dir_all(&dir).map_err(io("creating profile dir"))?;
+            // The unprivileged sweep writes its JSON here.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))
+                .map_err(io("chmod profile dir"))?;
+            let key = dir.join("key");
+            let mut secret = [0u8; 16];
+            getrandom::fill(&mut secret).expect("random source");
+            std::fs::write(&key, format!("{}\n", hex::encode(secret)))
+                .map_err(io("writing key file"))?;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))
+                .map_err(io("chmod key"))?;
+            // Each sweep's run id is chosen here and announced to the
+            // watcher (`--run`), so that leaks with header evidence only (a
+            // reflection to a forged source, when no marker of the run ever
+            // reaches the uplink) are attributed too.
+            let run_ids: Vec<(Sweep, u64)> = sweeps
+                .iter()
+                .map(|&s| {
+                    let mut b = [0u8; 8];
+                    getrandom::fill(&mut b).expect("random source");
+                    (s, u64::from_be_bytes(b))
+                })
+                .collect();
+            (dir, key, run_ids, BTreeMap::new(), Vec::new(), Vec::new())
+        }
+    };
+    let names = lab.state.names.clone();
     let announced: Vec<u64> = run_ids.iter().map(|(_, r)| *r).collect();
+    // In two parts, each sweep sends its probes by list: those that need no
+    // working Tor first, those to port 53 after.
+    let mut lists: BTreeMap<Sweep, PathBuf> = BTreeMap::new();
+    if before_tor || after_tor {
+        for &(sweep, _) in &run_ids {
+            let (early, late) = split_by_tor(sweep);
+            let (tag, set) = if before_tor {
+                ("before-tor", early)
+            } else {
+                ("after-tor", late)
+            };
+            let list = dir.join(format!("{tag}-{}.seqs", sweep.name()));
+            std::fs::write(&list, leaktest_send::session::ranges_text(&set.ranges()))
+                .map_err(io("writing a sweep's probe list"))?;
+            lists.insert(sweep, list);
+        }
+    }
+    let watch_tag = if before_tor {
+        "watch-before-tor"
+    } else {
+        "watch"
+    };
+    // The watch whose report shows the bridge's flow.
+    let bridge_report = reports.len();
     // Sweeps whose next hop never resolved: their part proves nothing.
-    let mut blind: Vec<String> = Vec::new();
-    let first = watch_while(
+    let watched = watch_while(
         lab,
         opts,
         &dir,
-        "watch",
+        watch_tag,
         &key,
         &announced,
         &step,
@@ -388,7 +557,16 @@ fn run_target_on(
             }
             for &(sweep, id) in &run_ids {
                 let ts = Instant::now();
-                let r = sweep_once(lab, &dir, &names, opts, sweep, &key, Some(id), None)?;
+                let r = sweep_once(
+                    lab,
+                    &dir,
+                    &names,
+                    opts,
+                    sweep,
+                    &key,
+                    Some(id),
+                    lists.get(&sweep).map(|p| p.as_path()),
+                )?;
                 step(&format!("sweep {}", sweep.name()), ts);
                 runs.insert(r.run_id.clone(), sweep);
                 blind.extend(r.unreached.iter().map(|u| {
@@ -406,13 +584,27 @@ fn run_target_on(
             Ok(())
         },
     )?;
+    reports.push(watched);
+    let Some(model) = model else {
+        return Ok(Done::Prepared(Prepared {
+            dir,
+            key,
+            run_ids,
+            runs,
+            blind,
+            reports,
+            notes,
+            steps: steps.into_inner(),
+            seconds: t0.elapsed().as_secs_f64(),
+        }));
+    };
     let expect = model
         .join()
         .map_err(|_| LabError::Died("the expectation model panicked".into()))?
         .only(sweeps)
         .allowing(&opts.allow_nets);
-    let mut reports = vec![first];
-    let mut cmp: Comparison = expect::compare(&[&reports[0]], &expect, &runs);
+    let refs: Vec<&WatchReport> = reports.iter().collect();
+    let mut cmp: Comparison = expect::compare(&refs, &expect, &runs);
     // Probes that must leak and were not seen: sent again once, exactly
     // those (same run, same key, so the same markers), under a new watch.
     let missing: Vec<(Sweep, SeqSet)> = cmp
@@ -462,7 +654,7 @@ fn run_target_on(
         // The bridge's traffic must have been seen, and seen as Tor: the
         // watcher knew it from GETCONF Bridge, and followed its obfs4 flow
         // from the first segment (tor connected during the watch).
-        let first = &reports[0].tor;
+        let first = &reports[bridge_report].tor;
         let to_bridge = first.by_role.get("obfs4-bridge").copied().unwrap_or(0);
         if to_bridge == 0 {
             cmp.mismatches.push(
@@ -545,7 +737,8 @@ fn run_target_on(
             "{resent} probe(s) not seen by the first watch were sent again once"
         ));
     }
-    Ok(ProfileResult {
+    let seconds = t0.elapsed().as_secs_f64() + prepared_seconds;
+    Ok(Done::Result(Box::new(ProfileResult {
         profile: name,
         expected: expected_verdict,
         got: cmp.verdict,
@@ -553,7 +746,7 @@ fn run_target_on(
         mismatches: cmp.mismatches,
         findings: cmp.findings,
         expected_leaks: expect.summary(),
-        seconds: t0.elapsed().as_secs_f64(),
+        seconds,
         runs: runs
             .into_iter()
             .map(|(r, s)| (s.name().to_string(), r))
@@ -562,7 +755,7 @@ fn run_target_on(
         reports,
         gateway_check,
         steps: steps.into_inner(),
-    })
+    })))
 }
 
 /// Runs `leaktest watch` on the gateway's external interface while `work`
@@ -792,6 +985,53 @@ fn tail(p: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_probes_that_wait_for_tor_are_those_to_port_53() {
+        use leaktest_wire::catalogue::{Suite, Transport};
+        for sweep in Sweep::ALL {
+            let (early, late) = split_by_tor(sweep);
+            let mut total = 0u64;
+            for family in [Family::V4, Family::V6] {
+                for &suite in crate::profiles::sweep_suites(sweep) {
+                    for p in ProbeSpec::all(family, suite) {
+                        total += 1;
+                        // Each probe in exactly one part.
+                        assert_ne!(early.contains(p.seq()), late.contains(p.seq()), "{p:?}");
+                        assert_eq!(late.contains(p.seq()), p.dst_port() == Some(53), "{p:?}");
+                    }
+                }
+            }
+            assert_eq!(early.len() + late.len(), total);
+            // Few wait: the whole sweep minus a handful of probes runs early.
+            assert!(
+                late.len() * 100 < total,
+                "{sweep:?}: {} of {total}",
+                late.len()
+            );
+            // Every family's plain UDP probe to 53 waits for tor...
+            for family in [Family::V4, Family::V6] {
+                let udp53 = ProbeSpec::all(family, Suite::Udp)
+                    .find(|p| p.dst_port() == Some(53))
+                    .unwrap();
+                assert!(late.contains(udp53.seq()));
+            }
+            // ...and from the workstation, the forged-source DNS queries
+            // (whose answers are the reflections) too.
+            if sweep == Sweep::Workstation {
+                let spoofed: Vec<_> = [Family::V4, Family::V6]
+                    .into_iter()
+                    .flat_map(|f| ProbeSpec::all(f, Suite::Spoof))
+                    .filter(|p| p.transport() == Some(Transport::Udp))
+                    .collect();
+                assert!(!spoofed.is_empty());
+                assert!(
+                    spoofed.iter().all(|p| late.contains(p.seq())),
+                    "{spoofed:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn the_cheap_pass_test_agrees_with_the_model() {

@@ -265,11 +265,36 @@ fn connect_any(
     let mut last = None;
     for a in addrs {
         match std::net::TcpStream::connect_timeout(a, each) {
-            Ok(_) => return None,
+            Ok(s) => {
+                abort_on_close(&s);
+                return None;
+            }
             Err(e) => last = Some(e),
         }
     }
     last
+}
+
+/// Makes closing `s` abortive (`SO_LINGER` on with a zero timeout: the
+/// kernel sends an RST at once and keeps no orphaned socket). A check's
+/// connection then ends before the next watch starts, instead of leaving a
+/// FIN handshake (or an RST to the relay's late bytes) for it to see.
+pub fn abort_on_close(s: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket descriptor and a correctly sized option value.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
 }
 
 /// The primary group of the passwd entry with uid `uid`, if there is one.

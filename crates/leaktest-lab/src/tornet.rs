@@ -377,6 +377,40 @@ pub fn start_tor_as(
     })
 }
 
+/// Waits until every address in `addrs` accepts a TCP connection from
+/// inside `ns` (an authority's DirPort once its tor has started).
+pub fn wait_listening(
+    ns: &str,
+    addrs: &[std::net::SocketAddr],
+    timeout: Duration,
+    alive: &dyn Fn() -> Result<(), LabError>,
+) -> Result<Duration, LabError> {
+    let start = Instant::now();
+    let mut waiting: Vec<std::net::SocketAddr> = addrs.to_vec();
+    while !waiting.is_empty() {
+        let list = waiting.clone();
+        waiting = sys::run_in(ns, move || {
+            Ok(list
+                .into_iter()
+                .filter(|a| {
+                    std::net::TcpStream::connect_timeout(a, Duration::from_millis(200)).is_err()
+                })
+                .collect())
+        })?;
+        if waiting.is_empty() {
+            break;
+        }
+        if start.elapsed() >= timeout {
+            return Err(LabError::Tor(format!(
+                "the authorities' DirPorts {waiting:?} did not listen within {timeout:?}"
+            )));
+        }
+        alive()?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(start.elapsed())
+}
+
 /// Flags of each relay (by nickname) in a consensus document.
 pub fn consensus_flags(doc: &str) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();

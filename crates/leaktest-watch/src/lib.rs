@@ -19,6 +19,7 @@
 
 pub mod classify;
 pub mod findings;
+pub mod hold;
 pub mod pcapng;
 pub mod report;
 #[cfg(feature = "session")]

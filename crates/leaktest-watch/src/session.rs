@@ -24,8 +24,10 @@
 use crate::classify::allow::AllowEntry;
 use crate::classify::flows::FlowStats;
 use crate::classify::housekeeping::LinkRoutes;
+use crate::classify::LeakCause;
 use crate::classify::{Class, Classifier, ClassifierConfig, Decision};
 use crate::findings::{cause_text, Findings};
+use crate::hold::{HeldFrame, Hold};
 use crate::pcapng::PcapngWriter;
 use crate::report::{AllowlistSummary, ReportError, WatchOutcome, WatchReport};
 use crate::verdict::{Accounting, CaptureHealth};
@@ -34,7 +36,7 @@ use leaktest_capture::{
     IfaceMonitor, LiveCapture,
 };
 use leaktest_tor::{Allowlist, AllowlistFeed, ConnectOptions, PendingFeed, TorError};
-use leaktest_wire::{Frame, LinkType, MarkerKeys};
+use leaktest_wire::{Frame, FrameSummary, IpProtocol, LinkType, MarkerKeys};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -300,6 +302,27 @@ pub struct NoHooks;
 
 impl SessionHooks for NoHooks {}
 
+/// The held frames to judge now ([`Hold::release`]): looked at only when
+/// the allowlist changed (`generation` differs from `*seen`), a wait ended,
+/// or (`all`) the watch ends.
+fn take_released(
+    hold: &mut Hold,
+    reader: &mut leaktest_tor::AllowlistReader,
+    generation: u64,
+    seen: &mut u64,
+    all: bool,
+) -> Vec<HeldFrame> {
+    let now = Instant::now();
+    if hold.is_empty()
+        || !(all || generation != *seen || hold.next_deadline().is_some_and(|d| now >= d))
+    {
+        return Vec::new();
+    }
+    *seen = generation;
+    let tor = reader.get();
+    hold.release(|ep| tor.roles(ep).is_some(), now, all)
+}
+
 /// [`run`] with [`SessionHooks`].
 pub fn run_with(
     cfg: SessionConfig,
@@ -364,15 +387,45 @@ pub fn run_with(
     let mut feed_outage_reported = false;
     let mut handled = 0u64;
 
-    // Handles one frame: classify, record, print a new group, write the pcap.
+    // Handles one frame: classify, record, print a new group, write the
+    // pcap. With `may_hold`, TCP that would be an unexpected leak waits for
+    // an allowlist refresh instead ([`crate::hold`]), and so does every
+    // later frame to a held endpoint.
+    let can_hold = cfg.tor_control.is_some();
+    let mut hold = Hold::default();
     let mut handle = |f: &Frame<'_>,
                       classifier: &mut Classifier,
                       findings: &mut Findings,
                       reader: &mut leaktest_tor::AllowlistReader,
                       pcap: &mut Option<PcapngWriter>,
-                      live: &mut dyn Write| {
-        handled += 1;
+                      live: &mut dyn Write,
+                      hold: &mut Hold,
+                      may_hold: bool| {
+        if may_hold && !hold.is_empty() {
+            let s = FrameSummary::parse(f.data, LinkType::Ethernet);
+            if let Some(ep) = crate::classify::flows::endpoint(&s) {
+                if s.ip.is(IpProtocol::TCP) && hold.holds(&ep) {
+                    hold.push(f, ep, Instant::now());
+                    return;
+                }
+            }
+        }
         let d = classifier.classify(f, reader.get());
+        if may_hold && can_hold && hold.has_room() {
+            if let Class::Leak(l) = &d.class {
+                if l.cause == LeakCause::Unexpected
+                    && l.probe.is_none()
+                    && l.summary.ip.is(IpProtocol::TCP)
+                    && classifier.sent_by_us(l.summary.ip.src)
+                {
+                    if let Some(ep) = crate::classify::flows::endpoint(&l.summary) {
+                        hold.push(f, ep, Instant::now());
+                        return;
+                    }
+                }
+            }
+        }
+        handled += 1;
         if let Some(group) = findings.record(f, &d) {
             // A closed stdout must not stop the watch.
             let _ = writeln!(live, "{}", group.live_line());
@@ -387,6 +440,7 @@ pub fn run_with(
             }
         }
     };
+    let mut hold_generation = feed.generation();
     let canaries_seen = |c: &Classifier| c.canaries().map_or(0, |l| l.seen());
     let canaries_missing = |c: &Classifier| c.canaries().is_some_and(|l| !l.missing().is_empty());
 
@@ -422,12 +476,32 @@ pub fn run_with(
                 &mut reader,
                 &mut pcap,
                 live,
+                &mut hold,
+                true,
             )
         });
         if let Err(e) = r {
             problems.push(start, format_args!("the capture failed: {e}"));
             capture_broken = true;
             break;
+        }
+        for h in take_released(
+            &mut hold,
+            &mut reader,
+            feed.generation(),
+            &mut hold_generation,
+            false,
+        ) {
+            handle(
+                &h.frame(),
+                &mut classifier,
+                &mut findings,
+                &mut reader,
+                &mut pcap,
+                live,
+                &mut hold,
+                false,
+            );
         }
         if canaries_seen(&classifier) > 0 {
             if !live_announced {
@@ -485,6 +559,8 @@ pub fn run_with(
                     &mut reader,
                     &mut pcap,
                     live,
+                    &mut hold,
+                    true,
                 )
             });
             if let Err(e) = r {
@@ -505,12 +581,59 @@ pub fn run_with(
                 &mut reader,
                 &mut pcap,
                 live,
+                &mut hold,
+                true,
             )
         });
         match r {
             Ok(_) => sealed = true,
             Err(e) => problems.push(start, format_args!("sealing the capture failed: {e}")),
         }
+    }
+    // Held frames: each gets the rest of its wait for a refresh (polled as
+    // at every health check), then every one is judged.
+    if let Some(until) = hold.next_deadline() {
+        let until = until.max(Instant::now());
+        while !hold.is_empty() && Instant::now() < until {
+            hooks.poll_feed(&feed);
+            for h in take_released(
+                &mut hold,
+                &mut reader,
+                feed.generation(),
+                &mut hold_generation,
+                false,
+            ) {
+                handle(
+                    &h.frame(),
+                    &mut classifier,
+                    &mut findings,
+                    &mut reader,
+                    &mut pcap,
+                    live,
+                    &mut hold,
+                    false,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    for h in take_released(
+        &mut hold,
+        &mut reader,
+        feed.generation(),
+        &mut hold_generation,
+        true,
+    ) {
+        handle(
+            &h.frame(),
+            &mut classifier,
+            &mut findings,
+            &mut reader,
+            &mut pcap,
+            live,
+            &mut hold,
+            false,
+        );
     }
     if let Some(p) = monitor.check() {
         problems.push(start, p);
@@ -540,6 +663,7 @@ pub fn run_with(
         endpoints: feed.current().len(),
         from_control_port: cfg.tor_control.is_some(),
         refreshes: feed.generation().saturating_sub(first_generation),
+        held_frames: hold.held,
     };
     drop(reader);
     feed.shutdown();

@@ -432,7 +432,7 @@ impl Classifier {
     }
 
     /// Whether `a` is one of the interface's addresses (always, when none are known).
-    fn sent_by_us(&self, a: Option<IpAddr>) -> bool {
+    pub fn sent_by_us(&self, a: Option<IpAddr>) -> bool {
         self.cfg.own_nets.is_empty()
             || a.is_some_and(|a| self.cfg.own_nets.iter().any(|n| n.addr() == a))
     }

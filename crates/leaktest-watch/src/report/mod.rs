@@ -56,6 +56,10 @@ pub struct AllowlistSummary {
     pub from_control_port: bool,
     /// Refreshes published during the watch (after the first list).
     pub refreshes: u64,
+    /// TCP frames held back until a refresh knew their endpoint or their
+    /// wait ended ([`crate::hold`]), then judged.
+    #[serde(default)]
+    pub held_frames: u64,
 }
 
 /// Everything a finished watch measured, borrowed for building the report.

@@ -34,8 +34,11 @@ itself (sweeps from the host as root and unprivileged, works-check per --check),
 killswitch a box that must let nothing out but --allow (no Tor needed). Before any sweep, what \
 does not fit is named in one line each, within a few seconds: interfaces the gateway lacks, uids \
 nothing runs as, DNS or TCP redirected where tor does not listen, the workstation's TCP or DNS \
-unanswered, tor unable to reach its guards. A sweep whose next hop never resolved makes the \
-verdict INCONCLUSIVE. The class profiles (--list: class 1-9) are rulesets of real tool classes \
+unanswered, tor unable to reach its guards. A gateway or host ruleset runs in two parts: while \
+the private Tor network forms its first consensus, every probe but those to port 53 (the checks \
+that need only tor's listeners first); once the gateway's tor has the network, the DNS check, \
+the works-check and the probes to port 53 (tor's DNSPort answers only then). A sweep whose next \
+hop never resolved makes the verdict INCONCLUSIVE. The class profiles (--list: class 1-9) are rulesets of real tool classes \
 with their exact findings pinned; they run with --all or by name.\n\n\
 Without options the lab runs the Whonix-style profile and five classic breakages, one per way a \
 gateway leaks (forward-masquerade, ipv6-forward, dns-forward, tcp-forward, output-root): about \
@@ -233,6 +236,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         servers: ServerMode::Exe(exe.clone()),
         tor_user: args.tor_user.clone().unwrap_or_default(),
         torrc: args.torrc.clone(),
+        bridge: targets.iter().any(|t| t.uses_bridge()),
         ..Options::default()
     };
     let t0 = Instant::now();
@@ -261,43 +265,55 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     // Profiles that must leak need no working Tor: they run while the
     // private Tor network forms its first consensus. Profiles that must pass
     // (and those that need tor's ports listening) run after the gateway has
-    // bootstrapped and been shown to work. No verdict is reported unless
-    // that proof succeeds (`ready` fails the lab).
+    // bootstrapped and been shown to work; a gateway or host ruleset sends
+    // all but its probes to port 53 meanwhile (`suite::prepare_target`: only
+    // those meet tor's DNSPort, which answers once tor has the network). No
+    // verdict is reported unless that proof succeeds (`ready` fails the lab).
     let (early, late): (Vec<usize>, Vec<usize>) =
         (0..targets.len()).partition(|&i| !targets[i].needs_tor());
     let mut results: Vec<Option<ProfileResult>> = vec![None; targets.len()];
-    let mut run_one = |lab: &mut Lab, i: usize, before_check: bool| -> anyhow::Result<()> {
-        let t = &targets[i];
-        let r =
-            suite::run_target(lab, t, &sopts).with_context(|| format!("profile {}", t.name()))?;
+    let mut prepared: Vec<Option<suite::Prepared>> = (0..targets.len()).map(|_| None).collect();
+    let mut report = |r: &ProfileResult, note: &str| {
         let _ = writeln!(
             err,
-            "[{:6.1}s] profile {:<19} {:5.1}s  expected {}, got {}{}{}",
+            "[{:6.1}s] profile {:<19} {:5.1}s  expected {}, got {}{}{note}",
             t0.elapsed().as_secs_f64(),
             r.profile,
             r.seconds,
             r.expected,
             r.got.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
             if r.matched { "" } else { "  MISMATCH" },
-            if before_check {
-                "  (before the gateway check)"
-            } else {
-                ""
-            }
         );
-        results[i] = Some(r);
-        Ok(())
     };
     for &i in &early {
-        run_one(&mut lab, i, true)?;
+        let t = &targets[i];
+        let r = suite::run_target(&mut lab, t, &sopts, None)
+            .with_context(|| format!("profile {}", t.name()))?;
+        report(&r, "  (before the gateway check)");
+        results[i] = Some(r);
     }
     // (A kill switch alone needs no working Tor: no wait for one.)
     if !late.is_empty() {
+        for &i in &late {
+            let t = &targets[i];
+            if t.runs_in_two_parts() {
+                let tp = Instant::now();
+                prepared[i] = Some(
+                    suite::prepare_target(&mut lab, t, &sopts)
+                        .with_context(|| format!("profile {}", t.name()))?,
+                );
+                progress(&format!("{}: before tor", t.name()), tp.elapsed());
+            }
+        }
         lab.ready(&mut progress)
             .context("making the gateway work (consensus, bootstrap, a fetch through Tor)")?;
     }
     for &i in &late {
-        run_one(&mut lab, i, false)?;
+        let t = &targets[i];
+        let r = suite::run_target(&mut lab, t, &sopts, prepared[i].take())
+            .with_context(|| format!("profile {}", t.name()))?;
+        report(&r, "");
+        results[i] = Some(r);
     }
     let results: Vec<ProfileResult> = results.into_iter().flatten().collect();
     let total = t0.elapsed().as_secs_f64();
