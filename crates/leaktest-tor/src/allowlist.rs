@@ -71,20 +71,23 @@ impl Roles {
     pub fn expects_tls(self) -> bool {
         self.intersects(Roles(Roles::OR_PORT.0 | Roles::BRIDGE.0))
     }
+    /// Every single role with its short name, in a fixed order.
+    pub const NAMED: [(Roles, &'static str); 6] = [
+        (Roles::OR_PORT, "orport"),
+        (Roles::DIR_PORT, "dirport"),
+        (Roles::BRIDGE, "bridge"),
+        (Roles::BRIDGE_OBFS4, "obfs4-bridge"),
+        (Roles::BRIDGE_OTHER_TRANSPORT, "transport-bridge"),
+        (Roles::PROXY, "proxy"),
+    ];
+
     /// Short names of the roles, for people.
     pub fn names(self) -> Vec<&'static str> {
-        [
-            (Roles::OR_PORT, "orport"),
-            (Roles::DIR_PORT, "dirport"),
-            (Roles::BRIDGE, "bridge"),
-            (Roles::BRIDGE_OBFS4, "obfs4-bridge"),
-            (Roles::BRIDGE_OTHER_TRANSPORT, "transport-bridge"),
-            (Roles::PROXY, "proxy"),
-        ]
-        .into_iter()
-        .filter(|(r, _)| self.contains(*r))
-        .map(|(_, n)| n)
-        .collect()
+        Roles::NAMED
+            .into_iter()
+            .filter(|(r, _)| self.contains(*r))
+            .map(|(_, n)| n)
+            .collect()
     }
 }
 

@@ -605,10 +605,11 @@ pub struct Findings {
     tor_endpoints: HashSet<SocketAddr>,
     /// More distinct Tor endpoints than [`MAX_TOR_ENDPOINTS`] were seen.
     pub tor_endpoints_overflow: bool,
-    /// Tor frames by the role of their endpoint ([`leaktest_tor::Roles::names`]: orport,
-    /// dirport, bridge, obfs4-bridge, ...); a frame to an endpoint with
-    /// several roles counts under each.
-    pub tor_by_role: std::collections::BTreeMap<&'static str, u64>,
+    /// Tor frames by the role of their endpoint, in
+    /// [`leaktest_tor::Roles::NAMED`] order (orport, dirport, bridge,
+    /// obfs4-bridge, ...); a frame to an endpoint with several roles counts
+    /// under each. An array: counting allocates nothing.
+    pub tor_by_role: [u64; leaktest_tor::Roles::NAMED.len()],
     /// Frames let out by each `--allow` entry (by entry index).
     pub allowed: Vec<u64>,
     pub housekeeping: [u64; HousekeepingKind::ALL.len()],
@@ -641,8 +642,10 @@ impl Findings {
         match &d.class {
             Class::Tor(t) => {
                 self.tor_packets += 1;
-                for role in t.roles.names() {
-                    *self.tor_by_role.entry(role).or_default() += 1;
+                for (i, (role, _)) in leaktest_tor::Roles::NAMED.iter().enumerate() {
+                    if t.roles.contains(*role) {
+                        self.tor_by_role[i] += 1;
+                    }
                 }
                 if self.tor_endpoints.len() < MAX_TOR_ENDPOINTS {
                     self.tor_endpoints.insert(t.endpoint);
@@ -935,7 +938,8 @@ mod tests {
         );
         f.record(&frame(&d), &decision(Class::Canary, Rule::Canary));
         assert_eq!((f.packets, f.tor_packets, f.tor_endpoints()), (14, 10, 3));
-        assert_eq!(f.tor_by_role.get("orport"), Some(&10));
+        assert_eq!(f.tor_by_role[0], 10, "orport");
+        assert_eq!(f.tor_by_role[1..], [0; 5]);
         assert_eq!(f.by_rule[Rule::Tor.index()], 10);
         assert_eq!(f.by_rule[Rule::Mld.index()], 2);
         assert_eq!(f.classified(), f.packets);

@@ -31,6 +31,11 @@ pub const HOLD_MAX: Duration = Duration::from_secs(3);
 
 /// Most frames held at once (a connection's handshake is a handful).
 pub const MAX_HELD_FRAMES: usize = 4096;
+/// Most captured bytes held at once.
+pub const MAX_HELD_BYTES: usize = 8 << 20;
+/// Most endpoints remembered as having waited in vain (their later frames
+/// are judged at once: they already had their chance).
+pub const MAX_EXPIRED: usize = 4096;
 
 /// One held frame, owned.
 #[derive(Clone, Debug)]
@@ -61,6 +66,10 @@ impl HeldFrame {
 pub struct Hold {
     frames: VecDeque<HeldFrame>,
     by_endpoint: HashMap<SocketAddr, usize>,
+    bytes: usize,
+    /// Endpoints whose frames waited [`HOLD_MAX`] and were judged as they
+    /// were: not held again.
+    expired: HashSet<SocketAddr>,
     /// Frames ever held.
     pub held: u64,
 }
@@ -79,8 +88,15 @@ impl Hold {
         self.by_endpoint.contains_key(endpoint)
     }
 
-    pub fn has_room(&self) -> bool {
-        self.frames.len() < MAX_HELD_FRAMES
+    /// Whether a frame of `len` bytes fits.
+    pub fn has_room(&self, len: usize) -> bool {
+        self.frames.len() < MAX_HELD_FRAMES && self.bytes + len <= MAX_HELD_BYTES
+    }
+
+    /// Whether a frame to `endpoint` of `len` bytes may wait: there is
+    /// room, and the endpoint has not waited in vain before.
+    pub fn may_hold(&self, endpoint: &SocketAddr, len: usize) -> bool {
+        self.has_room(len) && !self.expired.contains(endpoint)
     }
 
     /// Holds a copy of `f`, going to `endpoint`, from `now`.
@@ -93,6 +109,7 @@ impl Hold {
             endpoint,
             since: now,
         });
+        self.bytes += f.data.len();
         *self.by_endpoint.entry(endpoint).or_default() += 1;
         self.held += 1;
     }
@@ -119,11 +136,17 @@ impl Hold {
         for h in &self.frames {
             first_held.entry(h.endpoint).or_insert(h.since);
         }
-        let go: HashSet<SocketAddr> = first_held
-            .into_iter()
-            .filter(|(ep, since)| all || known(ep) || now.duration_since(*since) >= HOLD_MAX)
-            .map(|(ep, _)| ep)
-            .collect();
+        let mut go: HashSet<SocketAddr> = HashSet::new();
+        for (ep, since) in first_held {
+            if known(&ep) {
+                go.insert(ep);
+            } else if all || now.duration_since(since) >= HOLD_MAX {
+                go.insert(ep);
+                if self.expired.len() < MAX_EXPIRED {
+                    self.expired.insert(ep);
+                }
+            }
+        }
         if go.is_empty() {
             return Vec::new();
         }
@@ -132,6 +155,7 @@ impl Hold {
                 .into_iter()
                 .partition(|h| go.contains(&h.endpoint));
         self.frames = keep;
+        self.bytes = self.frames.iter().map(|h| h.data.len()).sum();
         for ep in &go {
             self.by_endpoint.remove(ep);
         }
@@ -181,6 +205,10 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert!(h.is_empty() && h.next_deadline().is_none());
         assert_eq!(h.held, 4);
+        // It waited in vain: its later frames are judged at once; the
+        // guard, released because it became known, may wait again.
+        assert!(!h.may_hold(&ep(9001), 60));
+        assert!(h.may_hold(&ep(5555), 60));
     }
 
     #[test]
@@ -189,12 +217,16 @@ mod tests {
         let mut h = Hold::default();
         let data = [0u8; 60];
         for i in 0..MAX_HELD_FRAMES {
-            assert!(h.has_room());
+            assert!(h.may_hold(&ep(i as u16), data.len()));
             h.push(&Frame::whole(&data), ep(i as u16), t0);
         }
-        assert!(!h.has_room());
+        assert!(!h.may_hold(&ep(1), data.len()));
         assert_eq!(h.next_deadline(), Some(t0 + HOLD_MAX));
         assert_eq!(h.release(|_| false, t0, true).len(), MAX_HELD_FRAMES);
-        assert!(h.is_empty() && h.has_room());
+        assert!(h.is_empty() && h.may_hold(&ep(60000), data.len()));
+        // Bytes are bounded too.
+        let big = vec![0u8; MAX_HELD_BYTES / 2 + 1];
+        h.push(&Frame::whole(&big), ep(60000), t0);
+        assert!(!h.may_hold(&ep(60000), big.len()));
     }
 }

@@ -404,14 +404,16 @@ pub fn run_with(
         if may_hold && !hold.is_empty() {
             let s = FrameSummary::parse(f.data, LinkType::Ethernet);
             if let Some(ep) = crate::classify::flows::endpoint(&s) {
-                if s.ip.is(IpProtocol::TCP) && hold.holds(&ep) {
+                // (With no room left it is judged now, out of turn: a
+                // flow's frames out of order can only make it a leak.)
+                if s.ip.is(IpProtocol::TCP) && hold.holds(&ep) && hold.has_room(f.data.len()) {
                     hold.push(f, ep, Instant::now());
                     return;
                 }
             }
         }
         let d = classifier.classify(f, reader.get());
-        if may_hold && can_hold && hold.has_room() {
+        if may_hold && can_hold {
             if let Class::Leak(l) = &d.class {
                 if l.cause == LeakCause::Unexpected
                     && l.probe.is_none()
@@ -419,8 +421,10 @@ pub fn run_with(
                     && classifier.sent_by_us(l.summary.ip.src)
                 {
                     if let Some(ep) = crate::classify::flows::endpoint(&l.summary) {
-                        hold.push(f, ep, Instant::now());
-                        return;
+                        if hold.may_hold(&ep, f.data.len()) {
+                            hold.push(f, ep, Instant::now());
+                            return;
+                        }
                     }
                 }
             }

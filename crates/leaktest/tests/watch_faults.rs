@@ -13,7 +13,11 @@
 //!   apart from Tor;
 //! * a signal while connecting to a control port that drops SYNs ends the
 //!   wait at once (exit 130), not after the connect timeout;
-//! * `tor restore --forget` deletes a journal that cannot be read.
+//! * `tor restore --forget` deletes a journal that cannot be read;
+//! * a relay tor connects to the moment its new consensus names it (as a
+//!   bootstrapping tor does) is counted as Tor once the control port's
+//!   `NEWCONSENSUS` refresh arrives, its frames held meanwhile; a relay the
+//!   control port never names stays a leak after the wait.
 //!
 //! Needs root: without it the tests say so and pass, unless
 //! `LEAKTEST_REQUIRE_ROOT=1` (CI) makes them fail.
@@ -623,4 +627,167 @@ fn a_watch_with_cap_net_raw_alone_passes_and_drops_it() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["verdict"], "pass");
+}
+
+/// A scripted control port in the gateway's namespace (NULL
+/// authentication): `ns/all` lists the first of [`RELAYS`], and the second
+/// too once [`FakeControl::publish`] announced a new consensus the way tor
+/// does (`650+NEWCONSENSUS`).
+struct FakeControl {
+    port: u16,
+    writer: std::sync::Arc<std::sync::Mutex<Option<std::net::TcpStream>>>,
+    published: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+const FAKE_RELAY_A: &str =
+    "r relayA AAoQ1DAR6kkoo19hBAX5K0QztNw 5pWVo+vGpyKuCYh6+tt2mGC9JDY 2038-01-01 00:00:00 203.0.113.5 5555 0";
+const FAKE_RELAY_B: &str =
+    "r relayB ABG9JIWtRdmE7EFZyI/AZuXjMA4 TT0ZnCVFx2b8Hqu1cv3MaV8uGTA 2038-01-01 00:00:00 203.0.113.6 8443 0";
+
+impl FakeControl {
+    fn start(lab: &Lab) -> FakeControl {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering;
+        let listener = lab
+            .ns("gw")
+            .thread(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .unwrap()
+            .join()
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let writer = std::sync::Arc::new(std::sync::Mutex::new(None::<std::net::TcpStream>));
+        let published = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (w, p) = (writer.clone(), published.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                *w.lock().unwrap() = Some(stream.try_clone().unwrap());
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if !matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+                        break;
+                    }
+                    let cmd = line.trim_end().to_string();
+                    let reply = match cmd.split(' ').next().unwrap_or("") {
+                        "PROTOCOLINFO" => "250-PROTOCOLINFO 1\r\n250-AUTH METHODS=NULL\r\n250-VERSION Tor=\"0.4.9.11\"\r\n250 OK\r\n".to_string(),
+                        "AUTHENTICATE" | "SETEVENTS" => "250 OK\r\n".to_string(),
+                        "GETINFO" if cmd == "GETINFO ns/all" => {
+                            let mut body = FAKE_RELAY_A.to_string();
+                            if p.load(Ordering::SeqCst) {
+                                body = format!("{body}\r\n{FAKE_RELAY_B}");
+                            }
+                            format!("250+ns/all=\r\n{body}\r\n.\r\n250 OK\r\n")
+                        }
+                        "GETINFO" if cmd == "GETINFO config/defaults" => {
+                            "250+config/defaults=\r\n.\r\n250 OK\r\n".to_string()
+                        }
+                        "GETINFO" => "552 Unrecognized key\r\n".to_string(),
+                        "GETCONF" => {
+                            let key = cmd.split(' ').nth(1).unwrap_or("");
+                            if key == "UseDefaultFallbackDirs" {
+                                format!("250 {key}=0\r\n")
+                            } else {
+                                format!("250 {key}\r\n")
+                            }
+                        }
+                        _ => "510 Unrecognized command\r\n".to_string(),
+                    };
+                    let mut g = w.lock().unwrap();
+                    if g.as_mut()
+                        .is_none_or(|s| s.write_all(reply.as_bytes()).is_err())
+                    {
+                        break;
+                    }
+                }
+            }
+        });
+        FakeControl {
+            port,
+            writer,
+            published,
+        }
+    }
+
+    /// A new consensus that also names the second relay.
+    fn publish(&self) {
+        use std::io::Write;
+        self.published
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let body = format!("{FAKE_RELAY_A}\r\n{FAKE_RELAY_B}");
+        let mut g = self.writer.lock().unwrap();
+        g.as_mut()
+            .expect("the watcher is connected")
+            .write_all(format!("650+NEWCONSENSUS\r\n{body}\r\n.\r\n650 OK\r\n").as_bytes())
+            .unwrap();
+    }
+}
+
+/// The relays' traffic from the moment they connect (the "Tor" process
+/// starts after the watch), with only the control port to tell relays.
+fn watch_relays_via_control(tag: &str, publish: bool) -> (i32, serde_json::Value) {
+    let mut lab = build(tag, false);
+    let ctl = FakeControl::start(&lab);
+    let control = format!("127.0.0.1:{}", ctl.port);
+    let watch = start_watch_with(&lab, &["--tor-control", &control], false);
+    lab.start_relays();
+    if publish {
+        // As tor: it connects to the relay its new consensus names, and
+        // announces that consensus on the control port meanwhile.
+        std::thread::sleep(Duration::from_millis(100));
+        ctl.publish();
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let t = Instant::now();
+    let (code, _, w) = finish_watch(&lab, watch);
+    // Held frames get the rest of their wait, no more.
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    (code, w)
+}
+
+#[test]
+fn a_relay_named_by_the_next_consensus_is_tor_once_the_refresh_arrives() {
+    if !is_root() {
+        return;
+    }
+    let (code, w) = watch_relays_via_control("wfh", true);
+    assert_eq!(w["verdict"], "pass", "{w:#}");
+    assert_eq!(code, 0);
+    assert!(
+        w["tor"]["allowlist"]["held_frames"].as_u64().unwrap() >= 1,
+        "{w:#}"
+    );
+    assert_eq!(w["tor"]["allowlist"]["refreshes"], 1, "{w:#}");
+    assert_eq!(w["tor"]["endpoints"], 2, "{w:#}");
+    // Both flows followed from their SYN, the held one included.
+    assert_eq!(w["tor"]["flows"]["started"], 2, "{w:#}");
+    assert_eq!(w["leak_packets"], 0);
+}
+
+#[test]
+fn a_relay_the_control_port_never_names_stays_a_leak_after_the_wait() {
+    if !is_root() {
+        return;
+    }
+    let (code, w) = watch_relays_via_control("wfn", false);
+    assert_eq!(w["verdict"], "leak", "{w:#}");
+    assert_eq!(code, 1);
+    assert!(
+        w["tor"]["allowlist"]["held_frames"].as_u64().unwrap() >= 1,
+        "{w:#}"
+    );
+    assert!(w["leak_packets"].as_u64().unwrap() >= 3, "{w:#}");
+    let leaks = w["leaks"].as_array().unwrap();
+    assert!(!leaks.is_empty());
+    for l in leaks {
+        assert_eq!(
+            (l["dst"].as_str(), l["dst_port"].as_u64()),
+            (Some("203.0.113.6"), Some(8443)),
+            "{l}"
+        );
+        assert_eq!(l["cause"], "unexpected");
+    }
+    // The named relay's flow is Tor all along.
+    assert_eq!(w["tor"]["endpoints"], 1, "{w:#}");
 }

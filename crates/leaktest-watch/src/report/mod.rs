@@ -461,10 +461,11 @@ impl WatchReport {
                 packets: f.tor_packets,
                 endpoints: f.tor_endpoints(),
                 endpoints_overflow: f.tor_endpoints_overflow,
-                by_role: f
-                    .tor_by_role
+                by_role: leaktest_tor::Roles::NAMED
                     .iter()
-                    .map(|(k, v)| (k.to_string(), *v))
+                    .zip(f.tor_by_role)
+                    .filter(|(_, n)| *n > 0)
+                    .map(|((_, name), n)| (name.to_string(), n))
                     .collect(),
                 allowlist: o.allowlist.clone(),
                 flows: o.flows,
