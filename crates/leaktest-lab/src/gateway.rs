@@ -266,6 +266,19 @@ pub fn start(ns: &str, root: &Path, g: &GatewayTor) -> Result<Tracked, LabError>
     )
 }
 
+/// Makes the gateway tor retry its directory downloads now: `SIGNAL
+/// RELOAD` (tor's `do_hup` resets the consensus and descriptor download
+/// failures; it also rereads the torrc, whose `DisableNetwork 1` the caller
+/// then lifts with [`enable_network`]). A tor whose network was on before
+/// the private network's first consensus existed has been told 404 and
+/// backs off (measured: 9.5 s more to bootstrap in one run of five).
+pub fn retry_downloads(ns: &str) -> Result<(), LabError> {
+    sys::run_in(ns, || {
+        let mut c = leaktest_tor::Controller::connect(&control_options()).map_err(tor_err)?;
+        c.command("SIGNAL RELOAD").map(drop).map_err(tor_err)
+    })
+}
+
 /// Lets the gateway tor use the network (`SETCONF DisableNetwork=0` on its
 /// control port). It starts with the network disabled so that it can run,
 /// with a working control port, while the private Tor network forms, and
@@ -396,6 +409,11 @@ fn control_options() -> leaktest_tor::ConnectOptions {
 
 fn tor_err(e: leaktest_tor::TorError) -> LabError {
     LabError::Tor(format!("gateway control port: {e}"))
+}
+
+/// Whether the gateway tor's log says "Bootstrapped 100%".
+pub fn bootstrapped(g: &GatewayTor) -> bool {
+    std::fs::read_to_string(g.log()).is_ok_and(|l| l.contains("Bootstrapped 100%"))
 }
 
 /// Waits for "Bootstrapped 100%" in the gateway tor's log.

@@ -233,6 +233,11 @@ impl Lab {
         let t2 = Instant::now();
         // Whatever profile ran meanwhile, tor bootstraps behind the Whonix policy.
         self.apply_policy(&Policy::WHONIX, g.uid)?;
+        if !gateway::bootstrapped(&g) {
+            // Its network may have been on already (a ruleset's first part):
+            // no backed-off retry of a fetch that found no consensus.
+            gateway::retry_downloads(&names.gw)?;
+        }
         gateway::enable_network(&names.gw)?;
         let procs = self.state.processes.clone();
         gateway::wait_bootstrap(&g, Duration::from_secs(120), &|| check_alive(&procs, &td))?;

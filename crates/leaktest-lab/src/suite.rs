@@ -217,6 +217,9 @@ pub struct Prepared {
     seconds: f64,
 }
 
+/// How long the second part's watch stays open after its port-53 probes.
+pub const ANSWER_SETTLE: Duration = Duration::from_secs(1);
+
 /// Which part of a target's run.
 enum Stage {
     /// Everything, once the gateway's tor has the network.
@@ -231,14 +234,24 @@ enum Stage {
 }
 
 /// Whether a probe's fate depends on tor having the network: a probe to
-/// port 53, which a gateway or host redirects to tor's DNSPort. DNSPort
-/// holds a query until tor can resolve it (no answer before tor has the
-/// network), so its answer to a forged source (a reflection out of the
-/// uplink) shows only when the probe is sent once tor works. Every other
-/// probe meets only the kernel: a SYN redirected to TransPort is answered
-/// by the listening socket whether tor has the network or not.
+/// port 53, which a gateway or host redirects to tor's DNSPort, and any
+/// probe that carries a DNS query (the `spoof` suite's UDP, whose answer to
+/// its forged source is a reflection out of the uplink). How DNSPort
+/// answers depends on tor's state (it holds a query it must resolve until
+/// it can), so these are sent once tor works, as on a running gateway.
+/// Every other probe meets only the kernel and tor's listeners: a SYN
+/// redirected to TransPort is answered by the listening socket, and bytes
+/// that are no DNS message get no answer from DNSPort.
 pub fn needs_working_tor(p: &ProbeSpec) -> bool {
+    use leaktest_wire::catalogue::{ProbeKind, Transport};
     p.dst_port() == Some(53)
+        || matches!(
+            p.kind,
+            ProbeKind::Spoof {
+                transport: Transport::Udp,
+                ..
+            }
+        )
 }
 
 /// The probes of `sweep`'s catalogue that [`needs_working_tor`] picks
@@ -532,10 +545,12 @@ fn run_target_on(
             lists.insert(sweep, list);
         }
     }
-    let watch_tag = if before_tor {
-        "watch-before-tor"
+    let (watch_tag, sweep_tag) = if before_tor {
+        ("watch-before-tor", "-before-tor")
+    } else if after_tor {
+        ("watch", "-after-tor")
     } else {
-        "watch"
+        ("watch", "")
     };
     // The watch whose report shows the bridge's flow.
     let bridge_report = reports.len();
@@ -566,6 +581,7 @@ fn run_target_on(
                     &key,
                     Some(id),
                     lists.get(&sweep).map(|p| p.as_path()),
+                    sweep_tag,
                 )?;
                 step(&format!("sweep {}", sweep.name()), ts);
                 runs.insert(r.run_id.clone(), sweep);
@@ -580,6 +596,14 @@ fn run_target_on(
                     u.state
                 )
                 }));
+            }
+            if after_tor {
+                // The port-53 probes are all this watch sends: give the
+                // answers (a resolver's round trip through Tor) time to
+                // come out before the watch ends.
+                let ta = Instant::now();
+                std::thread::sleep(ANSWER_SETTLE);
+                step("answers settle", ta);
             }
             Ok(())
         },
@@ -640,6 +664,7 @@ fn run_target_on(
                         &key,
                         Some(run),
                         Some(&list),
+                        "-resend",
                     )?;
                 }
                 Ok(())
@@ -656,6 +681,19 @@ fn run_target_on(
         // from the first segment (tor connected during the watch).
         let first = &reports[bridge_report].tor;
         let to_bridge = first.by_role.get("obfs4-bridge").copied().unwrap_or(0);
+        // With UseBridges, tor reaches nothing but its bridge.
+        let elsewhere: Vec<String> = reports
+            .iter()
+            .flat_map(|r| r.tor.by_role.iter())
+            .filter(|(role, n)| role.as_str() != "obfs4-bridge" && **n > 0)
+            .map(|(role, n)| format!("{role} {n}"))
+            .collect();
+        if !elsewhere.is_empty() {
+            cmp.mismatches.push(format!(
+                "tor reached the network other than through its obfs4 bridge (Tor frames by role: {})",
+                elsewhere.join(", ")
+            ));
+        }
         if to_bridge == 0 {
             cmp.mismatches.push(
                 "no Tor traffic to the obfs4 bridge was seen: the gateway's tor did not use it, or the watcher did not count it as Tor".into(),
@@ -848,8 +886,8 @@ fn sweep_once(
     key: &Path,
     run_id: Option<u64>,
     only: Option<&Path>,
+    suffix: &str,
 ) -> Result<ProbeReport, LabError> {
-    let suffix = if only.is_some() { "-resend" } else { "" };
     let json = dir.join(format!("probe-{}{suffix}.json", sweep.name()));
     let log = dir.join(format!("probe-{}{suffix}.log", sweep.name()));
     let mut cmd = probe_command(
@@ -998,7 +1036,10 @@ mod tests {
                         total += 1;
                         // Each probe in exactly one part.
                         assert_ne!(early.contains(p.seq()), late.contains(p.seq()), "{p:?}");
-                        assert_eq!(late.contains(p.seq()), p.dst_port() == Some(53), "{p:?}");
+                        assert_eq!(late.contains(p.seq()), needs_working_tor(&p), "{p:?}");
+                        if p.dst_port() == Some(53) {
+                            assert!(late.contains(p.seq()), "{p:?}");
+                        }
                     }
                 }
             }

@@ -595,10 +595,12 @@ pub fn run_with(
         }
     }
     // Held frames: each gets the rest of its wait for a refresh (polled as
-    // at every health check), then every one is judged.
-    if let Some(until) = hold.next_deadline() {
-        let until = until.max(Instant::now());
-        while !hold.is_empty() && Instant::now() < until {
+    // at every health check; the oldest's deadline, recomputed as frames
+    // leave), then every one is judged.
+    // (Every frame's wait is bounded, and the capture is sealed: this ends
+    // within HOLD_MAX.)
+    while !hold.is_empty() {
+        {
             hooks.poll_feed(&feed);
             for h in take_released(
                 &mut hold,

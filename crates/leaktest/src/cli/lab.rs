@@ -34,10 +34,11 @@ itself (sweeps from the host as root and unprivileged, works-check per --check),
 killswitch a box that must let nothing out but --allow (no Tor needed). Before any sweep, what \
 does not fit is named in one line each, within a few seconds: interfaces the gateway lacks, uids \
 nothing runs as, DNS or TCP redirected where tor does not listen, the workstation's TCP or DNS \
-unanswered, tor unable to reach its guards. A gateway or host ruleset runs in two parts: while \
-the private Tor network forms its first consensus, every probe but those to port 53 (the checks \
-that need only tor's listeners first); once the gateway's tor has the network, the DNS check, \
-the works-check and the probes to port 53 (tor's DNSPort answers only then). A sweep whose next \
+unanswered, tor unable to reach its guards. A gateway or host ruleset runs in two parts. While \
+the private Tor network forms its first consensus: the checks that need only tor's listeners, \
+then every probe except those to port 53 and those carrying a DNS query. Once the gateway's tor \
+works: the DNS check, the works-check, then those probes (how tor's DNSPort answers depends on \
+its state). A sweep whose next \
 hop never resolved makes the verdict INCONCLUSIVE. The class profiles (--list: class 1-9) are rulesets of real tool classes \
 with their exact findings pinned; they run with --all or by name.\n\n\
 Without options the lab runs the Whonix-style profile and five classic breakages, one per way a \
