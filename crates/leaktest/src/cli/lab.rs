@@ -267,9 +267,10 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     // private Tor network forms its first consensus. Profiles that must pass
     // (and those that need tor's ports listening) run after the gateway has
     // bootstrapped and been shown to work; a gateway or host ruleset sends
-    // all but its probes to port 53 meanwhile (`suite::prepare_target`: only
-    // those meet tor's DNSPort, which answers once tor has the network). No
-    // verdict is reported unless that proof succeeds (`ready` fails the lab).
+    // all its probes but those to port 53 and those carrying a DNS query
+    // meanwhile (`suite::prepare_target`: how tor's DNSPort answers depends
+    // on tor's state). No verdict is reported unless that proof succeeds
+    // (`ready` fails the lab).
     let (early, late): (Vec<usize>, Vec<usize>) =
         (0..targets.len()).partition(|&i| !targets[i].needs_tor());
     let mut results: Vec<Option<ProfileResult>> = vec![None; targets.len()];
