@@ -48,11 +48,16 @@ impl Roles {
     /// An upstream proxy (`HTTPSProxy`, `Socks4Proxy`, `Socks5Proxy`): a proxy handshake in the
     /// clear (it names the relay), then TLS.
     pub const PROXY: Roles = Roles(32);
+    /// Not a role but where the endpoint came from: the consensus (`GETINFO
+    /// ns/all`), which the directory authorities sign, unlike the
+    /// configuration (`Bridge`, `DirAuthority`, `FallbackDir`, proxies) that
+    /// anyone with the control port can change.
+    pub const IN_CONSENSUS: Roles = Roles(64);
 
     /// Roles from [`Roles::bits`] (for a message between processes);
     /// unknown bits are dropped.
     pub fn from_bits(b: u8) -> Roles {
-        Roles(b & 63)
+        Roles(b & 127)
     }
 
     pub fn contains(self, other: Roles) -> bool {
@@ -247,9 +252,10 @@ impl Allowlist {
     }
     /// Takes `roles` away from every endpoint; endpoints left without a role go.
     pub fn remove_roles(&mut self, roles: Roles) {
+        // An endpoint left with no role (its provenance bit aside) goes.
         let strip = |r: &mut Roles| {
             r.0 &= !roles.0;
-            !r.is_empty()
+            r.0 & !Roles::IN_CONSENSUS.0 != 0
         };
         self.v4.retain(|_, r| strip(r));
         self.v6.retain(|_, r| strip(r));
@@ -340,12 +346,18 @@ pub fn parse_ns_all(text: &str) -> Allowlist {
                 ) else {
                     continue;
                 };
-                list.insert_with(SocketAddr::new(IpAddr::V4(ip), or), Roles::OR_PORT);
-                list.insert_with(SocketAddr::new(IpAddr::V4(ip), dir), Roles::DIR_PORT);
+                list.insert_with(
+                    SocketAddr::new(IpAddr::V4(ip), or),
+                    Roles::OR_PORT | Roles::IN_CONSENSUS,
+                );
+                list.insert_with(
+                    SocketAddr::new(IpAddr::V4(ip), dir),
+                    Roles::DIR_PORT | Roles::IN_CONSENSUS,
+                );
             }
             Some("a") => {
                 if let Some(Ok(a)) = words.next().map(str::parse::<SocketAddr>) {
-                    list.insert_with(a, Roles::OR_PORT);
+                    list.insert_with(a, Roles::OR_PORT | Roles::IN_CONSENSUS);
                 }
             }
             _ => {}
@@ -853,8 +865,22 @@ r short 1.2.3.4
     #[test]
     fn roles_of_endpoints() {
         let l = parse_ns_all(NS_ALL);
-        assert_eq!(l.roles(&sa("162.247.74.201:443")), Some(Roles::OR_PORT));
-        assert_eq!(l.roles(&sa("162.247.74.201:80")), Some(Roles::DIR_PORT));
+        let signed = Roles::IN_CONSENSUS;
+        assert_eq!(
+            l.roles(&sa("162.247.74.201:443")),
+            Some(Roles::OR_PORT | signed)
+        );
+        assert_eq!(
+            l.roles(&sa("162.247.74.201:80")),
+            Some(Roles::DIR_PORT | signed)
+        );
+        // Provenance is no role: it is never named, and Roles::from_bits
+        // keeps it across processes.
+        assert_eq!(signed.names(), Vec::<&str>::new());
+        assert_eq!(
+            Roles::from_bits((Roles::OR_PORT | signed).bits()),
+            Roles::OR_PORT | signed
+        );
         // A client never uses DirPorts: they go, ORPorts stay.
         let mut client = l.clone();
         client.remove_roles(Roles::DIR_PORT);

@@ -9,10 +9,16 @@
 //! in the lab: a guard's SYN and eleven more frames judged "unexpected"
 //! while the refresh was on its way). So a TCP frame that would be an
 //! unexpected leak, while a control-port feed is live, waits here: when a
-//! refresh makes its endpoint known it is judged again (as Tor, its flow
-//! followed from the first segment held), and when [`HOLD_MAX`] passes
-//! without one it is judged as it is (a leak, with its capture time). Later
-//! frames to a held endpoint wait behind it, so a flow is judged in order.
+//! refresh puts its endpoint in the allowlist *from the consensus*
+//! (`Roles::IN_CONSENSUS`: signed by the directory authorities) it is
+//! judged again (as Tor, its flow followed from the first segment held),
+//! and when [`HOLD_MAX`] passes without one it is judged as it is (a leak,
+//! with its capture time). An endpoint added by configuration (a `Bridge`,
+//! `FallbackDir` or proxy set over the control port after the frame left)
+//! approves nothing after the fact: found by a fresh-eyes test, where a
+//! root process sent a TLS ClientHello to a web server and then set it as
+//! a `Bridge`. Later frames to a held endpoint wait behind it, so a flow is
+//! judged in order.
 //!
 //! Nothing is hidden: every held frame is judged before the watch ends,
 //! with the capture time it had; at most [`MAX_HELD_FRAMES`] wait (beyond
@@ -47,6 +53,10 @@ pub struct HeldFrame {
     /// Its destination (address and TCP port).
     pub endpoint: SocketAddr,
     since: Instant,
+    /// Set on release: whether the consensus approved its endpoint (judge
+    /// it with the allowlist now) or its wait ended (judge it as it was
+    /// when it left: no Tor endpoint approved it).
+    pub approved: bool,
 }
 
 impl HeldFrame {
@@ -108,6 +118,7 @@ impl Hold {
             data: f.data.to_vec(),
             endpoint,
             since: now,
+            approved: false,
         });
         self.bytes += f.data.len();
         *self.by_endpoint.entry(endpoint).or_default() += 1;
@@ -120,9 +131,9 @@ impl Hold {
     }
 
     /// Takes the frames to judge now, in capture order: every frame to an
-    /// endpoint that `known` says the allowlist knows, every frame to an
-    /// endpoint whose first held frame has waited [`HOLD_MAX`], or (`all`)
-    /// every frame.
+    /// endpoint that `known` approves ([`HeldFrame::approved`]), every frame
+    /// to an endpoint whose first held frame has waited [`HOLD_MAX`], or
+    /// (`all`) every frame.
     pub fn release(
         &mut self,
         known: impl Fn(&SocketAddr) -> bool,
@@ -137,9 +148,11 @@ impl Hold {
             first_held.entry(h.endpoint).or_insert(h.since);
         }
         let mut go: HashSet<SocketAddr> = HashSet::new();
+        let mut approved: HashSet<SocketAddr> = HashSet::new();
         for (ep, since) in first_held {
             if known(&ep) {
                 go.insert(ep);
+                approved.insert(ep);
             } else if all || now.duration_since(since) >= HOLD_MAX {
                 go.insert(ep);
                 if self.expired.len() < MAX_EXPIRED {
@@ -159,7 +172,12 @@ impl Hold {
         for ep in &go {
             self.by_endpoint.remove(ep);
         }
-        out.into()
+        out.into_iter()
+            .map(|mut h| {
+                h.approved = approved.contains(&h.endpoint);
+                h
+            })
+            .collect()
     }
 }
 
@@ -196,6 +214,7 @@ mod tests {
         let out = h.release(|e| *e == ep(5555), t0 + Duration::from_secs(1), false);
         let secs: Vec<u64> = out.iter().map(|f| f.ts_sec).collect();
         assert_eq!(secs, [100, 102, 103]);
+        assert!(out.iter().all(|f| f.approved));
         assert_eq!(out[1].frame().data, &[2u8; 4]);
         assert_eq!(out[1].frame().orig_len, 60);
         assert!(!h.holds(&ep(5555)) && h.holds(&ep(9001)));
@@ -203,6 +222,7 @@ mod tests {
         assert!(h.release(|_| false, t0 + HOLD_MAX, false).is_empty());
         let out = h.release(|_| false, t0 + HOLD_MAX + Duration::from_millis(10), false);
         assert_eq!(out.len(), 1);
+        assert!(!out[0].approved);
         assert!(h.is_empty() && h.next_deadline().is_none());
         assert_eq!(h.held, 4);
         // It waited in vain: its later frames are judged at once; the

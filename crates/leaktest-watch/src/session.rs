@@ -35,7 +35,7 @@ use leaktest_capture::{
     iface_networks, new_ledger, CanaryInjector, CaptureConfig, CaptureError, CaptureStats,
     IfaceMonitor, LiveCapture,
 };
-use leaktest_tor::{Allowlist, AllowlistFeed, ConnectOptions, PendingFeed, TorError};
+use leaktest_tor::{Allowlist, AllowlistFeed, ConnectOptions, PendingFeed, Roles, TorError};
 use leaktest_wire::{Frame, FrameSummary, IpProtocol, LinkType, MarkerKeys};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -320,7 +320,17 @@ fn take_released(
     }
     *seen = generation;
     let tor = reader.get();
-    hold.release(|ep| tor.roles(ep).is_some(), now, all)
+    // Only the consensus, which the directory authorities sign, may approve
+    // a frame after the fact: a `Bridge`, `FallbackDir` or proxy set over
+    // the control port after the frame left does not (crate::hold).
+    hold.release(
+        |ep| {
+            tor.roles(ep)
+                .is_some_and(|r| r.contains(Roles::IN_CONSENSUS))
+        },
+        now,
+        all,
+    )
 }
 
 /// [`run`] with [`SessionHooks`].
@@ -400,7 +410,8 @@ pub fn run_with(
                       pcap: &mut Option<PcapngWriter>,
                       live: &mut dyn Write,
                       hold: &mut Hold,
-                      may_hold: bool| {
+                      may_hold: bool,
+                      as_it_was: bool| {
         if may_hold && !hold.is_empty() {
             let s = FrameSummary::parse(f.data, LinkType::Ethernet);
             if let Some(ep) = crate::classify::flows::endpoint(&s) {
@@ -412,7 +423,14 @@ pub fn run_with(
                 }
             }
         }
-        let d = classifier.classify(f, reader.get());
+        // A held frame whose wait ended unapproved is judged as it was when
+        // it left: no Tor endpoint approved it then, and none set since (a
+        // `Bridge` over the control port) may approve it after the fact.
+        let d = if as_it_was {
+            classifier.classify(f, &Allowlist::new())
+        } else {
+            classifier.classify(f, reader.get())
+        };
         if may_hold && can_hold {
             if let Class::Leak(l) = &d.class {
                 if l.cause == LeakCause::Unexpected
@@ -482,6 +500,7 @@ pub fn run_with(
                 live,
                 &mut hold,
                 true,
+                false,
             )
         });
         if let Err(e) = r {
@@ -505,6 +524,7 @@ pub fn run_with(
                 live,
                 &mut hold,
                 false,
+                !h.approved,
             );
         }
         if canaries_seen(&classifier) > 0 {
@@ -565,6 +585,7 @@ pub fn run_with(
                     live,
                     &mut hold,
                     true,
+                    false,
                 )
             });
             if let Err(e) = r {
@@ -587,6 +608,7 @@ pub fn run_with(
                 live,
                 &mut hold,
                 true,
+                false,
             )
         });
         match r {
@@ -618,6 +640,7 @@ pub fn run_with(
                     live,
                     &mut hold,
                     false,
+                    !h.approved,
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -639,6 +662,7 @@ pub fn run_with(
             live,
             &mut hold,
             false,
+            !h.approved,
         );
     }
     if let Some(p) = monitor.check() {

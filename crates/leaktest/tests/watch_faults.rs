@@ -17,7 +17,8 @@
 //! * a relay tor connects to the moment its new consensus names it (as a
 //!   bootstrapping tor does) is counted as Tor once the control port's
 //!   `NEWCONSENSUS` refresh arrives, its frames held meanwhile; a relay the
-//!   control port never names stays a leak after the wait.
+//!   control port never names stays a leak after the wait, and so does one
+//!   set as a `Bridge` (`CONF_CHANGED`) after its frames left.
 //!
 //! Needs root: without it the tests say so and pass, unless
 //! `LEAKTEST_REQUIRE_ROOT=1` (CI) makes them fail.
@@ -637,6 +638,7 @@ struct FakeControl {
     port: u16,
     writer: std::sync::Arc<std::sync::Mutex<Option<std::net::TcpStream>>>,
     published: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    bridged: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 const FAKE_RELAY_A: &str =
@@ -657,7 +659,8 @@ impl FakeControl {
         let port = listener.local_addr().unwrap().port();
         let writer = std::sync::Arc::new(std::sync::Mutex::new(None::<std::net::TcpStream>));
         let published = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (w, p) = (writer.clone(), published.clone());
+        let bridged = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (w, p, b) = (writer.clone(), published.clone(), bridged.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
@@ -688,6 +691,8 @@ impl FakeControl {
                             let key = cmd.split(' ').nth(1).unwrap_or("");
                             if key == "UseDefaultFallbackDirs" {
                                 format!("250 {key}=0\r\n")
+                            } else if key == "Bridge" && b.load(Ordering::SeqCst) {
+                                "250 Bridge=203.0.113.6:8443\r\n".to_string()
                             } else {
                                 format!("250 {key}\r\n")
                             }
@@ -707,7 +712,21 @@ impl FakeControl {
             port,
             writer,
             published,
+            bridged,
         }
+    }
+
+    /// The second relay set as a plain `Bridge` over the control port, as a
+    /// process with the control port could (tor announces `CONF_CHANGED`).
+    fn set_bridge(&self) {
+        use std::io::Write;
+        self.bridged
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut g = self.writer.lock().unwrap();
+        g.as_mut()
+            .expect("the watcher is connected")
+            .write_all(b"650-CONF_CHANGED\r\n650-Bridge=203.0.113.6:8443\r\n650 OK\r\n")
+            .unwrap();
     }
 
     /// A new consensus that also names the second relay.
@@ -726,17 +745,28 @@ impl FakeControl {
 
 /// The relays' traffic from the moment they connect (the "Tor" process
 /// starts after the watch), with only the control port to tell relays.
-fn watch_relays_via_control(tag: &str, publish: bool) -> (i32, serde_json::Value) {
+#[derive(Clone, Copy, PartialEq)]
+enum Then {
+    Nothing,
+    Publish,
+    SetBridge,
+}
+
+fn watch_relays_via_control(tag: &str, then: Then) -> (i32, serde_json::Value) {
     let mut lab = build(tag, false);
     let ctl = FakeControl::start(&lab);
     let control = format!("127.0.0.1:{}", ctl.port);
     let watch = start_watch_with(&lab, &["--tor-control", &control], false);
     lab.start_relays();
-    if publish {
+    std::thread::sleep(Duration::from_millis(100));
+    match then {
         // As tor: it connects to the relay its new consensus names, and
         // announces that consensus on the control port meanwhile.
-        std::thread::sleep(Duration::from_millis(100));
-        ctl.publish();
+        Then::Publish => ctl.publish(),
+        // As an attacker with the control port: traffic first, then the
+        // destination declared a bridge, inside the hold's wait.
+        Then::SetBridge => ctl.set_bridge(),
+        Then::Nothing => {}
     }
     std::thread::sleep(Duration::from_millis(600));
     let t = Instant::now();
@@ -751,7 +781,7 @@ fn a_relay_named_by_the_next_consensus_is_tor_once_the_refresh_arrives() {
     if !is_root() {
         return;
     }
-    let (code, w) = watch_relays_via_control("wfh", true);
+    let (code, w) = watch_relays_via_control("wfh", Then::Publish);
     assert_eq!(w["verdict"], "pass", "{w:#}");
     assert_eq!(code, 0);
     assert!(
@@ -770,7 +800,7 @@ fn a_relay_the_control_port_never_names_stays_a_leak_after_the_wait() {
     if !is_root() {
         return;
     }
-    let (code, w) = watch_relays_via_control("wfn", false);
+    let (code, w) = watch_relays_via_control("wfn", Then::Nothing);
     assert_eq!(w["verdict"], "leak", "{w:#}");
     assert_eq!(code, 1);
     assert!(
@@ -790,4 +820,25 @@ fn a_relay_the_control_port_never_names_stays_a_leak_after_the_wait() {
     }
     // The named relay's flow is Tor all along.
     assert_eq!(w["tor"]["endpoints"], 1, "{w:#}");
+}
+
+#[test]
+fn a_bridge_set_after_the_frames_left_approves_none_of_them() {
+    if !is_root() {
+        return;
+    }
+    let (code, w) = watch_relays_via_control("wfb", Then::SetBridge);
+    assert_eq!(w["verdict"], "leak", "{w:#}");
+    assert_eq!(code, 1);
+    assert_eq!(w["tor"]["allowlist"]["refreshes"], 1, "{w:#}");
+    assert!(
+        w["tor"]["allowlist"]["held_frames"].as_u64().unwrap() >= 1,
+        "{w:#}"
+    );
+    // Every frame to it before the refresh stays a leak.
+    let leaks = w["leaks"].as_array().unwrap();
+    assert!(!leaks.is_empty());
+    assert!(leaks
+        .iter()
+        .all(|l| l["dst"] == "203.0.113.6" && l["dst_port"] == 8443));
 }
