@@ -448,8 +448,10 @@ fn run_target_on(
         };
         let broken = lab.diagnose_gateway(&g, r.mode, r.bridge, checks)?;
         if !broken.is_empty() {
-            let mut lines = broken;
-            lines.extend(notes);
+            // What the ruleset names that the lab lacks first (the cause),
+            // then what failed because of it.
+            let mut lines = notes;
+            lines.extend(broken);
             return Err(LabError::GatewayBroken(format!(
                 "{} does not work in the lab's gateway:\n  {}\n(named in {:.1} s after the ruleset was loaded)",
                 r.name,

@@ -463,6 +463,31 @@ pub fn run_with(
         }
     };
     let mut hold_generation = feed.generation();
+    // Judges the held frames [`take_released`] lets go (`all`: every one),
+    // each approved one with the allowlist now, the others as they were.
+    macro_rules! judge_released {
+        ($all:expr) => {
+            for h in take_released(
+                &mut hold,
+                &mut reader,
+                feed.generation(),
+                &mut hold_generation,
+                $all,
+            ) {
+                handle(
+                    &h.frame(),
+                    &mut classifier,
+                    &mut findings,
+                    &mut reader,
+                    &mut pcap,
+                    live,
+                    &mut hold,
+                    false,
+                    !h.approved,
+                );
+            }
+        };
+    }
     let canaries_seen = |c: &Classifier| c.canaries().map_or(0, |l| l.seen());
     let canaries_missing = |c: &Classifier| c.canaries().is_some_and(|l| !l.missing().is_empty());
 
@@ -508,25 +533,7 @@ pub fn run_with(
             capture_broken = true;
             break;
         }
-        for h in take_released(
-            &mut hold,
-            &mut reader,
-            feed.generation(),
-            &mut hold_generation,
-            false,
-        ) {
-            handle(
-                &h.frame(),
-                &mut classifier,
-                &mut findings,
-                &mut reader,
-                &mut pcap,
-                live,
-                &mut hold,
-                false,
-                !h.approved,
-            );
-        }
+        judge_released!(false);
         if canaries_seen(&classifier) > 0 {
             if !live_announced {
                 // The moment a person (or script) may start the probes.
@@ -624,47 +631,11 @@ pub fn run_with(
     while !hold.is_empty() {
         {
             hooks.poll_feed(&feed);
-            for h in take_released(
-                &mut hold,
-                &mut reader,
-                feed.generation(),
-                &mut hold_generation,
-                false,
-            ) {
-                handle(
-                    &h.frame(),
-                    &mut classifier,
-                    &mut findings,
-                    &mut reader,
-                    &mut pcap,
-                    live,
-                    &mut hold,
-                    false,
-                    !h.approved,
-                );
-            }
+            judge_released!(false);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    for h in take_released(
-        &mut hold,
-        &mut reader,
-        feed.generation(),
-        &mut hold_generation,
-        true,
-    ) {
-        handle(
-            &h.frame(),
-            &mut classifier,
-            &mut findings,
-            &mut reader,
-            &mut pcap,
-            live,
-            &mut hold,
-            false,
-            !h.approved,
-        );
-    }
+    judge_released!(true);
     if let Some(p) = monitor.check() {
         problems.push(start, p);
     }

@@ -93,10 +93,35 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("leaktest: error: {}", one_line(&e));
+            eprintln!("leaktest: error: {}", error_text(&e));
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// The error as printed: [`one_line`], except a lab diagnosis (a ruleset
+/// that does not work in the lab's gateway), whose causes stay one line
+/// each, as `leaktest lab --help` promises.
+fn error_text(e: &anyhow::Error) -> String {
+    let broken = |c: &(dyn std::error::Error + 'static)| {
+        matches!(
+            c.downcast_ref::<leaktest_lab::LabError>(),
+            Some(leaktest_lab::LabError::GatewayBroken(_))
+        )
+    };
+    let Some(diagnosis) = e.chain().find(|c| broken(*c)) else {
+        return one_line(e);
+    };
+    let context: Vec<String> = e
+        .chain()
+        .take_while(|c| !broken(*c))
+        .map(|c| c.to_string())
+        .collect();
+    context
+        .into_iter()
+        .chain([diagnosis.to_string()])
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// The error and its causes on one line. A cause whose text the line already
@@ -135,6 +160,20 @@ mod tests {
             one_line(&e),
             "writing the reports: cannot write report.json: Permission denied"
         );
+    }
+
+    #[test]
+    fn a_lab_diagnosis_keeps_a_line_per_cause() {
+        let e = anyhow::Error::new(leaktest_lab::LabError::GatewayBroken(
+            "x.nft does not work in the lab's gateway:\n  cause one\n  cause two".into(),
+        ))
+        .context("profile x.nft");
+        let text = super::error_text(&e);
+        assert!(text.starts_with("profile x.nft: "), "{text}");
+        assert!(text.ends_with("\n  cause one\n  cause two"), "{text}");
+        // Any other error stays on one line.
+        let other = anyhow::anyhow!("no route\nto host");
+        assert_eq!(super::error_text(&other), "no route to host");
     }
 
     #[test]
