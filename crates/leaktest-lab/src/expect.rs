@@ -839,7 +839,10 @@ mod tests {
     }
 
     #[test]
-    fn the_ip_suite_tcp_probe_may_or_may_not_leak_under_a_syn_redirect() {
+    fn the_ip_suite_tcp_probe_is_forwarded_unredirected_under_a_syn_redirect() {
+        // Its fixed head has no flags and data offset 0: no SYN rule takes
+        // it and conntrack never calls it new, in every run (before the
+        // head, its flags were run-id bytes and the model said "either").
         let e = profile("tcp-forward");
         let m = &e.sweeps[&Sweep::Workstation];
         let ip6 = ProbeSpec {
@@ -847,21 +850,20 @@ mod tests {
             kind: ProbeKind::Ip { protocol: 6 },
         }
         .seq();
-        assert!(m.possible.contains(ip6) && !m.certain.contains(ip6));
-        let mut with = m.certain.clone();
-        with.insert(ip6);
-        for seen in [&m.certain, &with] {
-            let c = compare(
-                &[&report(
-                    Verdict::Leak,
-                    vec![run("00000000000000aa", seen, [0, 0])],
-                    0,
-                )],
-                &e,
-                &runs(),
-            );
-            assert!(c.ok(), "{:?}", c.mismatches);
-        }
+        assert!(m.certain.contains(ip6));
+        let mut only = SeqSet::default();
+        only.insert(ip6);
+        let without = m.certain.without(&[&only]);
+        let c = compare(
+            &[&report(
+                Verdict::Leak,
+                vec![run("00000000000000aa", &without, [0, 0])],
+                0,
+            )],
+            &e,
+            &runs(),
+        );
+        assert!(!c.ok());
     }
 
     #[test]

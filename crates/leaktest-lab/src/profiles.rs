@@ -494,7 +494,6 @@ impl Policy {
         if dropped_on_receipt(spec) {
             return Fate::Stopped;
         }
-        let mut either = false;
         let l4 = nft_l4(spec);
         if filtered {
             // The reverse-path check drops forged sources that do not route
@@ -527,8 +526,6 @@ impl Policy {
                         _ => Fate::Stopped,
                     };
                 }
-                // The marker read as a TCP header: its flags are run-id bytes.
-                (_, ProbeKind::Ip { protocol: 6 }) if self.redirect_syn => either = true,
                 _ => {}
             }
         }
@@ -536,18 +533,12 @@ impl Policy {
             return Fate::Stopped;
         }
         if filtered {
-            let marker_tcp = matches!(spec.kind, ProbeKind::Ip { protocol: 6 });
             let accepted = match self.forward {
                 Forward::Nothing => false,
                 Forward::All => true,
                 Forward::Tcp => matches!(l4, L4::Tcp(..) | L4::TcpUnreadable),
                 Forward::Dns => l4 == L4::Udp(53),
                 Forward::NewTcp => match l4 {
-                    // Conntrack reads the run-id bytes as flags.
-                    L4::Tcp(..) if marker_tcp => {
-                        either = true;
-                        true
-                    }
                     L4::Tcp(flags, _) => conntrack_new_tcp(flags),
                     _ => false,
                 },
@@ -562,10 +553,6 @@ impl Policy {
                     spec.family == Family::V6 && !matches!(nexthdr_field(spec), 6 | 17 | 58)
                 }
                 Forward::StatelessNoSyn => match l4 {
-                    L4::Tcp(..) if marker_tcp => {
-                        either = true;
-                        true
-                    }
                     L4::Tcp(flags, _) => flags.0 & (TcpFlags::SYN | TcpFlags::ACK) != TcpFlags::SYN,
                     _ => true,
                 },
@@ -574,11 +561,7 @@ impl Policy {
                 return Fate::Stopped;
             }
         }
-        if either {
-            Fate::Either
-        } else {
-            Fate::Leaks
-        }
+        Fate::Leaks
     }
 
     /// Whether `spec`, sent in `sweep`, leaves only as a reflection: a
@@ -781,6 +764,12 @@ fn nft_l4(spec: &ProbeSpec) -> L4 {
             Some(p) if spec.protocol() == 17 => L4::Udp(p),
             _ => L4::Other,
         };
+    }
+    if let ProbeKind::Ip { protocol: 6 } = spec.kind {
+        // The fixed head read as a TCP header (build::IP_SUITE_HEAD): no
+        // flags, data offset 0, which conntrack finds invalid (never new).
+        let head = &leaktest_wire::build::IP_SUITE_HEAD;
+        return L4::Tcp(TcpFlags(head[13]), u16::from_be_bytes([head[2], head[3]]));
     }
     match (spec.protocol(), spec.tcp_flags(), spec.dst_port()) {
         (6, f, p) => L4::Tcp(f.unwrap_or_default(), p.unwrap_or(0)),
@@ -1235,9 +1224,11 @@ mod model_tests {
             count(&p, Sweep::Workstation, Family::V4, Suite::Frag),
             (2, 0)
         );
+        // All 256 protocol numbers, 6 too: its fixed head is no new TCP
+        // connection, so no SYN redirect takes it.
         assert_eq!(
             count(&p, Sweep::Workstation, Family::V4, Suite::Ip),
-            (255, 1)
+            (256, 0)
         );
         assert_eq!(
             count(&p, Sweep::Workstation, Family::V6, Suite::Tcp),

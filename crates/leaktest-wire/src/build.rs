@@ -112,6 +112,37 @@ pub fn frag_ident(tag: HeaderTag) -> u32 {
     tag.tcp_seq()
 }
 
+/// What an `ip`-suite probe carries before its marker: a fixed head that
+/// every parser of a protocol header reads instead of marker bytes.
+///
+/// Without it the marker's run id (bytes 6..14) fell where a TCP header has
+/// its data offset and flags and an SCTP packet its first chunk type, so
+/// whether conntrack took a protocol-6 probe for a new connection (and a
+/// `--syn` REDIRECT sent it to tor's TransPort instead of the wire) changed
+/// from run to run: about one run id in 128 (data offset 5 or 6, SYN alone
+/// among FIN/SYN/RST/ACK), seen as `ip ×255` in CI. With the head, every
+/// protocol reads the same bytes in every run, and 20 bytes hold every
+/// header a NAT rewrites (TCP's 20, UDP's 8, SCTP's 12 plus a chunk
+/// header, DCCP's 16, ICMP's checksum), so NAT never touches the marker.
+///
+/// What the kernel makes of it (nf_conntrack_proto_*.c, net/ipv6/exthdrs.c;
+/// the same as for the first bytes of the marker before, except TCP's data
+/// offset, now always 0):
+/// - bytes 0..2 (`0x4c 0x6b`): ICMP/ICMPv6 type 76 code 107 (unassigned);
+///   an IPv6 extension header's next header 76 and length 864 bytes, longer
+///   than the packet (malformed); the inner IPv4 header of protocol 4 with
+///   IHL 12 (48 bytes, longer than the 46 there are).
+/// - bytes 2..4 (`0x55 0xa7`): an IPv6 Fragment header's offset with M set
+///   (a short non-last fragment).
+/// - bytes 4..6 (`0x01 0x00`): a UDP and UDP-Lite length of 256, longer
+///   than the datagram; a DCCP data offset of 1 (4 bytes, too short):
+///   conntrack finds all three invalid.
+/// - byte 12 (`0`): a TCP data offset of 0 (invalid); an SCTP chunk of
+///   type 0 and length 0 (invalid).
+pub const IP_SUITE_HEAD: [u8; 20] = [
+    0x4c, 0x6b, 0x55, 0xa7, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
 /// The shape of a probe: which template it is built from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Shape {
@@ -156,7 +187,8 @@ impl Shape {
             Shape::Icmp => icmp::HEADER_LEN,
             Shape::Udp | Shape::FragFirst => udp::HEADER_LEN,
             Shape::Tcp => tcp::HEADER_LEN,
-            Shape::Ip | Shape::FragNonFirst => 0,
+            Shape::Ip => IP_SUITE_HEAD.len(),
+            Shape::FragNonFirst => 0,
         }
     }
 
@@ -456,7 +488,8 @@ fn write_l4_constants(t: &mut Template, shape: Shape) {
             b[udp::field::DST_PORT].copy_from_slice(&FRAG_PORT.to_be_bytes());
             b[udp::field::LENGTH].copy_from_slice(&FRAG_UDP_LEN.to_be_bytes());
         }
-        Shape::Icmp | Shape::Ip | Shape::FragNonFirst => {}
+        Shape::Ip => b[..IP_SUITE_HEAD.len()].copy_from_slice(&IP_SUITE_HEAD),
+        Shape::Icmp | Shape::FragNonFirst => {}
     }
 }
 
@@ -660,11 +693,13 @@ pub(crate) mod tests {
         0x00, 0x00, 0x00, 0x08, 0x6e, 0xbc, 0xd9, 0xc6, 0xf1, 0x29, 0xaf, 0xb2,
     ];
     #[rustfmt::skip]
-    const IP4_PROTO_253: [u8; 60] = [
+    const IP4_PROTO_253: [u8; 80] = [
         // Ethernet
         0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x00,
-        // IPv4: len 46, id = tag, ttl 64, proto 253
-        0x45, 0x00, 0x00, 0x2e, 0xa4, 0xba, 0x00, 0x00, 0x40, 0xfd, 0xf6, 0x6d, 0x0a, 0x98, 0x98, 0x0b, 0xcb, 0x00, 0x71, 0x07,
+        // IPv4: len 66, id = tag, ttl 64, proto 253
+        0x45, 0x00, 0x00, 0x42, 0xa4, 0xba, 0x00, 0x00, 0x40, 0xfd, 0xf6, 0x59, 0x0a, 0x98, 0x98, 0x0b, 0xcb, 0x00, 0x71, 0x07,
+        // the ip suite's fixed head
+        0x4c, 0x6b, 0x55, 0xa7, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         // marker: magic, version, mode, run id
         0x4c, 0x6b, 0x54, 0xa7, 0x01, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
         // marker: seq 256 + 253, MAC
@@ -1051,5 +1086,30 @@ pub(crate) mod tests {
             14 + 40 + 8 + crate::compose::DNS_QUERY_LEN + 26 + crate::compose::SOURCE_CLAIM_LEN
         );
         assert!(longest <= MAX_PROBE_FRAME);
+    }
+
+    proptest::proptest! {
+        /// Whatever the run id, every parser of a protocol header reads the
+        /// same bytes in an `ip`-suite probe: before the fixed head, a run id
+        /// with data offset 5 and SYN alone made the protocol-6 probe a new
+        /// TCP connection to conntrack (one run in 128; a `--syn` REDIRECT
+        /// took it, `ip ×255` in CI). Etherparse, not our parser, reads it.
+        #[test]
+        fn no_run_id_changes_what_an_ip_suite_probe_is(run in proptest::prelude::any::<u64>(), v6 in proptest::prelude::any::<bool>(), protocol in 0u8..=255) {
+            let family = if v6 { Family::V6 } else { Family::V4 };
+            let b = ProbeBuilder::new(RunKey::open(run), ends(), None);
+            let mut buf = [0u8; MAX_PROBE_FRAME];
+            let n = b.write(&spec(family, ProbeKind::Ip { protocol }), &mut buf);
+            let ip_len = if v6 { 40 } else { 20 };
+            let payload = &buf[ip_len..n];
+            proptest::prop_assert_eq!(&payload[..IP_SUITE_HEAD.len()], &IP_SUITE_HEAD[..]);
+            proptest::prop_assert_eq!(payload.len(), IP_SUITE_HEAD.len() + MARKER_LEN);
+            // TCP: data offset 0, so no conntrack or NAT takes it for a
+            // segment (nf_conntrack_proto_tcp.c: doff * 4 < 20 is invalid).
+            proptest::prop_assert!(etherparse::TcpHeader::from_slice(payload).is_err());
+            // UDP: a length longer than the datagram (invalid to conntrack).
+            let udp = etherparse::UdpHeader::from_slice(payload).unwrap().0;
+            proptest::prop_assert!(usize::from(udp.length) > payload.len());
+        }
     }
 }

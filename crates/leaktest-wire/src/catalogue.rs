@@ -133,7 +133,7 @@ impl Suite {
     pub fn about(self) -> &'static str {
         match self {
             Suite::Icmp => "every ICMP / ICMPv6 type, code 0",
-            Suite::Ip => "every IP protocol / next header, the marker as payload",
+            Suite::Ip => "every IP protocol / next header, a fixed head and the marker as payload",
             Suite::Tcp => "SYN, ACK, FIN+ACK, RST and no flags to every port",
             Suite::Udp => "UDP to every port",
             Suite::Frag => {
@@ -412,7 +412,8 @@ pub enum ProbeKind {
     Icmp {
         icmp_type: u8,
     },
-    /// A bare IP packet with this protocol (IPv6: next header) and the marker as payload.
+    /// A bare IP packet with this protocol (IPv6: next header) whose payload
+    /// is a fixed head ([`crate::build::IP_SUITE_HEAD`]) and the marker.
     Ip {
         protocol: u8,
     },

@@ -335,8 +335,15 @@ fn cross_check(
         }
     };
     match spec.kind {
-        ProbeKind::Ip { .. }
-        | ProbeKind::Frag {
+        ProbeKind::Ip { .. } => {
+            // A fixed head, then the marker (IP_SUITE_HEAD).
+            let head = &leaktest_wire::build::IP_SUITE_HEAD;
+            if !l4.starts_with(head) {
+                return Err("ip-suite head missing or wrong".into());
+            }
+            payload_must_start(&l4[head.len()..])
+        }
+        ProbeKind::Frag {
             frag: FragKind::NonFirst,
         } => payload_must_start(l4),
         ProbeKind::Icmp { icmp_type } => {

@@ -3,8 +3,9 @@
 //! Two kinds of evidence, used for different things:
 //!
 //! 1. [`attribute_payload`]: an authentic payload marker anywhere in the
-//!    frame ([`Marker::find_verified`]), or an `ip`-suite marker whose bytes a
-//!    NAT rewrote and that this module puts back. It survives NAT, ICMP
+//!    frame ([`Marker::find_verified`]). It survives NAT (an `ip`-suite
+//!    probe's NAT-able header is its fixed head,
+//!    [`crate::build::IP_SUITE_HEAD`], never the marker), ICMP
 //!    quoting, tunnels and fragments that hold the marker. It is a 64-bit
 //!    MAC, so it may decide a frame's class: a frame carrying it is a probe.
 //! 2. [`attribute_headers`]: for a frame already judged a leak, the header
@@ -42,8 +43,8 @@ use crate::catalogue::FLAG_PORT_SLOTS;
 use crate::catalogue::{
     Family, FragKind, ProbeKind, ProbeSpec, TcpFlags, ECN_SYN, FRAG_PORT, TCP_FLAG_SETS,
 };
-use crate::hdr::{tcp, IpProtocol};
-use crate::marker::{HeaderTag, Marker, MarkerKeys, RunKey, HEADER_MIN_BITS, MAGIC, MARKER_LEN};
+use crate::hdr::IpProtocol;
+use crate::marker::{HeaderTag, Marker, MarkerKeys, RunKey, HEADER_MIN_BITS, MARKER_LEN};
 use std::net::IpAddr;
 
 /// How a frame was tied to a probe.
@@ -110,17 +111,15 @@ pub fn target_of(s: &FrameSummary, a: &Attribution) -> Option<std::net::IpAddr> 
     }
 }
 
-/// An authentic payload marker in `frame` (`s` is its summary), a
-/// repaired `ip`-suite marker, or (evidence [`Evidence::Reflection`]) a
-/// DNS answer to a `spoof` probe's query ([`dns_reflection`]). Only a
-/// payload marker says the frame went to a target of its run. Never panics.
+/// An authentic payload marker in `frame` (`s` is its summary), or
+/// (evidence [`Evidence::Reflection`]) a DNS answer to a `spoof` probe's
+/// query ([`dns_reflection`]). Only a payload marker says the frame went to a target of its run. Never panics.
 pub fn attribute_payload(
     frame: &[u8],
     s: &FrameSummary,
     keys: &mut MarkerKeys,
 ) -> Option<Attribution> {
     let found = Marker::find_verified(frame, keys)
-        .or_else(|| repaired_ip_suite_marker(s, frame, keys))
         .map(|(m, run)| (m, run, Evidence::Payload))
         .or_else(|| dns_reflection(s, frame, keys).map(|(m, run)| (m, run, Evidence::Reflection)));
     let (m, run, evidence) = found?;
@@ -193,55 +192,6 @@ pub fn attribute_headers(s: &FrameSummary, keys: &MarkerKeys) -> Option<Attribut
         run,
         evidence,
     })
-}
-
-/// Longest frame that can hold an `ip`-suite probe whose marker a NAT
-/// rewrote: two VLAN tags, an IPv4 header with options, the marker.
-const REPAIR_MAX_FRAME: usize = 14 + 8 + 60 + MARKER_LEN;
-
-/// An `ip`-suite probe's payload is the bare marker, so for protocol numbers
-/// whose header a NAT rewrites, the NAT rewrites marker bytes: TCP source and
-/// destination ports (marker bytes 0..4, the magic) and checksum (bytes
-/// 16..18, inside `seq`); ICMPv6 checksum (bytes 2..4, the magic). Those
-/// bytes are known for the probe these headers would be, so they are put
-/// back and the MAC decides. (UDP, DCCP and SCTP checksums and UDP's length
-/// fall on the run id and cannot be repaired; a NAT that checks UDP's length
-/// does not rewrite these packets anyway.)
-fn repaired_ip_suite_marker(
-    s: &FrameSummary,
-    frame: &[u8],
-    keys: &mut MarkerKeys,
-) -> Option<(Marker, RunKey)> {
-    if frame.len() > REPAIR_MAX_FRAME {
-        return None;
-    }
-    let ip = &s.ip;
-    let (family, protocol) = (ip.family?, ip.protocol?);
-    let seg = s.upper_bytes(frame);
-    if ip.is_fragment() || seg.len() != MARKER_LEN || ip.header_protocol != Some(protocol) {
-        return None;
-    }
-    let mut m: [u8; MARKER_LEN] = seg.try_into().ok()?;
-    let seq = ProbeSpec {
-        family,
-        kind: ProbeKind::Ip {
-            protocol: protocol.0,
-        },
-    }
-    .seq();
-    match (protocol, family) {
-        (IpProtocol::TCP, _) => {
-            m[tcp::field::SRC_PORT.start..tcp::field::DST_PORT.end].copy_from_slice(&MAGIC);
-            m[14..18].copy_from_slice(&seq.to_be_bytes());
-        }
-        (IpProtocol::ICMPV6, Family::V6) => m[2..4].copy_from_slice(&MAGIC[2..4]),
-        _ => return None,
-    }
-    if m[..] == seg[..] {
-        // Nothing was rewritten: the plain search already failed on these bytes.
-        return None;
-    }
-    Marker::find_verified(&m, keys).filter(|(found, _)| found.seq == seq)
 }
 
 /// A probe the headers of a packet could be, and how its headers would show it.

@@ -639,8 +639,9 @@ mod tests {
                 let spec = ProbeSpec { family, kind: ProbeKind::Ip { protocol } };
                 let mut ip = probe_ip(&spec);
                 nat(&spec, &mut ip, &n);
-                // A NAT that takes the marker for a TCP header rewrites both
-                // ports and the checksum; for ICMPv6 the checksum.
+                // A NAT that takes the payload for a TCP header rewrites both
+                // ports and the checksum; for ICMPv6 the checksum: all of it
+                // in the fixed head before the marker (IP_SUITE_HEAD).
                 let (l4, _, _) = upper(&ip);
                 if protocol == 6 {
                     ip[l4..l4 + 2].copy_from_slice(&n.sport.to_be_bytes());

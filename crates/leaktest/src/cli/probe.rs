@@ -28,7 +28,7 @@ the exact probe behind any packet that leaks. The default is the whole catalogue
 (probes per family, IPv4 / IPv6):
 
   icmp        every ICMP / ICMPv6 type 0-255, code 0                             256 /     256
-  ip          every IP protocol / IPv6 next header, marker as payload            256 /     256
+  ip          every IP protocol / IPv6 next header, a fixed head, marker         256 /     256
   tcp         every port 0-65535 with SYN, ACK, FIN+ACK, RST and no flags    327,680 / 327,680
   udp         every port 0-65535                                              65,536 /  65,536
   frag        lone first and non-first UDP fragments; a TCP SYN cut into a        9 /      11
