@@ -7,6 +7,8 @@
 //! * [`socket`]: the AF_PACKET ([`PacketSender`]) and raw IP
 //!   ([`RawIpSender`]) senders, both batching with `sendmmsg`.
 //! * [`rate`]: the token-bucket rate limiter and `--rate` parsing.
+//! * [`pulse`]: the pulse driver (`--duration`): a compact probe set every
+//!   interval, each round's markers naming the round.
 //! * [`run`]: the run driver that builds every planned probe into reused
 //!   buffers and sends it, with counts per family and suite.
 //! * [`session`]: a whole probe run as the command line and the lab drive
@@ -19,6 +21,7 @@
 pub mod hop;
 pub mod netlink;
 pub mod path;
+pub mod pulse;
 pub mod rate;
 pub mod run;
 pub mod session;

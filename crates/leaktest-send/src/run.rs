@@ -20,11 +20,17 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(50);
 pub trait ProbeWriter: Send {
     /// Writes `spec` into `buf`, returns its length (0 = nothing to send).
     fn write(&self, spec: &ProbeSpec, buf: &mut [u8]) -> usize;
+    /// Marks the probes written from now on with pulse round `round`
+    /// ([`leaktest_wire::RunKey::with_round`]).
+    fn set_round(&mut self, round: u32);
 }
 
 impl ProbeWriter for leaktest_wire::ProbeBuilder {
     fn write(&self, spec: &ProbeSpec, buf: &mut [u8]) -> usize {
         leaktest_wire::ProbeBuilder::write(self, spec, buf)
+    }
+    fn set_round(&mut self, round: u32) {
+        leaktest_wire::ProbeBuilder::set_round(self, round)
     }
 }
 
@@ -491,7 +497,7 @@ fn send_units(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -525,10 +531,12 @@ mod tests {
     use crate::socket::SendOutcome;
     use std::sync::{Arc, Mutex};
 
-    /// Writes the probe's seq as 4 bytes (IPv6 probes of protocol 0 are
-    /// "unbuildable" to exercise skipping).
-    struct SeqWriter {
-        skip_ip0: bool,
+    /// Writes the probe's seq as 4 bytes, the pulse round above its 21
+    /// bits (IPv6 probes of protocol 0 are "unbuildable" to exercise
+    /// skipping).
+    pub(crate) struct SeqWriter {
+        pub(crate) skip_ip0: bool,
+        pub(crate) round: u32,
     }
 
     impl ProbeWriter for SeqWriter {
@@ -536,13 +544,16 @@ mod tests {
             if self.skip_ip0 && spec.suite() == Suite::Ip && spec.protocol() == 0 {
                 return 0;
             }
-            buf[..4].copy_from_slice(&spec.seq().to_be_bytes());
+            buf[..4].copy_from_slice(&(spec.seq() | self.round << 21).to_be_bytes());
             4
+        }
+        fn set_round(&mut self, round: u32) {
+            self.round = round;
         }
     }
 
     /// Records every frame; refuses every 10th batch's first frame; can fail.
-    struct Recorder {
+    pub(crate) struct Recorder {
         frames: Arc<Mutex<Vec<u32>>>,
         calls: usize,
         fail_at: Option<usize>,
@@ -586,7 +597,7 @@ mod tests {
     }
 
     /// A recorder into `frames` that refuses and fails nothing.
-    fn recorder(frames: &Arc<Mutex<Vec<u32>>>) -> Recorder {
+    pub(crate) fn recorder(frames: &Arc<Mutex<Vec<u32>>>) -> Recorder {
         Recorder {
             frames: frames.clone(),
             calls: 0,
@@ -596,10 +607,13 @@ mod tests {
         }
     }
 
-    fn lane(family: Family, frames: &Arc<Mutex<Vec<u32>>>, skip: bool) -> Lane {
+    pub(crate) fn lane(family: Family, frames: &Arc<Mutex<Vec<u32>>>, skip: bool) -> Lane {
         Lane {
             family,
-            writer: Box::new(SeqWriter { skip_ip0: skip }),
+            writer: Box::new(SeqWriter {
+                skip_ip0: skip,
+                round: 0,
+            }),
             sender: Box::new(recorder(frames)),
         }
     }

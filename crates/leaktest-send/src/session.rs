@@ -524,6 +524,77 @@ impl Prepared {
         }
         ProbeOutcome { report, error }
     }
+
+    /// Sends a pulse ([`crate::pulse`]) instead of the plan, from the first
+    /// worker's lanes; `stop` ends it between rounds. `progress` gets the
+    /// rounds sent so far.
+    pub fn run_pulse(
+        mut self,
+        cfg: &crate::pulse::PulseConfig,
+        stop: &AtomicBool,
+        progress: &mut dyn FnMut(u32),
+    ) -> ProbeOutcome {
+        let started = SystemTime::now();
+        let lanes = self
+            .workers
+            .first_mut()
+            .map(Vec::as_mut_slice)
+            .unwrap_or(&mut []);
+        let result = crate::pulse::run_pulse(lanes, cfg, Some(stop), progress);
+        let finished = SystemTime::now();
+        let (stats, times, late, error) = match result {
+            Ok(p) => (p.run, p.round_sent_unix_ns, p.late_rounds, None),
+            Err(f) => (*f.stats, Vec::new(), 0, Some(f.error)),
+        };
+        let mut report = ProbeReport::build(
+            &self.request,
+            &self.plan,
+            &self.paths,
+            &self.skipped,
+            &stats,
+            1,
+            started,
+            finished,
+        );
+        report.planned = u64::from(cfg.rounds)
+            * leaktest_wire::pulse::PER_FAMILY as u64
+            * self.request.families.len() as u64;
+        report.pulse = Some(PulseReport {
+            interval_ms: cfg.interval.as_secs_f64() * 1e3,
+            rounds: cfg.rounds,
+            rounds_sent: times.len() as u32,
+            late_rounds: late,
+            per_round: leaktest_wire::pulse::PER_FAMILY as u32 * self.request.families.len() as u32,
+            round_sent_unix_ns: times,
+        });
+        if self.request.socket == SocketKind::Raw {
+            let sent: BTreeMap<Family, u64> = stats
+                .sent
+                .iter()
+                .map(|(f, m)| (*f, m.values().sum()))
+                .collect();
+            report.unreached = unreached_next_hops(&self.paths, &sent);
+        }
+        ProbeOutcome { report, error }
+    }
+}
+
+/// What a pulse sent and when (`leaktest probe --duration`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PulseReport {
+    /// Milliseconds from one round's start to the next's.
+    pub interval_ms: f64,
+    /// Rounds planned and sent.
+    pub rounds: u32,
+    pub rounds_sent: u32,
+    /// Rounds that started more than an interval after their slot (a busy
+    /// sender: the pulse was thinner than planned then).
+    pub late_rounds: u64,
+    /// Probes per round over all families.
+    pub per_round: u32,
+    /// Round `r`'s send time, Unix ns: a leak whose marker names round `r`
+    /// was sent then.
+    pub round_sent_unix_ns: Vec<u64>,
 }
 
 /// The key a run was signed with.
@@ -599,6 +670,9 @@ pub struct ProbeReport {
     pub retries: u64,
     pub threads: usize,
     pub complete: bool,
+    /// A pulse (`--duration`): its rounds and their send times.
+    #[serde(default)]
+    pub pulse: Option<PulseReport>,
     /// RFC 3339 UTC.
     pub started: String,
     pub finished: String,
@@ -735,6 +809,7 @@ impl ProbeReport {
             retries: s.retries,
             threads,
             complete: s.complete,
+            pulse: None,
             started: rfc3339(started),
             finished: rfc3339(finished),
             seconds: s.elapsed.as_secs_f64(),
@@ -763,6 +838,17 @@ impl ProbeReport {
             self.seconds,
             thousands(self.pps as u64),
         );
+        if let Some(p) = &self.pulse {
+            line.push_str(&format!(
+                ", pulse of {} of {} rounds every {} ms",
+                thousands(u64::from(p.rounds_sent)),
+                thousands(u64::from(p.rounds)),
+                p.interval_ms
+            ));
+            if p.late_rounds > 0 {
+                line.push_str(&format!(" ({} late)", thousands(p.late_rounds)));
+            }
+        }
         if self.refused_total > 0 {
             line.push_str(&format!(
                 ", {} refused by the local stack",

@@ -13,6 +13,8 @@
 //!   INCONCLUSIVE rules.
 //! * [`report`]: the typed [`WatchReport`] and its JSON, terminal and JUnit forms.
 //! * [`pcapng`]: streaming pcapng writer with interface statistics.
+//! * [`timeline`]: events (`--run-at`, `--event-fifo`) and the leaks and
+//!   verdict of each phase between them.
 //! * [`session`] (feature `session`, on by default): the watch session, the
 //!   one module that does I/O: capture, canaries, Tor allowlist feed,
 //!   health, live output.
@@ -24,6 +26,7 @@ pub mod pcapng;
 pub mod report;
 #[cfg(feature = "session")]
 pub mod session;
+pub mod timeline;
 pub mod verdict;
 
 #[cfg(test)]

@@ -227,6 +227,14 @@ pub struct ProbeBuilder {
     templates: [Option<Box<[Template; 6]>>; 2],
 }
 
+impl ProbeBuilder {
+    /// Marks every probe written from now on with pulse round `round`
+    /// ([`RunKey::with_round`]); the templates stay.
+    pub fn set_round(&mut self, round: u32) {
+        self.key = self.key.with_round(round);
+    }
+}
+
 fn family_index(f: Family) -> usize {
     match f {
         Family::V4 => 0,

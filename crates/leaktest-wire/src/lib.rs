@@ -14,6 +14,8 @@
 //! * [`canary`]: the canary frames a watcher injects to prove its capture
 //!   sees, and the ledger that judges every frame of their EtherType.
 //! * [`frame`]: one captured [`Frame`].
+//! * [`pulse`]: the compact probe set `leaktest probe --duration` sends
+//!   every round.
 
 pub mod build;
 pub mod canary;
@@ -23,6 +25,7 @@ pub mod decode;
 pub mod frame;
 pub mod hdr;
 pub mod marker;
+pub mod pulse;
 
 pub use build::{Endpoints, Neighbourhood, ProbeBuilder, L2, MAX_PROBE_FRAME};
 pub use canary::{

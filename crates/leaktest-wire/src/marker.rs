@@ -11,8 +11,9 @@
 //! |--------|---------------------------------------------------|
 //! | 0..4   | [`MAGIC`]                                         |
 //! | 4      | [`VERSION`]                                       |
-//! | 5      | key mode: 0 = open, 1 = shared secret             |
-//! | 6..14  | run id                                            |
+//! | 5      | key mode: 0 = open, 1 = shared secret; bit 7 set: |
+//! |        | a pulse round ([`PULSE_FLAG`])                    |
+//! | 6..14  | run id (a pulse: its low 24 bits are the round)   |
 //! | 14..18 | probe `seq` (see [`crate::catalogue`])            |
 //! | 18..26 | tag = SipHash-2-4(run key, bytes 0..18), 64 bits  |
 //!
@@ -37,6 +38,17 @@ use std::net::IpAddr;
 pub const MAGIC: [u8; 4] = [0x4c, 0x6b, 0x54, 0xa7];
 /// Marker format version.
 pub const VERSION: u8 = 1;
+/// Set in the key-mode byte of a pulse's marker (`leaktest probe
+/// --duration`): the run id's low [`ROUND_BITS`] bits are then the round the
+/// probe was sent in, and the rest is the pulse's run id (whose low bits
+/// are zero). The MAC covers both, so a leaked copy proves its round.
+pub const PULSE_FLAG: u8 = 0x80;
+/// Bits of a pulse's run id that carry the round: 2^24 rounds, 19 days at
+/// the default 100 ms interval.
+pub const ROUND_BITS: u32 = 24;
+/// The round bits of a run id.
+pub const ROUND_MASK: u64 = (1 << ROUND_BITS) - 1;
+
 /// Length of the payload marker in bytes.
 pub const MARKER_LEN: usize = 26;
 /// Fewest matching header-tag bits for a header-only attribution.
@@ -64,11 +76,18 @@ impl KeyMode {
 }
 
 /// The key of one probe run.
+///
+/// A pulse's rounds share the run's key (derived from the run id, whose
+/// low [`ROUND_BITS`] are zero); [`RunKey::with_round`] names the round its
+/// markers carry and its header tags mix in, so every round's probes have
+/// fresh header fields (TCP source ports: a new connection to conntrack
+/// each round).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct RunKey {
     pub run_id: u64,
     pub mode: KeyMode,
     key: [u8; 16],
+    round: Option<u32>,
 }
 
 impl std::fmt::Debug for RunKey {
@@ -77,6 +96,7 @@ impl std::fmt::Debug for RunKey {
         f.debug_struct("RunKey")
             .field("run_id", &format_args!("{:016x}", self.run_id))
             .field("mode", &self.mode)
+            .field("round", &self.round)
             .field("fingerprint", &self.fingerprint())
             .finish()
     }
@@ -167,6 +187,7 @@ impl RunKey {
             run_id,
             mode: KeyMode::Open,
             key,
+            round: None,
         }
     }
 
@@ -177,7 +198,22 @@ impl RunKey {
             run_id,
             mode: KeyMode::Shared,
             key,
+            round: None,
         }
+    }
+
+    /// The same run's key for pulse round `round` (its low [`ROUND_BITS`]
+    /// bits; the run id's own low bits must be zero, see [`pulse_run_id`]).
+    pub fn with_round(self, round: u32) -> RunKey {
+        RunKey {
+            round: Some(round & ROUND_MASK as u32),
+            ..self
+        }
+    }
+
+    /// The pulse round this key marks, if any.
+    pub fn round(&self) -> Option<u32> {
+        self.round
     }
 
     /// A short public name of the key (16 hex digits); reveals nothing of it.
@@ -232,7 +268,12 @@ impl RunKey {
         m[0..4].copy_from_slice(&MAGIC);
         m[4] = VERSION;
         m[5] = self.mode.byte();
-        m[6..14].copy_from_slice(&self.run_id.to_be_bytes());
+        let mut id = self.run_id;
+        if let Some(r) = self.round {
+            m[5] |= PULSE_FLAG;
+            id = (id & !ROUND_MASK) | u64::from(r);
+        }
+        m[6..14].copy_from_slice(&id.to_be_bytes());
         m[14..18].copy_from_slice(&seq.to_be_bytes());
         let tag = self.tag(&m[..18]);
         m[18..26].copy_from_slice(&tag.to_be_bytes());
@@ -242,7 +283,15 @@ impl RunKey {
     /// The header marker of probe `seq`.
     pub fn header_tag(&self, seq: u32) -> HeaderTag {
         let s = seq.to_be_bytes();
-        let (h1, h2) = sip24(&self.key, &[b'h', b'd', b'r', s[0], s[1], s[2], s[3]], true);
+        let (h1, h2) = match self.round {
+            None => sip24(&self.key, &[b'h', b'd', b'r', s[0], s[1], s[2], s[3]], true),
+            // A round's own header fields: "hdr" || seq || round.
+            Some(r) => {
+                let r = r.to_be_bytes();
+                let d = [b'h', b'd', b'r', s[0], s[1], s[2], s[3], r[1], r[2], r[3]];
+                sip24(&self.key, &d, true)
+            }
+        };
         // Same value as sip128(key, ["hdr", seq]).
         HeaderTag(h1 as u128 | (h2 as u128) << 64)
     }
@@ -295,7 +344,10 @@ impl HeaderTag {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Marker {
     pub mode: KeyMode,
+    /// The run id (of a pulse: without its round bits).
     pub run_id: u64,
+    /// The pulse round ([`PULSE_FLAG`]), if any.
+    pub round: Option<u32>,
     pub seq: u32,
     pub tag: u64,
 }
@@ -307,14 +359,21 @@ impl Marker {
         if m[0..4] != MAGIC || m[4] != VERSION {
             return None;
         }
-        let mode = match m[5] {
+        let mode = match m[5] & !PULSE_FLAG {
             0 => KeyMode::Open,
             1 => KeyMode::Shared,
             _ => return None,
         };
+        let id = u64::from_be_bytes(m[6..14].try_into().ok()?);
+        let (run_id, round) = if m[5] & PULSE_FLAG != 0 {
+            (id & !ROUND_MASK, Some((id & ROUND_MASK) as u32))
+        } else {
+            (id, None)
+        };
         Some(Marker {
             mode,
-            run_id: u64::from_be_bytes(m[6..14].try_into().ok()?),
+            run_id,
+            round,
             seq: u32::from_be_bytes(m[14..18].try_into().ok()?),
             tag: u64::from_be_bytes(m[18..26].try_into().ok()?),
         })
@@ -340,6 +399,11 @@ impl Marker {
         let key = keys.key_for(m.mode, m.run_id)?;
         (key.tag(&bytes[..18]) == m.tag).then_some((m, key))
     }
+}
+
+/// A run id fit for a pulse: `id` with its low [`ROUND_BITS`] bits zero.
+pub fn pulse_run_id(id: u64) -> u64 {
+    id & !ROUND_MASK
 }
 
 /// Places starting with [`MAGIC`] that [`Marker::find_verified`] checks per

@@ -14,7 +14,12 @@
 //! per leaked packet, the first
 //! [`MAX_LEAK_DETAILS`](crate::findings::MAX_LEAK_DETAILS)), `groups`, and
 //! `runs[{run, key_mode, distinct, packets, resets, seqs}]` (every probe of
-//! each run seen, as ranges of `seq`).
+//! each run seen, as ranges of `seq`). With a timeline (`--run-at`,
+//! `--event-fifo`): `watch_start_unix_ns`, `events[{name, source, at_s,
+//! start_unix_ns, end_unix_ns, exit_code, problem}]`, `phases[{name,
+//! from_unix_ns, to_unix_ns, verdict, leak_packets, probe_leak_packets,
+//! first_leak_ms, last_leak_ms, rounds, what}]`, and per leak `event` and
+//! `since_event_ms`; a pulse probe's `probe.round`.
 
 pub mod html;
 pub mod junit;
@@ -89,6 +94,11 @@ pub struct CaptureReport {
     pub kernel: CaptureStats,
     pub accounting: Option<Accounting>,
     pub problems: Vec<String>,
+    /// Why the watch could not prove it saw (empty: proven). With leaks
+    /// the verdict is LEAK all the same; the timeline's leak-free phases
+    /// are then INCONCLUSIVE, not PASS.
+    #[serde(default)]
+    pub unproven: Vec<String>,
     pub elapsed_s: f64,
     /// Whether the watch was ended by a signal.
     pub interrupted: bool,
@@ -155,6 +165,9 @@ pub struct ProbeReport {
     /// `payload`, `header`, `reset` or `reflection`.
     pub evidence: String,
     pub key_mode: KeyMode,
+    /// The pulse round its marker names (`leaktest probe --duration`).
+    #[serde(default)]
+    pub round: Option<u32>,
 }
 
 impl ProbeReport {
@@ -172,12 +185,13 @@ impl ProbeReport {
             detail: p.spec.detail(),
             evidence: p.evidence.name().into(),
             key_mode: p.run.mode,
+            round: p.round,
         }
     }
 }
 
 /// One leaked packet.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LeakReport {
     pub family: LeakFamily,
     pub protocol: Option<u8>,
@@ -205,6 +219,12 @@ pub struct LeakReport {
     pub dst_mac: Option<String>,
     pub ethertype: Option<u16>,
     pub vlan: Option<u16>,
+    /// The last timeline event that began before it left, and how long
+    /// after ([`crate::timeline`]); `None` before the first event.
+    #[serde(default)]
+    pub event: Option<String>,
+    #[serde(default)]
+    pub since_event_ms: Option<f64>,
 }
 
 pub(crate) fn mac_string(m: &[u8; 6]) -> String {
@@ -244,6 +264,29 @@ impl LeakReport {
             dst_mac: s.l2_dst.as_ref().map(mac_string),
             ethertype: s.ethertype,
             vlan: s.vlan,
+            event: None,
+            since_event_ms: None,
+        }
+    }
+
+    /// What kind of packet it is, for a timeline: `ipv4 udp/53`,
+    /// `ipv6 icmpv6 type 135`, `other ethertype 0x88b5`.
+    pub fn kind(&self) -> String {
+        let fam = self.family.name();
+        let proto = match self.protocol {
+            Some(p) => leaktest_wire::IpProtocol(p)
+                .name()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("protocol {p}")),
+            None => match self.ethertype {
+                Some(e) => format!("ethertype 0x{e:04x}"),
+                None => "frame".into(),
+            },
+        };
+        match (self.dst_port, self.icmp_type) {
+            (Some(p), _) if !self.fragment => format!("{fam} {proto}/{p}"),
+            (_, Some(t)) => format!("{fam} {proto} type {t}"),
+            _ => format!("{fam} {proto}"),
         }
     }
 }
@@ -424,6 +467,16 @@ pub struct WatchReport {
     /// the JUnit report pass only when declared here.
     #[serde(default)]
     pub families_probed: Option<Vec<Family>>,
+    /// When the watch began (Unix ns), with a timeline.
+    #[serde(default)]
+    pub watch_start_unix_ns: Option<u64>,
+    /// The timeline's events (`--run-at`, `--event-fifo`), by start.
+    #[serde(default)]
+    pub events: Vec<crate::timeline::Event>,
+    /// What leaked before the first event and after each, with a verdict
+    /// each ([`crate::timeline`]); empty without events.
+    #[serde(default)]
+    pub phases: Vec<crate::timeline::Phase>,
 }
 
 impl WatchReport {
@@ -445,6 +498,7 @@ impl WatchReport {
                 kernel: o.stats,
                 accounting: h.accounting,
                 problems: h.problems.clone(),
+                unproven: h.unproven_reasons(),
                 elapsed_s: o.elapsed_s,
                 interrupted: o.interrupted,
                 pcap_frames: o.pcap_frames,
@@ -513,6 +567,9 @@ impl WatchReport {
             untracked_run_packets: f.untracked_run_packets,
             warnings: Vec::new(),
             families_probed: None,
+            watch_start_unix_ns: None,
+            events: Vec::new(),
+            phases: Vec::new(),
         }
     }
 

@@ -184,6 +184,27 @@ pub fn print(r: &WatchReport, w: &mut impl Write) -> io::Result<()> {
             )?;
         }
     }
+    if !r.events.is_empty() {
+        let start = r.watch_start_unix_ns.unwrap_or(0);
+        writeln!(w)?;
+        writeln!(w, "timeline:")?;
+        for e in &r.events {
+            let mut l = format!("  {:>8.3} s  {} '{}'", e.at_s, e.source, e.name);
+            match (e.ran_ms(), e.exit_code) {
+                (Some(ms), Some(c)) => l.push_str(&format!(" ran {ms:.0} ms, exit {c}")),
+                (Some(ms), None) => l.push_str(&format!(" ran {ms:.0} ms, killed by a signal")),
+                _ if e.source == "run-at" => l.push_str(" still running at the end"),
+                _ => {}
+            }
+            if let Some(p) = &e.problem {
+                l.push_str(&format!(" ({p})"));
+            }
+            writeln!(w, "{l}")?;
+        }
+        for p in &r.phases {
+            writeln!(w, "  {}", p.line(start))?;
+        }
+    }
     writeln!(w)?;
     writeln!(w, "verdict: {} (exit {})", r.verdict, r.exit_code)?;
     for x in &r.reasons {

@@ -619,3 +619,111 @@ fn port_strip_counts_distinct_ports_once() {
         "{strip}"
     );
 }
+
+/// A pulse's probes leaked 40-220 ms after a `reload` event and nowhere
+/// else: the leaks name the event, the phases say where and when.
+#[test]
+fn the_timeline_puts_each_leak_in_its_phase() {
+    use crate::timeline::{annotate, Event};
+    let mut c = Classifier::new(
+        ClassifierConfig::default(),
+        LinkType::Ethernet,
+        MarkerKeys::open(),
+    );
+    let tor = Allowlist::new();
+    let base = RunKey::open(leaktest_wire::marker::pulse_run_id(0x1122334455667788));
+    const T0: u64 = 1_700_000_000;
+    let ns = |ms: u64| T0 * 1_000_000_000 + ms * 1_000_000;
+    // Round r of the pulse leaves at 100 ms × r; the reload begins at 1 s
+    // and the leaks are rounds 10 (40 ms after) to 12 (220 ms after).
+    let mut f = Findings::new();
+    for (round, at_ms) in [(10u32, 1040u64), (11, 1130), (12, 1220)] {
+        let spec = leaktest_wire::pulse::specs(leaktest_wire::Family::V4, round)
+            .into_iter()
+            .find(|s| matches!(s.kind, ProbeKind::Udp { dst_port: 53 }))
+            .unwrap();
+        let key = base.with_round(round);
+        let d = eth4(
+            WS4,
+            NET4,
+            17,
+            &udp(40000, 53, &key.payload_marker(spec.seq())),
+        );
+        let frame = Frame {
+            ts_sec: T0 + at_ms / 1000,
+            ts_nsec: ((at_ms % 1000) * 1_000_000) as u32,
+            data: &d,
+            orig_len: d.len() as u32,
+        };
+        let decision = c.classify(&frame, &tor);
+        f.record(&frame, &decision);
+    }
+    let mut r = report(&f, &healthy());
+    let event = |name: &str, at_ms: u64, ran_ms: u64| Event {
+        name: name.into(),
+        source: "run-at".into(),
+        at_s: at_ms as f64 / 1e3,
+        start_unix_ns: ns(at_ms),
+        end_unix_ns: Some(ns(at_ms + ran_ms)),
+        exit_code: Some(0),
+        problem: None,
+    };
+    // Out of order on purpose: annotate sorts them.
+    annotate(
+        &mut r,
+        ns(0),
+        vec![event("after", 2000, 5), event("reload", 1000, 300)],
+    );
+    assert_eq!(r.events[0].name, "reload");
+    let rounds: Vec<Option<u32>> = r
+        .leaks
+        .iter()
+        .map(|l| l.probe.as_ref().unwrap().round)
+        .collect();
+    assert_eq!(rounds, vec![Some(10), Some(11), Some(12)]);
+    for (l, ms) in r.leaks.iter().zip([40.0, 130.0, 220.0]) {
+        assert_eq!(l.event.as_deref(), Some("reload"));
+        assert!((l.since_event_ms.unwrap() - ms).abs() < 1e-6, "{l:?}");
+    }
+    let names: Vec<&str> = r.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["start", "reload", "after"]);
+    let verdicts: Vec<Verdict> = r.phases.iter().map(|p| p.verdict).collect();
+    assert_eq!(verdicts, [Verdict::Pass, Verdict::Leak, Verdict::Pass]);
+    let p = &r.phases[1];
+    assert_eq!(
+        (p.leak_packets, p.probe_leak_packets, p.rounds),
+        (3, 3, Some((10, 12)))
+    );
+    assert_eq!((p.first_leak_ms, p.last_leak_ms), (Some(40.0), Some(220.0)));
+    assert_eq!(p.to_unix_ns, Some(ns(2000)));
+    assert_eq!(p.what, ["ipv4 udp/53 ×3"]);
+    assert_eq!(
+        p.line(ns(0)),
+        "phase 'reload' (from 1.000 s): LEAK, 3 packet(s) 40-220 ms after it began (pulse rounds 10-12): ipv4 udp/53 ×3"
+    );
+    // The JSON carries all of it and reads back.
+    let v = json_of(&r);
+    assert_eq!(v["leaks"][0]["event"], "reload");
+    assert_eq!(v["leaks"][0]["probe"]["round"], 10);
+    assert_eq!(v["phases"][1]["verdict"], "leak");
+    let mut text = Vec::new();
+    r.print_terminal(&mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains("timeline:") && text.contains("run-at 'reload' ran 300 ms, exit 0"),
+        "{text}"
+    );
+
+    // A watch that could not prove it saw: no phase without leaks passes.
+    let mut unproven = report(
+        &f,
+        &CaptureHealth {
+            canaries_seen: 0,
+            ..healthy()
+        },
+    );
+    annotate(&mut unproven, ns(0), vec![event("reload", 1000, 300)]);
+    let verdicts: Vec<Verdict> = unproven.phases.iter().map(|p| p.verdict).collect();
+    assert_eq!(verdicts[0], Verdict::Inconclusive);
+    assert_eq!(verdicts[1], Verdict::Leak);
+}

@@ -80,6 +80,10 @@ pub struct Attribution {
     pub seq: u32,
     pub run: RunKey,
     pub evidence: Evidence,
+    /// The pulse round the payload marker names (authenticated by its MAC);
+    /// `None` for a sweep's probe and for header evidence (a round's header
+    /// fields are its own, and header matching tries rounds of no run).
+    pub round: Option<u32>,
 }
 
 /// Names the probe `frame` came from by any evidence, or `None`; a payload
@@ -129,6 +133,7 @@ pub fn attribute_payload(
         seq: m.seq,
         run,
         evidence,
+        round: m.round,
     })
 }
 
@@ -191,6 +196,7 @@ pub fn attribute_headers(s: &FrameSummary, keys: &MarkerKeys) -> Option<Attribut
         seq: spec.seq(),
         run,
         evidence,
+        round: None,
     })
 }
 

@@ -631,6 +631,23 @@ mod tests {
                 }
             }
 
+            /// A pulse probe's round survives NAT with its marker: the
+            /// watcher names the probe and the round it was sent in.
+            #[test]
+            fn a_pulse_round_survives_nat(round in 0u32..(1 << 24), n in any_nat(), v6 in any::<bool>(), k in 0usize..crate::pulse::PER_FAMILY) {
+                let family = if v6 { Family::V6 } else { Family::V4 };
+                let spec = crate::pulse::specs(family, round)[k];
+                let key = RunKey::open(crate::marker::pulse_run_id(0x0102030405060708)).with_round(round);
+                let b = crate::ProbeBuilder::new(key, crate::build::tests::ends(), None);
+                let mut buf = [0u8; MAX_PROBE_FRAME];
+                let len = b.write(&spec, &mut buf);
+                let mut ip = buf[..len].to_vec();
+                nat(&spec, &mut ip, &n);
+                let a = attribute(&ip, LinkType::RawIp, &mut MarkerKeys::open()).unwrap();
+                prop_assert_eq!((a.spec, a.evidence, a.round), (spec, Evidence::Payload, Some(round)));
+                prop_assert_eq!(a.run.run_id, 0x0102030405000000);
+            }
+
             #[test]
             fn ip_suite_marker_survives_nat_reading_it_as_a_header(v6 in any::<bool>(), icmp6 in any::<bool>(),
                     n in any_nat(), dport in any::<u16>()) {

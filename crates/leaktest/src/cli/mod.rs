@@ -6,5 +6,6 @@ pub mod lab;
 pub mod privsep;
 pub mod probe;
 pub mod report;
+pub mod timeline;
 pub mod tor;
 pub mod watch;

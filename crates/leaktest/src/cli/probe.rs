@@ -104,7 +104,9 @@ Output: a progress bar on stderr when it is a terminal, and one summary line on 
 interface, socket, rate (pps or \"max\"), families, suites, paths (per family: interface, \
 source, next_hop, via_gateway, src_mac, dst_mac, first_hop), planned, sent, counts {ipv4: {total, icmp, \
 ...}, ipv6: ...}, suite_totals, refused, refused_total, unbuilt, skipped, unreached, retries, complete, started and \
-finished (RFC 3339 UTC), seconds, pps. It is written also when the run fails or is interrupted \
+finished (RFC 3339 UTC), seconds, pps, and for a pulse (--duration) pulse {interval_ms, \
+rounds, rounds_sent, late_rounds, per_round, round_sent_unix_ns (round r's send time, Unix \
+ns)}. It is written also when the run fails or is interrupted \
 (complete: false), unless the sending process itself is killed (a second signal, or a sender \
 that does not stop within 30 s): then there is nothing to report, and the exit status is 2. \
 With --socket raw the kernel resolves each family's next hop itself: a family whose next hop \
@@ -121,6 +123,15 @@ Examples:
   leaktest probe --target 203.0.113.7 --target6 2001:db8::7 --rate max --json run.json
   leaktest probe --target 203.0.113.7 --suite udp,frag --rate 50k
   leaktest probe --target 203.0.113.1 --socket raw                # on the gateway itself
+  leaktest probe --target 203.0.113.7 --target6 2001:db8::7 --duration 60   # a pulse while
+      # `leaktest watch --run-at 20 'systemctl restart tor'` runs on the gateway
+
+Pulse: --duration sends round after round (round r starts r × --interval after the first, \
+whatever the last cost) until the duration ends; each probe's marker carries its round (the \
+run id's low 24 bits; the run id of a pulse ends in six zero hex digits), authenticated like \
+the rest, so the watcher says which round a leaked packet came from and, with this JSON, when it \
+was sent. Each round's TCP and UDP probes have their own source ports (new flows to conntrack \
+every round). --rate still caps the probes per second.
 
 Needs root or CAP_NET_RAW. Exit status 0 when every planned probe was handed to the kernel, \
 3 when a family's probes never reached the wire (--socket raw, next hop never resolved), \
@@ -187,6 +198,18 @@ pub struct Args {
     /// forwarding leak; also skips the first-hop check
     #[arg(long)]
     pub on_link: bool,
+
+    /// Pulse for SECONDS instead of sweeping: every --interval, one round of a compact set
+    /// (per family ICMP echo and 3 other types, 8 IP protocols, 6 TCP flag sets to 9 ports, UDP
+    /// to 8 ports, a fragment pair: 76 probes; one TCP and one UDP port rotate through all
+    /// 65,536), each marker naming its round, so a leak says when it was sent. For moments of
+    /// change: a reload, tor restarting, an interface bouncing
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["probes"])]
+    pub duration: Option<f64>,
+
+    /// With --duration: milliseconds from one round's start to the next's
+    #[arg(long, value_name = "MS", default_value = "100", requires = "duration")]
+    pub interval: u64,
 
     /// Send only these probes: a file of probe numbers and ranges (`seq`, as in the watcher's
     /// JSON `runs[].seqs`, e.g. 512-1023,1049088), to send again exactly the probes a watch
@@ -532,15 +555,53 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Some(id) => id,
         None => random_run_id()?,
     };
+    let pulse = match args.duration {
+        Some(d) if !(0.0..=86_400.0 * 30.0).contains(&d) => {
+            bail!("--duration {d}: give seconds between 0 and 2,592,000 (30 days)")
+        }
+        Some(d) => Some(
+            leaktest_send::pulse::PulseConfig::for_duration(
+                std::time::Duration::from_secs_f64(d),
+                std::time::Duration::from_millis(args.interval),
+                args.rate,
+            )
+            .map_err(|e| anyhow::anyhow!("--duration/--interval: {e}"))?,
+        ),
+        None => None,
+    };
+    // A pulse's run id has its low 24 bits free for the round.
+    let run_id = match pulse {
+        Some(_) => {
+            let base = leaktest_wire::marker::pulse_run_id(run_id);
+            if args.run_id.is_some() && base != run_id {
+                bail!(
+                    "--run-id {run_id:016x}: a pulse's run id ends in six zero hex digits (they carry the round), e.g. {base:016x}"
+                );
+            }
+            base
+        }
+        None => run_id,
+    };
     let key = match &args.key_file {
         Some(p) => RunKey::shared(&leaktest_fs::read_secret("--key-file", p)?, run_id),
         None => RunKey::open(run_id),
+    };
+    let suites = match pulse {
+        Some(_) => vec![
+            Suite::Icmp,
+            Suite::Ip,
+            Suite::Tcp,
+            Suite::Udp,
+            Suite::Frag,
+            Suite::Flags,
+        ],
+        None => args.suite.0.clone(),
     };
     let prepared = leaktest_send::prepare(ProbeRequest {
         families: settings.families.clone(),
         target4: settings.target4,
         target6: settings.target6,
-        suites: args.suite.0.clone(),
+        suites,
         only,
         rate: args.rate,
         key,
@@ -581,7 +642,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     // SAFETY: ends the process at once; it owns nothing to undo.
                     unsafe { libc::_exit(2) }
                 }
-                let outcome = send(prepared, &stop);
+                let outcome = send(prepared, pulse.as_ref(), &stop);
                 let msg = SweepDone {
                     report: Box::new(outcome.report),
                     error: outcome.error.map(|e| e.to_string()),
@@ -604,7 +665,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
         }
     }
-    let outcome = send(prepared, &stop);
+    let outcome = send(prepared, pulse.as_ref(), &stop);
     finish(&outcome.report, outcome.error.map(|e| e.to_string()), &args)
 }
 
@@ -669,7 +730,24 @@ fn monitor(mut m: leaktest_priv::Monitor, stop: &AtomicBool) -> Result<SweepDone
 }
 
 /// Sends the plan with a progress bar on a terminal.
-fn send(prepared: leaktest_send::Prepared, stop: &AtomicBool) -> leaktest_send::ProbeOutcome {
+fn send(
+    prepared: leaktest_send::Prepared,
+    pulse: Option<&leaktest_send::pulse::PulseConfig>,
+    stop: &AtomicBool,
+) -> leaktest_send::ProbeOutcome {
+    if let Some(cfg) = pulse {
+        let pb = progress_bar(u64::from(cfg.rounds));
+        let outcome = prepared.run_pulse(cfg, stop, &mut |r| {
+            if let Some(pb) = &pb {
+                pb.set_position(u64::from(r));
+                pb.set_message(format!("rounds of {} ms", cfg.interval.as_millis()));
+            }
+        });
+        if let Some(pb) = &pb {
+            pb.finish_and_clear();
+        }
+        return outcome;
+    }
     let total = prepared.plan().total();
     let threads = prepared.threads();
     let pb = progress_bar(total);

@@ -125,6 +125,17 @@ Examples:
   leaktest watch --iface eth0 --tor-control 127.0.0.1:9051 --families both --junit leaktest.xml
   leaktest watch --iface eth0 --tor-control /run/tor/control --pcap leaks.pcapng
   leaktest watch --iface eth0 --allow 198.51.100.7:443 --allow [2001:db8::7]:9001
+  leaktest watch --iface eth0 --tor-control /run/tor/control --duration 60 \
+      --run-at 20 'systemctl restart tor' --run-at 40 'systemctl restart whonix-firewall'
+
+Timeline: each --run-at command and each line on --event-fifo is an event; the watch before \
+the first event is the phase `start`, each event begins a phase that lasts until the next. The \
+report lists the events (start, end, exit status) and per phase its verdict, its leaked \
+packets, the first and last of them in ms after the phase began and, for a pulse's probes \
+(`leaktest probe --duration`), the rounds they were sent in; each leak in the JSON names its \
+event and since_event_ms. A phase without leaks is PASS only when the whole watch proved it \
+saw. The commands run in the privileged parent (not the sandboxed reader), as the user that \
+started the watch.
 
 Captured bytes: up to --snaplen bytes of each frame (default 4096). Every probe is far \
 shorter; only longer frames (TCP segmentation-offload super-frames up to 64 KiB, jumbo \
@@ -206,6 +217,18 @@ pub struct Args {
     /// is then a root compromise of the gateway)
     #[arg(long, conflicts_with = "user")]
     no_sandbox: bool,
+    /// At SECONDS after the watch began, run COMMAND on this host (`sh -c`, as the user that
+    /// started the watch, in its own process group): a moment of change, e.g. `systemctl restart
+    /// tor`, `nft -f new.nft`, `ip link set eth0 down`. Repeatable. Its start and end mark the
+    /// timeline; the report says what leaked after it (JSON `events`, `phases`, per leak `event`
+    /// and `since_event_ms`), with a verdict per phase. Still running at the end: ended
+    #[arg(long, num_args = 2, value_names = ["SECONDS", "COMMAND"], action = clap::ArgAction::Append)]
+    run_at: Vec<String>,
+    /// Read event names from the FIFO at PATH (created if missing, removed then at the end):
+    /// each line written to it marks the timeline at that moment, e.g. `echo reload > PATH`
+    /// from the script that reloads the firewall
+    #[arg(long, value_name = "PATH")]
+    event_fifo: Option<PathBuf>,
     /// Capture ring size in MiB
     #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=2047))]
     buffer_mib: u32,
@@ -288,6 +311,26 @@ fn connect_options(args: &Args) -> anyhow::Result<Option<ConnectOptions>> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.tor_password_env.is_some() && args.tor_control.is_none() && !args.restrict_tor {
         bail!("--tor-password-env needs --tor-control");
+    }
+    let run_at = super::timeline::parse_run_at(&args.run_at)?;
+    if let Some(d) = args.duration {
+        for (at, cmd) in &run_at {
+            if *at >= d.as_secs_f64() {
+                bail!(
+                    "--run-at {at} '{cmd}': the watch ends at {:.1} s (--duration), so it would never run",
+                    d.as_secs_f64()
+                );
+            }
+        }
+    }
+    if let Some(p) = &args.event_fifo {
+        use std::os::unix::fs::FileTypeExt;
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if !m.file_type().is_fifo() => {
+                bail!("--event-fifo {}: exists and is not a FIFO", p.display())
+            }
+            _ => {}
+        }
     }
     let (mut allow, tor_extra) = parse_allow_list(&args.allow)?;
     for n in &args.allow_net {
@@ -399,6 +442,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         duties: Some(Duties { guard, lock }),
         reader: None,
         args: &args,
+        run_at,
+        timeline: None,
     };
     let outcome = session::run_with(cfg, &stop, &mut stdout, &mut hooks);
     if let Some(reader) = hooks.reader.take() {
@@ -418,7 +463,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return interrupted(e.into());
         }
     };
-    let report = full_report(&outcome, &args);
+    let mut report = full_report(&outcome, &args);
+    if let Some(t) = hooks.timeline.take() {
+        t.finish_into(&mut report);
+    }
     let summary = summary_line(&outcome);
     Ok(ExitCode::from(finish(report, &summary, restored, &args)))
 }
@@ -550,6 +598,22 @@ struct Privsep<'a> {
     /// Set in the reader.
     reader: Option<leaktest_priv::Reader>,
     args: &'a Args,
+    /// The `--run-at` commands, parsed.
+    run_at: Vec<(f64, String)>,
+    /// The timeline, once the capture is open (in the privileged process).
+    timeline: Option<super::timeline::Timeline>,
+}
+
+impl Privsep<'_> {
+    /// Starts the timeline's clock and threads, if there are events to take.
+    fn start_timeline(&mut self) -> Result<Option<super::timeline::Timeline>, SessionError> {
+        if self.run_at.is_empty() && self.args.event_fifo.is_none() {
+            return Ok(None);
+        }
+        super::timeline::Timeline::start(&self.run_at, self.args.event_fifo.as_deref())
+            .map(Some)
+            .map_err(|e| SessionError::Sandbox(format!("{e:#}")))
+    }
 }
 
 impl SessionHooks for Privsep<'_> {
@@ -559,6 +623,7 @@ impl SessionHooks for Privsep<'_> {
         feed: Option<PendingFeed>,
     ) -> Result<Option<AllowlistFeed>, SessionError> {
         let Some(sandbox) = self.sandbox.as_mut() else {
+            self.timeline = self.start_timeline()?;
             return Ok(match feed {
                 Some(p) => Some(p.spawn()?),
                 None => None,
@@ -604,7 +669,23 @@ impl SessionHooks for Privsep<'_> {
                     signal_hook::low_level::unregister(id);
                 }
                 let duties = self.duties.take().expect("duties before the fork");
-                let code = monitor(m, duties, self.args, &self.stop, opened.injector, feed);
+                let timeline = match self.start_timeline() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("leaktest: error: {e}; ending the watch");
+                        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                        None
+                    }
+                };
+                let code = monitor(
+                    m,
+                    duties,
+                    self.args,
+                    &self.stop,
+                    opened.injector,
+                    feed,
+                    timeline,
+                );
                 std::process::exit(i32::from(code));
             }
         }
@@ -730,6 +811,7 @@ fn monitor(
     stop: &AtomicBool,
     injector: &leaktest_capture::CanaryInjector,
     pending: Option<PendingFeed>,
+    timeline: Option<super::timeline::Timeline>,
 ) -> u8 {
     use std::sync::atomic::Ordering;
     use std::time::Instant;
@@ -881,6 +963,9 @@ fn monitor(
         (Some((mut report, summary)), false) => {
             report.exit_code = report.verdict.exit_code();
             report.families_probed = families_of(args);
+            if let Some(t) = timeline {
+                t.finish_into(&mut report);
+            }
             finish(report, &summary, restored, args)
         }
         _ => {

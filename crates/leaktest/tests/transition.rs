@@ -1,0 +1,174 @@
+//! Moments of change, end to end (issue 10): a pulse (`leaktest probe
+//! --duration`) from the workstation through a gateway whose policy is
+//! replaced under it by `leaktest watch --run-at`, in the watch lab's
+//! namespaces (`support/watch_lab.rs`; unique names, deleted on drop, also
+//! when a test fails).
+//!
+//! The gateway forwards (`ip_forward` 1) and relies on its policy to stop
+//! what it forwards (forward chain policy drop, the workstation's SYNs and
+//! DNS redirected to local ports), as transparent-proxy gateways that
+//! forward do. Replacing that policy:
+//! * atomically (`nft -f` of a file that flushes and reloads in one
+//!   transaction): nothing leaks; PASS in every phase;
+//! * in two steps (`nft flush ruleset`, 300 ms, `nft -f`): the pulse's
+//!   probes leak while the gateway has no policy, and only then: every
+//!   leaked packet was captured between the command's start and end, and
+//!   carries the round of a pulse round sent inside that window; every
+//!   round sent well inside it leaked.
+//!
+//! Needs root: without it the tests say so and pass, unless
+//! `LEAKTEST_REQUIRE_ROOT=1` (CI) makes them fail.
+
+#[path = "support/watch_lab.rs"]
+mod watch_lab;
+
+use serde_json::Value;
+use std::time::Duration;
+use watch_lab::*;
+
+/// The pulse: 3 s at the default 100 ms interval; the reload at 1 s.
+const PULSE_S: &str = "3";
+const RELOAD_AT: &str = "1";
+
+fn forwarding(lab: &Lab) {
+    let gw = lab.ns("gw");
+    gw.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    gw.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+}
+
+/// Watches while a pulse runs and `command` runs at 1 s; returns the
+/// watch's exit code, stdout and JSON, and the probe's JSON.
+fn pulse_through(lab: &Lab, command: &str) -> (i32, String, Value, Value) {
+    let watch = start_watch(lab, &["--run-at", RELOAD_AT, command]);
+    let p = probe(lab, &["--duration", PULSE_S]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out, w) = finish_watch(lab, watch);
+    (code, out, w, p)
+}
+
+fn ns_of(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a time: {v}"))
+}
+
+fn leak_ns(l: &Value) -> u64 {
+    ns_of(&l["ts_sec"]) * 1_000_000_000 + ns_of(&l["ts_nsec"])
+}
+
+/// The pulse went out whole, on schedule, around the event.
+fn check_pulse(p: &Value, event: &Value) {
+    let pulse = &p["pulse"];
+    assert_eq!(pulse["rounds"], 30, "{pulse}");
+    assert_eq!(pulse["rounds_sent"], 30, "{pulse}");
+    assert_eq!(u(&p["sent"]), 30 * 2 * 76, "{p}");
+    let times: Vec<u64> = pulse["round_sent_unix_ns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(ns_of)
+        .collect();
+    let start = ns_of(&event["start_unix_ns"]);
+    assert!(
+        times[0] < start && *times.last().unwrap() > start + 1_000_000_000,
+        "the pulse did not span the event: {times:?} vs {start}"
+    );
+}
+
+#[test]
+fn a_pulse_through_an_atomic_reload_passes() {
+    if !is_root() {
+        return;
+    }
+    let lab = build("tra", false);
+    forwarding(&lab);
+    let reload = lab.path("reload.nft");
+    std::fs::write(&reload, format!("flush ruleset\n{}", ruleset(false))).unwrap();
+    let (code, out, w, p) = pulse_through(&lab, &format!("nft -f {}", reload.display()));
+    assert_eq!(w["verdict"], "pass", "{w:#}\n{out}");
+    assert_eq!(code, 0, "{out}");
+    let events = w["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["exit_code"], 0, "{:?}", events[0]);
+    check_pulse(&p, &events[0]);
+    let phases = w["phases"].as_array().unwrap();
+    let verdicts: Vec<&str> = phases
+        .iter()
+        .map(|p| p["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["pass", "pass"], "{phases:?}");
+    assert!(out.contains("timeline:"), "{out}");
+}
+
+#[test]
+fn a_pulse_through_a_flush_then_load_leaks_inside_the_window_only() {
+    if !is_root() {
+        return;
+    }
+    let lab = build("trf", false);
+    forwarding(&lab);
+    let rules = lab.path("gw.nft");
+    let command = format!(
+        "nft flush ruleset && sleep 0.3 && nft -f {}",
+        rules.display()
+    );
+    let (code, out, w, p) = pulse_through(&lab, &command);
+    assert_eq!(w["verdict"], "leak", "{w:#}\n{out}");
+    assert_eq!(code, 1, "{out}");
+    let event = &w["events"][0];
+    assert_eq!(event["exit_code"], 0, "{event}");
+    check_pulse(&p, event);
+    let (start, end) = (ns_of(&event["start_unix_ns"]), ns_of(&event["end_unix_ns"]));
+    let run = run_of(&p);
+    let times: Vec<u64> = p["pulse"]["round_sent_unix_ns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(ns_of)
+        .collect();
+    let leaks = w["leaks"].as_array().unwrap();
+    assert!(!leaks.is_empty());
+    assert_eq!(w["leaks_truncated"], false);
+    let mut rounds = std::collections::BTreeSet::new();
+    for l in leaks {
+        let at = leak_ns(l);
+        assert!(
+            (start..=end).contains(&at),
+            "a leak outside the window [{start}, {end}]: {l}"
+        );
+        assert_eq!(l["event"], event["name"], "{l}");
+        let probe = &l["probe"];
+        assert_eq!(probe["run"], run, "a leak of no pulse probe: {l}");
+        let r = u(&probe["round"]) as usize;
+        // Sent before it was captured, and not before the command began
+        // (a round takes well under a millisecond to send: one that began
+        // just before the flush may leak its last probes).
+        assert!(times[r] <= at, "round {r} captured before it was sent: {l}");
+        assert!(
+            times[r] + 5_000_000 >= start,
+            "round {r} sent long before the window began: {l}"
+        );
+        rounds.insert(r);
+    }
+    // Every round sent well inside the window leaked.
+    for (r, t) in times.iter().enumerate() {
+        if *t > start + 50_000_000 && *t + 50_000_000 < end {
+            assert!(
+                rounds.contains(&r),
+                "round {r} inside the window did not leak: {rounds:?}"
+            );
+        }
+    }
+    // The phases: nothing before the event, the leaks after it began.
+    let phases = w["phases"].as_array().unwrap();
+    assert_eq!(phases[0]["verdict"], "pass", "{phases:?}");
+    assert_eq!(phases[1]["verdict"], "leak", "{phases:?}");
+    assert_eq!(u(&phases[1]["leak_packets"]), u(&w["leak_packets"]));
+    let (lo, hi) = (
+        u(&phases[1]["rounds"][0]) as usize,
+        u(&phases[1]["rounds"][1]) as usize,
+    );
+    assert_eq!(
+        (lo, hi),
+        (*rounds.first().unwrap(), *rounds.last().unwrap())
+    );
+    assert!(out.contains("phase '"), "{out}");
+}
