@@ -19,6 +19,7 @@ pub mod suite;
 pub mod sys;
 pub mod topology;
 pub mod tornet;
+pub mod transition;
 
 /// Everything that can go wrong while building or running the lab.
 #[derive(Debug, thiserror::Error)]

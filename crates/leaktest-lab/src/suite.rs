@@ -150,12 +150,12 @@ pub struct ProfileResult {
     pub steps: Vec<(String, f64)>,
 }
 
-fn io(what: &str) -> impl FnOnce(std::io::Error) -> LabError + '_ {
+pub(crate) fn io(what: &str) -> impl FnOnce(std::io::Error) -> LabError + '_ {
     move |e| LabError::Io(what.to_string(), e)
 }
 
 /// Waits for a child with a deadline; kills it when the deadline passes.
-fn wait_child(
+pub(crate) fn wait_child(
     child: &mut Child,
     t: &Tracked,
     timeout: Duration,
@@ -811,6 +811,23 @@ fn watch_while(
     step: &dyn Fn(&str, Instant),
     work: &mut dyn FnMut(&mut Lab) -> Result<(), LabError>,
 ) -> Result<WatchReport, LabError> {
+    watch_while_with(lab, opts, dir, tag, key, runs, &[], step, work)
+}
+
+/// [`watch_while`] with `extra` arguments for `leaktest watch` (a
+/// transition's `--run-at`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn watch_while_with(
+    lab: &mut Lab,
+    opts: &SuiteOptions,
+    dir: &Path,
+    tag: &str,
+    key: &Path,
+    runs: &[u64],
+    extra: &[String],
+    step: &dyn Fn(&str, Instant),
+    work: &mut dyn FnMut(&mut Lab) -> Result<(), LabError>,
+) -> Result<WatchReport, LabError> {
     let names = lab.state.names.clone();
     let report_path = dir.join(format!("{tag}.json"));
     let ready = dir.join(format!("{tag}.ready"));
@@ -833,6 +850,7 @@ fn watch_while(
     for a in &opts.allow {
         wcmd.args(["--allow", a]);
     }
+    wcmd.args(extra);
     let (mut watcher, wt) = lab.spawn_tracked(wcmd, &watch_log, "leaktest watch")?;
     let wait_ready = Instant::now();
     while !ready.exists() {
@@ -1010,7 +1028,7 @@ fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T, LabError> {
 }
 
 /// The last line of a log, for error messages.
-fn tail(p: &Path) -> String {
+pub(crate) fn tail(p: &Path) -> String {
     std::fs::read_to_string(p)
         .ok()
         .and_then(|t| {

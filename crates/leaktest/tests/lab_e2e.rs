@@ -45,6 +45,14 @@ fn lab_runs_every_profile_as_expected_and_leaves_nothing() {
         !page.contains("class=\"bad\""),
         "a profile marked as differing"
     );
+    // Every transition scenario, the right way and the wrong way (their
+    // windows are checked by the lab: a mismatch otherwise).
+    let transitions: Vec<&str> = profiles
+        .iter()
+        .filter_map(|p| p["profile"].as_str())
+        .filter(|n| n.starts_with("transition "))
+        .collect();
+    assert_eq!(transitions.len(), 6, "{transitions:?}");
     for p in profiles {
         assert_eq!(
             p["matched"], true,

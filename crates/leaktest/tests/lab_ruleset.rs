@@ -251,3 +251,75 @@ fn a_ruleset_that_does_not_fit_is_named_before_any_sweep() {
     assert!(!err.contains("TCP to 198.51.100.80:80"), "{err}");
     assert!(!err.contains("cannot connect to its guards"), "{err}");
 }
+
+/// `--transition reload --reload-with`: a Whonix-style ruleset replaced, in
+/// one transaction, under pulses from the workstation and the gateway.
+/// Into itself: PASS in every phase. Into its twin whose output chain
+/// accepts neighbour discovery for any user: LEAK, and only after the
+/// change, exactly the gateway pulses' neighbour solicitations.
+#[test]
+fn a_ruleset_reloaded_into_a_leaky_one_leaks_only_after_the_change() {
+    if !leaktest_netns::require_root("lab_ruleset") {
+        return;
+    }
+    let nft = fixture("whonix-gateway.nft");
+    let (out, doc, _) = lab(&[
+        "--tor-user",
+        TOR_UID,
+        "--ruleset",
+        nft.to_str().unwrap(),
+        "--transition",
+        "reload",
+    ]);
+    assert!(out.status.success(), "{doc:#}");
+    let p = &doc["profiles"][0];
+    assert_eq!(p["got"], "pass", "{p:#}");
+    let phases = p["reports"][0]["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 2);
+    assert!(
+        phases.iter().all(|ph| ph["verdict"] == "pass"),
+        "{phases:?}"
+    );
+
+    let text = std::fs::read_to_string(&nft).unwrap().replace(
+        "nd-neighbor-advert } ip6 hoplimit 255 accept\n    icmpv6 type { mld",
+        "nd-neighbor-advert } accept\n    icmpv6 type { mld",
+    );
+    let leaky = write_tmp("reload-nd.nft", &text);
+    let (out, doc, _) = lab(&[
+        "--tor-user",
+        TOR_UID,
+        "--ruleset",
+        nft.to_str().unwrap(),
+        "--transition",
+        "reload",
+        "--reload-with",
+        leaky.to_str().unwrap(),
+        "--expect",
+        "leak",
+    ]);
+    std::fs::remove_file(&leaky).unwrap();
+    assert!(out.status.success(), "{doc:#}");
+    let p = &doc["profiles"][0];
+    assert_eq!(p["got"], "leak", "{p:#}");
+    let w = &p["reports"][0];
+    let phases = w["phases"].as_array().unwrap();
+    assert_eq!(phases[0]["verdict"], "pass", "{phases:?}");
+    assert_eq!(phases[1]["verdict"], "leak", "{phases:?}");
+    let event_start = w["events"][0]["start_unix_ns"].as_u64().unwrap();
+    let runs = &p["runs"];
+    for l in w["leaks"].as_array().unwrap() {
+        let at = l["ts_sec"].as_u64().unwrap() * 1_000_000_000 + l["ts_nsec"].as_u64().unwrap();
+        assert!(at >= event_start, "a leak before the change: {l}");
+        assert_eq!(
+            (l["protocol"].as_u64(), l["icmp_type"].as_u64()),
+            (Some(58), Some(135)),
+            "{l}"
+        );
+        let run = &l["probe"]["run"];
+        assert!(
+            run == &runs["gw-root"] || run == &runs["gw-user"],
+            "not a gateway pulse: {l}"
+        );
+    }
+}

@@ -11,6 +11,7 @@ use leaktest_lab::profiles::builtin;
 use leaktest_lab::ruleset::{Check, Mode, RulesetFormat, UserRuleset};
 use leaktest_lab::state::{self, State};
 use leaktest_lab::suite::{self, ProfileResult, SuiteOptions, Target};
+use leaktest_lab::transition::{Scenario, Transition};
 use leaktest_watch::Verdict;
 use std::io::Write;
 use std::path::PathBuf;
@@ -140,6 +141,20 @@ pub struct Args {
     /// Probe rate for every sweep
     #[arg(long, default_value = "max", value_name = "PPS|max")]
     rate: String,
+    /// Run a transition scenario (repeatable): reload, boot or boot-bad-file (see --list). The
+    /// policy changes 1 s into a watch while pulses (`probe --duration`) run from the workstation
+    /// and from the gateway as root and as an unprivileged uid. Without --ruleset: the Whonix
+    /// profile's policy, changed the right way (must PASS in every phase) and the wrong way (must
+    /// LEAK, and only inside its window). With --ruleset (nftables): your ruleset changed the
+    /// right way (one `nft -f` transaction), judged by --expect; it runs instead of the sweeps.
+    /// --all runs every scenario both ways
+    #[arg(long = "transition", value_name = "NAME",
+          value_parser = |s: &str| Scenario::parse(s).ok_or_else(|| format!("{s:?}: reload, boot or boot-bad-file")))]
+    transitions: Vec<Scenario>,
+    /// With --transition reload: the ruleset that replaces --ruleset (default: --ruleset itself),
+    /// e.g. Whonix's "timesync" and "full" pair
+    #[arg(long, value_name = "FILE", requires = "ruleset")]
+    reload_with: Option<PathBuf>,
     /// List the built-in profiles and exit
     #[arg(long)]
     list: bool,
@@ -213,7 +228,22 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
                 c.about
             );
         }
+        for sc in Scenario::ALL {
+            println!(
+                "{:<30} {:<5} {:<8} transition, right way PASS, wrong way LEAK: {}",
+                format!("--transition {}", sc.name()),
+                "both",
+                "--all",
+                sc.about()
+            );
+        }
         return Ok(ExitCode::SUCCESS);
+    }
+    if !args.transitions.is_empty() && args.ruleset.is_some() && args.format != RulesetFormat::Nft {
+        bail!("--transition with --ruleset takes an nftables ruleset (--format nft)");
+    }
+    if args.reload_with.is_some() && !args.transitions.contains(&Scenario::Reload) {
+        bail!("--reload-with needs --transition reload");
     }
     let targets = targets(&args)?;
     for a in &args.allow {
@@ -317,7 +347,13 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         report(&r, "");
         results[i] = Some(r);
     }
-    let results: Vec<ProfileResult> = results.into_iter().flatten().collect();
+    let mut results: Vec<ProfileResult> = results.into_iter().flatten().collect();
+    for t in transitions(&args, &lab)? {
+        let r = leaktest_lab::transition::run_transition(&mut lab, &t, &sopts)
+            .with_context(|| format!("transition {}", t.name))?;
+        report(&r, "");
+        results.push(r);
+    }
     let total = t0.elapsed().as_secs_f64();
     print_table(&results);
     println!("nothing to last verdict: {total:.1} s");
@@ -358,6 +394,81 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The transitions to run: with --ruleset, each of --transition on it the
+/// right way; else each of --transition (every one with --all) on the
+/// Whonix profile's policy, both ways.
+fn transitions(args: &Args, lab: &Lab) -> anyhow::Result<Vec<Transition>> {
+    let uid = lab.gw_tor.as_ref().map(|g| g.uid).unwrap_or(0);
+    let scenarios: Vec<Scenario> = if args.all && args.ruleset.is_none() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.transitions.clone()
+    };
+    let mut v = Vec::new();
+    match &args.ruleset {
+        Some(path) => {
+            let read = |p: &std::path::Path| -> anyhow::Result<String> {
+                let (text, _) = leaktest_lab::ruleset::read(p, None, RulesetFormat::Nft)?;
+                let r = UserRuleset {
+                    name: String::new(),
+                    format: RulesetFormat::Nft,
+                    text,
+                    text6: None,
+                    sysctls: vec![],
+                    expect: args.expect,
+                    mode: args.mode,
+                    check: args.check,
+                    allow: vec![],
+                    findings: None,
+                    bridge: false,
+                };
+                Ok(r.with_tor_uid(uid).text)
+            };
+            let before = read(path)?;
+            let after = match &args.reload_with {
+                Some(p) => read(p)?,
+                None => before.clone(),
+            };
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut sysctls = vec![
+                ("net.ipv4.ip_forward".to_string(), "0".to_string()),
+                ("net.ipv6.conf.all.forwarding".to_string(), "0".to_string()),
+            ];
+            sysctls.extend(args.sysctls.iter().cloned());
+            for sc in scenarios {
+                v.push(Transition::of_ruleset(
+                    sc,
+                    &name,
+                    &before,
+                    &after,
+                    &sysctls,
+                    args.expect,
+                ));
+            }
+        }
+        None => {
+            let p = leaktest_lab::profiles::Policy::WHONIX;
+            let text = p.ruleset(uid);
+            let text = text
+                .strip_prefix("flush ruleset\n")
+                .unwrap_or(&text)
+                .to_string();
+            let sysctls: Vec<(String, String)> = p
+                .sysctls()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            for sc in scenarios {
+                v.extend(Transition::both(sc, &text, &text, &sysctls));
+            }
+        }
+    }
+    Ok(v)
+}
+
 fn parse_expect(s: &str) -> Result<Verdict, String> {
     match s {
         "pass" => Ok(Verdict::Pass),
@@ -387,7 +498,13 @@ fn targets(args: &Args) -> anyhow::Result<Vec<Target>> {
             ),
         }
     }
-    if let Some(path) = &args.ruleset {
+    // With --transition, a ruleset's transitions run instead of its sweeps
+    // (see `transitions`).
+    if let Some(path) = args
+        .ruleset
+        .as_ref()
+        .filter(|_| args.transitions.is_empty())
+    {
         let (text, text6) =
             leaktest_lab::ruleset::read(path, args.ruleset6.as_deref(), args.format)?;
         let name = path
@@ -411,7 +528,7 @@ fn targets(args: &Args) -> anyhow::Result<Vec<Target>> {
     if args.all {
         v.extend(all.into_iter().map(Target::Builtin));
         v.extend(classes.iter().map(|c| Target::Ruleset(c.ruleset())));
-    } else if v.is_empty() {
+    } else if v.is_empty() && args.transitions.is_empty() {
         v = all
             .into_iter()
             .filter(|p| p.default)

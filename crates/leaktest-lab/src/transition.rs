@@ -1,0 +1,462 @@
+//! Transition scenarios: the gateway's policy changes while pulses run
+//! (issue 10). The watch (`leaktest watch --run-at 1 COMMAND`) runs the
+//! change in the gateway's namespace one second in; three pulses (`leaktest
+//! probe --duration`, from the workstation and from the gateway as root and
+//! as an unprivileged uid) run across it; the watch's timeline says what
+//! leaked when.
+//!
+//! Scenarios, each with the way that is right and the way that leaks:
+//! - `reload`: the policy replaced. Right: one `nft -f` of a file that
+//!   flushes and loads in one transaction (nftables applies a file
+//!   atomically). Wrong: `nft flush ruleset`, then the load 300 ms later
+//!   (how many scripts `restart`): the gateway has no policy meanwhile.
+//! - `boot`: from a closed gateway (everything dropped: no network yet),
+//!   the firewall comes up. Right: the policy loaded in one transaction.
+//!   Wrong: the network up with no policy first (`nft flush ruleset`), the
+//!   firewall 300 ms later.
+//! - `boot-bad-file`: the same, with a firewall file that has a syntax
+//!   error. Right: the load fails as a whole and the gateway stays closed.
+//!   Wrong: the network up with no policy first, then the load fails: the
+//!   gateway stays open until the end.
+//!
+//! Expected: the right way PASS in every phase; the wrong way LEAK, nothing
+//! before the change, every leaked packet captured inside its window (from
+//! the command's start to its end; for `boot-bad-file`, to the end of the
+//! watch), and every gateway-root pulse round sent well inside the window
+//! leaked.
+
+use crate::expect::Expectation;
+use crate::lab::Lab;
+use crate::profiles::Sweep;
+use crate::suite::{io, probe_command, tail, wait_child, ProfileResult, SuiteOptions};
+use crate::LabError;
+use leaktest_watch::{Verdict, WatchReport};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    Reload,
+    Boot,
+    BootBadFile,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 3] = [Scenario::Reload, Scenario::Boot, Scenario::BootBadFile];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Reload => "reload",
+            Scenario::Boot => "boot",
+            Scenario::BootBadFile => "boot-bad-file",
+        }
+    }
+
+    pub fn about(self) -> &'static str {
+        match self {
+            Scenario::Reload => "the policy replaced under the pulses: one nft -f transaction, or flush then load 300 ms later",
+            Scenario::Boot => "a closed gateway's firewall comes up: in one transaction, or the network first and the firewall 300 ms later",
+            Scenario::BootBadFile => "the firewall file has a syntax error: the gateway stays closed, or it was opened first and stays open",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+/// When the change runs, in seconds after the watch began.
+pub const CHANGE_AT_S: f64 = 1.0;
+/// How long each pulse runs.
+pub const PULSE_S: f64 = 2.5;
+/// The wrong way's gap between opening and loading.
+const GAP: &str = "0.3";
+
+/// What to run: a scenario, done the right way or the wrong way, on the
+/// policy `before` (nft text) replaced by `after`.
+#[derive(Clone, Debug)]
+pub struct Transition {
+    pub scenario: Scenario,
+    /// The right way (expected PASS) or the wrong way (expected LEAK).
+    pub right: bool,
+    /// The policy before (`reload`) and after, nftables text without a
+    /// leading `flush ruleset`.
+    pub before: String,
+    pub after: String,
+    /// sysctls of the policy (forwarding), applied with it.
+    pub sysctls: Vec<(String, String)>,
+    /// The name in the results: `reload (atomic)`, `reload (flush, then load)`.
+    pub name: String,
+    /// A user's ruleset done the right way: the verdict its author expects
+    /// (`--expect`); `None` for the built-in policy (the right way must
+    /// pass, the wrong way leak inside its window).
+    pub expect: Option<Verdict>,
+}
+
+impl Transition {
+    /// The right and the wrong way of `scenario` on one policy.
+    pub fn both(
+        scenario: Scenario,
+        before: &str,
+        after: &str,
+        sysctls: &[(String, String)],
+    ) -> [Transition; 2] {
+        [true, false].map(|right| Transition {
+            scenario,
+            right,
+            before: before.to_string(),
+            after: after.to_string(),
+            sysctls: sysctls.to_vec(),
+            name: format!(
+                "{} ({})",
+                scenario.name(),
+                match (scenario, right) {
+                    (Scenario::Reload, true) => "atomic",
+                    (Scenario::Reload, false) => "flush, then load",
+                    (Scenario::Boot, true) => "firewall first",
+                    (Scenario::Boot, false) => "network first",
+                    (Scenario::BootBadFile, true) => "fails closed",
+                    (Scenario::BootBadFile, false) => "fails open",
+                }
+            ),
+            expect: None,
+        })
+    }
+
+    /// A user's ruleset `before`, changed to `after` the right way only,
+    /// expected to get `expect`.
+    pub fn of_ruleset(
+        scenario: Scenario,
+        name: &str,
+        before: &str,
+        after: &str,
+        sysctls: &[(String, String)],
+        expect: Verdict,
+    ) -> Transition {
+        let [mut right, _] = Transition::both(scenario, before, after, sysctls);
+        right.name = format!("{} {name}", right.name);
+        right.expect = Some(expect);
+        right
+    }
+
+    fn expected(&self) -> Verdict {
+        match (self.expect, self.right) {
+            (Some(v), _) => v,
+            (None, true) => Verdict::Pass,
+            (None, false) => Verdict::Leak,
+        }
+    }
+}
+
+/// A gateway before its firewall and network are up: nothing in or out
+/// but loopback (local services, tor's control port, still work).
+const CLOSED: &str = "table inet leaktest_closed {
+  chain input { type filter hook input priority filter; policy drop; iifname \"lo\" accept; }
+  chain forward { type filter hook forward priority filter; policy drop; }
+  chain output { type filter hook output priority filter; policy drop; oifname \"lo\" accept; }
+}
+";
+
+/// Runs one transition and judges it.
+pub fn run_transition(
+    lab: &mut Lab,
+    t: &Transition,
+    opts: &SuiteOptions,
+) -> Result<ProfileResult, LabError> {
+    let t0 = Instant::now();
+    let slug: String = t
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let dir = lab.state.tmpdir.join(format!("transition-{slug}"));
+    std::fs::create_dir_all(&dir).map_err(io("creating the transition's directory"))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The unprivileged pulse writes its JSON here.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))
+            .map_err(io("chmod transition dir"))?;
+    }
+    let key = dir.join("key");
+    let mut secret = [0u8; 16];
+    getrandom::fill(&mut secret).expect("random source");
+    std::fs::write(&key, format!("{}\n", hex::encode(secret))).map_err(io("writing key file"))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))
+            .map_err(io("chmod key"))?;
+    }
+    let write = |name: &str, text: &str| -> Result<std::path::PathBuf, LabError> {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(io("writing a transition's ruleset"))?;
+        Ok(p)
+    };
+    let atomic = write("after-atomic.nft", &format!("flush ruleset\n{}", t.after))?;
+    let plain = write("after.nft", &t.after)?;
+    // A syntax error after valid tables: nft applies nothing of it.
+    let bad = write(
+        "after-bad.nft",
+        &format!(
+            "{}\ntable inet broken {{ chain c {{ this is not nft }} }}\n",
+            t.after
+        ),
+    )?;
+    let sysctl_cmd: String = t
+        .sysctls
+        .iter()
+        .map(|(k, v)| format!(" && sysctl -qw {k}={v}"))
+        .collect();
+    // The state before the change.
+    let start_state = match t.scenario {
+        Scenario::Reload => format!("flush ruleset\n{}", t.before),
+        Scenario::Boot | Scenario::BootBadFile => format!("flush ruleset\n{CLOSED}"),
+    };
+    let sysctls: Vec<(&str, &str)> = t
+        .sysctls
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    lab.apply_ruleset(&start_state, &sysctls)?;
+    let d = |p: &Path| p.display().to_string();
+    let command = match (t.scenario, t.right) {
+        (Scenario::Reload | Scenario::Boot, true) => format!("nft -f {}{sysctl_cmd}", d(&atomic)),
+        (Scenario::Reload | Scenario::Boot, false) => {
+            format!(
+                "nft flush ruleset && sleep {GAP} && nft -f {}{sysctl_cmd}",
+                d(&plain)
+            )
+        }
+        // The load fails; what stays is what was there.
+        (Scenario::BootBadFile, true) => format!("! nft -f {}", d(&bad)),
+        (Scenario::BootBadFile, false) => format!("nft flush ruleset && ! nft -f {}", d(&bad)),
+    };
+    let names = lab.state.names.clone();
+    let sweeps = if opts.local_sweeps {
+        &Sweep::ALL[..]
+    } else {
+        &[Sweep::Workstation][..]
+    };
+    let mut pulses: Vec<(Sweep, std::path::PathBuf)> = Vec::new();
+    let steps = std::cell::RefCell::new(Vec::<(String, f64)>::new());
+    let step = |what: &str, since: Instant| {
+        steps
+            .borrow_mut()
+            .push((what.to_string(), since.elapsed().as_secs_f64()));
+    };
+    let extra = vec![
+        "--run-at".to_string(),
+        format!("{CHANGE_AT_S}"),
+        command.clone(),
+    ];
+    let report: WatchReport = crate::suite::watch_while_with(
+        lab,
+        opts,
+        &dir,
+        "watch",
+        &key,
+        &[],
+        &extra,
+        &step,
+        &mut |lab| {
+            let tp = Instant::now();
+            let mut children = Vec::new();
+            for &sweep in sweeps {
+                let json = dir.join(format!("pulse-{}.json", sweep.name()));
+                let log = dir.join(format!("pulse-{}.log", sweep.name()));
+                let mut cmd = probe_command(
+                    &names,
+                    &opts.exe,
+                    sweep,
+                    &key,
+                    &json,
+                    &opts.probe_rate,
+                    None,
+                )?;
+                cmd.args(["--duration", &format!("{PULSE_S}")]);
+                let (child, tr) = lab.spawn_tracked(
+                    cmd,
+                    &log,
+                    &format!("leaktest probe --duration ({})", sweep.name()),
+                )?;
+                children.push((sweep, child, tr, log));
+                pulses.push((sweep, json));
+            }
+            let mut failed = None;
+            for (sweep, mut child, tr, log) in children {
+                let st = wait_child(
+                    &mut child,
+                    &tr,
+                    Duration::from_secs(60),
+                    "leaktest probe --duration",
+                );
+                lab.untrack(&tr)?;
+                match st {
+                    Ok(s) if s.success() => {}
+                    Ok(s) => {
+                        failed.get_or_insert(LabError::Died(format!(
+                            "the {} pulse failed ({s}): {}",
+                            sweep.name(),
+                            tail(&log)
+                        )));
+                    }
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+            step("pulses", tp);
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        },
+    )?;
+    let mut runs: BTreeMap<String, String> = BTreeMap::new();
+    let mut round_times: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (sweep, json) in &pulses {
+        let text = std::fs::read_to_string(json).map_err(io("reading a pulse's report"))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            LabError::Died(format!("{} is not a probe report: {e}", json.display()))
+        })?;
+        let run = v["run_id"].as_str().unwrap_or_default().to_string();
+        let times = v["pulse"]["round_sent_unix_ns"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
+            .unwrap_or_default();
+        runs.insert(sweep.name().to_string(), run.clone());
+        round_times.insert(run, times);
+    }
+    let mut mismatches = judge(t, &report, &runs, &round_times);
+    if report.events.len() != 1 {
+        mismatches.push(format!(
+            "{} events instead of the one change",
+            report.events.len()
+        ));
+    } else if let Some(p) = &report.events[0].problem {
+        mismatches.push(format!("the change ({command}) {p}"));
+    } else if report.events[0].exit_code != Some(0) {
+        mismatches.push(format!(
+            "the change ({command}) exited {:?}",
+            report.events[0].exit_code
+        ));
+    }
+    let start_ns = report.watch_start_unix_ns.unwrap_or(0);
+    // The change by its files' names, not their scratch directory.
+    let label = command.replace(&format!("{}/", dir.display()), "");
+    let findings: Vec<String> = report
+        .phases
+        .iter()
+        .map(|p| p.line(start_ns).replacen(&command, &label, 1))
+        .collect();
+    let got = Some(report.verdict);
+    Ok(ProfileResult {
+        profile: format!("transition {}", t.name),
+        expected: t.expected(),
+        got,
+        matched: mismatches.is_empty() && got == Some(t.expected()),
+        mismatches,
+        findings,
+        expected_leaks: Expectation::nothing().summary(),
+        seconds: t0.elapsed().as_secs_f64(),
+        runs,
+        resent: 0,
+        reports: vec![report],
+        gateway_check: None,
+        steps: steps.into_inner(),
+    })
+}
+
+/// What is wrong with a transition's watch: the right way must pass in
+/// every phase; the wrong way must leak, only inside its window, from
+/// every gateway-root round sent well inside it. Pure (tested below).
+pub fn judge(
+    t: &Transition,
+    r: &WatchReport,
+    runs: &BTreeMap<String, String>,
+    round_times: &BTreeMap<String, Vec<u64>>,
+) -> Vec<String> {
+    let mut m = Vec::new();
+    if t.expect == Some(Verdict::Leak) {
+        // A user's pinned LEAK: the verdict is what is pinned.
+        if r.verdict != Verdict::Leak {
+            m.push(format!("verdict {} instead of LEAK", r.verdict));
+        }
+        return m;
+    }
+    if t.right {
+        if r.verdict != Verdict::Pass {
+            m.push(format!("verdict {} instead of PASS", r.verdict));
+        }
+        for p in &r.phases {
+            if p.verdict != Verdict::Pass {
+                m.push(format!("phase '{}' is {}, not PASS", p.name, p.verdict));
+            }
+        }
+        return m;
+    }
+    if r.verdict != Verdict::Leak {
+        m.push(format!("verdict {} instead of LEAK", r.verdict));
+    }
+    let Some(e) = r.events.first() else {
+        m.push("no event: the change never ran".into());
+        return m;
+    };
+    if r.phases.first().is_some_and(|p| p.verdict != Verdict::Pass) {
+        m.push(format!("before the change: {}", r.phases[0].verdict));
+    }
+    let (start, end) = match t.scenario {
+        // Open until the end of the watch.
+        Scenario::BootBadFile => (e.start_unix_ns, u64::MAX),
+        _ => (e.start_unix_ns, e.end_unix_ns.unwrap_or(u64::MAX)),
+    };
+    let mut outside = 0u64;
+    let mut leaked_rounds: BTreeMap<String, std::collections::BTreeSet<u32>> = BTreeMap::new();
+    for l in &r.leaks {
+        let at = l.ts_sec * 1_000_000_000 + u64::from(l.ts_nsec);
+        if !(start..=end).contains(&at) {
+            outside += 1;
+            if outside <= 3 {
+                m.push(format!(
+                    "a leak outside the window, {:+.1} ms from the change: {} to {}",
+                    (at as f64 - start as f64) / 1e6,
+                    l.kind(),
+                    l.dst
+                ));
+            }
+        }
+        if let Some(p) = &l.probe {
+            if let Some(round) = p.round {
+                leaked_rounds
+                    .entry(p.run.clone())
+                    .or_default()
+                    .insert(round);
+            }
+        }
+    }
+    if outside > 3 {
+        m.push(format!("{outside} leaks outside the window in all"));
+    }
+    if r.leak_packets == 0 {
+        m.push("nothing leaked".into());
+    }
+    if r.leaks_truncated {
+        m.push("the leak details were cut short: the window cannot be checked".into());
+    }
+    // Every gateway-root round sent well inside the window leaked.
+    if let Some(run) = runs.get(Sweep::GatewayRoot.name()) {
+        let got = leaked_rounds.get(run);
+        for (round, sent) in round_times.get(run).into_iter().flatten().enumerate() {
+            let inside =
+                *sent > start.saturating_add(50_000_000) && sent.saturating_add(50_000_000) < end;
+            if inside && !got.is_some_and(|g| g.contains(&(round as u32))) {
+                m.push(format!(
+                    "gw-root pulse round {round}, sent inside the window, did not leak"
+                ));
+                break;
+            }
+        }
+    }
+    m
+}
