@@ -277,11 +277,25 @@ pub fn parse_routes(iface: &str, v4: &str, v6: &str) -> LinkRoutes {
 }
 
 /// Watches one interface for going down, going away or being replaced.
+/// What [`IfaceMonitor::check`] found changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IfaceChange {
+    /// Gone or replaced by another interface of the same name: the capture
+    /// (bound to the old one) sees nothing of it any more. A problem.
+    Lost(String),
+    /// The same interface went down (administratively, or lost its
+    /// carrier): nothing can leave it until it is up again.
+    Down(String),
+    /// The same interface is up again.
+    Up,
+}
+
 #[derive(Clone, Debug)]
 pub struct IfaceMonitor {
     iface: String,
     ifindex: u32,
-    was_ok: bool,
+    lost: bool,
+    down: bool,
 }
 
 impl IfaceMonitor {
@@ -291,7 +305,8 @@ impl IfaceMonitor {
         Some(IfaceMonitor {
             iface: iface.to_string(),
             ifindex: info.ifindex,
-            was_ok: true,
+            lost: false,
+            down: !info.is_up(),
         })
     }
 
@@ -300,33 +315,52 @@ impl IfaceMonitor {
         self.ifindex
     }
 
-    /// Checks the interface now. Returns a problem the first time the
-    /// interface is found down, gone or replaced (once per episode, so a
-    /// long outage is reported once), `None` while it is fine.
-    pub fn check(&mut self) -> Option<String> {
-        let problem = match IfaceInfo::read(&self.iface) {
-            None => Some(format!("interface {} disappeared", self.iface)),
-            Some(i) if i.ifindex != self.ifindex => Some(format!(
-                "interface {} was replaced (ifindex {} became {})",
-                self.iface, self.ifindex, i.ifindex
-            )),
-            Some(i) if !i.is_up() => Some(format!(
-                "interface {} went down ({})",
-                self.iface,
-                if i.admin_up {
-                    "no carrier"
-                } else {
-                    "administratively down"
-                }
-            )),
-            Some(_) => None,
+    /// Whether the interface was down at the last check.
+    pub fn is_down(&self) -> bool {
+        self.down
+    }
+
+    /// Checks the interface now. Returns each change once: lost (gone or
+    /// replaced; once, and then nothing more), down, up again.
+    pub fn check(&mut self) -> Option<IfaceChange> {
+        if self.lost {
+            return None;
+        }
+        let info = match IfaceInfo::read(&self.iface) {
+            None => {
+                self.lost = true;
+                return Some(IfaceChange::Lost(format!(
+                    "interface {} disappeared",
+                    self.iface
+                )));
+            }
+            Some(i) if i.ifindex != self.ifindex => {
+                self.lost = true;
+                return Some(IfaceChange::Lost(format!(
+                    "interface {} was replaced (ifindex {} became {})",
+                    self.iface, self.ifindex, i.ifindex
+                )));
+            }
+            Some(i) => i,
         };
-        let report = problem.is_some() && self.was_ok;
-        self.was_ok = problem.is_none();
-        if report {
-            problem
-        } else {
-            None
+        match (info.is_up(), self.down) {
+            (false, false) => {
+                self.down = true;
+                Some(IfaceChange::Down(format!(
+                    "interface {} went down ({})",
+                    self.iface,
+                    if info.admin_up {
+                        "no carrier"
+                    } else {
+                        "administratively down"
+                    }
+                )))
+            }
+            (true, true) => {
+                self.down = false;
+                Some(IfaceChange::Up)
+            }
+            _ => None,
         }
     }
 }

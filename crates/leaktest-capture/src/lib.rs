@@ -26,8 +26,8 @@ pub mod live;
 
 pub use canary::{new_ledger, CanaryError, CanaryInjector};
 pub use iface::{
-    addresses as iface_addresses, link_routes, networks as iface_networks, IfaceInfo, IfaceMonitor,
-    LinkRoutes,
+    addresses as iface_addresses, link_routes, networks as iface_networks, IfaceChange, IfaceInfo,
+    IfaceMonitor, LinkRoutes,
 };
 pub use leaktest_wire::canary::{CanaryLedger, CANARY_DST_MAC, CANARY_ETHERTYPE};
 pub use leaktest_wire::{CaptureStats, Frame};

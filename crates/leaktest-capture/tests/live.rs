@@ -4,7 +4,8 @@
 //! is set (as CI sets it), which makes them fail.
 
 use leaktest_capture::{
-    new_ledger, CanaryInjector, CanaryLedger, CaptureConfig, IfaceInfo, IfaceMonitor, LiveCapture,
+    new_ledger, CanaryInjector, CanaryLedger, CaptureConfig, IfaceChange, IfaceInfo, IfaceMonitor,
+    LiveCapture,
 };
 use leaktest_wire::CanarySighting;
 use std::process::Command;
@@ -218,7 +219,9 @@ fn notices_the_interface_disappearing() {
             .status()
             .unwrap();
         assert!(st.success());
-        let problem = mon.check().expect("monitor notices");
+        let Some(IfaceChange::Lost(problem)) = mon.check() else {
+            panic!("the monitor did not notice");
+        };
         assert!(problem.contains("disappeared"), "{problem}");
         // Reported once per episode.
         assert_eq!(mon.check(), None);
@@ -250,7 +253,28 @@ fn notices_the_interface_going_down() {
             .status()
             .unwrap();
         assert!(st.success());
-        let problem = mon.check().expect("monitor notices");
-        assert!(problem.contains("went down"), "{problem}");
+        let Some(IfaceChange::Down(what)) = mon.check() else {
+            panic!("the monitor did not notice");
+        };
+        assert!(what.contains("went down"), "{what}");
+        assert!(mon.is_down());
+        // Once per change; then up again.
+        assert_eq!(mon.check(), None);
+        let st = Command::new("ip")
+            .args(["-n", &name, "link", "set", "lca", "up"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        // (A veth is operationally up once its peer is.)
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut up = None;
+        while Instant::now() < deadline {
+            up = mon.check();
+            if up.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(up, Some(IfaceChange::Up));
     });
 }

@@ -134,6 +134,13 @@ pub struct SessionOutcome {
     /// What did not affect the verdict but the user must know (a pcap file
     /// cut short by a full disk); they go into every report's warnings.
     pub warnings: Vec<String>,
+    /// When the watch began (Unix ns).
+    pub start_unix_ns: u64,
+    /// The watched interface going down and coming back up, each seen at
+    /// (Unix ns): timeline events ([`crate::timeline`]), not capture
+    /// problems. Nothing leaves a down interface, and the canaries sent
+    /// after it is up again must be seen like any other.
+    pub link_events: Vec<(String, u64)>,
 }
 
 impl SessionOutcome {
@@ -152,6 +159,22 @@ impl SessionOutcome {
             pcap_frames: self.pcap_frames,
         });
         r.warnings.extend(self.warnings.iter().cloned());
+        if !self.link_events.is_empty() {
+            let events = self
+                .link_events
+                .iter()
+                .map(|(name, at)| crate::timeline::Event {
+                    name: name.clone(),
+                    source: "link".into(),
+                    at_s: at.saturating_sub(self.start_unix_ns) as f64 / 1e9,
+                    start_unix_ns: *at,
+                    end_unix_ns: None,
+                    exit_code: None,
+                    problem: None,
+                })
+                .collect();
+            crate::timeline::annotate(&mut r, self.start_unix_ns, events);
+        }
         r
     }
 }
@@ -208,6 +231,47 @@ fn link_routes_of(iface: &str) -> LinkRoutes {
 /// Nanoseconds since `start` (the clock of the canary ledger).
 fn ns_since(start: Instant) -> u64 {
     start.elapsed().as_nanos() as u64
+}
+
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Acts on what the interface monitor found: a lost interface is a
+/// problem; down and up again are link events (see
+/// [`SessionOutcome::link_events`]). Going down voids the canaries sent
+/// since the look before last (they left into a dying link); coming up
+/// asks for a canary at once (the capture must be proven again).
+#[allow(clippy::too_many_arguments)]
+fn on_iface_change(
+    change: Option<leaktest_capture::IfaceChange>,
+    iface: &str,
+    start: Instant,
+    problems: &mut Problems,
+    link_events: &mut Vec<(String, u64)>,
+    ledger: Option<&mut leaktest_wire::canary::CanaryLedger>,
+    last_look_ns: &mut u64,
+    next_canary: &mut Instant,
+) {
+    use leaktest_capture::IfaceChange;
+    let now = ns_since(start);
+    match change {
+        Some(IfaceChange::Lost(p)) => problems.push(start, p),
+        Some(IfaceChange::Down(what)) => {
+            if let Some(l) = ledger {
+                l.void_sent_since(last_look_ns.saturating_sub(HEALTH_EVERY.as_nanos() as u64));
+            }
+            link_events.push((what, unix_now_ns()));
+        }
+        Some(IfaceChange::Up) => {
+            link_events.push((format!("interface {iface} is up again"), unix_now_ns()));
+            *next_canary = Instant::now();
+        }
+        None => {}
+    }
+    *last_look_ns = now;
 }
 
 /// Runs one watch until `cfg.duration` passes or `stop` is raised. Leak
@@ -388,6 +452,11 @@ pub fn run_with(
     let mut reader = feed.reader();
 
     let start = Instant::now();
+    let start_unix_ns = unix_now_ns();
+    let mut link_events: Vec<(String, u64)> = Vec::new();
+    // When the interface was last looked at (ns since start): canaries sent
+    // since then may have been lost with the link.
+    let mut last_look_ns = 0u64;
     let mut findings = Findings::new();
     let mut problems = Problems::default();
     let mut ready_pending = cfg.ready_file.clone();
@@ -504,16 +573,30 @@ pub fn run_with(
         if deadline.is_some_and(|d| now >= d) {
             break;
         }
-        if now >= next_canary {
+        if now >= next_canary && !monitor.is_down() {
+            next_canary = now + cfg.canary_every;
             if let Some(l) = classifier.canaries_mut() {
                 if let Err(e) = send_canary(&injector, &mut *hooks, l, ns_since(start)) {
-                    if !canary_send_failed {
+                    // A link that went down since the last look: an event,
+                    // not a failure of the capture.
+                    let change = monitor.check();
+                    let went_down = matches!(change, Some(leaktest_capture::IfaceChange::Down(_)));
+                    on_iface_change(
+                        change,
+                        &iface,
+                        start,
+                        &mut problems,
+                        &mut link_events,
+                        classifier.canaries_mut(),
+                        &mut last_look_ns,
+                        &mut next_canary,
+                    );
+                    if !went_down && !monitor.is_down() && !canary_send_failed {
                         canary_send_failed = true;
                         problems.push(start, e);
                     }
                 }
             }
-            next_canary = now + cfg.canary_every;
         }
         let r = cap.drain(|f| {
             handle(
@@ -553,9 +636,17 @@ pub fn run_with(
                     format_args!("reading the kernel's counters failed: {e}"),
                 );
             }
-            if let Some(p) = monitor.check() {
-                problems.push(start, p);
-            }
+            let change = monitor.check();
+            on_iface_change(
+                change,
+                &iface,
+                start,
+                &mut problems,
+                &mut link_events,
+                classifier.canaries_mut(),
+                &mut last_look_ns,
+                &mut next_canary,
+            );
             if !feed_outage_reported {
                 if let Some(o) = feed.first_outage() {
                     feed_outage_reported = true;
@@ -572,7 +663,17 @@ pub fn run_with(
     // The end canary, then drain until every canary is seen or the grace
     // period is over (a second signal-free wait, whatever ended the watch).
     let mut sealed = false;
-    if !capture_broken {
+    // A link down at the end takes no end canary, so nothing proves the
+    // capture after its last canary was seen: not proven.
+    if monitor.is_down() {
+        problems.push(
+            start,
+            format_args!(
+                "interface {iface} was down when the watch ended: no end canary could prove the capture after the last one seen"
+            ),
+        );
+    }
+    if !capture_broken && !monitor.is_down() {
         if let Some(l) = classifier.canaries_mut() {
             if let Err(e) = send_canary(&injector, &mut *hooks, l, ns_since(start)) {
                 if !canary_send_failed {
@@ -636,9 +737,17 @@ pub fn run_with(
         }
     }
     judge_released!(true);
-    if let Some(p) = monitor.check() {
-        problems.push(start, p);
-    }
+    let change = monitor.check();
+    on_iface_change(
+        change,
+        &iface,
+        start,
+        &mut problems,
+        &mut link_events,
+        classifier.canaries_mut(),
+        &mut last_look_ns,
+        &mut next_canary,
+    );
     let elapsed = start.elapsed();
     let stats = match cap.stats() {
         Ok(s) => s,
@@ -718,6 +827,8 @@ pub fn run_with(
         interrupted,
         pcap_frames,
         warnings,
+        start_unix_ns,
+        link_events,
     })
 }
 

@@ -102,8 +102,11 @@ pub const MAX_PHASE_KINDS: usize = 8;
 /// Adds the events, each leak's event and `since_event_ms`, and the phases
 /// with their verdicts to `report`. `watch_start_unix_ns` is the moment
 /// the watch began (the first phase's start). Events may come in any
-/// order; they are sorted by start.
+/// order; they are sorted by start, with those the report already has (the
+/// watcher's own link events: the interface down, up again).
 pub fn annotate(report: &mut WatchReport, watch_start_unix_ns: u64, mut events: Vec<Event>) {
+    // Events already there (the watch's own link events) stay.
+    events.append(&mut report.events);
     events.sort_by_key(|e| e.start_unix_ns);
     // Phase starts: the watch, then each event.
     let mut starts: Vec<(String, u64)> = vec![("start".into(), watch_start_unix_ns)];

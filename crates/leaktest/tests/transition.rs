@@ -172,3 +172,68 @@ fn a_pulse_through_a_flush_then_load_leaks_inside_the_window_only() {
     );
     assert!(out.contains("phase '"), "{out}");
 }
+
+/// The uplink bounced under a pulse (`ip link set gw1 down`, 300 ms, `up`):
+/// nothing can leave a down interface, so the watch records the link going
+/// down and coming back as events, not as a blind capture, and proves its
+/// capture again with canaries once the link is up: PASS through a gateway
+/// whose rules name their interfaces.
+#[test]
+fn a_bounced_uplink_is_an_event_and_the_watch_proves_it_saw_again() {
+    if !is_root() {
+        return;
+    }
+    let lab = build("trb", false);
+    forwarding(&lab);
+    let (code, out, w, _p) = pulse_through(
+        &lab,
+        "ip link set gw1 down && sleep 0.3 && ip link set gw1 up",
+    );
+    assert_eq!(w["verdict"], "pass", "{w:#}\n{out}");
+    assert_eq!(code, 0, "{out}");
+    let sources: Vec<&str> = w["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, ["run-at", "link", "link"], "{:#}", w["events"]);
+    assert!(w["events"][1]["name"]
+        .as_str()
+        .unwrap()
+        .contains("went down"));
+    assert!(w["events"][2]["name"]
+        .as_str()
+        .unwrap()
+        .contains("up again"));
+    // Proven again after the link came back: every canary counted as sent
+    // was seen, at least one of them after the link was up.
+    let c = &w["capture"];
+    assert_eq!(c["canaries_seen"], c["canaries_sent"], "{c}");
+    assert_eq!(c["problems"].as_array().unwrap().len(), 0, "{c}");
+    let phases = w["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 4);
+    assert!(phases.iter().all(|p| p["verdict"] == "pass"), "{phases:?}");
+}
+
+/// The uplink taken down and left down: nothing can prove the capture
+/// after its last canary was seen (no end canary leaves a down link), so
+/// the watch is INCONCLUSIVE, never PASS.
+#[test]
+fn an_uplink_left_down_is_inconclusive() {
+    if !is_root() {
+        return;
+    }
+    let lab = build("trd", false);
+    forwarding(&lab);
+    let (code, out, w, _p) = pulse_through(&lab, "ip link set gw1 down");
+    assert_eq!(w["verdict"], "inconclusive", "{w:#}\n{out}");
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        w["reasons"]
+            .to_string()
+            .contains("down when the watch ended"),
+        "{}",
+        w["reasons"]
+    );
+}
