@@ -273,7 +273,7 @@ impl Lab {
         Ok(())
     }
 
-    fn track(&mut self, t: Tracked) -> Result<(), LabError> {
+    pub(crate) fn track(&mut self, t: Tracked) -> Result<(), LabError> {
         if STOPPING.load(Ordering::SeqCst) {
             // A signal is tearing the lab down: this process must not outlive it.
             t.stop(Duration::from_secs(2));

@@ -18,6 +18,13 @@
 //!   error. Right: the load fails as a whole and the gateway stays closed.
 //!   Wrong: the network up with no policy first, then the load fails: the
 //!   gateway stays open until the end.
+//! - `tor-kill`: the gateway's tor killed (SIGKILL) and restarted by the
+//!   lab 0.5 s later (an event on the watch's `--event-fifo` once it is
+//!   back). Right: the firewall stays, and fails closed while tor is gone.
+//!   Wrong: tor's service removes the firewall when tor stops and loads it
+//!   again when it starts: open from the kill to the restart. The watcher's
+//!   allowlist feed loses tor's control port and gets it back: events, not
+//!   a blind watch.
 //!
 //! Expected: the right way PASS in every phase; the wrong way LEAK, nothing
 //! before the change, every leaked packet captured inside its window (from
@@ -41,16 +48,23 @@ pub enum Scenario {
     Reload,
     Boot,
     BootBadFile,
+    TorKill,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 3] = [Scenario::Reload, Scenario::Boot, Scenario::BootBadFile];
+    pub const ALL: [Scenario; 4] = [
+        Scenario::Reload,
+        Scenario::Boot,
+        Scenario::BootBadFile,
+        Scenario::TorKill,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Reload => "reload",
             Scenario::Boot => "boot",
             Scenario::BootBadFile => "boot-bad-file",
+            Scenario::TorKill => "tor-kill",
         }
     }
 
@@ -59,6 +73,7 @@ impl Scenario {
             Scenario::Reload => "the policy replaced under the pulses: one nft -f transaction, or flush then load 300 ms later",
             Scenario::Boot => "a closed gateway's firewall comes up: in one transaction, or the network first and the firewall 300 ms later",
             Scenario::BootBadFile => "the firewall file has a syntax error: the gateway stays closed, or it was opened first and stays open",
+            Scenario::TorKill => "tor killed (SIGKILL) and restarted 0.5 s later: the firewall stays, or tor's service removes it on stop and loads it on start",
         }
     }
 
@@ -69,8 +84,13 @@ impl Scenario {
 
 /// When the change runs, in seconds after the watch began.
 pub const CHANGE_AT_S: f64 = 1.0;
-/// How long each pulse runs.
+/// How long each pulse runs (tor-kill: [`TOR_KILL_PULSE_S`]).
 pub const PULSE_S: f64 = 2.5;
+/// tor-kill's pulses: long enough for the watcher's feed to reconnect to
+/// the restarted tor (it retries every 2 s, `leaktest_tor::RECONNECT_EVERY`).
+pub const TOR_KILL_PULSE_S: f64 = 4.5;
+/// tor-kill: the restart, seconds after the kill.
+const RESTART_AFTER_S: f64 = 0.5;
 /// The wrong way's gap between opening and loading.
 const GAP: &str = "0.3";
 
@@ -119,6 +139,8 @@ impl Transition {
                     (Scenario::Boot, false) => "network first",
                     (Scenario::BootBadFile, true) => "fails closed",
                     (Scenario::BootBadFile, false) => "fails open",
+                    (Scenario::TorKill, true) => "firewall stays",
+                    (Scenario::TorKill, false) => "firewall goes with tor",
                 }
             ),
             expect: None,
@@ -210,7 +232,7 @@ pub fn run_transition(
         .collect();
     // The state before the change.
     let start_state = match t.scenario {
-        Scenario::Reload => format!("flush ruleset\n{}", t.before),
+        Scenario::Reload | Scenario::TorKill => format!("flush ruleset\n{}", t.before),
         Scenario::Boot | Scenario::BootBadFile => format!("flush ruleset\n{CLOSED}"),
     };
     let sysctls: Vec<(&str, &str)> = t
@@ -231,6 +253,26 @@ pub fn run_transition(
         // The load fails; what stays is what was there.
         (Scenario::BootBadFile, true) => format!("! nft -f {}", d(&bad)),
         (Scenario::BootBadFile, false) => format!("nft flush ruleset && ! nft -f {}", d(&bad)),
+        (Scenario::TorKill, right) => {
+            let tor = lab
+                .state
+                .processes
+                .iter()
+                .find(|p| p.what == "gateway tor")
+                .ok_or_else(|| LabError::Died("no gateway tor to kill".into()))?;
+            if right {
+                format!("kill -9 {}", tor.pid)
+            } else {
+                // Its service's stop hook.
+                format!("kill -9 {} && nft flush ruleset", tor.pid)
+            }
+        }
+    };
+    let fifo = dir.join("events");
+    let pulse_s = if t.scenario == Scenario::TorKill {
+        TOR_KILL_PULSE_S
+    } else {
+        PULSE_S
     };
     let names = lab.state.names.clone();
     let sweeps = if opts.local_sweeps {
@@ -245,11 +287,14 @@ pub fn run_transition(
             .borrow_mut()
             .push((what.to_string(), since.elapsed().as_secs_f64()));
     };
-    let extra = vec![
+    let mut extra = vec![
         "--run-at".to_string(),
         format!("{CHANGE_AT_S}"),
         command.clone(),
     ];
+    if t.scenario == Scenario::TorKill {
+        extra.extend(["--event-fifo".to_string(), fifo.display().to_string()]);
+    }
     let report: WatchReport = crate::suite::watch_while_with(
         lab,
         opts,
@@ -274,7 +319,7 @@ pub fn run_transition(
                     &opts.probe_rate,
                     None,
                 )?;
-                cmd.args(["--duration", &format!("{PULSE_S}")]);
+                cmd.args(["--duration", &format!("{pulse_s}")]);
                 let (child, tr) = lab.spawn_tracked(
                     cmd,
                     &log,
@@ -284,6 +329,11 @@ pub fn run_transition(
                 pulses.push((sweep, json));
             }
             let mut failed = None;
+            if t.scenario == Scenario::TorKill {
+                if let Err(e) = restart_tor(lab, tp, &atomic, !t.right, &fifo) {
+                    failed = Some(e);
+                }
+            }
             for (sweep, mut child, tr, log) in children {
                 let st = wait_child(
                     &mut child,
@@ -329,18 +379,16 @@ pub fn run_transition(
         round_times.insert(run, times);
     }
     let mut mismatches = judge(t, &report, &runs, &round_times);
-    if report.events.len() != 1 {
-        mismatches.push(format!(
-            "{} events instead of the one change",
-            report.events.len()
-        ));
-    } else if let Some(p) = &report.events[0].problem {
-        mismatches.push(format!("the change ({command}) {p}"));
-    } else if report.events[0].exit_code != Some(0) {
-        mismatches.push(format!(
-            "the change ({command}) exited {:?}",
-            report.events[0].exit_code
-        ));
+    match report.events.iter().find(|e| e.source == "run-at") {
+        None => mismatches.push("the change never ran".into()),
+        Some(e) if e.problem.is_some() => mismatches.push(format!(
+            "the change ({command}) {}",
+            e.problem.as_deref().unwrap_or_default()
+        )),
+        Some(e) if e.exit_code != Some(0) => {
+            mismatches.push(format!("the change ({command}) exited {:?}", e.exit_code))
+        }
+        Some(_) => {}
     }
     let start_ns = report.watch_start_unix_ns.unwrap_or(0);
     // The change by its files' names, not their scratch directory.
@@ -399,7 +447,7 @@ pub fn judge(
     if r.verdict != Verdict::Leak {
         m.push(format!("verdict {} instead of LEAK", r.verdict));
     }
-    let Some(e) = r.events.first() else {
+    let Some(e) = r.events.iter().find(|e| e.source == "run-at") else {
         m.push("no event: the change never ran".into());
         return m;
     };
@@ -409,6 +457,15 @@ pub fn judge(
     let (start, end) = match t.scenario {
         // Open until the end of the watch.
         Scenario::BootBadFile => (e.start_unix_ns, u64::MAX),
+        // Open until the restart loaded the firewall again (the lab marks
+        // it on the FIFO once it has).
+        Scenario::TorKill => (
+            e.start_unix_ns,
+            r.events
+                .iter()
+                .find(|e| e.source == "fifo")
+                .map_or(u64::MAX, |e| e.start_unix_ns),
+        ),
         _ => (e.start_unix_ns, e.end_unix_ns.unwrap_or(u64::MAX)),
     };
     let mut outside = 0u64;
@@ -459,4 +516,77 @@ pub fn judge(
         }
     }
     m
+}
+
+/// tor-kill: once the kill has had its time, waits for the killed tor to be
+/// gone, starts the gateway tor again (tracked; its control port up),
+/// loads the firewall again if `reload` (the wrong way's start hook), and
+/// marks the moment on the watch's FIFO. `t_work` is when the pulses began
+/// (just after the watch was ready, at about its start).
+fn restart_tor(
+    lab: &mut Lab,
+    t_work: Instant,
+    atomic: &Path,
+    reload: bool,
+    fifo: &Path,
+) -> Result<(), LabError> {
+    let at = t_work + Duration::from_secs_f64(CHANGE_AT_S + RESTART_AFTER_S);
+    while Instant::now() < at {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let old = lab
+        .state
+        .processes
+        .iter()
+        .find(|p| p.what == "gateway tor")
+        .cloned()
+        .ok_or_else(|| LabError::Died("no gateway tor".into()))?;
+    // Gone (or a zombie) within 2 s of the kill.
+    let gone = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|st| {
+                st.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true)
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !gone(old.pid) {
+        if Instant::now() > deadline {
+            return Err(LabError::Died(format!(
+                "the gateway tor (pid {}) survived kill -9",
+                old.pid
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    lab.untrack(&old)?;
+    let g = lab
+        .gw_tor
+        .clone()
+        .ok_or_else(|| LabError::Died("no gateway tor".into()))?;
+    let ns = lab.state.names.gw.clone();
+    let tmp = lab.state.tmpdir.clone();
+    let t = crate::gateway::start(&ns, &tmp, &g)?;
+    lab.track(t)?;
+    let procs = lab.state.processes.clone();
+    crate::gateway::wait_control(&ns, Duration::from_secs(10), &|| {
+        if procs.iter().all(|p| p.alive()) {
+            Ok(())
+        } else {
+            Err(LabError::Died(
+                "a lab process died while tor restarted".into(),
+            ))
+        }
+    })?;
+    if reload {
+        crate::sys::run(crate::sys::ns_command(&ns, "nft")?.arg("-f").arg(atomic))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(fifo)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"tor restarted\n"))
+        .map_err(io("writing the restart to the watch's FIFO"))?;
+    Ok(())
 }

@@ -140,7 +140,14 @@ pub struct SessionOutcome {
     /// (Unix ns): timeline events ([`crate::timeline`]), not capture
     /// problems. Nothing leaves a down interface, and the canaries sent
     /// after it is up again must be seen like any other.
-    pub link_events: Vec<(String, u64)>,
+    ///
+    /// Also the Tor allowlist's feed lost (its control port gone: tor
+    /// restarting) and current again: while it is lost, frames are judged
+    /// against the last list (which only grows, and approves only
+    /// endpoints Tor named: a stale list can make a frame a leak, never a
+    /// leak Tor). A feed still lost at the end is a problem. Each event:
+    /// (source `link` or `tor`, what, when in Unix ns).
+    pub link_events: Vec<(&'static str, String, u64)>,
 }
 
 impl SessionOutcome {
@@ -163,9 +170,9 @@ impl SessionOutcome {
             let events = self
                 .link_events
                 .iter()
-                .map(|(name, at)| crate::timeline::Event {
+                .map(|(source, name, at)| crate::timeline::Event {
                     name: name.clone(),
-                    source: "link".into(),
+                    source: (*source).into(),
                     at_s: at.saturating_sub(self.start_unix_ns) as f64 / 1e9,
                     start_unix_ns: *at,
                     end_unix_ns: None,
@@ -233,6 +240,36 @@ fn ns_since(start: Instant) -> u64 {
     start.elapsed().as_nanos() as u64
 }
 
+fn unix_ns_of(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Timeline events of the Tor allowlist feed: lost (its control port gone,
+/// e.g. tor restarting), and current again (see
+/// [`SessionOutcome::link_events`]).
+fn feed_events(
+    feed: &AllowlistFeed,
+    lost: &mut bool,
+    events: &mut Vec<(&'static str, String, u64)>,
+) {
+    match feed.health() {
+        leaktest_tor::FeedHealth::Unavailable { since, reason } if !*lost => {
+            *lost = true;
+            events.push((
+                "tor",
+                format!("Tor's allowlist unavailable: {reason}"),
+                unix_ns_of(since),
+            ));
+        }
+        leaktest_tor::FeedHealth::Live { .. } if *lost => {
+            *lost = false;
+            events.push(("tor", "Tor's allowlist current again".into(), unix_now_ns()));
+        }
+        _ => {}
+    }
+}
+
 fn unix_now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
@@ -250,7 +287,7 @@ fn on_iface_change(
     iface: &str,
     start: Instant,
     problems: &mut Problems,
-    link_events: &mut Vec<(String, u64)>,
+    link_events: &mut Vec<(&'static str, String, u64)>,
     ledger: Option<&mut leaktest_wire::canary::CanaryLedger>,
     last_look_ns: &mut u64,
     next_canary: &mut Instant,
@@ -263,10 +300,14 @@ fn on_iface_change(
             if let Some(l) = ledger {
                 l.void_sent_since(last_look_ns.saturating_sub(HEALTH_EVERY.as_nanos() as u64));
             }
-            link_events.push((what, unix_now_ns()));
+            link_events.push(("link", what, unix_now_ns()));
         }
         Some(IfaceChange::Up) => {
-            link_events.push((format!("interface {iface} is up again"), unix_now_ns()));
+            link_events.push((
+                "link",
+                format!("interface {iface} is up again"),
+                unix_now_ns(),
+            ));
             *next_canary = Instant::now();
         }
         None => {}
@@ -453,7 +494,9 @@ pub fn run_with(
 
     let start = Instant::now();
     let start_unix_ns = unix_now_ns();
-    let mut link_events: Vec<(String, u64)> = Vec::new();
+    let mut link_events: Vec<(&'static str, String, u64)> = Vec::new();
+    // The allowlist feed is lost (since the event recorded for it).
+    let mut feed_lost = false;
     // When the interface was last looked at (ns since start): canaries sent
     // since then may have been lost with the link.
     let mut last_look_ns = 0u64;
@@ -463,7 +506,6 @@ pub fn run_with(
     let mut live_announced = false;
     let mut capture_broken = false;
     let mut canary_send_failed = false;
-    let mut feed_outage_reported = false;
     let mut handled = 0u64;
 
     // Handles one frame: classify, record, print a new group, write the
@@ -647,15 +689,7 @@ pub fn run_with(
                 &mut last_look_ns,
                 &mut next_canary,
             );
-            if !feed_outage_reported {
-                if let Some(o) = feed.first_outage() {
-                    feed_outage_reported = true;
-                    problems.push(
-                        start,
-                        format_args!("the Tor allowlist became unavailable: {}", o.reason),
-                    );
-                }
-            }
+            feed_events(&feed, &mut feed_lost, &mut link_events);
             classifier.set_own_nets(iface_networks(&iface), link_routes_of(&iface));
         }
     }
@@ -761,13 +795,24 @@ pub fn run_with(
         }
     };
     hooks.poll_feed(&feed);
-    if !feed_outage_reported {
-        if let Some(o) = feed.first_outage() {
-            problems.push(
-                start,
-                format_args!("the Tor allowlist became unavailable: {}", o.reason),
-            );
-        }
+    feed_events(&feed, &mut feed_lost, &mut link_events);
+    if let leaktest_tor::FeedHealth::Unavailable { reason, .. } = feed.health() {
+        problems.push(
+            start,
+            format_args!("the Tor allowlist became unavailable and was not current again by the end: {reason}"),
+        );
+    } else if let (Some(o), false) = (
+        feed.first_outage(),
+        link_events.iter().any(|(src, _, _)| *src == "tor"),
+    ) {
+        // Lost and back between two looks: still on the timeline.
+        let at = unix_ns_of(o.since);
+        link_events.push((
+            "tor",
+            format!("Tor's allowlist unavailable: {}", o.reason),
+            at,
+        ));
+        link_events.push(("tor", "Tor's allowlist current again".into(), at));
     }
     let allowlist = AllowlistSummary {
         endpoints: feed.current().len(),
