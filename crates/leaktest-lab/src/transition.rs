@@ -25,6 +25,17 @@
 //!   again when it starts: open from the kill to the restart. The watcher's
 //!   allowlist feed loses tor's control port and gets it back: events, not
 //!   a blind watch.
+//! - `fin-rst` (the FIN/RST check): the workstation holds
+//!   [`FIN_RST_CONNECTIONS`] real TCP connections to the web server through
+//!   the gateway's transparent proxy (redirected to tor's TransPort, on to
+//!   an exit); 1 s into the watch the lab flushes the gateway's conntrack
+//!   table (marked on the FIFO), then the client sends marked data and
+//!   closes. Those segments are no new connection to the NAT any more.
+//!   Right: the Whonix policy drops what it does not redirect. Wrong: a
+//!   gateway whose filter accepts all TCP and whose NAT takes only SYNs
+//!   (class 3, the `tcp-forward` profile): the data and the FINs leave for
+//!   the web server with the workstation's address, the data attributed by
+//!   its marker.
 //!
 //! Expected: the right way PASS in every phase; the wrong way LEAK, nothing
 //! before the change, every leaked packet captured inside its window (from
@@ -49,13 +60,15 @@ pub enum Scenario {
     Boot,
     BootBadFile,
     TorKill,
+    FinRst,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::Reload,
         Scenario::Boot,
         Scenario::BootBadFile,
+        Scenario::FinRst,
         Scenario::TorKill,
     ];
 
@@ -65,6 +78,7 @@ impl Scenario {
             Scenario::Boot => "boot",
             Scenario::BootBadFile => "boot-bad-file",
             Scenario::TorKill => "tor-kill",
+            Scenario::FinRst => "fin-rst",
         }
     }
 
@@ -74,6 +88,7 @@ impl Scenario {
             Scenario::Boot => "a closed gateway's firewall comes up: in one transaction, or the network first and the firewall 300 ms later",
             Scenario::BootBadFile => "the firewall file has a syntax error: the gateway stays closed, or it was opened first and stays open",
             Scenario::TorKill => "tor killed (SIGKILL) and restarted 0.5 s later: the firewall stays, or tor's service removes it on stop and loads it on start",
+            Scenario::FinRst => "the FIN/RST check: connections through the transparent proxy end after conntrack forgot them; the Whonix policy keeps them in, a filter that accepts all TCP and NATs only SYNs lets them out",
         }
     }
 
@@ -141,10 +156,27 @@ impl Transition {
                     (Scenario::BootBadFile, false) => "fails open",
                     (Scenario::TorKill, true) => "firewall stays",
                     (Scenario::TorKill, false) => "firewall goes with tor",
+                    (Scenario::FinRst, true) => "whonix",
+                    (Scenario::FinRst, false) => "NAT of SYNs only",
                 }
             ),
             expect: None,
         })
+    }
+
+    /// The FIN/RST check: on the policy `right` (expected PASS) and on
+    /// `wrong` (expected LEAK), each with its sysctls.
+    pub fn fin_rst(
+        right: &str,
+        right_sysctls: &[(String, String)],
+        wrong: &str,
+        wrong_sysctls: &[(String, String)],
+    ) -> [Transition; 2] {
+        let [r, mut w] = Transition::both(Scenario::FinRst, right, right, right_sysctls);
+        w.before = wrong.to_string();
+        w.after = wrong.to_string();
+        w.sysctls = wrong_sysctls.to_vec();
+        [r, w]
     }
 
     /// A user's ruleset `before`, changed to `after` the right way only,
@@ -232,7 +264,9 @@ pub fn run_transition(
         .collect();
     // The state before the change.
     let start_state = match t.scenario {
-        Scenario::Reload | Scenario::TorKill => format!("flush ruleset\n{}", t.before),
+        Scenario::Reload | Scenario::TorKill | Scenario::FinRst => {
+            format!("flush ruleset\n{}", t.before)
+        }
         Scenario::Boot | Scenario::BootBadFile => format!("flush ruleset\n{CLOSED}"),
     };
     let sysctls: Vec<(&str, &str)> = t
@@ -267,6 +301,9 @@ pub fn run_transition(
                 format!("kill -9 {} && nft flush ruleset", tor.pid)
             }
         }
+        // The lab flushes conntrack itself (no conntrack tool here) and
+        // marks it on the FIFO; nothing runs at 1 s.
+        (Scenario::FinRst, _) => String::new(),
     };
     let fifo = dir.join("events");
     let pulse_s = if t.scenario == Scenario::TorKill {
@@ -275,7 +312,11 @@ pub fn run_transition(
         PULSE_S
     };
     let names = lab.state.names.clone();
-    let sweeps = if opts.local_sweeps {
+    let sweeps = if t.scenario == Scenario::FinRst {
+        // Its connections alone: a pulse through a gateway that forwards
+        // TCP would leak before the change.
+        &[][..]
+    } else if opts.local_sweeps {
         &Sweep::ALL[..]
     } else {
         &[Sweep::Workstation][..]
@@ -287,14 +328,28 @@ pub fn run_transition(
             .borrow_mut()
             .push((what.to_string(), since.elapsed().as_secs_f64()));
     };
-    let mut extra = vec![
-        "--run-at".to_string(),
-        format!("{CHANGE_AT_S}"),
-        command.clone(),
-    ];
-    if t.scenario == Scenario::TorKill {
+    let mut extra = Vec::new();
+    if !command.is_empty() {
+        extra.extend([
+            "--run-at".to_string(),
+            format!("{CHANGE_AT_S}"),
+            command.clone(),
+        ]);
+    }
+    if matches!(t.scenario, Scenario::TorKill | Scenario::FinRst) {
         extra.extend(["--event-fifo".to_string(), fifo.display().to_string()]);
     }
+    // The FIN/RST check's connections, open before the watch begins.
+    let fin_rst_run = {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).expect("random source");
+        u64::from_be_bytes(b)
+    };
+    let client = if t.scenario == Scenario::FinRst {
+        Some(start_fin_rst_client(lab, &dir, fin_rst_run)?)
+    } else {
+        None
+    };
     let report: WatchReport = crate::suite::watch_while_with(
         lab,
         opts,
@@ -331,6 +386,11 @@ pub fn run_transition(
             let mut failed = None;
             if t.scenario == Scenario::TorKill {
                 if let Err(e) = restart_tor(lab, tp, &atomic, !t.right, &fifo) {
+                    failed = Some(e);
+                }
+            }
+            if let Some(c) = &client {
+                if let Err(e) = end_fin_rst_connections(lab, tp, c, &fifo) {
                     failed = Some(e);
                 }
             }
@@ -378,8 +438,30 @@ pub fn run_transition(
         runs.insert(sweep.name().to_string(), run.clone());
         round_times.insert(run, times);
     }
+    if let Some(c) = client {
+        let mut child = c.child.into_inner();
+        let st = wait_child(
+            &mut child,
+            &c.tracked,
+            Duration::from_secs(10),
+            "the FIN/RST client",
+        );
+        lab.untrack(&c.tracked)?;
+        match st {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                return Err(LabError::Died(format!(
+                    "the FIN/RST client failed ({s}): {}",
+                    tail(&c.log)
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+        runs.insert("fin-rst".into(), format!("{fin_rst_run:016x}"));
+    }
     let mut mismatches = judge(t, &report, &runs, &round_times);
     match report.events.iter().find(|e| e.source == "run-at") {
+        None if command.is_empty() => {}
         None => mismatches.push("the change never ran".into()),
         Some(e) if e.problem.is_some() => mismatches.push(format!(
             "the change ({command}) {}",
@@ -433,6 +515,28 @@ pub fn judge(
         }
         return m;
     }
+    // The pulses ran across the change: each sent rounds before it began
+    // and after it ended (else a PASS would prove nothing about it).
+    if t.scenario != Scenario::FinRst {
+        let change = r.events.iter().find(|e| e.source == "run-at");
+        for (sweep, run) in runs {
+            let times = round_times.get(run).map(Vec::as_slice).unwrap_or(&[]);
+            let (Some(first), Some(last)) = (times.first(), times.last()) else {
+                m.push(format!("the {sweep} pulse sent no round"));
+                continue;
+            };
+            if let Some(e) = change {
+                let end = e.end_unix_ns.unwrap_or(e.start_unix_ns);
+                if *first >= e.start_unix_ns || *last <= end {
+                    m.push(format!(
+                        "the {sweep} pulse did not span the change (rounds from {:+.0} to {:+.0} ms of it)",
+                        (*first as f64 - e.start_unix_ns as f64) / 1e6,
+                        (*last as f64 - e.start_unix_ns as f64) / 1e6
+                    ));
+                }
+            }
+        }
+    }
     if t.right {
         if r.verdict != Verdict::Pass {
             m.push(format!("verdict {} instead of PASS", r.verdict));
@@ -447,7 +551,11 @@ pub fn judge(
     if r.verdict != Verdict::Leak {
         m.push(format!("verdict {} instead of LEAK", r.verdict));
     }
-    let Some(e) = r.events.iter().find(|e| e.source == "run-at") else {
+    let change = match t.scenario {
+        Scenario::FinRst => "fifo",
+        _ => "run-at",
+    };
+    let Some(e) = r.events.iter().find(|e| e.source == change) else {
         m.push("no event: the change never ran".into());
         return m;
     };
@@ -459,6 +567,8 @@ pub fn judge(
         Scenario::BootBadFile => (e.start_unix_ns, u64::MAX),
         // Open until the restart loaded the firewall again (the lab marks
         // it on the FIFO once it has).
+        // The connections' ends may come any time after the flush.
+        Scenario::FinRst => (e.start_unix_ns, u64::MAX),
         Scenario::TorKill => (
             e.start_unix_ns,
             r.events
@@ -500,6 +610,33 @@ pub fn judge(
     }
     if r.leaks_truncated {
         m.push("the leak details were cut short: the window cannot be checked".into());
+    }
+    if t.scenario == Scenario::FinRst {
+        // The connections' data, by its marker, to the web server.
+        let run = runs.get("fin-rst");
+        let data = r
+            .leaks
+            .iter()
+            .filter(|l| {
+                l.dst == crate::plan::WEB4.to_string()
+                    && l.probe.as_ref().map(|p| Some(&p.run)) == Some(run)
+            })
+            .count();
+        let fins = r
+            .leaks
+            .iter()
+            .filter(|l| {
+                l.dst == crate::plan::WEB4.to_string()
+                    && l.tcp_flags.as_deref().is_some_and(|f| f.contains('F'))
+            })
+            .count();
+        if data == 0 {
+            m.push("no marked data of the connections to the web server leaked".into());
+        }
+        if fins == 0 {
+            m.push("no FIN of the connections to the web server leaked".into());
+        }
+        return m;
     }
     // Every gateway-root round sent well inside the window leaked.
     if let Some(run) = runs.get(Sweep::GatewayRoot.name()) {
@@ -580,6 +717,9 @@ fn restart_tor(
             ))
         }
     })?;
+    // As a service manager restarts it: with its network (the lab's torrc
+    // starts tor with DisableNetwork 1).
+    crate::gateway::enable_network(&ns)?;
     if reload {
         crate::sys::run(crate::sys::ns_command(&ns, "nft")?.arg("-f").arg(atomic))?;
     }
@@ -588,5 +728,131 @@ fn restart_tor(
         .open(fifo)
         .and_then(|mut f| std::io::Write::write_all(&mut f, b"tor restarted\n"))
         .map_err(io("writing the restart to the watch's FIFO"))?;
+    Ok(())
+}
+
+/// Connections the FIN/RST check holds through the transparent proxy.
+pub const FIN_RST_CONNECTIONS: usize = 4;
+
+/// The FIN/RST check's client in the workstation (perl, part of every
+/// Debian system): [`FIN_RST_CONNECTIONS`] connections to the web server
+/// (redirected to tor's TransPort), held until the `go` file appears
+/// (at most 20 s), then each sends the payload marker of run `run` (probe
+/// `tcp [A]` to port 80 under its open key) and closes (a FIN); 0.5 s
+/// later it aborts them (a RST), so nothing of them is retransmitted into a
+/// later watch.
+const FIN_RST_CLIENT: &str = r#"
+use IO::Socket::INET;
+use Socket qw(SOL_SOCKET SO_LINGER);
+$| = 1;
+$SIG{PIPE} = 'IGNORE';
+my ($addr, $n, $hex, $go) = @ARGV;
+my $data = pack("H*", $hex);
+my @s = map { IO::Socket::INET->new(PeerAddr => $addr, Proto => 'tcp', Timeout => 5)
+              or die "connect $addr: $!
+" } 1 .. $n;
+print "connected
+";
+my $end = time + 20;
+until (-e $go) { die "never told to close
+" if time > $end; select(undef, undef, undef, 0.01); }
+for my $s (@s) { print {$s} $data; shutdown($s, 1); }
+select(undef, undef, undef, 0.5);
+# Abortive close: nothing of these connections is retransmitted later
+# (into the next check's watch).
+for my $s (@s) { setsockopt($s, SOL_SOCKET, SO_LINGER, pack("ii", 1, 0)); close($s); }
+"#;
+
+struct FinRstClient {
+    child: std::cell::RefCell<std::process::Child>,
+    tracked: crate::sys::Tracked,
+    go: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+fn start_fin_rst_client(lab: &mut Lab, dir: &Path, run: u64) -> Result<FinRstClient, LabError> {
+    use leaktest_wire::catalogue::{Family, ProbeKind, ProbeSpec, TcpFlags};
+    let spec = ProbeSpec {
+        family: Family::V4,
+        kind: ProbeKind::Tcp {
+            flags: TcpFlags(TcpFlags::ACK),
+            dst_port: crate::plan::WEB_PORT,
+        },
+    };
+    let marker = leaktest_wire::RunKey::open(run).payload_marker(spec.seq());
+    let go = dir.join("fin-rst.go");
+    let log = dir.join("fin-rst.log");
+    let names = lab.state.names.clone();
+    let mut cmd = crate::sys::ns_command(&names.ws, "perl")?;
+    cmd.args(["-e", FIN_RST_CLIENT])
+        .arg(format!("{}:{}", crate::plan::WEB4, crate::plan::WEB_PORT))
+        .arg(FIN_RST_CONNECTIONS.to_string())
+        .arg(hex::encode(marker))
+        .arg(&go);
+    let (child, tracked) = lab.spawn_tracked(cmd, &log, "the FIN/RST client")?;
+    let mut child = child;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if std::fs::read_to_string(&log).is_ok_and(|t| t.contains("connected")) {
+            break;
+        }
+        let ended = child.try_wait().map_err(io("the FIN/RST client"))?;
+        if ended.is_some() || Instant::now() > deadline {
+            if ended.is_none() {
+                tracked.stop(Duration::from_secs(1));
+                let _ = child.wait();
+            }
+            lab.untrack(&tracked)?;
+            return Err(LabError::Died(format!(
+                "the FIN/RST client could not connect through the gateway: {}",
+                tail(&log)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(FinRstClient {
+        child: std::cell::RefCell::new(child),
+        tracked,
+        go,
+        log,
+    })
+}
+
+/// At the change's time: forgets the gateway's connections (its conntrack
+/// table flushed), marks it on the FIFO, and 0.3 s later lets the client
+/// send its data and close.
+fn end_fin_rst_connections(
+    lab: &mut Lab,
+    t_work: Instant,
+    c: &FinRstClient,
+    fifo: &Path,
+) -> Result<(), LabError> {
+    let at = t_work + Duration::from_secs_f64(CHANGE_AT_S);
+    while Instant::now() < at {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    crate::sys::conntrack_flush(&lab.state.names.gw)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(fifo)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"conntrack flushed\n"))
+        .map_err(io("writing to the watch's FIFO"))?;
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&c.go, b"").map_err(io("telling the FIN/RST client to close"))?;
+    // Its segments out, and their retransmissions' first round.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c
+        .child
+        .borrow_mut()
+        .try_wait()
+        .map_err(io("the FIN/RST client"))?
+        .is_none()
+    {
+        if Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     Ok(())
 }

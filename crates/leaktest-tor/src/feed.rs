@@ -272,11 +272,41 @@ fn stopping(shared: &Shared) -> bool {
     shared.stop.load(Ordering::SeqCst)
 }
 
+/// How the first connection authenticated: a reconnection must do the
+/// same (the same method, the same cookie file), or it is not trusted.
+/// While tor restarts, anyone may listen on its control address; a
+/// listener that offers NULL authentication, or SAFECOOKIE with a cookie
+/// file of its own, would otherwise feed the watcher an allowlist of its
+/// choosing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AuthPin {
+    method: Option<crate::AuthMethod>,
+    cookie_file: Option<std::path::PathBuf>,
+}
+
+impl AuthPin {
+    fn of(c: &Controller) -> AuthPin {
+        let method = c.auth_method().cloned();
+        let cookie = matches!(
+            method,
+            Some(crate::AuthMethod::SafeCookie) | Some(crate::AuthMethod::Cookie)
+        );
+        AuthPin {
+            cookie_file: c
+                .protocol_info_cached()
+                .and_then(|i| i.cookie_file.clone())
+                .filter(|_| cookie),
+            method,
+        }
+    }
+}
+
 fn run(shared: Arc<Shared>, opts: ConnectOptions, ctl: Controller) {
+    let pin = AuthPin::of(&ctl);
     let mut ctl = Some(ctl);
     while !stopping(&shared) {
         let Some(c) = ctl.as_mut() else {
-            match reconnect(&shared, &opts) {
+            match reconnect(&shared, &opts, &pin) {
                 Some(c) => ctl = Some(c),
                 None => sleep_unless_stopping(&shared, RECONNECT_EVERY),
             }
@@ -324,9 +354,15 @@ fn close(shared: &Shared, ctl: &mut Option<Controller>) {
     *ctl = None;
 }
 
-fn reconnect(shared: &Shared, opts: &ConnectOptions) -> Option<Controller> {
+fn reconnect(shared: &Shared, opts: &ConnectOptions, pin: &AuthPin) -> Option<Controller> {
     let attempt = || -> Result<(Controller, Allowlist, SourceCounts)> {
         let mut c = Controller::connect(opts)?;
+        let now = AuthPin::of(&c);
+        if &now != pin {
+            return Err(crate::TorError::Auth(format!(
+                "the control port now authenticates as {now:?}, not as at the start ({pin:?}): not trusted"
+            )));
+        }
         let (fresh, counts) = fetch_allowlist(&mut c)?;
         c.setevents(&["NEWCONSENSUS", "CONF_CHANGED"])?;
         Ok((c, fresh, counts))

@@ -19,6 +19,8 @@ struct FakeTor {
     /// The writer of the current connection, shared with the test to push events.
     writer: Arc<Mutex<Option<TcpStream>>>,
     consensus: Arc<AtomicUsize>,
+    /// Offer HASHEDPASSWORD instead of NULL.
+    password: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FakeTor {
@@ -27,19 +29,21 @@ impl FakeTor {
         let addr = listener.local_addr().unwrap();
         let writer = Arc::new(Mutex::new(None));
         let consensus = Arc::new(AtomicUsize::new(0));
-        let (w, c) = (writer.clone(), consensus.clone());
+        let password = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (w, c, pw) = (writer.clone(), consensus.clone(), password.clone());
         std::thread::spawn(move || {
             // Serves connections one after another until the test process ends.
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 *w.lock().unwrap() = Some(stream.try_clone().unwrap());
-                serve(stream, &w, &c);
+                serve(stream, &w, &c, &pw);
             }
         });
         FakeTor {
             addr,
             writer,
             consensus,
+            password,
         }
     }
 
@@ -63,7 +67,12 @@ impl FakeTor {
     }
 }
 
-fn serve(stream: TcpStream, writer: &Mutex<Option<TcpStream>>, consensus: &AtomicUsize) {
+fn serve(
+    stream: TcpStream,
+    writer: &Mutex<Option<TcpStream>>,
+    consensus: &AtomicUsize,
+    password: &std::sync::atomic::AtomicBool,
+) {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     loop {
@@ -74,10 +83,14 @@ fn serve(stream: TcpStream, writer: &Mutex<Option<TcpStream>>, consensus: &Atomi
         }
         let cmd = line.trim_end().to_string();
         let reply = match cmd.split(' ').next().unwrap_or("") {
-            "PROTOCOLINFO" => {
-                "250-PROTOCOLINFO 1\r\n250-AUTH METHODS=NULL\r\n250-VERSION Tor=\"0.4.9.11\"\r\n250 OK\r\n"
-                    .to_string()
-            }
+            "PROTOCOLINFO" => format!(
+                "250-PROTOCOLINFO 1\r\n250-AUTH METHODS={}\r\n250-VERSION Tor=\"0.4.9.11\"\r\n250 OK\r\n",
+                if password.load(Ordering::SeqCst) {
+                    "HASHEDPASSWORD"
+                } else {
+                    "NULL"
+                }
+            ),
             "AUTHENTICATE" | "SETEVENTS" | "SETCONF" | "RESETCONF" => "250 OK\r\n".to_string(),
             "GETINFO" if cmd == "GETINFO ns/all" => {
                 let mut body = RELAY_A.to_string();
@@ -189,6 +202,37 @@ fn feed_refreshes_on_newconsensus_and_reports_loss() {
         feed.health().is_live()
     });
     assert!(feed.first_outage().is_some());
+    tor.drop_connection();
+    feed.shutdown();
+}
+
+/// While tor restarts, whatever listens on its control address is not
+/// trusted unless it authenticates as the first connection did: a
+/// listener offering NULL where tor wanted a password gets no hearing (the
+/// feed stays lost); the real one, back, is trusted again.
+#[test]
+fn a_reconnection_must_authenticate_as_the_first_did() {
+    let tor = FakeTor::start();
+    tor.password.store(true, Ordering::SeqCst);
+    let mut opts = ConnectOptions::new(ControlTarget::Tcp(tor.addr));
+    opts.password = Some("secret".into());
+    let feed = AllowlistFeed::start(opts, leaktest_tor::Allowlist::new()).unwrap();
+    assert!(feed.health().is_live());
+    // "tor restarts": a listener that offers NULL answers meanwhile.
+    tor.password.store(false, Ordering::SeqCst);
+    tor.drop_connection();
+    wait_until("the loss", Duration::from_secs(5), || {
+        !feed.health().is_live()
+    });
+    // Two reconnection rounds (every 2 s) with the NULL listener: still lost.
+    std::thread::sleep(leaktest_tor::feed::RECONNECT_EVERY * 2 + Duration::from_millis(500));
+    assert!(!feed.health().is_live(), "a NULL listener was trusted");
+    // The real one again.
+    tor.password.store(true, Ordering::SeqCst);
+    tor.drop_connection();
+    wait_until("reconnection", Duration::from_secs(10), || {
+        feed.health().is_live()
+    });
     tor.drop_connection();
     feed.shutdown();
 }

@@ -138,8 +138,11 @@ pub struct SessionOutcome {
     pub start_unix_ns: u64,
     /// The watched interface going down and coming back up, each seen at
     /// (Unix ns): timeline events ([`crate::timeline`]), not capture
-    /// problems. Nothing leaves a down interface, and the canaries sent
-    /// after it is up again must be seen like any other.
+    /// problems by themselves. While it is down (`IFF_UP` and `IFF_RUNNING`
+    /// not both set) no canary is sent; every canary that was sent must
+    /// still be seen (one lost with the link leaves the watch unproven),
+    /// one goes out as soon as the link is up again, and a link still down
+    /// at the end is a problem (no end canary can prove the tail).
     ///
     /// Also the Tor allowlist's feed lost (its control port gone: tor
     /// restarting) and current again: while it is lost, frames are judged
@@ -278,9 +281,9 @@ fn unix_now_ns() -> u64 {
 
 /// Acts on what the interface monitor found: a lost interface is a
 /// problem; down and up again are link events (see
-/// [`SessionOutcome::link_events`]). Going down voids the canaries sent
-/// since the look before last (they left into a dying link); coming up
-/// asks for a canary at once (the capture must be proven again).
+/// [`SessionOutcome::link_events`]); coming up asks for a canary at once
+/// (the capture must be proven again). No canary is ever forgiven: one
+/// lost when the link went down stays missing.
 #[allow(clippy::too_many_arguments)]
 fn on_iface_change(
     change: Option<leaktest_capture::IfaceChange>,
@@ -288,18 +291,12 @@ fn on_iface_change(
     start: Instant,
     problems: &mut Problems,
     link_events: &mut Vec<(&'static str, String, u64)>,
-    ledger: Option<&mut leaktest_wire::canary::CanaryLedger>,
-    last_look_ns: &mut u64,
     next_canary: &mut Instant,
 ) {
     use leaktest_capture::IfaceChange;
-    let now = ns_since(start);
     match change {
         Some(IfaceChange::Lost(p)) => problems.push(start, p),
         Some(IfaceChange::Down(what)) => {
-            if let Some(l) = ledger {
-                l.void_sent_since(last_look_ns.saturating_sub(HEALTH_EVERY.as_nanos() as u64));
-            }
             link_events.push(("link", what, unix_now_ns()));
         }
         Some(IfaceChange::Up) => {
@@ -312,7 +309,6 @@ fn on_iface_change(
         }
         None => {}
     }
-    *last_look_ns = now;
 }
 
 /// Runs one watch until `cfg.duration` passes or `stop` is raised. Leak
@@ -497,9 +493,6 @@ pub fn run_with(
     let mut link_events: Vec<(&'static str, String, u64)> = Vec::new();
     // The allowlist feed is lost (since the event recorded for it).
     let mut feed_lost = false;
-    // When the interface was last looked at (ns since start): canaries sent
-    // since then may have been lost with the link.
-    let mut last_look_ns = 0u64;
     let mut findings = Findings::new();
     let mut problems = Problems::default();
     let mut ready_pending = cfg.ready_file.clone();
@@ -629,8 +622,6 @@ pub fn run_with(
                         start,
                         &mut problems,
                         &mut link_events,
-                        classifier.canaries_mut(),
-                        &mut last_look_ns,
                         &mut next_canary,
                     );
                     if !went_down && !monitor.is_down() && !canary_send_failed {
@@ -685,8 +676,6 @@ pub fn run_with(
                 start,
                 &mut problems,
                 &mut link_events,
-                classifier.canaries_mut(),
-                &mut last_look_ns,
                 &mut next_canary,
             );
             feed_events(&feed, &mut feed_lost, &mut link_events);
@@ -778,8 +767,6 @@ pub fn run_with(
         start,
         &mut problems,
         &mut link_events,
-        classifier.canaries_mut(),
-        &mut last_look_ns,
         &mut next_canary,
     );
     let elapsed = start.elapsed();

@@ -14,9 +14,8 @@
 //! (`since_event_ms`). A phase's verdict: LEAK if a packet leaked in it;
 //! else INCONCLUSIVE if the watch as a whole could not prove it saw (any
 //! capture problem, a canary not seen, too few frames accounted for: the
-//! watch's `capture.unproven`), or if the leak details were
-//! cut short before the phase began (its leaks, if any, were not kept);
-//! else PASS.
+//! watch's `capture.unproven`), or if the leak details were cut short (a
+//! phase's leaks, if any, may not have been kept); else PASS.
 
 use crate::report::WatchReport;
 use crate::verdict::Verdict;
@@ -131,10 +130,8 @@ pub fn annotate(report: &mut WatchReport, watch_start_unix_ns: u64, mut events: 
             kinds: Vec::new(),
         })
         .collect();
-    let mut last_detail_ns = 0u64;
     for l in report.leaks.iter_mut() {
         let ts = l.ts_sec * 1_000_000_000 + u64::from(l.ts_nsec);
-        last_detail_ns = last_detail_ns.max(ts);
         let i = phase_of(ts);
         if i > 0 {
             l.event = Some(starts[i].0.clone());
@@ -165,7 +162,10 @@ pub fn annotate(report: &mut WatchReport, watch_start_unix_ns: u64, mut events: 
         .zip(acc)
         .map(|((i, (name, from)), mut a)| {
             let to = starts.get(i + 1).map(|(_, s)| *s);
-            let cut_short = report.leaks_truncated && *from >= last_detail_ns;
+            // Details kept are the first ones processed, not the first
+            // captured (held frames come later): with any cut, a phase
+            // without a kept leak may have had one.
+            let cut_short = report.leaks_truncated;
             let verdict = if a.packets > 0 {
                 Verdict::Leak
             } else if unproven || cut_short {

@@ -177,7 +177,6 @@ pub struct CanaryLedger {
     seen_ids: HashSet<u64>,
     seen: u64,
     forged: u64,
-    voided: u64,
 }
 
 impl CanaryLedger {
@@ -189,7 +188,6 @@ impl CanaryLedger {
             seen_ids: HashSet::new(),
             seen: 0,
             forged: 0,
-            voided: 0,
         }
     }
 
@@ -265,25 +263,9 @@ impl CanaryLedger {
         CanarySighting::Ours(id)
     }
 
-    /// Canaries sent so far (less the voided ones).
+    /// Canaries sent so far.
     pub fn sent(&self) -> u64 {
-        self.next - self.voided
-    }
-    /// Canaries voided ([`CanaryLedger::void_sent_since`]).
-    pub fn voided(&self) -> u64 {
-        self.voided
-    }
-    /// Voids the canaries sent at or after `since_ns` and not seen: the
-    /// link went down under them, so they never reached the wire (a
-    /// watcher calls this when it finds its interface down, for those sent
-    /// since its previous look). They count neither as sent nor as
-    /// missing; older missing ones stay missing. Returns how many.
-    pub fn void_sent_since(&mut self, since_ns: u64) -> u64 {
-        let before = self.outstanding.len();
-        self.outstanding.retain(|_, t| *t < since_ns);
-        let n = (before - self.outstanding.len()) as u64;
-        self.voided += n;
-        n
+        self.next
     }
     /// Distinct canaries seen so far (each exactly as built).
     pub fn seen(&self) -> u64 {
@@ -325,21 +307,6 @@ mod tests {
 
     fn ledger() -> CanaryLedger {
         CanaryLedger::new(CanaryKey::new(SRC, [1; 16], 7))
-    }
-
-    #[test]
-    fn canaries_lost_with_the_link_are_voided_older_ones_stay_missing() {
-        let mut l = ledger();
-        for (id, at) in [(0, 100), (1, 200), (2, 300)] {
-            let (next, _) = l.next_frame();
-            assert_eq!(next, id);
-            l.mark_sent(id, at);
-        }
-        assert_eq!(l.void_sent_since(250), 1);
-        assert_eq!((l.sent(), l.voided()), (2, 1));
-        assert_eq!(l.missing(), vec![0, 1]);
-        // The next id is still fresh.
-        assert_eq!(l.next_frame().0, 3);
     }
 
     fn send(l: &mut CanaryLedger, at: u64) -> [u8; CANARY_FRAME_LEN] {

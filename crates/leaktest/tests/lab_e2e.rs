@@ -52,7 +52,7 @@ fn lab_runs_every_profile_as_expected_and_leaves_nothing() {
         .filter_map(|p| p["profile"].as_str())
         .filter(|n| n.starts_with("transition "))
         .collect();
-    assert_eq!(transitions.len(), 8, "{transitions:?}");
+    assert_eq!(transitions.len(), 10, "{transitions:?}");
     for p in profiles {
         assert_eq!(
             p["matched"], true,

@@ -39,7 +39,11 @@ fn forwarding(lab: &Lab) {
 /// Watches while a pulse runs and `command` runs at 1 s; returns the
 /// watch's exit code, stdout and JSON, and the probe's JSON.
 fn pulse_through(lab: &Lab, command: &str) -> (i32, String, Value, Value) {
-    let watch = start_watch(lab, &["--run-at", RELOAD_AT, command]);
+    pulse_through_at(lab, RELOAD_AT, command)
+}
+
+fn pulse_through_at(lab: &Lab, at: &str, command: &str) -> (i32, String, Value, Value) {
+    let watch = start_watch(lab, &["--run-at", at, command]);
     let p = probe(lab, &["--duration", PULSE_S]);
     std::thread::sleep(Duration::from_millis(300));
     let (code, out, w) = finish_watch(lab, watch);
@@ -185,8 +189,12 @@ fn a_bounced_uplink_is_an_event_and_the_watch_proves_it_saw_again() {
     }
     let lab = build("trb", false);
     forwarding(&lab);
-    let (code, out, w, _p) = pulse_through(
+    // Half-way between two canaries (one a second from the start): a
+    // canary lost with the link stays missing, so this one must not be
+    // in flight when the link goes down.
+    let (code, out, w, _p) = pulse_through_at(
         &lab,
+        "1.5",
         "ip link set gw1 down && sleep 0.3 && ip link set gw1 up",
     );
     assert_eq!(w["verdict"], "pass", "{w:#}\n{out}");

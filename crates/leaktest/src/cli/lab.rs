@@ -359,7 +359,13 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         results[i] = Some(r);
     }
     let mut results: Vec<ProfileResult> = results.into_iter().flatten().collect();
-    for t in transitions(&args, &lab)? {
+    let transitions = transitions(&args, &lab)?;
+    // The FIN/RST check's connections go through the gateway's tor.
+    if late.is_empty() && transitions.iter().any(|t| t.scenario == Scenario::FinRst) {
+        lab.ready(&mut progress)
+            .context("making the gateway work (consensus, bootstrap, a fetch through Tor)")?;
+    }
+    for t in transitions {
         let r = leaktest_lab::transition::run_transition(&mut lab, &t, &sopts)
             .with_context(|| format!("transition {}", t.name))?;
         report(&r, "");
@@ -472,8 +478,27 @@ fn transitions(args: &Args, lab: &Lab) -> anyhow::Result<Vec<Transition>> {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
+            let tcp_forward = builtin()
+                .into_iter()
+                .find(|p| p.name == "tcp-forward")
+                .expect("the tcp-forward profile")
+                .policy;
+            let wrong = tcp_forward.ruleset(uid);
+            let wrong = wrong
+                .strip_prefix("flush ruleset\n")
+                .unwrap_or(&wrong)
+                .to_string();
+            let wrong_sysctls: Vec<(String, String)> = tcp_forward
+                .sysctls()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             for sc in scenarios {
-                v.extend(Transition::both(sc, &text, &text, &sysctls));
+                if sc == Scenario::FinRst {
+                    v.extend(Transition::fin_rst(&text, &sysctls, &wrong, &wrong_sysctls));
+                } else {
+                    v.extend(Transition::both(sc, &text, &text, &sysctls));
+                }
             }
         }
     }

@@ -44,7 +44,7 @@ pub fn parse_run_at(pairs: &[String]) -> Result<Vec<(f64, String)>> {
         let secs: f64 = at
             .parse()
             .ok()
-            .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+            .filter(|s: &f64| s.is_finite() && (0.0..=1e9).contains(s))
             .with_context(|| {
                 format!("--run-at {at}: give seconds after the watch began, e.g. 20 or 2.5")
             })?;
@@ -93,8 +93,17 @@ impl Timeline {
                 .name("event-fifo".into())
                 .spawn(move || {
                     let mut taken = 0usize;
-                    for line in std::io::BufReader::new(file).lines() {
-                        let Ok(line) = line else { break };
+                    let mut reader = std::io::BufReader::new(file);
+                    let mut buf = Vec::new();
+                    loop {
+                        // A line of at most 4 KiB (the rest of a longer one
+                        // is the next "line"): bounded memory in a root process.
+                        buf.clear();
+                        match std::io::Read::take(&mut reader, 4096).read_until(b'\n', &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                        let line = String::from_utf8_lossy(&buf);
                         let name: String = line
                             .trim()
                             .chars()
@@ -149,14 +158,34 @@ impl Timeline {
 
     /// Ends the timeline (commands still running are ended) and puts it
     /// into `report`.
-    pub fn finish_into(self, report: &mut leaktest_watch::WatchReport) {
-        self.done.store(true, Ordering::SeqCst);
-        // Still running: SIGTERM to the group, SIGKILL after 2 s.
-        let pids: Vec<u32> = self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+    pub fn finish_into(mut self, report: &mut leaktest_watch::WatchReport) {
+        self.end();
+        let events = std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()));
+        for e in &events {
+            if e.source == "run-at" {
+                match (&e.problem, e.exit_code) {
+                    (Some(p), _) => report
+                        .warnings
+                        .push(format!("--run-at command '{}' {p}", e.name)),
+                    (None, Some(c)) if c != 0 => report
+                        .warnings
+                        .push(format!("--run-at command '{}' exited {c}", e.name)),
+                    _ => {}
+                }
+            }
+        }
+        leaktest_watch::timeline::annotate(report, self.start_unix_ns, events);
+    }
+
+    /// Ends what still runs (idempotent): no command starts after this;
+    /// those running get SIGTERM to their group, SIGKILL 2 s later; the
+    /// FIFO this watcher made is removed.
+    fn end(&mut self) {
+        let pids: Vec<u32> = {
+            let run = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            self.done.store(true, Ordering::SeqCst);
+            run.clone()
+        };
         for &pid in &pids {
             // SAFETY: signals the process group this process started
             // (process_group(0): the group id is the child's PID).
@@ -181,14 +210,20 @@ impl Timeline {
             // SAFETY: as above.
             unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
         }
-        for t in self.threads {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        if let Some(p) = &self.made_fifo {
+        if let Some(p) = self.made_fifo.take() {
             let _ = std::fs::remove_file(p);
         }
-        let events = std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()));
-        leaktest_watch::timeline::annotate(report, self.start_unix_ns, events);
+    }
+}
+
+impl Drop for Timeline {
+    /// A watch that ends without a report (an error) still ends its
+    /// commands and removes its FIFO.
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -217,6 +252,22 @@ fn open_fifo(path: &Path) -> Result<(std::fs::File, bool)> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .with_context(|| format!("--event-fifo {}: opening it", path.display()))?;
+    // What was opened (not what was looked at before): a FIFO of this
+    // user's that no one else may write to, so no one else marks events.
+    use std::os::unix::fs::MetadataExt;
+    let m = f
+        .metadata()
+        .with_context(|| format!("--event-fifo {}", path.display()))?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !m.file_type().is_fifo() || m.uid() != me || m.mode() & 0o022 != 0 {
+        bail!(
+            "--event-fifo {}: must be a FIFO owned by uid {me} that no one else may write to (mode {:o}, owner {})",
+            path.display(),
+            m.mode() & 0o7777,
+            m.uid()
+        );
+    }
     Ok((f, made))
 }
 
@@ -250,6 +301,12 @@ fn run_at_thread(
         exit_code: None,
         problem: None,
     };
+    // Started and recorded under the lock that the end takes to set `done`
+    // and signal what runs: no command starts after the end began.
+    let mut run = running.lock().unwrap_or_else(|e| e.into_inner());
+    if done.load(Ordering::SeqCst) {
+        return;
+    }
     let child = Command::new("/bin/sh")
         .arg("-c")
         .arg(&cmd)
@@ -260,13 +317,15 @@ fn run_at_thread(
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
+            drop(run);
             event.problem = Some(format!("could not start it: {e}"));
             events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
             return;
         }
     };
     let pid = child.id();
-    running.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+    run.push(pid);
+    drop(run);
     let index = {
         let mut ev = events.lock().unwrap_or_else(|e| e.into_inner());
         ev.push(event);
