@@ -175,13 +175,26 @@ fn kill_switch_classes_as_iptables_save_give_their_nft_twins_findings() {
         if has_v6 {
             args.extend(["--ruleset6", v6.to_str().unwrap()]);
         }
-        let (out, doc, _) = lab(&args);
-        assert!(out.status.success(), "{name}: {doc:#}");
-        let got: Vec<String> = findings(&doc)
-            .into_iter()
-            .filter(|f| !f.contains(" [R] "))
-            .collect();
-        assert_eq!(got, class.findings, "{name}");
+        let run = || {
+            let (out, doc, _) = lab(&args);
+            assert!(out.status.success(), "{name}: {doc:#}");
+            let got: Vec<String> = findings(&doc)
+                .into_iter()
+                .filter(|f| !f.contains(" [R] "))
+                .collect();
+            got
+        };
+        let got = run();
+        if got != class.findings {
+            // A user's ruleset has no per-probe model, so the lab sends no
+            // probe again: one probe the kernel lost on the way (seen in CI
+            // once in several runs: one IPv6 UDP probe of 65,535 from one
+            // sweep) shows as a count one short. Such a loss does not
+            // repeat; a difference between the twins' rules does: the whole
+            // run once more, and its findings must be exact.
+            eprintln!("{name}: findings differ from the nft twin's ({got:?}); running once more");
+            assert_eq!(run(), class.findings, "{name}");
+        }
     }
 }
 
