@@ -32,43 +32,8 @@ fi
 bin="$PWD/target/$profile/leaktest"
 
 tag="lbw$$"
-ws="${tag}ws"
-pe="${tag}pe"
-tmp="$(mktemp -d)"
-watch_pid=""
-cleanup() {
-  if [ -n "$watch_pid" ] && kill -0 "$watch_pid" 2>/dev/null; then
-    kill -TERM "$(pgrep -P "$watch_pid")" 2>/dev/null || true
-    wait "$watch_pid" 2>/dev/null || true
-  fi
-  ip netns del "$ws" 2>/dev/null || true
-  ip netns del "$pe" 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-ip netns add "$ws"
-ip netns add "$pe"
-ip link add name bw0 netns "$ws" type veth peer name bp0 netns "$pe"
-for ns in "$ws" "$pe"; do ip -n "$ns" link set lo up; done
-ip -n "$ws" link set bw0 up
-ip -n "$pe" link set bp0 up
-ip -n "$ws" addr add 198.51.100.2/24 dev bw0
-ip -n "$ws" -6 addr add 2001:db8:1::2/64 dev bw0 nodad
-ip -n "$pe" addr add 198.51.100.1/24 dev bp0
-ip -n "$pe" -6 addr add 2001:db8:1::1/64 dev bp0 nodad
-# The peer drops everything but neighbour discovery, so it answers nothing that would add
-# inbound noise.
-ip netns exec "$pe" nft -f - <<'EOF'
-table inet bench {
-  chain in {
-    type filter hook input priority filter; policy drop;
-    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
-  }
-}
-EOF
-ip netns exec "$ws" ping -c1 -W1 198.51.100.1 >/dev/null 2>&1 || true
-ip netns exec "$ws" ping -6 -c1 -W1 2001:db8:1::1 >/dev/null 2>&1 || true
+# shellcheck source=scripts/bench-netns.sh
+source scripts/bench-netns.sh
 
 # run_bench NAME SWEEPS [WATCH ARGS...]: one watch, SWEEPS full-rate sweeps, figures printed.
 run_bench() {

@@ -9,8 +9,9 @@
 //! round `r` was sent at `round_sent_unix_ns[r]`.
 
 use crate::rate::RateLimiter;
-use crate::run::{Lane, RunFailure, RunStats};
+use crate::run::{Lane, RunStats};
 use crate::socket::Batch;
+use crate::Error;
 use crate::Rate;
 use leaktest_wire::{Family, ProbeSpec};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,13 +75,15 @@ fn unix_ns(t: SystemTime) -> u64 {
 /// Sends `cfg.rounds` rounds through `lanes` (one per family). `stop` ends
 /// the pulse between rounds or at a batch boundary; the stats then say
 /// `complete: false`. Waits in slices of at most 50 ms, so a stop is seen
-/// promptly even with long intervals.
+/// promptly even with long intervals. A send error ends it too: the stats
+/// then say what went out before (round times included) and the error is
+/// returned with them.
 pub fn run_pulse(
     lanes: &mut [Lane],
     cfg: &PulseConfig,
     stop: Option<&AtomicBool>,
     progress: &mut dyn FnMut(u32),
-) -> Result<PulseStats, RunFailure> {
+) -> (PulseStats, Option<Error>) {
     let per_family = leaktest_wire::pulse::PER_FAMILY;
     let mut batch = Batch::new(per_family, leaktest_wire::MAX_PROBE_FRAME);
     let mut limiter = RateLimiter::new(cfg.rate, 4 * per_family);
@@ -93,7 +96,7 @@ pub fn run_pulse(
         loop {
             if stopped() {
                 st.run.elapsed = start.elapsed();
-                return Ok(st);
+                return (st, None);
             }
             let now = Instant::now();
             if now >= slot {
@@ -123,10 +126,7 @@ pub fn run_pulse(
                 Ok(o) => o,
                 Err(error) => {
                     st.run.elapsed = start.elapsed();
-                    return Err(RunFailure {
-                        error,
-                        stats: Box::new(st.run),
-                    });
+                    return (st, Some(error));
                 }
             };
             count(&mut st.run, lane.family, &specs, out.sent, out.refused);
@@ -136,7 +136,7 @@ pub fn run_pulse(
     }
     st.run.elapsed = start.elapsed();
     st.run.complete = !stopped();
-    Ok(st)
+    (st, None)
 }
 
 /// Adds one round's sent and refused probes per suite. A batch is sent in
@@ -206,7 +206,8 @@ mod tests {
             rate: Rate::Max,
         };
         let mut seen_progress = Vec::new();
-        let st = run_pulse(&mut lanes, &cfg, None, &mut |r| seen_progress.push(r)).unwrap();
+        let (st, err) = run_pulse(&mut lanes, &cfg, None, &mut |r| seen_progress.push(r));
+        assert!(err.is_none());
         assert!(st.run.complete);
         assert_eq!(seen_progress, vec![1, 2, 3, 4, 5]);
         let per = leaktest_wire::pulse::PER_FAMILY;
@@ -244,10 +245,10 @@ mod tests {
         };
         let stop = AtomicBool::new(false);
         let t0 = Instant::now();
-        let st = run_pulse(&mut lanes, &cfg, Some(&stop), &mut |_| {
+        let (st, err) = run_pulse(&mut lanes, &cfg, Some(&stop), &mut |_| {
             stop.store(true, Ordering::Relaxed)
-        })
-        .unwrap();
+        });
+        assert!(err.is_none());
         assert!(!st.run.complete);
         assert_eq!(st.round_sent_unix_ns.len(), 1);
         assert!(t0.elapsed() < Duration::from_secs(60));

@@ -512,8 +512,14 @@ impl Prepared {
             started,
             finished,
         );
-        // Through the local stack the kernel resolves the next hop itself
-        // and drops what it cannot deliver, silently: check it did.
+        self.check_reached(&stats, &mut report);
+        ProbeOutcome { report, error }
+    }
+
+    /// Through the local stack the kernel resolves the next hop itself and
+    /// drops what it cannot deliver, silently: a raw-socket run checks it
+    /// did ([`Unreached`]).
+    fn check_reached(&self, stats: &crate::RunStats, report: &mut ProbeReport) {
         if self.request.socket == SocketKind::Raw {
             let sent: BTreeMap<Family, u64> = stats
                 .sent
@@ -522,7 +528,6 @@ impl Prepared {
                 .collect();
             report.unreached = unreached_next_hops(&self.paths, &sent);
         }
-        ProbeOutcome { report, error }
     }
 
     /// Sends a pulse ([`crate::pulse`]) instead of the plan, from the first
@@ -540,12 +545,9 @@ impl Prepared {
             .first_mut()
             .map(Vec::as_mut_slice)
             .unwrap_or(&mut []);
-        let result = crate::pulse::run_pulse(lanes, cfg, Some(stop), progress);
+        let (p, error) = crate::pulse::run_pulse(lanes, cfg, Some(stop), progress);
         let finished = SystemTime::now();
-        let (stats, times, late, error) = match result {
-            Ok(p) => (p.run, p.round_sent_unix_ns, p.late_rounds, None),
-            Err(f) => (*f.stats, Vec::new(), 0, Some(f.error)),
-        };
+        let (stats, times, late) = (p.run, p.round_sent_unix_ns, p.late_rounds);
         let mut report = ProbeReport::build(
             &self.request,
             &self.plan,
@@ -567,14 +569,7 @@ impl Prepared {
             per_round: leaktest_wire::pulse::PER_FAMILY as u32 * self.request.families.len() as u32,
             round_sent_unix_ns: times,
         });
-        if self.request.socket == SocketKind::Raw {
-            let sent: BTreeMap<Family, u64> = stats
-                .sent
-                .iter()
-                .map(|(f, m)| (*f, m.values().sum()))
-                .collect();
-            report.unreached = unreached_next_hops(&self.paths, &sent);
-        }
+        self.check_reached(&stats, &mut report);
         ProbeOutcome { report, error }
     }
 }

@@ -274,26 +274,26 @@ fn feed_events(
 }
 
 fn unix_now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    unix_ns_of(std::time::SystemTime::now())
 }
 
-/// Acts on what the interface monitor found: a lost interface is a
+/// Looks at the interface and acts on what changed: a lost interface is a
 /// problem; down and up again are link events (see
 /// [`SessionOutcome::link_events`]); coming up asks for a canary at once
 /// (the capture must be proven again). No canary is ever forgiven: one
-/// lost when the link went down stays missing.
-#[allow(clippy::too_many_arguments)]
-fn on_iface_change(
-    change: Option<leaktest_capture::IfaceChange>,
+/// lost when the link went down stays missing. Returns whether it went
+/// down just now.
+fn look_at_iface(
+    monitor: &mut IfaceMonitor,
     iface: &str,
     start: Instant,
     problems: &mut Problems,
     link_events: &mut Vec<(&'static str, String, u64)>,
     next_canary: &mut Instant,
-) {
+) -> bool {
     use leaktest_capture::IfaceChange;
+    let change = monitor.check();
+    let went_down = matches!(change, Some(IfaceChange::Down(_)));
     match change {
         Some(IfaceChange::Lost(p)) => problems.push(start, p),
         Some(IfaceChange::Down(what)) => {
@@ -309,6 +309,7 @@ fn on_iface_change(
         }
         None => {}
     }
+    went_down
 }
 
 /// Runs one watch until `cfg.duration` passes or `stop` is raised. Leak
@@ -614,10 +615,8 @@ pub fn run_with(
                 if let Err(e) = send_canary(&injector, &mut *hooks, l, ns_since(start)) {
                     // A link that went down since the last look: an event,
                     // not a failure of the capture.
-                    let change = monitor.check();
-                    let went_down = matches!(change, Some(leaktest_capture::IfaceChange::Down(_)));
-                    on_iface_change(
-                        change,
+                    let went_down = look_at_iface(
+                        &mut monitor,
                         &iface,
                         start,
                         &mut problems,
@@ -669,9 +668,8 @@ pub fn run_with(
                     format_args!("reading the kernel's counters failed: {e}"),
                 );
             }
-            let change = monitor.check();
-            on_iface_change(
-                change,
+            look_at_iface(
+                &mut monitor,
                 &iface,
                 start,
                 &mut problems,
@@ -760,9 +758,8 @@ pub fn run_with(
         }
     }
     judge_released!(true);
-    let change = monitor.check();
-    on_iface_change(
-        change,
+    look_at_iface(
+        &mut monitor,
         &iface,
         start,
         &mut problems,

@@ -38,6 +38,19 @@ const UDP_PORTS: [u16; 7] = [53, 123, 443, 500, 4500, 1194, 51820];
 /// and the ECN-setup SYN ([`crate::catalogue::ECN_SYN`]).
 const TCP_FLAGS: usize = 6;
 
+/// The catalogue suites the pulse's probes belong to.
+pub const SUITES: [crate::catalogue::Suite; 6] = {
+    use crate::catalogue::Suite;
+    [
+        Suite::Icmp,
+        Suite::Ip,
+        Suite::Tcp,
+        Suite::Udp,
+        Suite::Frag,
+        Suite::Flags,
+    ]
+};
+
 /// Probes per family per round.
 pub const PER_FAMILY: usize = ICMP4_TYPES.len()
     + IP_PROTOCOLS.len()
@@ -96,6 +109,7 @@ mod tests {
             assert_eq!(PER_FAMILY, 4 + 8 + 6 * 9 + 8 + 2);
             for s in &a {
                 assert!(s.is_catalogued(), "{s:?}");
+                assert!(SUITES.contains(&s.suite()), "{s:?}");
                 assert_eq!(ProbeSpec::from_seq(s.seq()), Some(*s));
             }
             // Only the rotating port's probes differ between rounds.

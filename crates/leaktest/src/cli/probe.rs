@@ -587,14 +587,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         None => RunKey::open(run_id),
     };
     let suites = match pulse {
-        Some(_) => vec![
-            Suite::Icmp,
-            Suite::Ip,
-            Suite::Tcp,
-            Suite::Udp,
-            Suite::Frag,
-            Suite::Flags,
-        ],
+        Some(_) => leaktest_wire::pulse::SUITES.to_vec(),
         None => args.suite.0.clone(),
     };
     let prepared = leaktest_send::prepare(ProbeRequest {
