@@ -58,13 +58,16 @@ when its own output path differs from Whonix's (the others would repeat Whonix's
 for probe). The gateway's sweeps send icmp, ip, tcp, udp, flags, icmp-codes and lan (raw sockets \
 through its own stack, each packet to the destination in its header: forged sources, tunnels, \
 fragment tricks, IP options and extension headers are the workstation's). --list marks each profile default or --all.\n\n\
-Transitions (--transition NAME, every one both ways with --all; 4 to 6 s each): the policy \
+Transitions (--transition NAME, every one both ways with --all; 3 to 6 s each): the policy \
 changes 1 s into a watch (`watch --run-at`) while pulses (`probe --duration`) run from the \
 workstation and from the gateway as root and unprivileged. reload: one `nft -f` transaction, or \
 flush then load 300 ms later; boot: a closed gateway's firewall loaded in one transaction, or the \
 network opened first; boot-bad-file: a firewall file with a syntax error leaves the gateway \
 closed, or open when it was opened first; tor-kill: tor killed with SIGKILL and restarted 0.5 s \
-later, the firewall staying, or going and coming back with tor. The right way must PASS in every \
+later, the firewall staying, or going and coming back with tor; fin-rst (the FIN/RST check, \
+without pulses): four TCP connections through the transparent proxy outlive the gateway's \
+conntrack table and then send marked data and close, kept in by the Whonix policy, let out by \
+one that forwards TCP and NATs only SYNs. The right way must PASS in every \
 phase; the wrong way must LEAK, every leaked packet inside its window (and every gateway-root \
 pulse round sent inside it leaked). With --ruleset (nftables), --transition runs your ruleset \
 changed the right way (--reload-with FILE: into another ruleset) instead of its sweeps, judged \
@@ -152,7 +155,7 @@ pub struct Args {
     /// Probe rate for every sweep
     #[arg(long, default_value = "max", value_name = "PPS|max")]
     rate: String,
-    /// Run a transition scenario (repeatable): reload, boot, boot-bad-file or tor-kill (see
+    /// Run a transition scenario (repeatable): reload, boot, boot-bad-file, tor-kill or fin-rst (see
     /// --list). The policy changes 1 s into a watch while pulses (`probe --duration`) run from the workstation
     /// and from the gateway as root and as an unprivileged uid. Without --ruleset: the Whonix
     /// profile's policy, changed the right way (must PASS in every phase) and the wrong way (must
@@ -160,7 +163,7 @@ pub struct Args {
     /// right way (one `nft -f` transaction), judged by --expect; it runs instead of the sweeps.
     /// --all runs every scenario both ways
     #[arg(long = "transition", value_name = "NAME",
-          value_parser = |s: &str| Scenario::parse(s).ok_or_else(|| format!("{s:?}: reload, boot, boot-bad-file or tor-kill")))]
+          value_parser = parse_scenario)]
     transitions: Vec<Scenario>,
     /// With --transition reload: the ruleset that replaces --ruleset (default: --ruleset itself),
     /// e.g. Whonix's "timesync" and "full" pair
@@ -503,6 +506,13 @@ fn transitions(args: &Args, lab: &Lab) -> anyhow::Result<Vec<Transition>> {
         }
     }
     Ok(v)
+}
+
+fn parse_scenario(s: &str) -> Result<Scenario, String> {
+    Scenario::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = Scenario::ALL.iter().map(|x| x.name()).collect();
+        format!("{s:?}: one of {}", names.join(", "))
+    })
 }
 
 fn parse_expect(s: &str) -> Result<Verdict, String> {
