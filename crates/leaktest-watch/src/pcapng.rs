@@ -339,6 +339,135 @@ impl<S: BlockSink> PcapngWriter<S> {
     }
 }
 
+/// Marks a finished watch's timeline in its pcapng file (`--pcap` with
+/// `--run-at` or `--event-fifo`): the file is rewritten (atomically, next
+/// to itself) with
+/// - a section comment listing every event: `leaktest timeline: event 1
+///   'nft -f gw.nft' (run-at) at 1.002 s, ran 31.4 ms, exit 0; …` (Wireshark:
+///   Statistics › Capture File Properties);
+/// - on each frame captured after an event began, a packet comment `after
+///   event 2 'reload' +40.123 ms` appended to what it said (the rule that
+///   decided it), and on the first such frame of each event `first frame
+///   after event 2 'reload'`.
+///
+/// An event with no frame after it is only in the section comment. Events
+/// are taken in start order; `watch_start_unix_ns` is the watch's start
+/// (for the `at` seconds). Returns how many frames it commented. Errors:
+/// the file cannot be read as pcapng or written; then it is left as it was.
+pub fn mark_events(
+    path: &Path,
+    events: &[crate::timeline::Event],
+    watch_start_unix_ns: u64,
+) -> Result<u64, ReportError> {
+    use pcap_file::pcapng::blocks::section_header::SectionHeaderOption;
+    use pcap_file::pcapng::{Block, PcapNgReader};
+    let mut events: Vec<&crate::timeline::Event> = events.iter().collect();
+    events.sort_by_key(|e| e.start_unix_ns);
+    let pcap_err = |source| ReportError::Pcap {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(|source| ReportError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut reader =
+        PcapNgReader::new(io::BufReader::with_capacity(1 << 16, file)).map_err(pcap_err)?;
+    let mut shb = reader.section().clone();
+    let mut timeline = String::from("leaktest timeline:");
+    for (i, e) in events.iter().enumerate() {
+        let at = e.start_unix_ns.saturating_sub(watch_start_unix_ns) as f64 / 1e9;
+        timeline.push_str(&format!(
+            "{} event {} '{}' ({}) at {at:.3} s",
+            if i == 0 { "" } else { ";" },
+            i + 1,
+            e.name,
+            e.source
+        ));
+        if let Some(ms) = e.ran_ms() {
+            timeline.push_str(&format!(", ran {ms:.1} ms"));
+        }
+        if let Some(c) = e.exit_code {
+            timeline.push_str(&format!(", exit {c}"));
+        }
+        if let Some(p) = &e.problem {
+            timeline.push_str(&format!(", {p}"));
+        }
+    }
+    if events.is_empty() {
+        timeline.push_str(" no events");
+    }
+    shb.options
+        .push(SectionHeaderOption::Comment(Cow::Owned(timeline)));
+    let mut marked = 0u64;
+    let mut result: Result<(), ReportError> = Ok(());
+    leaktest_fs::write_atomic("--pcap", path, |out| {
+        let mut w = PcapNgWriter::with_section_header(out, shb)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        // The next event whose first frame is still to come.
+        let mut first_pending = vec![true; events.len()];
+        while let Some(block) = reader.next_block() {
+            let mut block = match block {
+                Ok(b) => b,
+                Err(e) => {
+                    result = Err(pcap_err(e));
+                    return Err(io::Error::other("unreadable pcapng"));
+                }
+            };
+            if let Block::EnhancedPacket(epb) = &mut block {
+                let ts = epb.timestamp.as_nanos() as u64;
+                if let Some(i) = events.iter().rposition(|e| e.start_unix_ns <= ts) {
+                    let e = events[i];
+                    let since = (ts - e.start_unix_ns) as f64 / 1e6;
+                    let mut c = String::new();
+                    if std::mem::take(&mut first_pending[i]) {
+                        c.push_str(&format!("first frame after event {} '{}'; ", i + 1, e.name));
+                    }
+                    c.push_str(&format!(
+                        "after event {} '{}' +{since:.3} ms",
+                        i + 1,
+                        e.name
+                    ));
+                    // One comment: what decided it, then the event.
+                    let old = epb
+                        .options
+                        .iter()
+                        .position(|o| matches!(o, EnhancedPacketOption::Comment(_)));
+                    match old.map(|k| epb.options.remove(k)) {
+                        Some(EnhancedPacketOption::Comment(before)) => epb.options.insert(
+                            0,
+                            EnhancedPacketOption::Comment(Cow::Owned(format!("{before}; {c}"))),
+                        ),
+                        _ => epb
+                            .options
+                            .insert(0, EnhancedPacketOption::Comment(Cow::Owned(c))),
+                    }
+                    marked += 1;
+                }
+            }
+            if let Block::SectionHeader(_) = block {
+                // One section only: a second header is not ours.
+                result = Err(ReportError::Io {
+                    path: path.to_owned(),
+                    source: io::Error::other("a second section in a leaktest pcapng file"),
+                });
+                return Err(io::Error::other("a second section"));
+            }
+            w.write_block(&block)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(())
+    })
+    .map_err(|e| match std::mem::replace(&mut result, Ok(())) {
+        Err(r) => r,
+        Ok(()) => ReportError::Io {
+            path: path.to_owned(),
+            source: io::Error::other(e.to_string()),
+        },
+    })?;
+    Ok(marked)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,6 +553,109 @@ mod tests {
         // isb_osdrop, the interface's in isb_ifdrop.
         assert_eq!(opt(7), Some(17), "isb_osdrop");
         assert_eq!(opt(5), Some(3), "isb_ifdrop");
+    }
+
+    #[test]
+    fn events_are_marked_on_the_frames_after_them() {
+        use crate::timeline::Event;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leaks.pcapng");
+        let data = frames();
+        let mut w = PcapngWriter::create(&path, "ext0").unwrap();
+        for (i, d) in data.iter().take(10).enumerate() {
+            w.write_with_comment(
+                &Frame {
+                    ts_sec: 1_700_000_000 + i as u64,
+                    ts_nsec: 0,
+                    data: d,
+                    orig_len: d.len() as u32,
+                },
+                (i % 2 == 0).then(|| format!("rule {i}")),
+            )
+            .unwrap();
+        }
+        assert_eq!(w.finish(&CaptureStats::default()).error, None);
+        let ev = |name: &str, at: u64, end: Option<u64>| Event {
+            name: name.into(),
+            source: "run-at".into(),
+            at_s: 0.0,
+            start_unix_ns: at,
+            end_unix_ns: end,
+            exit_code: Some(0),
+            problem: None,
+        };
+        let s = 1_000_000_000u64;
+        let start = 1_700_000_000 * s - s / 2;
+        // Out of order on purpose; the third has no frame after it.
+        let events = [
+            ev("reload", 1_700_000_006 * s + s / 2, None),
+            ev(
+                "nft -f gw.nft",
+                1_700_000_002 * s - 40_000_000,
+                Some(1_700_000_002 * s),
+            ),
+            ev("late", 1_700_000_100 * s, None),
+        ];
+        assert_eq!(mark_events(&path, &events, start).unwrap(), 8 + 3 - 3);
+        let bytes = std::fs::read(&path).unwrap();
+        let mut comments = Vec::new();
+        let mut shb_comment = None;
+        let mut isb = false;
+        let mut payloads = Vec::new();
+        for block in PcapNGSlice::from_slice(&bytes).unwrap() {
+            match block.unwrap() {
+                PcapBlockOwned::NG(Block::SectionHeader(b)) => {
+                    shb_comment = b.options.iter().find(|o| o.code.0 == 1).map(|o| {
+                        String::from_utf8(o.value().to_vec())
+                            .unwrap()
+                            .trim_end_matches('\0')
+                            .to_string()
+                    })
+                }
+                PcapBlockOwned::NG(Block::EnhancedPacket(b)) => {
+                    payloads.push(b.data[..b.caplen as usize].to_vec());
+                    comments.push(b.options.iter().find(|o| o.code.0 == 1).map(|o| {
+                        String::from_utf8(o.value().to_vec())
+                            .unwrap()
+                            .trim_end_matches('\0')
+                            .to_string()
+                    }))
+                }
+                PcapBlockOwned::NG(Block::InterfaceStatistics(_)) => isb = true,
+                _ => {}
+            }
+        }
+        assert!(isb, "the statistics block is kept");
+        assert_eq!(payloads, data[..10].to_vec(), "every frame kept, in order");
+        let shb = shb_comment.expect("a section comment");
+        assert_eq!(
+            shb,
+            "leaktest timeline: event 1 'nft -f gw.nft' (run-at) at 2.460 s, ran 40.0 ms, exit 0; \
+             event 2 'reload' (run-at) at 7.000 s, exit 0; event 3 'late' (run-at) at 100.500 s, exit 0"
+        );
+        assert_eq!(comments[0].as_deref(), Some("rule 0"));
+        assert_eq!(comments[1], None);
+        assert_eq!(
+            comments[2].as_deref(),
+            Some("rule 2; first frame after event 1 'nft -f gw.nft'; after event 1 'nft -f gw.nft' +40.000 ms")
+        );
+        assert_eq!(
+            comments[3].as_deref(),
+            Some("after event 1 'nft -f gw.nft' +1040.000 ms")
+        );
+        assert_eq!(
+            comments[7].as_deref(),
+            Some("first frame after event 2 'reload'; after event 2 'reload' +500.000 ms")
+        );
+        assert_eq!(
+            comments[8].as_deref(),
+            Some("rule 8; after event 2 'reload' +1500.000 ms")
+        );
+        // A file that is no pcapng is left as it was.
+        let junk = dir.path().join("junk.pcapng");
+        std::fs::write(&junk, b"not a capture").unwrap();
+        assert!(mark_events(&junk, &events, start).is_err());
+        assert_eq!(std::fs::read(&junk).unwrap(), b"not a capture");
     }
 
     #[test]

@@ -175,6 +175,39 @@ fn a_pulse_through_a_flush_then_load_leaks_inside_the_window_only() {
         (*rounds.first().unwrap(), *rounds.last().unwrap())
     );
     assert!(out.contains("phase '"), "{out}");
+    // The pcapng file: the timeline in its section comment, and every
+    // leaked frame's comment names the event and the ms after it.
+    let mut r = pcap_file::pcapng::PcapNgReader::new(
+        std::fs::File::open(lab.path("leaks.pcapng")).unwrap(),
+    )
+    .unwrap();
+    let section = format!("{:?}", r.section().options);
+    assert!(
+        section.contains("leaktest timeline: event 1 'nft flush ruleset"),
+        "{section}"
+    );
+    let mut comments = Vec::new();
+    while let Some(b) = r.next_block() {
+        if let pcap_file::pcapng::Block::EnhancedPacket(p) = b.unwrap() {
+            comments.push(format!("{:?}", p.options));
+        }
+    }
+    assert_eq!(
+        comments.len() as u64,
+        u(&w["leak_packets"]),
+        "a frame per leaked packet"
+    );
+    assert!(
+        comments[0].contains("first frame after event 1 'nft flush ruleset"),
+        "{}",
+        comments[0]
+    );
+    assert!(
+        comments
+            .iter()
+            .all(|c| c.contains("after event 1 'nft flush ruleset") && c.contains(" ms")),
+        "{comments:?}"
+    );
 }
 
 /// The uplink bounced under a pulse (`ip link set gw1 down`, 300 ms, `up`):

@@ -181,7 +181,10 @@ pub struct Args {
     /// did not leak is never seen, so the watcher cannot know it was sent)
     #[arg(long, value_enum, value_name = "4|6|both")]
     families: Option<super::probe::FamilyArg>,
-    /// Write every leaked frame to this pcapng file (with the kernel's drop counters)
+    /// Write every leaked frame to this pcapng file (with the kernel's drop counters); each
+    /// frame's comment says the rule that decided it and, with --run-at or --event-fifo, the
+    /// event it followed and how many ms after it (`after event 1 'reload' +40.123 ms`); the
+    /// file's section comment lists the timeline
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
     /// Also write Tor, housekeeping and canary frames to the --pcap file
@@ -499,6 +502,18 @@ fn finish(
         report
             .warnings
             .push(format!("restoring Tor's configuration failed: {e:#}"));
+    }
+    // The timeline in the pcapng file: its events on the frames after them.
+    if let Some(pcap) = args.pcap.as_deref() {
+        if !args.run_at.is_empty() || args.event_fifo.is_some() {
+            let start = report.watch_start_unix_ns.unwrap_or(0);
+            if let Err(e) = leaktest_watch::pcapng::mark_events(pcap, &report.events, start) {
+                report.warnings.push(format!(
+                    "the timeline is not marked in {}: {e}",
+                    pcap.display()
+                ));
+            }
+        }
     }
     write_reports(
         &mut report,
