@@ -43,7 +43,8 @@ pub fn new_ledger(src: [u8; 6]) -> Result<CanaryLedger, CanaryError> {
 pub struct CanaryInjector {
     fd: OwnedFd,
     iface: String,
-    ifindex: u32,
+    /// The interface sent on; follows a re-created one (see `send_frame`).
+    ifindex: std::sync::atomic::AtomicU32,
     mac: [u8; 6],
 }
 
@@ -69,7 +70,7 @@ impl CanaryInjector {
         Ok(CanaryInjector {
             fd,
             iface: iface.to_string(),
-            ifindex: info.ifindex,
+            ifindex: std::sync::atomic::AtomicU32::new(info.ifindex),
             mac,
         })
     }
@@ -86,11 +87,15 @@ impl CanaryInjector {
 
     /// Sends one raw Ethernet frame on the interface.
     pub fn send_frame(&self, frame: &[u8]) -> io::Result<()> {
+        self.send_once(frame, true)
+    }
+
+    fn send_once(&self, frame: &[u8], retry: bool) -> io::Result<()> {
         // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_protocol = CANARY_ETHERTYPE.to_be();
-        sll.sll_ifindex = self.ifindex as i32;
+        sll.sll_ifindex = self.ifindex.load(std::sync::atomic::Ordering::Relaxed) as i32;
         sll.sll_halen = 6;
         sll.sll_addr[..6].copy_from_slice(&CANARY_DST_MAC);
         // SAFETY: buffer and address are valid for the lengths given.
@@ -105,7 +110,22 @@ impl CanaryInjector {
             )
         };
         if n < 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            // The interface is gone (ENXIO: no device of that index). If
+            // one of the same name and hardware address is there now (a
+            // re-created interface), send there: the frame proves the
+            // capture only if the capture follows it too, which it does
+            // only after the old one's deletion was proven.
+            if retry && matches!(e.raw_os_error(), Some(libc::ENXIO | libc::ENODEV)) {
+                if let Some(i) = crate::iface::IfaceInfo::read(&self.iface) {
+                    if i.mac == Some(self.mac) {
+                        self.ifindex
+                            .store(i.ifindex, std::sync::atomic::Ordering::Relaxed);
+                        return self.send_once(frame, false);
+                    }
+                }
+            }
+            return Err(e);
         }
         if n as usize != frame.len() {
             return Err(io::Error::other("short send"));

@@ -2,7 +2,11 @@
 //!
 //! A capture on an interface that was taken down, deleted, or deleted and
 //! recreated under the same name (a new ifindex) no longer sees what leaves
-//! the machine; [`IfaceMonitor`] notices each of these. The ioctls go through
+//! the machine; [`IfaceMonitor`] notices each of these. It follows a
+//! re-created interface (same name and hardware address) only when the
+//! kernel announced the old one's deletion, not its move to another
+//! namespace (from where it could send unseen): the route netlink
+//! `RTM_DELLINK` messages say which. The ioctls go through
 //! a socket, so they answer for the calling thread's network namespace (the
 //! `/sys/class/net` view would be that of whoever mounted sysfs).
 
@@ -276,73 +280,263 @@ pub fn parse_routes(iface: &str, v4: &str, v6: &str) -> LinkRoutes {
     out
 }
 
-/// Watches one interface for going down, going away or being replaced.
 /// What [`IfaceMonitor::check`] found changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IfaceChange {
-    /// Gone or replaced by another interface of the same name: the capture
-    /// (bound to the old one) sees nothing of it any more. A problem.
+    /// Replaced by an interface of the same name that the capture may not
+    /// follow (another hardware address, or the old one left the namespace
+    /// or its deletion was not seen), or it came back after leaving the
+    /// namespace: what leaves the machine may no longer pass the capture.
+    /// A problem; the monitor reports nothing after it.
     Lost(String),
     /// The same interface went down (administratively, or lost its
     /// carrier): nothing can leave it until it is up again.
     Down(String),
     /// The same interface is up again.
     Up,
+    /// The interface disappeared from the namespace (deleted or moved out;
+    /// which one is known once it is back or not). Nothing can leave it
+    /// meanwhile.
+    Gone(String),
+    /// After it was deleted (the kernel's `RTM_DELLINK` for it carried no
+    /// `IFLA_NEW_NETNSID`: a deletion, not a move to another namespace),
+    /// an interface of the same name and hardware address appeared: a
+    /// re-created tunnel, a re-plugged NIC, a re-created veth. The capture
+    /// must be bound to `ifindex` to see it ([`crate::LiveCapture::rebind`]).
+    /// It may still be down (an [`IfaceChange::Up`] follows).
+    Back { ifindex: u32, what: String },
 }
 
-#[derive(Clone, Debug)]
+/// Link deletions and moves, as the kernel announces them on the route
+/// netlink group `RTMGRP_LINK`: an `RTM_DELLINK` for an interface moved to
+/// another namespace carries `IFLA_NEW_NETNSID`, one for a deleted
+/// interface does not (Linux `net/core/dev.c` `__dev_change_net_namespace`
+/// and `unregister_netdevice_many_notify`; measured on this kernel: `ip
+/// link del` gives none, `ip link set … netns` gives it).
+#[derive(Debug)]
+struct LinkEvents {
+    fd: Option<OwnedFd>,
+    /// A message was lost (the socket's buffer overflowed, or it could not
+    /// be opened): no deletion can be proven any more.
+    lossy: bool,
+    /// ifindex → moved (true) or deleted (false), as announced.
+    ended: std::collections::HashMap<u32, bool>,
+}
+
+impl LinkEvents {
+    fn open() -> LinkEvents {
+        let fd = (|| {
+            // SAFETY: plain socket(2); the result is checked.
+            let raw = unsafe {
+                libc::socket(
+                    libc::AF_NETLINK,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                    libc::NETLINK_ROUTE,
+                )
+            };
+            if raw < 0 {
+                return None;
+            }
+            // SAFETY: fresh descriptor owned by nobody else.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            // SAFETY: sockaddr_nl is plain data.
+            let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+            sa.nl_family = libc::AF_NETLINK as u16;
+            sa.nl_groups = libc::RTMGRP_LINK as u32;
+            // SAFETY: a valid sockaddr_nl of its size.
+            let r = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sa as *const libc::sockaddr_nl).cast(),
+                    std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                )
+            };
+            (r == 0).then_some(fd)
+        })();
+        LinkEvents {
+            lossy: fd.is_none(),
+            fd,
+            ended: Default::default(),
+        }
+    }
+
+    /// Reads what the kernel announced since the last call.
+    fn poll(&mut self) {
+        let Some(fd) = &self.fd else { return };
+        let mut buf = vec![0u8; 1 << 16];
+        // Bounded: what arrives while this reads waits for the next call.
+        for _ in 0..1024 {
+            // SAFETY: reads into a buffer of its length.
+            let n = unsafe {
+                libc::recv(
+                    fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                match io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::ENOBUFS) => {
+                        self.lossy = true;
+                        continue;
+                    }
+                    _ => return,
+                }
+            }
+            if n == 0 {
+                return;
+            }
+            for (ifindex, moved) in parse_dellinks(&buf[..n as usize]) {
+                self.ended.insert(ifindex, moved);
+            }
+        }
+    }
+
+    /// Whether `ifindex` was deleted (announced, not moved, nothing lost).
+    fn deleted(&mut self, ifindex: u32) -> bool {
+        self.poll();
+        !self.lossy && self.ended.get(&ifindex) == Some(&false)
+    }
+}
+
+/// The `RTM_DELLINK` messages in a route netlink datagram: (ifindex, moved
+/// to another namespace, or attributes that do not parse: not a proven
+/// deletion). Layout: `nlmsghdr` (16 bytes: length, type, …),
+/// `ifinfomsg` (16 bytes, ifindex at offset 4), then 4-byte aligned
+/// `rtattr`s (length, type). Malformed input ends the parse.
+pub fn parse_dellinks(mut b: &[u8]) -> Vec<(u32, bool)> {
+    let u16_at = |b: &[u8], o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
+    let mut out = Vec::new();
+    while b.len() >= 16 {
+        let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        if len < 16 || len > b.len() {
+            break;
+        }
+        let msg = &b[..len];
+        if u16_at(msg, 4) == libc::RTM_DELLINK && len >= 32 {
+            let ifindex = i32::from_ne_bytes([msg[20], msg[21], msg[22], msg[23]]);
+            let mut moved = false;
+            let mut a = &msg[32..];
+            while a.len() >= 4 {
+                let alen = usize::from(u16_at(a, 0));
+                if alen < 4 || alen > a.len() {
+                    // Malformed: not a proven deletion.
+                    moved = true;
+                    break;
+                }
+                if u16_at(a, 2) & 0x3fff == libc::IFLA_NEW_NETNSID {
+                    moved = true;
+                }
+                a = &a[((alen + 3) & !3).min(a.len())..];
+            }
+            if ifindex > 0 {
+                out.push((ifindex as u32, moved));
+            }
+        }
+        b = &b[((len + 3) & !3).min(b.len())..];
+    }
+    out
+}
+
+/// Watches one interface for going down, going away, coming back, or
+/// being replaced.
+#[derive(Debug)]
 pub struct IfaceMonitor {
     iface: String,
+    /// The ifindex followed now (changes when a deleted interface is back).
     ifindex: u32,
+    /// The hardware address at the start: a re-created interface is
+    /// followed only with the same one.
+    mac: Option<[u8; 6]>,
     lost: bool,
     down: bool,
+    gone: bool,
+    links: LinkEvents,
 }
 
 impl IfaceMonitor {
     /// Starts watching `iface` as it is now; `None` if it does not exist.
     pub fn new(iface: &str) -> Option<IfaceMonitor> {
+        // Listening before the first look: no deletion after it is missed.
+        let links = LinkEvents::open();
         let info = IfaceInfo::read(iface)?;
         Some(IfaceMonitor {
             iface: iface.to_string(),
             ifindex: info.ifindex,
+            mac: info.mac,
             lost: false,
             down: !info.is_up(),
+            gone: false,
+            links,
         })
     }
 
-    /// The ifindex the interface had when watching started.
+    /// The ifindex followed now: the interface's at the start, or the
+    /// re-created one's after [`IfaceChange::Back`].
     pub fn ifindex(&self) -> u32 {
         self.ifindex
     }
 
-    /// Whether the interface was down at the last check.
+    /// Whether nothing can leave it: down or gone at the last check.
     pub fn is_down(&self) -> bool {
-        self.down
+        self.down || self.gone
     }
 
-    /// Checks the interface now. Returns each change once: lost (gone or
-    /// replaced; once, and then nothing more), down, up again.
+    /// Whether it was gone (not in the namespace) at the last check.
+    pub fn is_gone(&self) -> bool {
+        self.gone
+    }
+
+    /// Checks the interface now. Returns each change once: gone, back
+    /// (re-created), down, up again; lost once, and then nothing more.
     pub fn check(&mut self) -> Option<IfaceChange> {
         if self.lost {
             return None;
         }
-        let info = match IfaceInfo::read(&self.iface) {
-            None => {
-                self.lost = true;
-                return Some(IfaceChange::Lost(format!(
-                    "interface {} disappeared",
-                    self.iface
-                )));
+        let Some(info) = IfaceInfo::read(&self.iface) else {
+            self.links.poll();
+            if self.gone {
+                return None;
             }
-            Some(i) if i.ifindex != self.ifindex => {
-                self.lost = true;
-                return Some(IfaceChange::Lost(format!(
-                    "interface {} was replaced (ifindex {} became {})",
-                    self.iface, self.ifindex, i.ifindex
-                )));
-            }
-            Some(i) => i,
+            self.gone = true;
+            return Some(IfaceChange::Gone(format!(
+                "interface {} disappeared",
+                self.iface
+            )));
         };
+        if info.ifindex != self.ifindex || self.gone {
+            let old = self.ifindex;
+            let deleted = self.links.deleted(old);
+            if info.mac != self.mac || !deleted {
+                self.lost = true;
+                // There, but not followed: no longer "gone".
+                self.gone = false;
+                self.down = !info.is_up();
+                let why = if info.mac != self.mac {
+                    "by an interface of another hardware address".to_string()
+                } else if self.links.ended.get(&old) == Some(&true) {
+                    "after the old one was moved to another network namespace".to_string()
+                } else {
+                    "and the old one's deletion was not seen".to_string()
+                };
+                return Some(IfaceChange::Lost(format!(
+                    "interface {} was replaced {why} (ifindex {old}, now {}): the capture does not follow it",
+                    self.iface, info.ifindex
+                )));
+            }
+            self.ifindex = info.ifindex;
+            self.gone = false;
+            self.down = !info.is_up();
+            return Some(IfaceChange::Back {
+                ifindex: info.ifindex,
+                what: format!(
+                    "interface {} was re-created (ifindex {}, was {old}; the same hardware address): the capture follows it",
+                    self.iface, info.ifindex
+                ),
+            });
+        }
         match (info.is_up(), self.down) {
             (false, false) => {
                 self.down = true;
@@ -368,6 +562,60 @@ impl IfaceMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An `RTM_*LINK` message: nlmsghdr, ifinfomsg, then attributes.
+    fn link_msg(ty: u16, ifindex: i32, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut m = vec![0u8; 32];
+        m[4..6].copy_from_slice(&ty.to_ne_bytes());
+        m[20..24].copy_from_slice(&ifindex.to_ne_bytes());
+        for (t, v) in attrs {
+            let len = 4 + v.len() as u16;
+            m.extend_from_slice(&len.to_ne_bytes());
+            m.extend_from_slice(&t.to_ne_bytes());
+            m.extend_from_slice(v);
+            while m.len() % 4 != 0 {
+                m.push(0);
+            }
+        }
+        let len = m.len() as u32;
+        m[0..4].copy_from_slice(&len.to_ne_bytes());
+        m
+    }
+
+    #[test]
+    fn dellinks_say_deleted_or_moved() {
+        // IFLA_IFNAME "gw1" (3), then for the move IFLA_NEW_NETNSID (45).
+        let deleted = link_msg(libc::RTM_DELLINK, 7, &[(3, b"gw1\0")]);
+        let moved = link_msg(
+            libc::RTM_DELLINK,
+            8,
+            &[(3, b"gw1\0"), (libc::IFLA_NEW_NETNSID, &5i32.to_ne_bytes())],
+        );
+        let new = link_msg(libc::RTM_NEWLINK, 9, &[(3, b"gw1\0")]);
+        let mut dgram = deleted.clone();
+        dgram.extend(&new);
+        dgram.extend(&moved);
+        assert_eq!(parse_dellinks(&dgram), vec![(7, false), (8, true)]);
+        // The nested flag bit (NLA_F_NESTED) does not hide the type.
+        let flagged = link_msg(
+            libc::RTM_DELLINK,
+            8,
+            &[(libc::IFLA_NEW_NETNSID | 0x8000, &5i32.to_ne_bytes())],
+        );
+        assert_eq!(parse_dellinks(&flagged), vec![(8, true)]);
+        // Cut short or malformed: what parsed before stands, nothing after.
+        assert_eq!(parse_dellinks(&dgram[..dgram.len() - 3]), vec![(7, false)]);
+        let mut bad = deleted.clone();
+        bad[0..4].copy_from_slice(&3u32.to_ne_bytes());
+        assert_eq!(parse_dellinks(&bad), vec![]);
+        assert_eq!(parse_dellinks(&[]), vec![]);
+        // A bad attribute length ends that message's attributes: not a
+        // proven deletion; the next message is read.
+        let mut odd = link_msg(libc::RTM_DELLINK, 4, &[(3, b"gw1\0")]);
+        odd[32..34].copy_from_slice(&2u16.to_ne_bytes());
+        odd.extend(&moved);
+        assert_eq!(parse_dellinks(&odd), vec![(4, true), (8, true)]);
+    }
 
     #[test]
     fn parses_macs() {

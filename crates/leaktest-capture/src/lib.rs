@@ -12,7 +12,8 @@
 //!   [`CANARY_ETHERTYPE`] that the watcher must see in its own capture (their
 //!   format and the [`CanaryLedger`] of sent and seen ones are
 //!   `leaktest_wire::canary`'s).
-//! * [`iface`]: [`IfaceMonitor`] notices the interface going down or away.
+//! * [`iface`]: [`IfaceMonitor`] notices the interface going down, away,
+//!   or being re-created (which the capture follows, [`LiveCapture::rebind`]).
 //!
 //! What is truncated: every frame is captured up to [`DEFAULT_SNAPLEN`] bytes
 //! (configurable). Every probe frame is far shorter; longer frames are TCP

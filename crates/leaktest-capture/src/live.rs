@@ -199,6 +199,69 @@ impl LiveCapture {
         self.cap.as_raw_fd()
     }
 
+    /// The ifindex the capture socket is bound to now, read with
+    /// `getsockname(2)`. The kernel sets it to -1 when the interface is
+    /// unregistered, deleted or moved to another namespace (Linux
+    /// `net/packet/af_packet.c`, `packet_notifier` on `NETDEV_UNREGISTER`),
+    /// so a capture that silently stopped seeing shows here even when its
+    /// interface came back between two looks.
+    pub fn bound_ifindex(&self) -> std::io::Result<i32> {
+        // SAFETY: sockaddr_ll is plain data.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: a buffer of `len` bytes for the address.
+        let r = unsafe {
+            libc::getsockname(
+                self.cap.as_raw_fd(),
+                (&mut sll as *mut libc::sockaddr_ll).cast(),
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(sll.sll_ifindex)
+    }
+
+    /// Binds the capture to interface `ifindex` (a re-created interface of
+    /// the same name): the same socket, ring, BPF filter and counters, so
+    /// the accounting stays whole. `bind(2)` on a packet socket needs no
+    /// privilege (only creating one does), so the sandboxed reader can
+    /// follow. Errors: the kernel refused the bind (the interface is gone
+    /// again), or it is bound to another index afterwards.
+    pub fn rebind(&mut self, ifindex: u32) -> Result<(), CaptureError> {
+        let err = |msg: String| CaptureError::Pcap {
+            iface: self.iface.clone(),
+            msg,
+        };
+        // SAFETY: sockaddr_ll is plain data.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: a valid sockaddr_ll of its size.
+        let r = unsafe {
+            libc::bind(
+                self.cap.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(err(format!(
+                "binding the capture to ifindex {ifindex}: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        match self.bound_ifindex() {
+            Ok(i) if i == ifindex as i32 => Ok(()),
+            Ok(i) => Err(err(format!(
+                "the capture is bound to ifindex {i}, not {ifindex}"
+            ))),
+            Err(e) => Err(err(format!("reading the capture's binding: {e}"))),
+        }
+    }
+
     /// Detaches the capture from the interface and hands every frame still
     /// in the ring to `f`: afterwards the kernel counts nothing more, so
     /// `stats().received == delivered() + stats().dropped` holds exactly.

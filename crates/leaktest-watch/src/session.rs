@@ -277,14 +277,24 @@ fn unix_now_ns() -> u64 {
     unix_ns_of(std::time::SystemTime::now())
 }
 
+/// The watched interface: its monitor and whether an unbound capture was
+/// already reported.
+struct Watched {
+    monitor: IfaceMonitor,
+    unbound_reported: bool,
+}
+
 /// Looks at the interface and acts on what changed: a lost interface is a
-/// problem; down and up again are link events (see
-/// [`SessionOutcome::link_events`]); coming up asks for a canary at once
-/// (the capture must be proven again). No canary is ever forgiven: one
-/// lost when the link went down stays missing. Returns whether it went
-/// down just now.
+/// problem; down, up again, gone and back (re-created, with the capture
+/// bound to it again) are link events (see [`SessionOutcome::link_events`]);
+/// coming up or back up asks for a canary at once (the capture must be
+/// proven again). No canary is ever forgiven: one lost when the link went
+/// down or away stays missing. A capture no longer bound to the interface
+/// it follows (it left the namespace and came back between two looks) is
+/// a problem. Returns whether it went down or away just now.
 fn look_at_iface(
-    monitor: &mut IfaceMonitor,
+    w: &mut Watched,
+    cap: &mut LiveCapture,
     iface: &str,
     start: Instant,
     problems: &mut Problems,
@@ -292,13 +302,25 @@ fn look_at_iface(
     next_canary: &mut Instant,
 ) -> bool {
     use leaktest_capture::IfaceChange;
-    let change = monitor.check();
-    let went_down = matches!(change, Some(IfaceChange::Down(_)));
+    let change = w.monitor.check();
+    let went_down = matches!(change, Some(IfaceChange::Down(_) | IfaceChange::Gone(_)));
     match change {
         Some(IfaceChange::Lost(p)) => problems.push(start, p),
-        Some(IfaceChange::Down(what)) => {
+        Some(IfaceChange::Down(what) | IfaceChange::Gone(what)) => {
             link_events.push(("link", what, unix_now_ns()));
         }
+        Some(IfaceChange::Back { ifindex, what }) => match cap.rebind(ifindex) {
+            Ok(()) => {
+                link_events.push(("link", what, unix_now_ns()));
+                if !w.monitor.is_down() {
+                    *next_canary = Instant::now();
+                }
+            }
+            Err(e) => problems.push(
+                start,
+                format_args!("following the re-created interface {iface} failed: {e}"),
+            ),
+        },
         Some(IfaceChange::Up) => {
             link_events.push((
                 "link",
@@ -308,6 +330,23 @@ fn look_at_iface(
             *next_canary = Instant::now();
         }
         None => {}
+    }
+    if !w.monitor.is_gone() && !w.unbound_reported {
+        let bound = cap.bound_ifindex();
+        if bound.as_ref().ok() != Some(&(w.monitor.ifindex() as i32)) {
+            w.unbound_reported = true;
+            problems.push(
+                start,
+                format_args!(
+                    "the capture is no longer bound to interface {iface} (ifindex {}; bound: {}): it left the network namespace, or was replaced, between two looks",
+                    w.monitor.ifindex(),
+                    match bound {
+                        Ok(i) => i.to_string(),
+                        Err(e) => e.to_string(),
+                    }
+                ),
+            );
+        }
     }
     went_down
 }
@@ -444,8 +483,12 @@ pub fn run_with(
 ) -> Result<SessionOutcome, SessionError> {
     let iface = cfg.capture.iface.clone();
     // Everything that can fail outright happens before the capture starts.
-    let mut monitor =
-        IfaceMonitor::new(&iface).ok_or_else(|| CaptureError::NoSuchInterface(iface.clone()))?;
+    let mut watched = Watched {
+        monitor: IfaceMonitor::new(&iface)
+            .ok_or_else(|| CaptureError::NoSuchInterface(iface.clone()))?,
+        unbound_reported: false,
+    };
+    let first_ifindex = watched.monitor.ifindex();
     // Connected (the cookie read) now; the refresh thread starts after the
     // hook, with whatever credentials the hook left.
     let pending = match cfg.tor_control.clone() {
@@ -609,21 +652,22 @@ pub fn run_with(
         if deadline.is_some_and(|d| now >= d) {
             break;
         }
-        if now >= next_canary && !monitor.is_down() {
+        if now >= next_canary && !watched.monitor.is_down() {
             next_canary = now + cfg.canary_every;
             if let Some(l) = classifier.canaries_mut() {
                 if let Err(e) = send_canary(&injector, &mut *hooks, l, ns_since(start)) {
                     // A link that went down since the last look: an event,
                     // not a failure of the capture.
                     let went_down = look_at_iface(
-                        &mut monitor,
+                        &mut watched,
+                        &mut cap,
                         &iface,
                         start,
                         &mut problems,
                         &mut link_events,
                         &mut next_canary,
                     );
-                    if !went_down && !monitor.is_down() && !canary_send_failed {
+                    if !went_down && !watched.monitor.is_down() && !canary_send_failed {
                         canary_send_failed = true;
                         problems.push(start, e);
                     }
@@ -644,9 +688,28 @@ pub fn run_with(
             )
         });
         if let Err(e) = r {
-            problems.push(start, format_args!("the capture failed: {e}"));
-            capture_broken = true;
-            break;
+            // libpcap reports an interface that disappeared (its check of
+            // the name after ENETDOWN) as an error; the handle still works
+            // once one of that name is back. The interface gone or
+            // re-created: an event (followed, or a problem, by the look).
+            look_at_iface(
+                &mut watched,
+                &mut cap,
+                &iface,
+                start,
+                &mut problems,
+                &mut link_events,
+                &mut next_canary,
+            );
+            let followed = watched.monitor.is_gone()
+                || (watched.monitor.ifindex() != first_ifindex && !watched.unbound_reported);
+            if !followed {
+                problems.push(start, format_args!("the capture failed: {e}"));
+                capture_broken = true;
+                break;
+            }
+            // Not a busy loop while it is gone: libpcap fails at once.
+            std::thread::sleep(Duration::from_millis(20));
         }
         judge_released!(false);
         if canaries_seen(&classifier) > 0 {
@@ -669,7 +732,8 @@ pub fn run_with(
                 );
             }
             look_at_iface(
-                &mut monitor,
+                &mut watched,
+                &mut cap,
                 &iface,
                 start,
                 &mut problems,
@@ -686,15 +750,16 @@ pub fn run_with(
     let mut sealed = false;
     // A link down at the end takes no end canary, so nothing proves the
     // capture after its last canary was seen: not proven.
-    if monitor.is_down() {
+    if watched.monitor.is_down() {
         problems.push(
             start,
             format_args!(
-                "interface {iface} was down when the watch ended: no end canary could prove the capture after the last one seen"
+                "interface {iface} was {} when the watch ended: no end canary could prove the capture after the last one seen",
+                if watched.monitor.is_gone() { "gone" } else { "down" }
             ),
         );
     }
-    if !capture_broken && !monitor.is_down() {
+    if !capture_broken && !watched.monitor.is_down() {
         if let Some(l) = classifier.canaries_mut() {
             if let Err(e) = send_canary(&injector, &mut *hooks, l, ns_since(start)) {
                 if !canary_send_failed {
@@ -759,7 +824,8 @@ pub fn run_with(
     }
     judge_released!(true);
     look_at_iface(
-        &mut monitor,
+        &mut watched,
+        &mut cap,
         &iface,
         start,
         &mut problems,

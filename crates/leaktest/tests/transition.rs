@@ -278,3 +278,116 @@ fn an_uplink_left_down_is_inconclusive() {
         w["reasons"]
     );
 }
+
+/// A command (run in the gateway by `--run-at`) that deletes the uplink
+/// gw1 and, 300 ms later, creates it again with its addresses and routes:
+/// with `mac` set to the old hardware address (a re-plugged NIC, a
+/// re-created veth that keeps its address) or a new one.
+fn recreate_uplink(lab: &Lab, same_mac: bool) -> String {
+    let inet = lab.ns("in").name().to_string();
+    let mac = if same_mac {
+        "$(ip -o link show gw1 | sed 's|.*link/ether \\([0-9a-f:]*\\).*|\\1|')"
+    } else {
+        "02:00:00:00:99:01"
+    };
+    format!(
+        "mac={mac} && ip link del gw1 && sleep 0.3 && \
+         ip link add gw1 address $mac type veth peer name in0 netns {inet} && \
+         ip -n {inet} link set in0 up && ip -n {inet} addr add 198.51.100.1/24 dev in0 && \
+         ip -n {inet} -6 addr add 2001:db8:1::1/64 dev in0 nodad && \
+         ip addr add 198.51.100.2/24 dev gw1 && ip -6 addr add 2001:db8:1::2/64 dev gw1 nodad && \
+         ip link set gw1 up && ip route add default via 198.51.100.1 && \
+         ip -6 route add default via 2001:db8:1::1"
+    )
+}
+
+fn link_events(w: &Value) -> Vec<String> {
+    w["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["source"] == "link")
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The uplink deleted and created again under a pulse, with the same
+/// hardware address: the kernel announced a deletion (not a move to
+/// another namespace), so the capture follows the new interface (bound to
+/// its ifindex), proves itself there with canaries, and the watch passes;
+/// the timeline has the interface gone and back.
+#[test]
+fn a_recreated_uplink_is_followed_and_proven_again() {
+    if !is_root() {
+        return;
+    }
+    let lab = build("trr", false);
+    forwarding(&lab);
+    let cmd = recreate_uplink(&lab, true);
+    let (code, out, w, _p) = pulse_through_at(&lab, "1.5", &cmd);
+    assert_eq!(w["events"][0]["exit_code"], 0, "{:#}", w["events"]);
+    assert_eq!(w["verdict"], "pass", "{w:#}\n{out}");
+    assert_eq!(code, 0, "{out}");
+    let links = link_events(&w);
+    assert!(links[0].contains("disappeared"), "{links:?}");
+    assert!(
+        links[1].contains("was re-created") && links[1].contains("follows it"),
+        "{links:?}"
+    );
+    let c = &w["capture"];
+    assert_eq!(c["canaries_seen"], c["canaries_sent"], "{c}");
+    assert!(u(&c["canaries_seen"]) >= 2, "{c}");
+    assert_eq!(c["problems"].as_array().unwrap().len(), 0, "{c}");
+}
+
+/// The same with another hardware address: not the interface it watched,
+/// so the capture does not follow it: INCONCLUSIVE, never PASS.
+#[test]
+fn an_uplink_replaced_by_another_is_inconclusive() {
+    if !is_root() {
+        return;
+    }
+    let lab = build("trx", false);
+    forwarding(&lab);
+    let cmd = recreate_uplink(&lab, false);
+    let (code, out, w, _p) = pulse_through_at(&lab, "1.5", &cmd);
+    assert_eq!(w["verdict"], "inconclusive", "{w:#}\n{out}");
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        w["capture"]["problems"]
+            .to_string()
+            .contains("another hardware address"),
+        "{}",
+        w["capture"]
+    );
+}
+
+/// The uplink moved to another namespace and back (the same name, MAC
+/// and, here, ifindex): the capture was unbound meanwhile and frames could
+/// leave from the other namespace unseen: INCONCLUSIVE, never PASS.
+#[test]
+fn an_uplink_moved_out_and_back_is_inconclusive() {
+    if !is_root() {
+        return;
+    }
+    let lab = build("trm", false);
+    forwarding(&lab);
+    let ws = lab.ns("ws").name().to_string();
+    let gw = lab.ns("gw").name().to_string();
+    let cmd = format!(
+        "ip link set gw1 netns {ws} && sleep 0.3 && ip -n {ws} link set gw1 netns {gw} && \
+         ip link set gw1 up && ip addr add 198.51.100.2/24 dev gw1 && ip -6 addr add 2001:db8:1::2/64 dev gw1 nodad && \
+         ip route add default via 198.51.100.1 && ip -6 route add default via 2001:db8:1::1"
+    );
+    let (code, out, w, _p) = pulse_through_at(&lab, "1.5", &cmd);
+    assert_eq!(w["events"][0]["exit_code"], 0, "{:#}", w["events"]);
+    assert_eq!(w["verdict"], "inconclusive", "{w:#}\n{out}");
+    assert_eq!(code, 3, "{out}");
+    let problems = w["capture"]["problems"].to_string();
+    assert!(
+        problems.contains("moved to another network namespace")
+            || problems.contains("no longer bound"),
+        "{problems}"
+    );
+    eprintln!("{problems}");
+}
