@@ -290,6 +290,45 @@ pub fn enable_network(ns: &str) -> Result<(), LabError> {
     })
 }
 
+/// Takes the gateway tor's network away (`SETCONF DisableNetwork=1`): tor
+/// closes every connection and circuit it has and keeps its cached
+/// directory, as at boot before its network is up.
+pub fn disable_network(ns: &str) -> Result<(), LabError> {
+    sys::run_in(ns, || {
+        let mut c = leaktest_tor::Controller::connect(&control_options()).map_err(tor_err)?;
+        c.setconf(&[("DisableNetwork", Some("1"))]).map_err(tor_err)
+    })
+}
+
+/// Waits until the gateway tor has a BUILT circuit (`GETINFO
+/// circuit-status`, control-spec 4.1.1); returns how long that took.
+pub fn wait_circuit(
+    ns: &str,
+    timeout: Duration,
+    alive: &dyn Fn() -> Result<(), LabError>,
+) -> Result<Duration, LabError> {
+    let start = Instant::now();
+    let mut c = sys::run_in(ns, || {
+        leaktest_tor::Controller::connect(&control_options()).map_err(tor_err)
+    })?;
+    let mut last = String::new();
+    while start.elapsed() < timeout {
+        let status = c.getinfo_one("circuit-status").map_err(tor_err)?;
+        if status
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("BUILT"))
+        {
+            return Ok(start.elapsed());
+        }
+        last = status;
+        alive()?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(LabError::Tor(format!(
+        "the gateway tor built no circuit in {timeout:?}; circuits: {last:?}"
+    )))
+}
+
 /// Waits until the gateway tor's control port accepts an authenticated
 /// connection (the watcher's `--tor-control` needs it).
 pub fn wait_control(

@@ -125,6 +125,33 @@ pub fn create(n: &Names) -> Result<(), LabError> {
     Ok(())
 }
 
+/// A shell command, run inside the gateway's namespace, that deletes its
+/// uplink and 300 ms later creates it again as [`create`] made it: the
+/// same names, MAC addresses (both ends), addresses, routes and permanent
+/// neighbour entry, as a re-plugged NIC or a re-created tunnel comes back.
+/// Everything tied to the old interface's index is gone with it.
+pub fn recreate_uplink_script(n: &Names) -> String {
+    let net = &n.net;
+    let mac = |ns: &str, dev: &str| {
+        format!(
+            "$(ip -n {ns} -o link show dev {dev} | sed 's|.*link/ether \\([0-9a-f:]*\\).*|\\1|')"
+        )
+    };
+    format!(
+        "gwmac={gwmac} && netmac={netmac} && ip link del {GW_EXT_IF} && sleep 0.3 && \
+         ip link add name {GW_EXT_IF} address $gwmac type veth peer name {NET_IF} address $netmac netns {net} && \
+         ip -n {net} link set {NET_IF} up && ip -n {net} addr add {NET_ROUTER4}/24 dev {NET_IF} && \
+         ip -n {net} addr add {NET_ROUTER6}/64 dev {NET_IF} nodad && \
+         ip addr add {GW_EXT4}/24 dev {GW_EXT_IF} && ip addr add {GW_EXT6}/64 dev {GW_EXT_IF} nodad && \
+         ip neigh replace {NET_ROUTER4} lladdr $netmac dev {GW_EXT_IF} nud permanent && \
+         ip neigh replace {NET_ROUTER6} lladdr $netmac dev {GW_EXT_IF} nud permanent && \
+         ip link set {GW_EXT_IF} up && ip route add default via {NET_ROUTER4} && \
+         ip route add default via {NET_ROUTER6}",
+        gwmac = mac(&n.gw, GW_EXT_IF),
+        netmac = mac(net, NET_IF),
+    )
+}
+
 /// The MAC address of `dev` inside `ns`.
 fn mac_of(ns: &str, dev: &str) -> Result<String, LabError> {
     let out = sys::run(

@@ -36,12 +36,32 @@
 //!   (class 3, the `tcp-forward` profile): the data and the FINs leave for
 //!   the web server with the workstation's address, the data attributed by
 //!   its marker.
+//! - `iface-bounce`: the uplink deleted and, 300 ms later, created again
+//!   with the same names, MACs, addresses, routes and neighbour entry
+//!   ([`crate::topology::recreate_uplink_script`]), as a re-plugged NIC or a
+//!   re-created tunnel. The watch follows it (a deletion, announced by the
+//!   kernel) and proves itself there. Right: the Whonix policy, whose rules
+//!   name interfaces (`oifname`): PASS. Wrong: the same policy as a kill
+//!   switch tied to the uplink's index ([`tied_to_index`]: `policy accept`
+//!   and `oif "eth0" drop`, which nftables resolves to an ifindex at load):
+//!   once the uplink is back, the gateway's own pulses leave (root's and the
+//!   unprivileged uid's, no other pulse's).
+//! - `bootstrap`: the gateway's tor with its network off (`DisableNetwork
+//!   1`: every connection and circuit closed, its directory cached, as at
+//!   boot); 1 s in the lab enables it (marked on the FIFO) and waits for
+//!   its first BUILT circuit (marked too). Right: the Whonix policy
+//!   throughout: PASS, and tor's new connections seen and counted as Tor
+//!   (`tor.flows.started` > 0). Wrong: a bootstrap policy that also lets
+//!   root out ([`open_to_root`]), replaced by the full one once tor has a
+//!   circuit: root's pulse (and only root's) leaks from the start to then,
+//!   nothing after.
 //!
 //! Expected: the right way PASS in every phase; the wrong way LEAK, nothing
-//! before the change, every leaked packet captured inside its window (from
-//! the command's start to its end; for `boot-bad-file`, to the end of the
-//! watch), and every gateway-root pulse round sent well inside the window
-//! leaked.
+//! before the change (bootstrap: nothing after it), every leaked packet
+//! captured inside its window (from the command's start to its end; for
+//! `boot-bad-file` and `iface-bounce`, to the end of the watch), and every
+//! gateway-root pulse round sent well inside the window (`iface-bounce`:
+//! after the uplink is back) leaked.
 
 use crate::expect::Expectation;
 use crate::lab::Lab;
@@ -61,14 +81,18 @@ pub enum Scenario {
     BootBadFile,
     TorKill,
     FinRst,
+    IfaceBounce,
+    Bootstrap,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Reload,
         Scenario::Boot,
         Scenario::BootBadFile,
         Scenario::FinRst,
+        Scenario::IfaceBounce,
+        Scenario::Bootstrap,
         Scenario::TorKill,
     ];
 
@@ -79,6 +103,8 @@ impl Scenario {
             Scenario::BootBadFile => "boot-bad-file",
             Scenario::TorKill => "tor-kill",
             Scenario::FinRst => "fin-rst",
+            Scenario::IfaceBounce => "iface-bounce",
+            Scenario::Bootstrap => "bootstrap",
         }
     }
 
@@ -89,6 +115,8 @@ impl Scenario {
             Scenario::BootBadFile => "the firewall file has a syntax error: the gateway stays closed, or it was opened first and stays open",
             Scenario::TorKill => "tor killed (SIGKILL) and restarted 0.5 s later: the firewall stays, or tor's service removes it on stop and loads it on start",
             Scenario::FinRst => "the FIN/RST check: connections through the transparent proxy end after conntrack forgot them; the Whonix policy keeps them in, a filter that accepts all TCP and NATs only SYNs lets them out",
+            Scenario::IfaceBounce => "the uplink deleted and created again (same name, address, MAC): rules by interface name keep it closed, a kill switch tied to its index (nft oif) lets the gateway's own traffic out",
+            Scenario::Bootstrap => "tor's network enabled under the pulses, through bootstrap to its first circuit: the firewall closed throughout (the bootstrap counted as Tor), or open to root until tor has a circuit",
         }
     }
 
@@ -158,10 +186,38 @@ impl Transition {
                     (Scenario::TorKill, false) => "firewall goes with tor",
                     (Scenario::FinRst, true) => "whonix",
                     (Scenario::FinRst, false) => "NAT of SYNs only",
+                    (Scenario::IfaceBounce, true) => "rules by name",
+                    (Scenario::IfaceBounce, false) => "kill switch by index",
+                    (Scenario::Bootstrap, true) => "closed throughout",
+                    (Scenario::Bootstrap, false) => "root open until a circuit",
                 }
             ),
             expect: None,
         })
+    }
+
+    /// The right and the wrong way of `scenario` on the lab's policy
+    /// `text` (nftables, without `flush ruleset`): both ways on `text`,
+    /// except where the wrong way is another policy: `iface-bounce`'s
+    /// index-tied kill switch ([`tied_to_index`]), `bootstrap`'s root
+    /// opening ([`open_to_root`]; replaced by `text` once tor has a
+    /// circuit). `None` if `text` lacks the chains those need.
+    pub fn builtin(
+        scenario: Scenario,
+        text: &str,
+        sysctls: &[(String, String)],
+    ) -> Option<[Transition; 2]> {
+        let [r, mut w] = Transition::both(scenario, text, text, sysctls);
+        match scenario {
+            Scenario::IfaceBounce => {
+                let tied = tied_to_index(text, crate::plan::GW_EXT_IF)?;
+                w.before = tied.clone();
+                w.after = tied;
+            }
+            Scenario::Bootstrap => w.before = open_to_root(text)?,
+            _ => {}
+        }
+        Some([r, w])
     }
 
     /// The FIN/RST check: on the policy `right` (expected PASS) and on
@@ -212,6 +268,66 @@ const CLOSED: &str = "table inet leaktest_closed {
   chain output { type filter hook output priority filter; policy drop; oifname \"lo\" accept; }
 }
 ";
+
+/// `iface-bounce`'s wrong way: `policy` with its output and forward
+/// chains turned into a kill switch tied to the uplink's index: `policy
+/// accept` and a last rule `oif "UPLINK" drop`. While the uplink is the
+/// one the rule was loaded for, it passes and drops what `policy` does on
+/// the uplink; nftables resolves `oif` to an ifindex at load time, so
+/// once the uplink is re-created (a new ifindex) the rule matches nothing
+/// and everything leaves. (`oifname` compares the name per packet and
+/// survives.) `None` if `policy` has no such chains with `policy drop`.
+pub fn tied_to_index(policy: &str, uplink: &str) -> Option<String> {
+    let mut out = policy.to_string();
+    for chain in ["output", "forward"] {
+        out = edit_chain(&out, chain, |lines| {
+            let head = lines.first_mut()?;
+            if !head.contains("policy drop;") {
+                return None;
+            }
+            *head = head.replace("policy drop;", "policy accept;");
+            lines.push(format!("    oif \"{uplink}\" drop"));
+            Some(())
+        })?;
+    }
+    Some(out)
+}
+
+/// `bootstrap`'s wrong way: `policy` that also lets root out (the last
+/// rule of its output chain `meta skuid 0 accept`), as a gateway that lets
+/// its clock sync or captive-portal login out in the clear until tor is
+/// up. `None` if `policy` has no output chain.
+pub fn open_to_root(policy: &str) -> Option<String> {
+    edit_chain(policy, "output", |lines| {
+        lines.push("    meta skuid 0 accept".into());
+        Some(())
+    })
+}
+
+/// `policy` with the body of its chain `name` (the lines between `chain
+/// NAME {` and the line `}` that closes it, its `type … hook …` line
+/// first) changed by `edit`; `None` if there is no such chain or `edit`
+/// says `None`.
+fn edit_chain(
+    policy: &str,
+    name: &str,
+    edit: impl FnOnce(&mut Vec<String>) -> Option<()>,
+) -> Option<String> {
+    let lines: Vec<&str> = policy.lines().collect();
+    let open = format!("chain {name} {{");
+    let i = lines.iter().position(|l| l.trim() == open)?;
+    let j = i + 1 + lines[i + 1..].iter().position(|l| l.trim() == "}")?;
+    let mut body: Vec<String> = lines[i + 1..j].iter().map(|l| l.to_string()).collect();
+    edit(&mut body)?;
+    let mut out: Vec<String> = lines[..=i].iter().map(|l| l.to_string()).collect();
+    out.extend(body);
+    out.extend(lines[j..].iter().map(|l| l.to_string()));
+    let mut text = out.join("\n");
+    if policy.ends_with('\n') {
+        text.push('\n');
+    }
+    Some(text)
+}
 
 /// Runs one transition and judges it.
 pub fn run_transition(
@@ -264,7 +380,11 @@ pub fn run_transition(
         .collect();
     // The state before the change.
     let start_state = match t.scenario {
-        Scenario::Reload | Scenario::TorKill | Scenario::FinRst => {
+        Scenario::Reload
+        | Scenario::TorKill
+        | Scenario::FinRst
+        | Scenario::IfaceBounce
+        | Scenario::Bootstrap => {
             format!("flush ruleset\n{}", t.before)
         }
         Scenario::Boot | Scenario::BootBadFile => format!("flush ruleset\n{CLOSED}"),
@@ -304,12 +424,22 @@ pub fn run_transition(
         // The lab flushes conntrack itself (no conntrack tool here) and
         // marks it on the FIFO; nothing runs at 1 s.
         (Scenario::FinRst, _) => String::new(),
+        // The same way both times: what differs is the policy.
+        (Scenario::IfaceBounce, _) => {
+            let script = write(
+                "recreate-uplink.sh",
+                &crate::topology::recreate_uplink_script(&lab.state.names),
+            )?;
+            format!("sh {}", d(&script))
+        }
+        // The lab enables tor's network itself and marks it on the FIFO.
+        (Scenario::Bootstrap, _) => String::new(),
     };
     let fifo = dir.join("events");
-    let pulse_s = if t.scenario == Scenario::TorKill {
-        TOR_KILL_PULSE_S
-    } else {
-        PULSE_S
+    let pulse_s = match t.scenario {
+        Scenario::TorKill => TOR_KILL_PULSE_S,
+        Scenario::Bootstrap => BOOTSTRAP_PULSE_S,
+        _ => PULSE_S,
     };
     let names = lab.state.names.clone();
     let sweeps = if t.scenario == Scenario::FinRst {
@@ -336,7 +466,10 @@ pub fn run_transition(
             command.clone(),
         ]);
     }
-    if matches!(t.scenario, Scenario::TorKill | Scenario::FinRst) {
+    if matches!(
+        t.scenario,
+        Scenario::TorKill | Scenario::FinRst | Scenario::Bootstrap
+    ) {
         extra.extend(["--event-fifo".to_string(), fifo.display().to_string()]);
     }
     // The FIN/RST check's connections, open before the watch begins.
@@ -345,6 +478,11 @@ pub fn run_transition(
         getrandom::fill(&mut b).expect("random source");
         u64::from_be_bytes(b)
     };
+    if t.scenario == Scenario::Bootstrap {
+        // Tor as at boot: its network off (it closes every connection and
+        // circuit), its cached directory kept.
+        crate::gateway::disable_network(&lab.state.names.gw)?;
+    }
     let client = if t.scenario == Scenario::FinRst {
         Some(start_fin_rst_client(lab, &dir, fin_rst_run)?)
     } else {
@@ -391,6 +529,11 @@ pub fn run_transition(
             }
             if let Some(c) = &client {
                 if let Err(e) = end_fin_rst_connections(lab, tp, c, &fifo) {
+                    failed = Some(e);
+                }
+            }
+            if t.scenario == Scenario::Bootstrap {
+                if let Err(e) = bootstrap_tor(lab, tp, &atomic, !t.right, &fifo) {
                     failed = Some(e);
                 }
             }
@@ -518,14 +661,28 @@ pub fn judge(
     // The pulses ran across the change: each sent rounds before it began
     // and after it ended (else a PASS would prove nothing about it).
     if t.scenario != Scenario::FinRst {
-        let change = r.events.iter().find(|e| e.source == "run-at");
+        let fifo: Vec<&leaktest_watch::timeline::Event> =
+            r.events.iter().filter(|e| e.source == "fifo").collect();
+        // From the change's start to its end: bootstrap's from the network
+        // enabled to tor's first circuit.
+        let change = match t.scenario {
+            Scenario::Bootstrap => {
+                fifo.first()
+                    .zip(fifo.last())
+                    .map(|(a, b)| leaktest_watch::timeline::Event {
+                        end_unix_ns: Some(b.start_unix_ns),
+                        ..(*a).clone()
+                    })
+            }
+            _ => r.events.iter().find(|e| e.source == "run-at").cloned(),
+        };
         for (sweep, run) in runs {
             let times = round_times.get(run).map(Vec::as_slice).unwrap_or(&[]);
             let (Some(first), Some(last)) = (times.first(), times.last()) else {
                 m.push(format!("the {sweep} pulse sent no round"));
                 continue;
             };
-            if let Some(e) = change {
+            if let Some(e) = &change {
                 let end = e.end_unix_ns.unwrap_or(e.start_unix_ns);
                 if *first >= e.start_unix_ns || *last <= end {
                     m.push(format!(
@@ -537,6 +694,21 @@ pub fn judge(
             }
         }
     }
+    let circuit = r
+        .events
+        .iter()
+        .find(|e| e.source == "fifo" && e.name.starts_with("tor has a circuit"));
+    if t.scenario == Scenario::Bootstrap && circuit.is_none() {
+        m.push("tor built no circuit during the watch".into());
+    }
+    if t.scenario == Scenario::IfaceBounce
+        && !r
+            .events
+            .iter()
+            .any(|e| e.source == "link" && e.name.contains("re-created"))
+    {
+        m.push("the watch did not follow the re-created uplink".into());
+    }
     if t.right {
         if r.verdict != Verdict::Pass {
             m.push(format!("verdict {} instead of PASS", r.verdict));
@@ -546,22 +718,71 @@ pub fn judge(
                 m.push(format!("phase '{}' is {}, not PASS", p.name, p.verdict));
             }
         }
+        // The bootstrap was seen, and counted as Tor: new connections of
+        // tor's, followed from their SYN.
+        if t.scenario == Scenario::Bootstrap && r.tor.flows.started == 0 {
+            m.push(format!(
+                "no Tor connection was opened during the bootstrap (Tor packets {})",
+                r.tor.packets
+            ));
+        }
         return m;
     }
     if r.verdict != Verdict::Leak {
         m.push(format!("verdict {} instead of LEAK", r.verdict));
     }
     let change = match t.scenario {
-        Scenario::FinRst => "fifo",
+        Scenario::FinRst | Scenario::Bootstrap => "fifo",
         _ => "run-at",
     };
     let Some(e) = r.events.iter().find(|e| e.source == change) else {
         m.push("no event: the change never ran".into());
         return m;
     };
-    if r.phases.first().is_some_and(|p| p.verdict != Verdict::Pass) {
+    if t.scenario == Scenario::Bootstrap {
+        // Open from the start: closed once the full firewall loaded.
+        if r.phases.last().is_some_and(|p| p.verdict != Verdict::Pass) {
+            m.push(format!(
+                "after the full firewall loaded: {}",
+                r.phases.last().map_or(Verdict::Pass, |p| p.verdict)
+            ));
+        }
+    } else if r.phases.first().is_some_and(|p| p.verdict != Verdict::Pass) {
         m.push(format!("before the change: {}", r.phases[0].verdict));
     }
+    // Whose probes may leak: root's pulse when root was let out, the
+    // gateway's own pulses when its output chain stopped matching. (What
+    // the kernel sends because of them, unattributed, is checked by the
+    // window alone: RSTs to the answers of leaked SYNs, ARP for them.)
+    let leakers: Option<Vec<&str>> = match t.scenario {
+        Scenario::Bootstrap => Some(vec![Sweep::GatewayRoot.name()]),
+        Scenario::IfaceBounce => Some(vec![Sweep::GatewayRoot.name(), Sweep::GatewayUser.name()]),
+        _ => None,
+    };
+    if let Some(who) = &leakers {
+        let allowed: Vec<&String> = who.iter().filter_map(|w| runs.get(*w)).collect();
+        let other: Vec<&leaktest_watch::report::LeakReport> = r
+            .leaks
+            .iter()
+            .filter(|l| l.probe.as_ref().is_some_and(|p| !allowed.contains(&&p.run)))
+            .collect();
+        if !other.is_empty() {
+            let first = other[0];
+            m.push(format!(
+                "{} leak(s) of another pulse than the {}, e.g. {} {} to {} ({}: {}; run {})",
+                other.len(),
+                who.join(" or "),
+                first.kind(),
+                first.src,
+                first.dst,
+                first.cause,
+                first.cause_detail,
+                first.probe.as_ref().map_or("none", |p| p.run.as_str())
+            ));
+        }
+    }
+    // Rounds sent in the window (after `rounds_from`) must all leak.
+    let mut rounds_from = None;
     let (start, end) = match t.scenario {
         // Open until the end of the watch.
         Scenario::BootBadFile => (e.start_unix_ns, u64::MAX),
@@ -569,6 +790,17 @@ pub fn judge(
         // it on the FIFO once it has).
         // The connections' ends may come any time after the flush.
         Scenario::FinRst => (e.start_unix_ns, u64::MAX),
+        // From the watch's start to the full firewall's load.
+        Scenario::Bootstrap => (
+            r.watch_start_unix_ns.unwrap_or(0),
+            circuit.map_or(u64::MAX, |c| c.start_unix_ns),
+        ),
+        // Nothing leaves while the uplink is gone; once it is back, the
+        // index-tied rule never matches again.
+        Scenario::IfaceBounce => {
+            rounds_from = e.end_unix_ns;
+            (e.start_unix_ns, u64::MAX)
+        }
         Scenario::TorKill => (
             e.start_unix_ns,
             r.events
@@ -642,8 +874,9 @@ pub fn judge(
     if let Some(run) = runs.get(Sweep::GatewayRoot.name()) {
         let got = leaked_rounds.get(run);
         for (round, sent) in round_times.get(run).into_iter().flatten().enumerate() {
+            let from = rounds_from.unwrap_or(start);
             let inside =
-                *sent > start.saturating_add(50_000_000) && sent.saturating_add(50_000_000) < end;
+                *sent > from.saturating_add(50_000_000) && sent.saturating_add(50_000_000) < end;
             if inside && !got.is_some_and(|g| g.contains(&(round as u32))) {
                 m.push(format!(
                     "gw-root pulse round {round}, sent inside the window, did not leak"
@@ -729,6 +962,56 @@ fn restart_tor(
         .and_then(|mut f| std::io::Write::write_all(&mut f, b"tor restarted\n"))
         .map_err(io("writing the restart to the watch's FIFO"))?;
     Ok(())
+}
+
+/// bootstrap's pulses: tor's network is enabled at [`CHANGE_AT_S`]; its
+/// first circuit came 0.3-1 s later in the lab (cached directory); the
+/// pulses must outlast it with margin.
+pub const BOOTSTRAP_PULSE_S: f64 = 4.0;
+/// bootstrap: longest wait for the first circuit after the network is on.
+const BOOTSTRAP_TIMEOUT: Duration = Duration::from_millis(2500);
+
+/// bootstrap: at the change's time enables the gateway tor's network
+/// (marked on the FIFO), waits for its first BUILT circuit (`GETINFO
+/// circuit-status`), loads the full firewall if `close` (the wrong way's
+/// root opening ends), and marks that on the FIFO.
+fn bootstrap_tor(
+    lab: &mut Lab,
+    t_work: Instant,
+    full: &Path,
+    close: bool,
+    fifo: &Path,
+) -> Result<(), LabError> {
+    let at = t_work + Duration::from_secs_f64(CHANGE_AT_S);
+    while Instant::now() < at {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let ns = lab.state.names.gw.clone();
+    let mark = |what: &str| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(fifo)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{what}\n").as_bytes()))
+            .map_err(io("writing to the watch's FIFO"))
+    };
+    crate::gateway::enable_network(&ns)?;
+    mark("tor network enabled")?;
+    let procs = lab.state.processes.clone();
+    crate::gateway::wait_circuit(&ns, BOOTSTRAP_TIMEOUT, &|| {
+        if procs.iter().all(|p| p.alive()) {
+            Ok(())
+        } else {
+            Err(LabError::Died(
+                "a lab process died while tor bootstrapped".into(),
+            ))
+        }
+    })?;
+    if close {
+        crate::sys::run(crate::sys::ns_command(&ns, "nft")?.arg("-f").arg(full))?;
+        mark("tor has a circuit; full firewall loaded")
+    } else {
+        mark("tor has a circuit")
+    }
 }
 
 /// Connections the FIN/RST check holds through the transparent proxy.
@@ -855,4 +1138,354 @@ fn end_fin_rst_connections(
     }
     std::thread::sleep(Duration::from_millis(300));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leaktest_watch::report::{AllowlistSummary, LeakReport, ProbeReport};
+    use leaktest_watch::timeline::{Event, Phase};
+    use leaktest_watch::{
+        CaptureHealth, CaptureStats, Findings, FlowStats, LeakFamily, Rule, WatchOutcome,
+    };
+
+    const S: u64 = 1_000_000_000;
+    /// The watch's start, in Unix ns.
+    const T0: u64 = 1_700_000_000 * S;
+
+    fn policy() -> String {
+        let p = crate::profiles::Policy::WHONIX.ruleset(102);
+        p.strip_prefix("flush ruleset\n").unwrap().to_string()
+    }
+
+    #[test]
+    fn an_index_tied_kill_switch_is_the_policy_with_oif() {
+        let p = policy();
+        let t = tied_to_index(&p, "eth0").unwrap();
+        for chain in ["output", "forward"] {
+            let at = t.find(&format!("chain {chain} {{")).unwrap();
+            let body = &t[at..at + t[at..].find("\n}").or(t[at..].find("\n  }")).unwrap()];
+            assert!(body.contains("policy accept;"), "{body}");
+            assert!(!body.contains("policy drop;"), "{body}");
+            assert!(body.ends_with("    oif \"eth0\" drop"), "{body}");
+        }
+        // Everything else as it was: the input chain still drops.
+        assert!(t.contains("type filter hook input priority filter; policy drop;"));
+        assert_eq!(
+            t.replace(
+                "hook output priority filter; policy accept;",
+                "hook output priority filter; policy drop;"
+            )
+            .replace(
+                "hook forward priority filter; policy accept;",
+                "hook forward priority filter; policy drop;"
+            )
+            .replace("    oif \"eth0\" drop\n", ""),
+            p
+        );
+        assert_eq!(tied_to_index("table inet x { }", "eth0"), None);
+    }
+
+    #[test]
+    fn opening_to_root_adds_one_rule_to_output() {
+        let p = policy();
+        let o = open_to_root(&p).unwrap();
+        assert_eq!(o.replace("    meta skuid 0 accept\n", ""), p);
+        let at = o.find("chain output {").unwrap();
+        let body = &o[at..at + o[at..].find("\n}").or(o[at..].find("\n  }")).unwrap()];
+        assert!(body.ends_with("    meta skuid 0 accept"), "{body}");
+        assert_eq!(open_to_root("table inet x { }"), None);
+    }
+
+    fn report(verdict: Verdict) -> WatchReport {
+        let f = Findings::new();
+        let h = CaptureHealth::default();
+        let mut r = WatchReport::build(&WatchOutcome {
+            iface: "eth0",
+            findings: &f,
+            health: &h,
+            flows: FlowStats::default(),
+            allowlist: &AllowlistSummary::default(),
+            allow: &[],
+            stats: CaptureStats::default(),
+            elapsed_s: 4.0,
+            interrupted: false,
+            pcap_frames: 0,
+        });
+        r.verdict = verdict;
+        r.watch_start_unix_ns = Some(T0);
+        r
+    }
+
+    fn event(source: &str, name: &str, at_ms: u64, ran_ms: Option<u64>) -> Event {
+        Event {
+            name: name.into(),
+            source: source.into(),
+            at_s: at_ms as f64 / 1e3,
+            start_unix_ns: T0 + at_ms * 1_000_000,
+            end_unix_ns: ran_ms.map(|r| T0 + (at_ms + r) * 1_000_000),
+            exit_code: Some(0),
+            problem: None,
+        }
+    }
+
+    fn phase(name: &str, verdict: Verdict) -> Phase {
+        Phase {
+            name: name.into(),
+            from_unix_ns: T0,
+            to_unix_ns: None,
+            verdict,
+            leak_packets: 0,
+            probe_leak_packets: 0,
+            first_leak_ms: None,
+            last_leak_ms: None,
+            rounds: None,
+            what: vec![],
+        }
+    }
+
+    fn leak(run: &str, round: u32, at_ms: u64) -> LeakReport {
+        LeakReport {
+            family: LeakFamily::Ipv4,
+            protocol: Some(17),
+            src: "198.51.100.2".into(),
+            dst: "203.0.113.7".into(),
+            src_port: Some(40000),
+            dst_port: Some(53),
+            icmp_type: None,
+            tcp_flags: None,
+            probe: Some(ProbeReport {
+                run: run.into(),
+                seq: 1,
+                suite: "udp".into(),
+                family: "ipv4".into(),
+                protocol: 17,
+                dst_port: Some(53),
+                tcp_flags: None,
+                icmp_type: None,
+                icmp_code: None,
+                detail: None,
+                evidence: "payload".into(),
+                key_mode: leaktest_wire::marker::KeyMode::Shared,
+                round: Some(round),
+            }),
+            cause: "probe".into(),
+            cause_detail: String::new(),
+            rule: Rule::ProbeMarker,
+            ts_sec: (T0 + at_ms * 1_000_000) / S,
+            ts_nsec: ((T0 + at_ms * 1_000_000) % S) as u32,
+            len: 60,
+            fragment: false,
+            src_mac: None,
+            dst_mac: None,
+            ethertype: None,
+            vlan: None,
+            event: None,
+            since_event_ms: None,
+        }
+    }
+
+    /// Three pulses (ws, gw-root, gw-user), rounds every 100 ms from 0.2 s
+    /// to 3.9 s after the watch began.
+    fn pulses() -> (BTreeMap<String, String>, BTreeMap<String, Vec<u64>>) {
+        let mut runs = BTreeMap::new();
+        let mut times = BTreeMap::new();
+        for (i, sweep) in Sweep::ALL.iter().enumerate() {
+            let run = format!("{:016x}", i + 1);
+            runs.insert(sweep.name().to_string(), run.clone());
+            times.insert(
+                run,
+                (0..38)
+                    .map(|r| T0 + 200_000_000 + r * 100_000_000)
+                    .collect(),
+            );
+        }
+        (runs, times)
+    }
+
+    fn transition(sc: Scenario, right: bool) -> Transition {
+        let p = policy();
+        let [r, w] = Transition::builtin(sc, &p, &[]).unwrap();
+        if right {
+            r
+        } else {
+            w
+        }
+    }
+
+    #[test]
+    fn iface_bounce_is_judged_by_the_uplink_coming_back() {
+        let (runs, times) = pulses();
+        let root = runs["gw-root"].clone();
+        let change = event("run-at", "recreate", 1000, Some(350));
+        let gone = event("link", "interface eth0 disappeared", 1010, None);
+        let back = event(
+            "link",
+            "interface eth0 was re-created (ifindex 9, was 3): the capture follows it",
+            1360,
+            None,
+        );
+        // Right: PASS everywhere, and the uplink was followed.
+        let mut r = report(Verdict::Pass);
+        r.events = vec![change.clone(), gone.clone(), back.clone()];
+        r.phases = vec![
+            phase("start", Verdict::Pass),
+            phase("recreate", Verdict::Pass),
+        ];
+        let right = transition(Scenario::IfaceBounce, true);
+        assert_eq!(judge(&right, &r, &runs, &times), Vec::<String>::new());
+        // Not followed: a mismatch even when it says PASS.
+        r.events = vec![change.clone(), gone.clone()];
+        assert!(judge(&right, &r, &runs, &times)[0].contains("did not follow"));
+        // Wrong: every gw-root round sent after the uplink was back leaked.
+        let wrong = transition(Scenario::IfaceBounce, false);
+        assert!(wrong.before.contains("oif \"eth0\" drop"));
+        let mut r = report(Verdict::Leak);
+        r.events = vec![change, gone, back];
+        r.phases = vec![
+            phase("start", Verdict::Pass),
+            phase("recreate", Verdict::Leak),
+        ];
+        let after: Vec<(u32, u64)> = times[&root]
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t > T0 + 1_350_000_000)
+            .map(|(i, t)| (i as u32, (t - T0) / 1_000_000 + 1))
+            .collect();
+        r.leaks = after.iter().map(|(i, ms)| leak(&root, *i, *ms)).collect();
+        r.leak_packets = r.leaks.len() as u64;
+        assert_eq!(judge(&wrong, &r, &runs, &times), Vec::<String>::new());
+        // One round missing: named.
+        let mut short = r.clone();
+        short.leaks.remove(3);
+        let m = judge(&wrong, &short, &runs, &times);
+        assert!(m.iter().any(|m| m.contains("did not leak")), "{m:?}");
+        // The workstation's pulse leaking: not this policy's leak.
+        let mut ws = r.clone();
+        ws.leaks.push(leak(&runs["ws"], 20, 2100));
+        let m = judge(&wrong, &ws, &runs, &times);
+        assert!(
+            m.iter()
+                .any(|m| m.contains("another pulse than the gw-root or gw-user")),
+            "{m:?}"
+        );
+        // A leak before the change: outside the window.
+        let mut early = r.clone();
+        early.leaks.push(leak(&root, 3, 500));
+        let m = judge(&wrong, &early, &runs, &times);
+        assert!(m.iter().any(|m| m.contains("outside the window")), "{m:?}");
+    }
+
+    #[test]
+    fn bootstrap_is_judged_by_tor_and_by_roots_window() {
+        let (runs, times) = pulses();
+        let root = runs["gw-root"].clone();
+        let enabled = event("fifo", "tor network enabled", 1000, None);
+        let circuit = event("fifo", "tor has a circuit", 1600, None);
+        let right = transition(Scenario::Bootstrap, true);
+        let mut r = report(Verdict::Pass);
+        r.events = vec![enabled.clone(), circuit.clone()];
+        r.phases = vec![
+            phase("start", Verdict::Pass),
+            phase("tor network enabled", Verdict::Pass),
+            phase("tor has a circuit", Verdict::Pass),
+        ];
+        // No Tor connection seen: the bootstrap was not counted as Tor.
+        let m = judge(&right, &r, &runs, &times);
+        assert!(m.iter().any(|m| m.contains("no Tor connection")), "{m:?}");
+        r.tor.flows.started = 4;
+        r.tor.packets = 120;
+        assert_eq!(judge(&right, &r, &runs, &times), Vec::<String>::new());
+        // No circuit: a mismatch.
+        r.events = vec![enabled.clone()];
+        let m = judge(&right, &r, &runs, &times);
+        assert!(m.iter().any(|m| m.contains("no circuit")), "{m:?}");
+        // Wrong: root's rounds leak from the start to the full firewall.
+        let wrong = transition(Scenario::Bootstrap, false);
+        assert!(wrong.before.contains("meta skuid 0 accept"));
+        assert!(!wrong.after.contains("meta skuid 0 accept"));
+        let circuit = event(
+            "fifo",
+            "tor has a circuit; full firewall loaded",
+            1600,
+            None,
+        );
+        let mut r = report(Verdict::Leak);
+        r.events = vec![enabled, circuit];
+        r.phases = vec![
+            phase("start", Verdict::Leak),
+            phase("tor network enabled", Verdict::Leak),
+            phase("tor has a circuit; full firewall loaded", Verdict::Pass),
+        ];
+        r.leaks = times[&root]
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t < T0 + 1_600_000_000)
+            .map(|(i, t)| leak(&root, i as u32, (t - T0) / 1_000_000 + 1))
+            .collect();
+        r.leak_packets = r.leaks.len() as u64;
+        assert_eq!(judge(&wrong, &r, &runs, &times), Vec::<String>::new());
+        // Still open after the full firewall: named.
+        let mut late = r.clone();
+        late.phases[2].verdict = Verdict::Leak;
+        late.leaks.push(leak(&root, 20, 2200));
+        let m = judge(&wrong, &late, &runs, &times);
+        assert!(
+            m.iter().any(|m| m.contains("after the full firewall")),
+            "{m:?}"
+        );
+        assert!(m.iter().any(|m| m.contains("outside the window")), "{m:?}");
+        // The unprivileged pulse leaking: root's opening does not explain it.
+        let mut user = r.clone();
+        user.leaks.push(leak(&runs["gw-user"], 5, 800));
+        let m = judge(&wrong, &user, &runs, &times);
+        assert!(
+            m.iter()
+                .any(|m| m.contains("another pulse than the gw-root")),
+            "{m:?}"
+        );
+        // Pulses that ended before the circuit: they prove nothing of it.
+        let mut short_times = times.clone();
+        for t in short_times.values_mut() {
+            t.truncate(12);
+        }
+        let m = judge(&wrong, &r, &runs, &short_times);
+        assert!(m.iter().any(|m| m.contains("did not span")), "{m:?}");
+    }
+
+    #[test]
+    fn reload_windows_are_the_commands() {
+        let (runs, times) = pulses();
+        let root = runs["gw-root"].clone();
+        let change = event(
+            "run-at",
+            "nft flush ruleset && sleep 0.3 && nft -f after.nft",
+            1000,
+            Some(320),
+        );
+        let [right, wrong] = Transition::both(Scenario::Reload, &policy(), &policy(), &[]);
+        let mut r = report(Verdict::Pass);
+        r.events = vec![change.clone()];
+        r.phases = vec![phase("start", Verdict::Pass), phase("x", Verdict::Pass)];
+        assert_eq!(judge(&right, &r, &runs, &times), Vec::<String>::new());
+        r.phases[1].verdict = Verdict::Leak;
+        r.verdict = Verdict::Leak;
+        let m = judge(&right, &r, &runs, &times);
+        assert!(m.iter().any(|m| m.contains("instead of PASS")), "{m:?}");
+        let mut r = report(Verdict::Leak);
+        r.events = vec![change];
+        r.phases = vec![phase("start", Verdict::Pass), phase("x", Verdict::Leak)];
+        r.leaks = times[&root]
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t > T0 + 1_000_000_000 && **t < T0 + 1_320_000_000)
+            .map(|(i, t)| leak(&root, i as u32, (t - T0) / 1_000_000 + 1))
+            .collect();
+        r.leak_packets = r.leaks.len() as u64;
+        assert_eq!(judge(&wrong, &r, &runs, &times), Vec::<String>::new());
+        // A leak after the load ended: outside the window.
+        r.leaks.push(leak(&root, 20, 2200));
+        let m = judge(&wrong, &r, &runs, &times);
+        assert!(m.iter().any(|m| m.contains("outside the window")), "{m:?}");
+    }
 }

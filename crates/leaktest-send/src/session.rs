@@ -107,6 +107,21 @@ pub const NEXT_HOP_SETTLE: Duration = Duration::from_millis(3500);
 /// [`Unreached`]). Only families whose probes the kernel took, on links
 /// with a link layer to resolve. Waits up to [`NEXT_HOP_SETTLE`] while a
 /// resolution is still under way; returns at once when all resolved.
+/// The interface a path's next hop is reached by now: the path's own, or
+/// the one of the same name that replaced it during the run (a re-created
+/// uplink has a new ifindex; its neighbour entries are its own).
+fn current_ifindex(nl: &mut crate::netlink::Netlink, p: &Path) -> u32 {
+    match nl.route_get(p.next_hop, None) {
+        Ok(crate::netlink::Route { oif: Some(oif), .. }) if oif != p.ifindex => {
+            match nl.link_get(oif) {
+                Ok(l) if l.name == p.iface => oif,
+                _ => p.ifindex,
+            }
+        }
+        _ => p.ifindex,
+    }
+}
+
 fn unreached_next_hops(paths: &[(Family, Path)], sent: &BTreeMap<Family, u64>) -> Vec<Unreached> {
     let mut pending: Vec<&(Family, Path)> = paths
         .iter()
@@ -134,7 +149,8 @@ fn unreached_next_hops(paths: &[(Family, Path)], sent: &BTreeMap<Family, u64>) -
         let mut still = Vec::new();
         for fp in pending {
             let (f, p) = fp;
-            let n = nl.neighbour_get(p.ifindex, p.next_hop).ok().flatten();
+            let ifindex = current_ifindex(&mut nl, p);
+            let n = nl.neighbour_get(ifindex, p.next_hop).ok().flatten();
             match n {
                 Some(n) if n.usable_mac().is_some() => {}
                 Some(n) if n.state & crate::netlink::NUD_FAILED != 0 => out.push(Unreached {

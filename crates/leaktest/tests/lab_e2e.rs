@@ -52,7 +52,22 @@ fn lab_runs_every_profile_as_expected_and_leaves_nothing() {
         .filter_map(|p| p["profile"].as_str())
         .filter(|n| n.starts_with("transition "))
         .collect();
-    assert_eq!(transitions.len(), 10, "{transitions:?}");
+    assert_eq!(transitions.len(), 14, "{transitions:?}");
+    for sc in [
+        "reload",
+        "boot",
+        "boot-bad-file",
+        "fin-rst",
+        "iface-bounce",
+        "bootstrap",
+        "tor-kill",
+    ] {
+        let n = transitions
+            .iter()
+            .filter(|t| t.starts_with(&format!("transition {sc} (")))
+            .count();
+        assert_eq!(n, 2, "{sc} both ways: {transitions:?}");
+    }
     for p in profiles {
         assert_eq!(
             p["matched"], true,

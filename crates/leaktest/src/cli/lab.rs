@@ -67,7 +67,11 @@ closed, or open when it was opened first; tor-kill: tor killed with SIGKILL and 
 later, the firewall staying, or going and coming back with tor; fin-rst (the FIN/RST check, \
 without pulses): four TCP connections through the transparent proxy outlive the gateway's \
 conntrack table and then send marked data and close, kept in by the Whonix policy, let out by \
-one that forwards TCP and NATs only SYNs. The right way must PASS in every \
+one that forwards TCP and NATs only SYNs; iface-bounce: the uplink deleted and created again \
+(same name and MAC), kept closed by rules that name it, opened by a kill switch tied to its \
+index (nft `oif`); bootstrap: tor's network enabled (its connections were closed, its directory \
+cached) through to its first circuit, the firewall closed throughout (the bootstrap counted as \
+Tor), or open to root until then. The right way must PASS in every \
 phase; the wrong way must LEAK, every leaked packet inside its window (and every gateway-root \
 pulse round sent inside it leaked). With --ruleset (nftables), --transition runs your ruleset \
 changed the right way (--reload-with FILE: into another ruleset) instead of its sweeps, judged \
@@ -155,7 +159,8 @@ pub struct Args {
     /// Probe rate for every sweep
     #[arg(long, default_value = "max", value_name = "PPS|max")]
     rate: String,
-    /// Run a transition scenario (repeatable): reload, boot, boot-bad-file, tor-kill or fin-rst (see
+    /// Run a transition scenario (repeatable): reload, boot, boot-bad-file, fin-rst, iface-bounce,
+    /// bootstrap or tor-kill (see
     /// --list). The policy changes 1 s into a watch while pulses (`probe --duration`) run from the workstation
     /// and from the gateway as root and as an unprivileged uid. Without --ruleset: the Whonix
     /// profile's policy, changed the right way (must PASS in every phase) and the wrong way (must
@@ -500,7 +505,12 @@ fn transitions(args: &Args, lab: &Lab) -> anyhow::Result<Vec<Transition>> {
                 if sc == Scenario::FinRst {
                     v.extend(Transition::fin_rst(&text, &sysctls, &wrong, &wrong_sysctls));
                 } else {
-                    v.extend(Transition::both(sc, &text, &text, &sysctls));
+                    v.extend(Transition::builtin(sc, &text, &sysctls).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "the Whonix profile's policy lacks the chains --transition {} changes",
+                            sc.name()
+                        )
+                    })?);
                 }
             }
         }
