@@ -129,6 +129,9 @@ impl Scenario {
 pub const CHANGE_AT_S: f64 = 1.0;
 /// How long each pulse runs (tor-kill: [`TOR_KILL_PULSE_S`]).
 pub const PULSE_S: f64 = 2.5;
+/// tor-kill: the FIN/RST check's client closes this long after the kill
+/// (tor gone, not yet restarted).
+const CLOSE_AFTER_KILL_S: f64 = 0.2;
 /// tor-kill's pulses: long enough for the watcher's feed to reconnect to
 /// the restarted tor (it retries every 2 s, `leaktest_tor::RECONNECT_EVERY`).
 pub const TOR_KILL_PULSE_S: f64 = 4.5;
@@ -483,8 +486,10 @@ pub fn run_transition(
         // circuit), its cached directory kept.
         crate::gateway::disable_network(&lab.state.names.gw)?;
     }
-    let client = if t.scenario == Scenario::FinRst {
-        Some(start_fin_rst_client(lab, &dir, fin_rst_run)?)
+    // The FIN/RST check runs in fin-rst and in tor-kill (its connections
+    // end after tor was killed: the client closes after the proxy is gone).
+    let client = if matches!(t.scenario, Scenario::FinRst | Scenario::TorKill) {
+        Some(start_fin_rst_client(lab, &opts.exe, &dir, fin_rst_run)?)
     } else {
         None
     };
@@ -523,11 +528,23 @@ pub fn run_transition(
             }
             let mut failed = None;
             if t.scenario == Scenario::TorKill {
-                if let Err(e) = restart_tor(lab, tp, &atomic, !t.right, &fifo) {
-                    failed = Some(e);
+                if let Some(c) = &client {
+                    // Tor is gone (killed at the change): its connections'
+                    // client sends its data and closes.
+                    let at = tp + Duration::from_secs_f64(CHANGE_AT_S + CLOSE_AFTER_KILL_S);
+                    while Instant::now() < at {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    if let Err(e) = std::fs::write(&c.go, b"")
+                        .map_err(io("telling the FIN/RST client to close"))
+                    {
+                        failed = Some(e);
+                    }
                 }
-            }
-            if let Some(c) = &client {
+                if let Err(e) = restart_tor(lab, tp, &atomic, !t.right, &fifo) {
+                    failed.get_or_insert(e);
+                }
+            } else if let Some(c) = &client {
                 if let Err(e) = end_fin_rst_connections(lab, tp, c, &fifo) {
                     failed = Some(e);
                 }
@@ -581,6 +598,8 @@ pub fn run_transition(
         runs.insert(sweep.name().to_string(), run.clone());
         round_times.insert(run, times);
     }
+    let mut fin_rst_ports = Vec::new();
+    let mut fin_rst_summary = None;
     if let Some(c) = client {
         let mut child = c.child.into_inner();
         let st = wait_child(
@@ -601,8 +620,11 @@ pub fn run_transition(
             Err(e) => return Err(e),
         }
         runs.insert("fin-rst".into(), format!("{fin_rst_run:016x}"));
+        let (ports, summary) = fin_rst_ports_of(&dir.join("fin-rst.json"))?;
+        fin_rst_ports = ports;
+        fin_rst_summary = Some(summary);
     }
-    let mut mismatches = judge(t, &report, &runs, &round_times);
+    let mut mismatches = judge(t, &report, &runs, &round_times, &fin_rst_ports);
     match report.events.iter().find(|e| e.source == "run-at") {
         None if command.is_empty() => {}
         None => mismatches.push("the change never ran".into()),
@@ -622,6 +644,7 @@ pub fn run_transition(
         .phases
         .iter()
         .map(|p| p.line(start_ns).replacen(&command, &label, 1))
+        .chain(fin_rst_summary)
         .collect();
     let got = Some(report.verdict);
     Ok(ProfileResult {
@@ -649,8 +672,40 @@ pub fn judge(
     r: &WatchReport,
     runs: &BTreeMap<String, String>,
     round_times: &BTreeMap<String, Vec<u64>>,
+    fin_rst_ports: &[u16],
 ) -> Vec<String> {
     let mut m = Vec::new();
+    // The FIN/RST check's segments: its marked data (by its run) and
+    // anything from its connections' source ports to the web server.
+    let fin_rst_leaks = |r: &WatchReport| -> (usize, usize) {
+        let run = runs.get("fin-rst");
+        let is_data = |l: &leaktest_watch::report::LeakReport| {
+            run.is_some_and(|run| l.probe.as_ref().is_some_and(|p| &p.run == run))
+        };
+        let from_ports = |l: &leaktest_watch::report::LeakReport| {
+            l.dst == crate::plan::WEB4.to_string()
+                && l.src_port.is_some_and(|p| fin_rst_ports.contains(&p))
+        };
+        let data = r.leaks.iter().filter(|l| is_data(l)).count();
+        let fins = r
+            .leaks
+            .iter()
+            .filter(|l| is_data(l) || from_ports(l))
+            .filter(|l| l.tcp_flags.as_deref().is_some_and(|f| f.contains('F')))
+            .count();
+        (data, fins)
+    };
+    if t.scenario == Scenario::TorKill && runs.contains_key("fin-rst") {
+        // Tor's end closed its side; the client's data and FIN still
+        // match the connections' conntrack entries (their redirect kept
+        // even when the firewall went with tor): they never leave.
+        let (data, fins) = fin_rst_leaks(r);
+        if data + fins > 0 {
+            m.push(format!(
+                "the FIN/RST check's connections leaked after tor was killed: {data} marked data, {fins} FIN segment(s)"
+            ));
+        }
+    }
     if t.expect == Some(Verdict::Leak) {
         // A user's pinned LEAK: the verdict is what is pinned.
         if r.verdict != Verdict::Leak {
@@ -676,7 +731,7 @@ pub fn judge(
             }
             _ => r.events.iter().find(|e| e.source == "run-at").cloned(),
         };
-        for (sweep, run) in runs {
+        for (sweep, run) in runs.iter().filter(|(k, _)| *k != "fin-rst") {
             let times = round_times.get(run).map(Vec::as_slice).unwrap_or(&[]);
             let (Some(first), Some(last)) = (times.first(), times.last()) else {
                 m.push(format!("the {sweep} pulse sent no round"));
@@ -844,24 +899,9 @@ pub fn judge(
         m.push("the leak details were cut short: the window cannot be checked".into());
     }
     if t.scenario == Scenario::FinRst {
-        // The connections' data, by its marker, to the web server.
-        let run = runs.get("fin-rst");
-        let data = r
-            .leaks
-            .iter()
-            .filter(|l| {
-                l.dst == crate::plan::WEB4.to_string()
-                    && l.probe.as_ref().map(|p| Some(&p.run)) == Some(run)
-            })
-            .count();
-        let fins = r
-            .leaks
-            .iter()
-            .filter(|l| {
-                l.dst == crate::plan::WEB4.to_string()
-                    && l.tcp_flags.as_deref().is_some_and(|f| f.contains('F'))
-            })
-            .count();
+        // The connections' data, by its marker, and their FINs, by their
+        // source ports, to the web server.
+        let (data, fins) = fin_rst_leaks(r);
         if data == 0 {
             m.push("no marked data of the connections to the web server leaked".into());
         }
@@ -886,6 +926,40 @@ pub fn judge(
         }
     }
     m
+}
+
+/// The source ports of the FIN/RST client's connections, from its JSON
+/// report (`connections[].local`, `ADDR:PORT`), and a line on how they
+/// ended: `FIN/RST check: 4 connections from ports 40312-40318: data 4,
+/// FIN 4, RST 4`, with the first error if any.
+fn fin_rst_ports_of(json: &Path) -> Result<(Vec<u16>, String), LabError> {
+    let text = std::fs::read_to_string(json).map_err(io("reading the FIN/RST client's report"))?;
+    let r: leaktest_send::finrst::FinRstReport = serde_json::from_str(&text)
+        .map_err(|e| LabError::Died(format!("{} is not a fin-rst report: {e}", json.display())))?;
+    let ports: Vec<u16> = r
+        .connections
+        .iter()
+        .filter_map(|c| c.local.rsplit(':').next()?.parse().ok())
+        .collect();
+    let count = |f: &dyn Fn(&leaktest_send::finrst::FinRstConnection) -> bool| {
+        r.connections.iter().filter(|c| f(c)).count()
+    };
+    let mut line = format!(
+        "FIN/RST check: {} connection(s) from port(s) {}: data {}, FIN {}, RST {}",
+        r.connections.len(),
+        ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
+        count(&|c| c.data_unix_ns.is_some()),
+        count(&|c| c.fin_unix_ns.is_some()),
+        count(&|c| c.rst_unix_ns.is_some()),
+    );
+    if let Some(e) = r.connections.iter().find_map(|c| c.error.as_deref()) {
+        line.push_str(&format!(" (first error: {e})"));
+    }
+    Ok((ports, line))
 }
 
 /// tor-kill: once the kill has had its time, waits for the killed tor to be
@@ -1017,35 +1091,13 @@ fn bootstrap_tor(
 /// Connections the FIN/RST check holds through the transparent proxy.
 pub const FIN_RST_CONNECTIONS: usize = 4;
 
-/// The FIN/RST check's client in the workstation (perl, part of every
-/// Debian system): [`FIN_RST_CONNECTIONS`] connections to the web server
-/// (redirected to tor's TransPort), held until the `go` file appears
-/// (at most 20 s), then each sends the payload marker of run `run` (probe
-/// `tcp [A]` to port 80 under its open key) and closes (a FIN); 0.5 s
-/// later it aborts them (a RST), so nothing of them is retransmitted into a
-/// later watch.
-const FIN_RST_CLIENT: &str = r#"
-use IO::Socket::INET;
-use Socket qw(SOL_SOCKET SO_LINGER);
-$| = 1;
-$SIG{PIPE} = 'IGNORE';
-my ($addr, $n, $hex, $go) = @ARGV;
-my $data = pack("H*", $hex);
-my @s = map { IO::Socket::INET->new(PeerAddr => $addr, Proto => 'tcp', Timeout => 5)
-              or die "connect $addr: $!
-" } 1 .. $n;
-print "connected
-";
-my $end = time + 20;
-until (-e $go) { die "never told to close
-" if time > $end; select(undef, undef, undef, 0.01); }
-for my $s (@s) { print {$s} $data; shutdown($s, 1); }
-select(undef, undef, undef, 0.5);
-# Abortive close: nothing of these connections is retransmitted later
-# (into the next check's watch).
-for my $s (@s) { setsockopt($s, SOL_SOCKET, SO_LINGER, pack("ii", 1, 0)); close($s); }
-"#;
-
+/// The FIN/RST check's client in the workstation: `leaktest fin-rst`
+/// ([`leaktest_send::finrst`]) with [`FIN_RST_CONNECTIONS`] connections to
+/// the web server (redirected to tor's TransPort), held until the `go`
+/// file appears (at most 20 s), then each sends the payload marker of run
+/// `run` (probe `tcp [A]` to port 80 under its open key) and closes (a
+/// FIN); 0.5 s later it aborts them (a RST), so nothing of them is
+/// retransmitted into a later watch.
 struct FinRstClient {
     child: std::cell::RefCell<std::process::Child>,
     tracked: crate::sys::Tracked,
@@ -1053,25 +1105,26 @@ struct FinRstClient {
     log: std::path::PathBuf,
 }
 
-fn start_fin_rst_client(lab: &mut Lab, dir: &Path, run: u64) -> Result<FinRstClient, LabError> {
-    use leaktest_wire::catalogue::{Family, ProbeKind, ProbeSpec, TcpFlags};
-    let spec = ProbeSpec {
-        family: Family::V4,
-        kind: ProbeKind::Tcp {
-            flags: TcpFlags(TcpFlags::ACK),
-            dst_port: crate::plan::WEB_PORT,
-        },
-    };
-    let marker = leaktest_wire::RunKey::open(run).payload_marker(spec.seq());
+fn start_fin_rst_client(
+    lab: &mut Lab,
+    exe: &Path,
+    dir: &Path,
+    run: u64,
+) -> Result<FinRstClient, LabError> {
     let go = dir.join("fin-rst.go");
     let log = dir.join("fin-rst.log");
     let names = lab.state.names.clone();
-    let mut cmd = crate::sys::ns_command(&names.ws, "perl")?;
-    cmd.args(["-e", FIN_RST_CLIENT])
-        .arg(format!("{}:{}", crate::plan::WEB4, crate::plan::WEB_PORT))
-        .arg(FIN_RST_CONNECTIONS.to_string())
-        .arg(hex::encode(marker))
-        .arg(&go);
+    let mut cmd = crate::sys::ns_command(&names.ws, &exe.display().to_string())?;
+    cmd.args(["fin-rst", "--target"])
+        .arg(crate::plan::WEB4.to_string())
+        .args(["--port", &crate::plan::WEB_PORT.to_string()])
+        .args(["--connections", &FIN_RST_CONNECTIONS.to_string()])
+        .args(["--hold", "20", "--connect-timeout", "5"])
+        .args(["--run-id", &format!("{run:016x}")])
+        .arg("--close-on")
+        .arg(&go)
+        .arg("--json")
+        .arg(dir.join("fin-rst.json"));
     let (child, tracked) = lab.spawn_tracked(cmd, &log, "the FIN/RST client")?;
     let mut child = child;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1333,10 +1386,10 @@ mod tests {
             phase("recreate", Verdict::Pass),
         ];
         let right = transition(Scenario::IfaceBounce, true);
-        assert_eq!(judge(&right, &r, &runs, &times), Vec::<String>::new());
+        assert_eq!(judge(&right, &r, &runs, &times, &[]), Vec::<String>::new());
         // Not followed: a mismatch even when it says PASS.
         r.events = vec![change.clone(), gone.clone()];
-        assert!(judge(&right, &r, &runs, &times)[0].contains("did not follow"));
+        assert!(judge(&right, &r, &runs, &times, &[])[0].contains("did not follow"));
         // Wrong: every gw-root round sent after the uplink was back leaked.
         let wrong = transition(Scenario::IfaceBounce, false);
         assert!(wrong.before.contains("oif \"eth0\" drop"));
@@ -1354,16 +1407,16 @@ mod tests {
             .collect();
         r.leaks = after.iter().map(|(i, ms)| leak(&root, *i, *ms)).collect();
         r.leak_packets = r.leaks.len() as u64;
-        assert_eq!(judge(&wrong, &r, &runs, &times), Vec::<String>::new());
+        assert_eq!(judge(&wrong, &r, &runs, &times, &[]), Vec::<String>::new());
         // One round missing: named.
         let mut short = r.clone();
         short.leaks.remove(3);
-        let m = judge(&wrong, &short, &runs, &times);
+        let m = judge(&wrong, &short, &runs, &times, &[]);
         assert!(m.iter().any(|m| m.contains("did not leak")), "{m:?}");
         // The workstation's pulse leaking: not this policy's leak.
         let mut ws = r.clone();
         ws.leaks.push(leak(&runs["ws"], 20, 2100));
-        let m = judge(&wrong, &ws, &runs, &times);
+        let m = judge(&wrong, &ws, &runs, &times, &[]);
         assert!(
             m.iter()
                 .any(|m| m.contains("another pulse than the gw-root or gw-user")),
@@ -1372,7 +1425,7 @@ mod tests {
         // A leak before the change: outside the window.
         let mut early = r.clone();
         early.leaks.push(leak(&root, 3, 500));
-        let m = judge(&wrong, &early, &runs, &times);
+        let m = judge(&wrong, &early, &runs, &times, &[]);
         assert!(m.iter().any(|m| m.contains("outside the window")), "{m:?}");
     }
 
@@ -1391,14 +1444,14 @@ mod tests {
             phase("tor has a circuit", Verdict::Pass),
         ];
         // No Tor connection seen: the bootstrap was not counted as Tor.
-        let m = judge(&right, &r, &runs, &times);
+        let m = judge(&right, &r, &runs, &times, &[]);
         assert!(m.iter().any(|m| m.contains("no Tor connection")), "{m:?}");
         r.tor.flows.started = 4;
         r.tor.packets = 120;
-        assert_eq!(judge(&right, &r, &runs, &times), Vec::<String>::new());
+        assert_eq!(judge(&right, &r, &runs, &times, &[]), Vec::<String>::new());
         // No circuit: a mismatch.
         r.events = vec![enabled.clone()];
-        let m = judge(&right, &r, &runs, &times);
+        let m = judge(&right, &r, &runs, &times, &[]);
         assert!(m.iter().any(|m| m.contains("no circuit")), "{m:?}");
         // Wrong: root's rounds leak from the start to the full firewall.
         let wrong = transition(Scenario::Bootstrap, false);
@@ -1424,12 +1477,12 @@ mod tests {
             .map(|(i, t)| leak(&root, i as u32, (t - T0) / 1_000_000 + 1))
             .collect();
         r.leak_packets = r.leaks.len() as u64;
-        assert_eq!(judge(&wrong, &r, &runs, &times), Vec::<String>::new());
+        assert_eq!(judge(&wrong, &r, &runs, &times, &[]), Vec::<String>::new());
         // Still open after the full firewall: named.
         let mut late = r.clone();
         late.phases[2].verdict = Verdict::Leak;
         late.leaks.push(leak(&root, 20, 2200));
-        let m = judge(&wrong, &late, &runs, &times);
+        let m = judge(&wrong, &late, &runs, &times, &[]);
         assert!(
             m.iter().any(|m| m.contains("after the full firewall")),
             "{m:?}"
@@ -1438,7 +1491,7 @@ mod tests {
         // The unprivileged pulse leaking: root's opening does not explain it.
         let mut user = r.clone();
         user.leaks.push(leak(&runs["gw-user"], 5, 800));
-        let m = judge(&wrong, &user, &runs, &times);
+        let m = judge(&wrong, &user, &runs, &times, &[]);
         assert!(
             m.iter()
                 .any(|m| m.contains("another pulse than the gw-root")),
@@ -1449,7 +1502,7 @@ mod tests {
         for t in short_times.values_mut() {
             t.truncate(12);
         }
-        let m = judge(&wrong, &r, &runs, &short_times);
+        let m = judge(&wrong, &r, &runs, &short_times, &[]);
         assert!(m.iter().any(|m| m.contains("did not span")), "{m:?}");
     }
 
@@ -1467,10 +1520,10 @@ mod tests {
         let mut r = report(Verdict::Pass);
         r.events = vec![change.clone()];
         r.phases = vec![phase("start", Verdict::Pass), phase("x", Verdict::Pass)];
-        assert_eq!(judge(&right, &r, &runs, &times), Vec::<String>::new());
+        assert_eq!(judge(&right, &r, &runs, &times, &[]), Vec::<String>::new());
         r.phases[1].verdict = Verdict::Leak;
         r.verdict = Verdict::Leak;
-        let m = judge(&right, &r, &runs, &times);
+        let m = judge(&right, &r, &runs, &times, &[]);
         assert!(m.iter().any(|m| m.contains("instead of PASS")), "{m:?}");
         let mut r = report(Verdict::Leak);
         r.events = vec![change];
@@ -1482,10 +1535,10 @@ mod tests {
             .map(|(i, t)| leak(&root, i as u32, (t - T0) / 1_000_000 + 1))
             .collect();
         r.leak_packets = r.leaks.len() as u64;
-        assert_eq!(judge(&wrong, &r, &runs, &times), Vec::<String>::new());
+        assert_eq!(judge(&wrong, &r, &runs, &times, &[]), Vec::<String>::new());
         // A leak after the load ended: outside the window.
         r.leaks.push(leak(&root, 20, 2200));
-        let m = judge(&wrong, &r, &runs, &times);
+        let m = judge(&wrong, &r, &runs, &times, &[]);
         assert!(m.iter().any(|m| m.contains("outside the window")), "{m:?}");
     }
 }

@@ -3,6 +3,8 @@
 //! * [`path`]: target sanity checks, and where packets to a target go (egress
 //!   interface, source address, next hop and its MAC) from the kernel's
 //!   routing and neighbour tables over rtnetlink ([`netlink`]).
+//! * [`finrst`]: the FIN/RST check's client (`leaktest fin-rst`): real TCP
+//!   connections through the transparent proxy, ended after a change.
 //! * [`hop`]: the first-hop check (is the target the first router itself?).
 //! * [`socket`]: the AF_PACKET ([`PacketSender`]) and raw IP
 //!   ([`RawIpSender`]) senders, both batching with `sendmmsg`.
@@ -18,6 +20,7 @@
 //! Everything works in the calling thread's network namespace, which is how
 //! tests drive it inside namespaces of their own.
 
+pub mod finrst;
 pub mod hop;
 pub mod netlink;
 pub mod path;

@@ -38,6 +38,9 @@ enum Command {
     /// Send marker-tagged probes from the workstation side
     #[command(long_about = cli::probe::LONG_ABOUT)]
     Probe(cli::probe::Args),
+    /// The FIN/RST check: real TCP connections through the transparent proxy, ended after a change
+    #[command(name = "fin-rst", long_about = cli::finrst::LONG_ABOUT)]
+    FinRst(cli::finrst::Args),
     /// Capture on the gateway's external interface and judge every outbound packet
     Watch(cli::watch::Args),
     /// Restrict or restore Tor's ports through its control port (the seed's Step 0 / Step 9)
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Probe(args) => cli::probe::run(args),
+        Command::FinRst(args) => cli::finrst::run(args),
         Command::Watch(args) => cli::watch::run(args),
         Command::Tor(args) => cli::tor::run(args),
         Command::Lab(args) => cli::lab::run(args),

@@ -121,6 +121,16 @@ fn examples(page: &str) -> &'static [(&'static str, &'static str)] {
             ("leaktest lab --keep", "leave the lab up to explore it"),
         ],
         "leaktest-lab-down" => &[("leaktest lab down", "remove every lab left up")],
+        "leaktest-fin-rst" => &[
+            (
+                "leaktest fin-rst --target 203.0.113.7 --port 80 --close-on /tmp/go --json fin-rst.json",
+                "on the workstation: 4 connections through the gateway's transparent proxy, ended once /tmp/go exists",
+            ),
+            (
+                "leaktest watch --iface eth0 --tor-control 127.0.0.1:9051 --duration 40 --run-at 15 'conntrack -D -p tcp'",
+                "on the gateway meanwhile: forget every TCP connection 15 s in (then touch /tmp/go on the workstation)",
+            ),
+        ],
         "leaktest-lab-plan" => &[
             ("leaktest lab plan", "the namespaces, addresses, tor's ports and the sweeps' uids"),
             ("leaktest lab plan --json", "the same as JSON, to generate a ruleset from"),
@@ -170,6 +180,16 @@ fn exit_status(page: &str) -> &'static [(&'static str, &'static str)] {
         ("128+N", "ended by signal N, after the lab was torn down"),
     ];
     const PLAIN: &[(&str, &str)] = &[("0", "success"), ("2", "error")];
+    const FIN_RST: &[(&str, &str)] = &[
+        (
+            "0",
+            "every connection was opened and ended as asked (the verdict is the watcher's)",
+        ),
+        (
+            "2",
+            "error: bad option, a connection that could not be opened, interrupted",
+        ),
+    ];
     match page {
         "leaktest" => &[
             (
@@ -181,6 +201,7 @@ fn exit_status(page: &str) -> &'static [(&'static str, &'static str)] {
             ("3", "INCONCLUSIVE (watch)"),
         ],
         "leaktest-probe" => PROBE,
+        "leaktest-fin-rst" => FIN_RST,
         "leaktest-watch" => WATCH,
         "leaktest-lab" | "leaktest-lab-down" => LAB,
         _ => PLAIN,

@@ -368,8 +368,17 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut results: Vec<ProfileResult> = results.into_iter().flatten().collect();
     let transitions = transitions(&args, &lab)?;
-    // The FIN/RST check's connections go through the gateway's tor.
-    if late.is_empty() && transitions.iter().any(|t| t.scenario == Scenario::FinRst) {
+    // The FIN/RST check's connections go through the gateway's tor (in
+    // fin-rst and tor-kill); bootstrap starts from a tor that has been up
+    // (its directory cached).
+    if late.is_empty()
+        && transitions.iter().any(|t| {
+            matches!(
+                t.scenario,
+                Scenario::FinRst | Scenario::TorKill | Scenario::Bootstrap
+            )
+        })
+    {
         lab.ready(&mut progress)
             .context("making the gateway work (consensus, bootstrap, a fetch through Tor)")?;
     }

@@ -2,6 +2,7 @@
 //! done by the library crates.
 
 pub mod docs;
+pub mod finrst;
 pub mod lab;
 pub mod privsep;
 pub mod probe;
