@@ -307,20 +307,69 @@ pub enum IfaceChange {
     Back { ifindex: u32, what: String },
 }
 
-/// Link deletions and moves, as the kernel announces them on the route
-/// netlink group `RTMGRP_LINK`: an `RTM_DELLINK` for an interface moved to
-/// another namespace carries `IFLA_NEW_NETNSID`, one for a deleted
-/// interface does not (Linux `net/core/dev.c` `__dev_change_net_namespace`
-/// and `unregister_netdevice_many_notify`; measured on this kernel: `ip
-/// link del` gives none, `ip link set … netns` gives it).
+/// Link changes, as the kernel announces them on the route netlink group
+/// `RTMGRP_LINK`: an `RTM_DELLINK` for an interface moved to another
+/// namespace carries `IFLA_NEW_NETNSID`, one for a deleted interface does
+/// not (Linux `net/core/dev.c` `__dev_change_net_namespace` and
+/// `unregister_netdevice_many_notify`, since Linux 4.15; measured on this
+/// kernel: `ip link del` gives none, `ip link set … netns` gives it); every
+/// `RTM_NEWLINK` carries the interface's flags (`IFF_UP`).
 #[derive(Debug)]
 struct LinkEvents {
     fd: Option<OwnedFd>,
-    /// A message was lost (the socket's buffer overflowed, or it could not
-    /// be opened): no deletion can be proven any more.
-    lossy: bool,
-    /// ifindex → moved (true) or deleted (false), as announced.
-    ended: std::collections::HashMap<u32, bool>,
+    /// Why no deletion can be proven (any more): the socket could not be
+    /// opened, the kernel is older than 4.15, or a message was lost (the
+    /// socket's buffer overflowed).
+    unproven: Option<String>,
+    /// Per ifindex, what was announced for it.
+    seen: std::collections::HashMap<u32, LinkSeen>,
+}
+
+/// What the kernel announced for one ifindex.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct LinkSeen {
+    /// Deleted under the watched name (and never moved).
+    deleted_as: Option<String>,
+    /// Moved to another namespace, or a deletion that did not parse: never
+    /// a proven deletion again (sticky).
+    moved: bool,
+    /// Announced up (`IFF_UP`) at least once.
+    up: bool,
+}
+
+/// One `RTM_NEWLINK` or `RTM_DELLINK` message, as [`parse_links`] reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkMessage {
+    pub ifindex: u32,
+    /// `RTM_DELLINK` (else `RTM_NEWLINK`).
+    pub deleted: bool,
+    /// `IFLA_NEW_NETNSID` present (a move), or attributes that do not
+    /// parse: not a proven deletion.
+    pub moved: bool,
+    /// `IFLA_IFNAME`.
+    pub name: Option<String>,
+    /// `ifi_flags`.
+    pub flags: u32,
+}
+
+/// Whether this kernel marks moves (`IFLA_NEW_NETNSID`, Linux 4.15).
+fn kernel_marks_moves() -> bool {
+    // SAFETY: utsname is plain data filled by uname(2).
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return false;
+    }
+    let release: String = u
+        .release
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8 as char)
+        .collect();
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|x| x.parse::<u32>().ok());
+    matches!((it.next(), it.next()), (Some(a), Some(b)) if (a, b) >= (4, 15))
 }
 
 impl LinkEvents {
@@ -353,33 +402,48 @@ impl LinkEvents {
             };
             (r == 0).then_some(fd)
         })();
+        let unproven = match (&fd, kernel_marks_moves()) {
+            (None, _) => Some("the link notifications (route netlink) could not be opened".into()),
+            (_, false) => Some("this kernel (before Linux 4.15) does not tell a deletion from a move to another namespace".into()),
+            _ => None,
+        };
         LinkEvents {
-            lossy: fd.is_none(),
             fd,
-            ended: Default::default(),
+            unproven,
+            seen: Default::default(),
         }
     }
 
-    /// Reads what the kernel announced since the last call.
-    fn poll(&mut self) {
-        let Some(fd) = &self.fd else { return };
+    /// Reads what the kernel announced since the last call. Only the
+    /// kernel's messages count (sender port 0).
+    fn poll(&mut self, watched: &str) {
+        let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
+            return;
+        };
         let mut buf = vec![0u8; 1 << 16];
         // Bounded: what arrives while this reads waits for the next call.
         for _ in 0..1024 {
-            // SAFETY: reads into a buffer of its length.
+            // SAFETY: sockaddr_nl is plain data.
+            let mut from: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            // SAFETY: reads into a buffer of its length; `from` of `len` bytes.
             let n = unsafe {
-                libc::recv(
-                    fd.as_raw_fd(),
+                libc::recvfrom(
+                    fd,
                     buf.as_mut_ptr().cast(),
                     buf.len(),
                     libc::MSG_DONTWAIT,
+                    (&mut from as *mut libc::sockaddr_nl).cast(),
+                    &mut len,
                 )
             };
             if n < 0 {
                 match io::Error::last_os_error().raw_os_error() {
                     Some(libc::EINTR) => continue,
                     Some(libc::ENOBUFS) => {
-                        self.lossy = true;
+                        self.unproven.get_or_insert_with(|| {
+                            "link notifications were lost (the socket's buffer overflowed)".into()
+                        });
                         continue;
                     }
                     _ => return,
@@ -388,51 +452,91 @@ impl LinkEvents {
             if n == 0 {
                 return;
             }
-            for (ifindex, moved) in parse_dellinks(&buf[..n as usize]) {
-                self.ended.insert(ifindex, moved);
+            if from.nl_pid != 0 {
+                continue;
+            }
+            for m in parse_links(&buf[..n as usize]) {
+                self.note(&m, watched);
             }
         }
     }
 
-    /// Whether `ifindex` was deleted (announced, not moved, nothing lost).
-    fn deleted(&mut self, ifindex: u32) -> bool {
-        self.poll();
-        !self.lossy && self.ended.get(&ifindex) == Some(&false)
+    /// Records one message: up once announced up; a move (or malformed
+    /// deletion) sticks; a deletion counts only under the watched name.
+    fn note(&mut self, m: &LinkMessage, watched: &str) {
+        let e = self.seen.entry(m.ifindex).or_default();
+        e.up |= m.flags & libc::IFF_UP as u32 != 0;
+        if m.deleted {
+            if m.moved {
+                e.moved = true;
+            } else if m.name.as_deref() == Some(watched) {
+                e.deleted_as = Some(watched.to_string());
+            }
+        }
+    }
+
+    /// Why `ifindex` is not a proven deletion of the watched interface, or
+    /// `None` if it is (announced deleted under its name, never moved,
+    /// nothing lost).
+    fn not_deleted(&self, ifindex: u32, watched: &str) -> Option<String> {
+        if let Some(u) = &self.unproven {
+            return Some(u.clone());
+        }
+        match self.seen.get(&ifindex) {
+            Some(s) if s.moved => Some("the old one was moved to another network namespace".into()),
+            Some(s) if s.deleted_as.as_deref() == Some(watched) => None,
+            _ => Some("the old one's deletion was not seen".into()),
+        }
     }
 }
 
-/// The `RTM_DELLINK` messages in a route netlink datagram: (ifindex, moved
-/// to another namespace, or attributes that do not parse: not a proven
-/// deletion). Layout: `nlmsghdr` (16 bytes: length, type, …),
-/// `ifinfomsg` (16 bytes, ifindex at offset 4), then 4-byte aligned
-/// `rtattr`s (length, type). Malformed input ends the parse.
-pub fn parse_dellinks(mut b: &[u8]) -> Vec<(u32, bool)> {
+/// The `RTM_NEWLINK` and `RTM_DELLINK` messages in a route netlink
+/// datagram. Layout: `nlmsghdr` (16 bytes: length, type, …), `ifinfomsg`
+/// (16 bytes: family, pad, type, ifindex at offset 4, flags at 8), then
+/// 4-byte aligned `rtattr`s (length, type). A malformed message ends the
+/// parse; malformed attributes make it `moved` (not a proven deletion).
+pub fn parse_links(mut b: &[u8]) -> Vec<LinkMessage> {
     let u16_at = |b: &[u8], o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
+    let u32_at = |b: &[u8], o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
     let mut out = Vec::new();
     while b.len() >= 16 {
-        let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        let len = u32_at(b, 0) as usize;
         if len < 16 || len > b.len() {
             break;
         }
         let msg = &b[..len];
-        if u16_at(msg, 4) == libc::RTM_DELLINK && len >= 32 {
-            let ifindex = i32::from_ne_bytes([msg[20], msg[21], msg[22], msg[23]]);
+        let ty = u16_at(msg, 4);
+        if (ty == libc::RTM_DELLINK || ty == libc::RTM_NEWLINK) && len >= 32 {
+            let ifindex = u32_at(msg, 20) as i32;
+            let flags = u32_at(msg, 24);
             let mut moved = false;
+            let mut name = None;
             let mut a = &msg[32..];
             while a.len() >= 4 {
                 let alen = usize::from(u16_at(a, 0));
                 if alen < 4 || alen > a.len() {
-                    // Malformed: not a proven deletion.
                     moved = true;
                     break;
                 }
-                if u16_at(a, 2) & 0x3fff == libc::IFLA_NEW_NETNSID {
-                    moved = true;
+                match u16_at(a, 2) & 0x3fff {
+                    libc::IFLA_NEW_NETNSID => moved = true,
+                    libc::IFLA_IFNAME => {
+                        let v = &a[4..alen];
+                        let v = v.split(|c| *c == 0).next().unwrap_or(v);
+                        name = Some(String::from_utf8_lossy(v).into_owned());
+                    }
+                    _ => {}
                 }
                 a = &a[((alen + 3) & !3).min(a.len())..];
             }
             if ifindex > 0 {
-                out.push((ifindex as u32, moved));
+                out.push(LinkMessage {
+                    ifindex: ifindex as u32,
+                    deleted: ty == libc::RTM_DELLINK,
+                    moved,
+                    name,
+                    flags,
+                });
             }
         }
         b = &b[((len + 3) & !3).min(b.len())..];
@@ -484,19 +588,57 @@ impl IfaceMonitor {
         self.down || self.gone
     }
 
+    /// Whether it was lost ([`IfaceChange::Lost`]): the watch cannot be
+    /// proven any more.
+    pub fn is_lost(&self) -> bool {
+        self.lost
+    }
+
     /// Whether it was gone (not in the namespace) at the last check.
     pub fn is_gone(&self) -> bool {
         self.gone
     }
 
+    /// Waits up to `timeout` for a link notification (returns at once if
+    /// one is waiting; sleeps `timeout` if there is no notification
+    /// socket).
+    pub fn wait_link_event(&self, timeout: std::time::Duration) {
+        let Some(fd) = self.wake_fd() else {
+            std::thread::sleep(timeout);
+            return;
+        };
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; EINTR ends the wait.
+        unsafe { libc::poll(&mut pfd, 1, timeout.as_millis().min(60_000) as i32) };
+    }
+
+    /// The link notifications' descriptor: readable when the kernel
+    /// announced a link change (a caller may wait on it to look at once).
+    pub fn wake_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.links.fd.as_ref().map(|f| f.as_raw_fd())
+    }
+
     /// Checks the interface now. Returns each change once: gone, back
     /// (re-created), down, up again; lost once, and then nothing more.
+    ///
+    /// A re-created interface (same name, a new ifindex) is
+    /// [`IfaceChange::Back`] only when the old one's deletion under this
+    /// name was announced (never a move to another namespace), its
+    /// hardware address is the old one's, and it is still administratively
+    /// down, never announced up: nothing can have left it yet. The caller
+    /// binds its capture to it and then calls [`IfaceMonitor::confirm_back`]
+    /// to prove it was still never up once bound. Otherwise it is
+    /// [`IfaceChange::Lost`].
     pub fn check(&mut self) -> Option<IfaceChange> {
+        self.links.poll(&self.iface);
         if self.lost {
             return None;
         }
         let Some(info) = IfaceInfo::read(&self.iface) else {
-            self.links.poll();
             if self.gone {
                 return None;
             }
@@ -508,31 +650,27 @@ impl IfaceMonitor {
         };
         if info.ifindex != self.ifindex || self.gone {
             let old = self.ifindex;
-            let deleted = self.links.deleted(old);
-            if info.mac != self.mac || !deleted {
-                self.lost = true;
-                // There, but not followed: no longer "gone".
-                self.gone = false;
-                self.down = !info.is_up();
-                let why = if info.mac != self.mac {
-                    "by an interface of another hardware address".to_string()
-                } else if self.links.ended.get(&old) == Some(&true) {
-                    "after the old one was moved to another network namespace".to_string()
-                } else {
-                    "and the old one's deletion was not seen".to_string()
-                };
-                return Some(IfaceChange::Lost(format!(
-                    "interface {} was replaced {why} (ifindex {old}, now {}): the capture does not follow it",
-                    self.iface, info.ifindex
-                )));
+            let why = if info.mac != self.mac {
+                Some("by an interface of another hardware address".to_string())
+            } else if let Some(w) = self.links.not_deleted(old, &self.iface) {
+                Some(format!("and {w}"))
+            } else if info.ifindex == old {
+                Some("under the same ifindex".to_string())
+            } else if info.admin_up || self.links.seen.get(&info.ifindex).is_some_and(|s| s.up) {
+                Some("and the new one came up before the capture could follow it".to_string())
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Some(self.lose(info, old, &why));
             }
             self.ifindex = info.ifindex;
             self.gone = false;
-            self.down = !info.is_up();
+            self.down = true;
             return Some(IfaceChange::Back {
                 ifindex: info.ifindex,
                 what: format!(
-                    "interface {} was re-created (ifindex {}, was {old}; the same hardware address): the capture follows it",
+                    "interface {} was re-created (ifindex {}, was {old}; the same hardware address; bound before it came up): the capture follows it",
                     self.iface, info.ifindex
                 ),
             });
@@ -556,6 +694,45 @@ impl IfaceMonitor {
             }
             _ => None,
         }
+    }
+
+    /// After [`IfaceChange::Back`] and the capture's bind: the followed
+    /// interface must still be administratively down and never announced
+    /// up (read after the bind), so no frame left it before the capture
+    /// was bound. Otherwise the interface is lost (returned).
+    pub fn confirm_back(&mut self) -> Option<IfaceChange> {
+        self.links.poll(&self.iface);
+        let info = IfaceInfo::read(&self.iface);
+        let ok = info.as_ref().is_some_and(|i| {
+            i.ifindex == self.ifindex
+                && !i.admin_up
+                && !self.links.seen.get(&i.ifindex).is_some_and(|s| s.up)
+        });
+        if ok {
+            return None;
+        }
+        let old = self.ifindex;
+        match info {
+            Some(i) => Some(self.lose(i, old, "and it came up before the capture was bound to it")),
+            None => {
+                self.gone = true;
+                Some(IfaceChange::Gone(format!(
+                    "interface {} disappeared again",
+                    self.iface
+                )))
+            }
+        }
+    }
+
+    fn lose(&mut self, info: IfaceInfo, old: u32, why: &str) -> IfaceChange {
+        self.lost = true;
+        // There, but not followed: no longer "gone".
+        self.gone = false;
+        self.down = !info.is_up();
+        IfaceChange::Lost(format!(
+            "interface {} was replaced {why} (ifindex {old}, now {}): the capture does not follow it",
+            self.iface, info.ifindex
+        ))
     }
 }
 
@@ -582,8 +759,16 @@ mod tests {
         m
     }
 
+    /// (ifindex, deleted, moved, name) of each message.
+    fn parsed(b: &[u8]) -> Vec<(u32, bool, bool, Option<String>)> {
+        parse_links(b)
+            .into_iter()
+            .map(|m| (m.ifindex, m.deleted, m.moved, m.name))
+            .collect()
+    }
+
     #[test]
-    fn dellinks_say_deleted_or_moved() {
+    fn link_messages_say_deleted_moved_up_and_name() {
         // IFLA_IFNAME "gw1" (3), then for the move IFLA_NEW_NETNSID (45).
         let deleted = link_msg(libc::RTM_DELLINK, 7, &[(3, b"gw1\0")]);
         let moved = link_msg(
@@ -591,30 +776,80 @@ mod tests {
             8,
             &[(3, b"gw1\0"), (libc::IFLA_NEW_NETNSID, &5i32.to_ne_bytes())],
         );
-        let new = link_msg(libc::RTM_NEWLINK, 9, &[(3, b"gw1\0")]);
+        let mut new = link_msg(libc::RTM_NEWLINK, 9, &[(3, b"eth0\0")]);
+        new[24..28].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
         let mut dgram = deleted.clone();
         dgram.extend(&new);
         dgram.extend(&moved);
-        assert_eq!(parse_dellinks(&dgram), vec![(7, false), (8, true)]);
+        let gw1 = Some("gw1".to_string());
+        assert_eq!(
+            parsed(&dgram),
+            vec![
+                (7, true, false, gw1.clone()),
+                (9, false, false, Some("eth0".into())),
+                (8, true, true, gw1.clone())
+            ]
+        );
+        assert_eq!(parse_links(&new)[0].flags, libc::IFF_UP as u32);
         // The nested flag bit (NLA_F_NESTED) does not hide the type.
         let flagged = link_msg(
             libc::RTM_DELLINK,
             8,
             &[(libc::IFLA_NEW_NETNSID | 0x8000, &5i32.to_ne_bytes())],
         );
-        assert_eq!(parse_dellinks(&flagged), vec![(8, true)]);
+        assert_eq!(parsed(&flagged), vec![(8, true, true, None)]);
         // Cut short or malformed: what parsed before stands, nothing after.
-        assert_eq!(parse_dellinks(&dgram[..dgram.len() - 3]), vec![(7, false)]);
+        assert_eq!(parsed(&dgram[..dgram.len() - 3]).len(), 2);
         let mut bad = deleted.clone();
         bad[0..4].copy_from_slice(&3u32.to_ne_bytes());
-        assert_eq!(parse_dellinks(&bad), vec![]);
-        assert_eq!(parse_dellinks(&[]), vec![]);
+        assert_eq!(parsed(&bad), vec![]);
+        assert_eq!(parsed(&[]), vec![]);
         // A bad attribute length ends that message's attributes: not a
         // proven deletion; the next message is read.
         let mut odd = link_msg(libc::RTM_DELLINK, 4, &[(3, b"gw1\0")]);
         odd[32..34].copy_from_slice(&2u16.to_ne_bytes());
         odd.extend(&moved);
-        assert_eq!(parse_dellinks(&odd), vec![(4, true), (8, true)]);
+        assert_eq!(
+            parsed(&odd),
+            vec![(4, true, true, None), (8, true, true, gw1)]
+        );
+    }
+
+    /// The record of an ifindex: a move sticks, whatever deletion is
+    /// announced for the same index later (an attacker's `ip link add tmp
+    /// index N` and `del`); a deletion counts only under the watched name;
+    /// lost messages prove nothing.
+    #[test]
+    fn a_deletion_is_proven_only_under_the_name_and_never_after_a_move() {
+        let mut l = LinkEvents {
+            fd: None,
+            unproven: None,
+            seen: Default::default(),
+        };
+        let feed = |l: &mut LinkEvents, m: Vec<u8>| {
+            for m in parse_links(&m) {
+                l.note(&m, "eth0");
+            }
+        };
+        feed(
+            &mut l,
+            link_msg(
+                libc::RTM_DELLINK,
+                5,
+                &[
+                    (3, b"eth0\0"),
+                    (libc::IFLA_NEW_NETNSID, &1i32.to_ne_bytes()),
+                ],
+            ),
+        );
+        feed(&mut l, link_msg(libc::RTM_DELLINK, 5, &[(3, b"eth0\0")]));
+        assert!(l.not_deleted(5, "eth0").unwrap().contains("moved"));
+        feed(&mut l, link_msg(libc::RTM_DELLINK, 6, &[(3, b"tmp\0")]));
+        assert!(l.not_deleted(6, "eth0").unwrap().contains("not seen"));
+        feed(&mut l, link_msg(libc::RTM_DELLINK, 7, &[(3, b"eth0\0")]));
+        assert_eq!(l.not_deleted(7, "eth0"), None);
+        l.unproven = Some("lost".into());
+        assert_eq!(l.not_deleted(7, "eth0").as_deref(), Some("lost"));
     }
 
     #[test]

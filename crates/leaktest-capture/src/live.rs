@@ -97,6 +97,11 @@ pub struct LiveCapture {
     delivered: u64,
     barrier_frames: u64,
     sealed: bool,
+    /// Also wait on this descriptor in [`LiveCapture::drain`] (the link
+    /// notifications): readable, the wait ends early and
+    /// [`LiveCapture::woken`] says so.
+    wake_fd: Option<std::os::fd::RawFd>,
+    woken: bool,
 }
 
 impl std::fmt::Debug for LiveCapture {
@@ -175,6 +180,8 @@ impl LiveCapture {
             delivered: 0,
             barrier_frames: 0,
             sealed: false,
+            wake_fd: None,
+            woken: false,
         };
         live.barrier()?;
         live.barrier_frames = live.delivered;
@@ -197,6 +204,17 @@ impl LiveCapture {
     /// on it; the capture keeps owning it).
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         self.cap.as_raw_fd()
+    }
+
+    /// Also wait on `fd` in [`LiveCapture::drain`] (see `wake_fd`).
+    pub fn set_wake_fd(&mut self, fd: Option<std::os::fd::RawFd>) {
+        self.wake_fd = fd;
+    }
+
+    /// Whether a wait in [`LiveCapture::drain`] ended because the wake
+    /// descriptor was readable since the last call.
+    pub fn woken(&mut self) -> bool {
+        std::mem::take(&mut self.woken)
     }
 
     /// The ifindex the capture socket is bound to now, read with
@@ -355,14 +373,25 @@ impl LiveCapture {
         if n > 0 {
             return Ok(n);
         }
-        let mut pfd = libc::pollfd {
-            fd: self.cap.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd. EINTR (a signal) simply ends the wait.
-        unsafe { libc::poll(&mut pfd, 1, self.timeout_ms) };
-        if pfd.revents == 0 {
+        let mut pfd = [
+            libc::pollfd {
+                fd: self.cap.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.wake_fd.unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds (a negative fd is ignored). EINTR (a
+        // signal) simply ends the wait.
+        unsafe { libc::poll(pfd.as_mut_ptr(), 2, self.timeout_ms) };
+        if pfd[1].revents != 0 {
+            self.woken = true;
+        }
+        if pfd[0].revents == 0 {
             return Ok(0);
         }
         // Readable or an error condition: libpcap reads it or reports it.

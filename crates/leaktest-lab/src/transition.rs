@@ -682,8 +682,12 @@ pub fn judge(
         let is_data = |l: &leaktest_watch::report::LeakReport| {
             run.is_some_and(|run| l.probe.as_ref().is_some_and(|p| &p.run == run))
         };
+        // Unattributed segments of the workstation's connections: a pulse
+        // probe from another host may share a source port by chance.
         let from_ports = |l: &leaktest_watch::report::LeakReport| {
-            l.dst == crate::plan::WEB4.to_string()
+            l.probe.is_none()
+                && l.src == crate::plan::WS4.to_string()
+                && l.dst == crate::plan::WEB4.to_string()
                 && l.src_port.is_some_and(|p| fin_rst_ports.contains(&p))
         };
         let data = r.leaks.iter().filter(|l| is_data(l)).count();

@@ -103,10 +103,6 @@ pub struct Unreached {
 /// 1000, Linux defaults for both ARP and neighbour discovery).
 pub const NEXT_HOP_SETTLE: Duration = Duration::from_millis(3500);
 
-/// The next hops of a raw-socket sweep that never resolved (see
-/// [`Unreached`]). Only families whose probes the kernel took, on links
-/// with a link layer to resolve. Waits up to [`NEXT_HOP_SETTLE`] while a
-/// resolution is still under way; returns at once when all resolved.
 /// The interface a path's next hop is reached by now: the path's own, or
 /// the one of the same name that replaced it during the run (a re-created
 /// uplink has a new ifindex; its neighbour entries are its own).
@@ -122,6 +118,10 @@ fn current_ifindex(nl: &mut crate::netlink::Netlink, p: &Path) -> u32 {
     }
 }
 
+/// The next hops of a raw-socket sweep that never resolved (see
+/// [`Unreached`]). Only families whose probes the kernel took, on links
+/// with a link layer to resolve. Waits up to [`NEXT_HOP_SETTLE`] while a
+/// resolution is still under way; returns at once when all resolved.
 fn unreached_next_hops(paths: &[(Family, Path)], sent: &BTreeMap<Family, u64>) -> Vec<Unreached> {
     let mut pending: Vec<&(Family, Path)> = paths
         .iter()

@@ -361,8 +361,15 @@ pub fn mark_events(
 ) -> Result<u64, ReportError> {
     use pcap_file::pcapng::blocks::section_header::SectionHeaderOption;
     use pcap_file::pcapng::{Block, PcapNgReader};
+    use std::os::unix::fs::MetadataExt;
     let mut events: Vec<&crate::timeline::Event> = events.iter().collect();
     events.sort_by_key(|e| e.start_unix_ns);
+    // The rewrite keeps the file's owner and mode (a user's 0600 file
+    // stays 0600 and theirs).
+    let before = std::fs::metadata(path).map_err(|source| ReportError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     let pcap_err = |source| ReportError::Pcap {
         path: path.to_owned(),
         source,
@@ -464,6 +471,12 @@ pub fn mark_events(
             path: path.to_owned(),
             source: io::Error::other(e.to_string()),
         },
+    })?;
+    let keep = std::fs::set_permissions(path, before.permissions())
+        .and_then(|()| std::os::unix::fs::chown(path, Some(before.uid()), Some(before.gid())));
+    keep.map_err(|source| ReportError::Io {
+        path: path.to_owned(),
+        source,
     })?;
     Ok(marked)
 }
@@ -596,7 +609,13 @@ mod tests {
             ),
             ev("late", 1_700_000_100 * s, None),
         ];
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         assert_eq!(mark_events(&path, &events, start).unwrap(), 8 + 3 - 3);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "the file's mode is kept");
         let bytes = std::fs::read(&path).unwrap();
         let mut comments = Vec::new();
         let mut shb_comment = None;

@@ -282,6 +282,13 @@ fn unix_now_ns() -> u64 {
 struct Watched {
     monitor: IfaceMonitor,
     unbound_reported: bool,
+    /// When the capture was last bound to a re-created interface: read
+    /// errors libpcap reports for the vanished one are expected shortly
+    /// after (see the drain loop).
+    rebound_at: Option<Instant>,
+    /// The watch is over (the capture sealed): a change now cannot be
+    /// followed or proven, so it is a problem.
+    ended: bool,
 }
 
 /// Looks at the interface and acts on what changed: a lost interface is a
@@ -302,25 +309,49 @@ fn look_at_iface(
     next_canary: &mut Instant,
 ) -> bool {
     use leaktest_capture::IfaceChange;
-    let change = w.monitor.check();
+    let mut change = w.monitor.check();
+    if w.ended {
+        // After the seal nothing is followed: a change is unproven.
+        if let Some(c) = change.take() {
+            let what = match c {
+                IfaceChange::Lost(p) => p,
+                IfaceChange::Down(_) | IfaceChange::Up => return false,
+                IfaceChange::Gone(w) => w,
+                IfaceChange::Back { what, .. } => what,
+            };
+            problems.push(start, format_args!("at the end of the watch: {what}"));
+        }
+        return false;
+    }
+    if let Some(IfaceChange::Back { ifindex, what }) = change.clone() {
+        // Bound first, then proven: still down and never up once bound.
+        change = match cap.rebind(ifindex) {
+            Ok(()) => match w.monitor.confirm_back() {
+                None => {
+                    w.rebound_at = Some(Instant::now());
+                    Some(IfaceChange::Back { ifindex, what })
+                }
+                other => other,
+            },
+            Err(e) => {
+                problems.push(
+                    start,
+                    format_args!("following the re-created interface {iface} failed: {e}"),
+                );
+                None
+            }
+        };
+    }
     let went_down = matches!(change, Some(IfaceChange::Down(_) | IfaceChange::Gone(_)));
     match change {
         Some(IfaceChange::Lost(p)) => problems.push(start, p),
         Some(IfaceChange::Down(what) | IfaceChange::Gone(what)) => {
             link_events.push(("link", what, unix_now_ns()));
         }
-        Some(IfaceChange::Back { ifindex, what }) => match cap.rebind(ifindex) {
-            Ok(()) => {
-                link_events.push(("link", what, unix_now_ns()));
-                if !w.monitor.is_down() {
-                    *next_canary = Instant::now();
-                }
-            }
-            Err(e) => problems.push(
-                start,
-                format_args!("following the re-created interface {iface} failed: {e}"),
-            ),
-        },
+        // Down until it comes up (an Up event, then a canary).
+        Some(IfaceChange::Back { what, .. }) => {
+            link_events.push(("link", what, unix_now_ns()));
+        }
         Some(IfaceChange::Up) => {
             link_events.push((
                 "link",
@@ -487,8 +518,9 @@ pub fn run_with(
         monitor: IfaceMonitor::new(&iface)
             .ok_or_else(|| CaptureError::NoSuchInterface(iface.clone()))?,
         unbound_reported: false,
+        rebound_at: None,
+        ended: false,
     };
-    let first_ifindex = watched.monitor.ifindex();
     // Connected (the cookie read) now; the refresh thread starts after the
     // hook, with whatever credentials the hook left.
     let pending = match cfg.tor_control.clone() {
@@ -518,6 +550,8 @@ pub fn run_with(
     )
     .with_canaries(ledger);
     let mut cap = LiveCapture::open(&cfg.capture)?;
+    // A link change (the uplink deleted, re-created) ends a wait at once.
+    cap.set_wake_fd(watched.monitor.wake_fd());
     // Everything privileged is open: the caller may drop privilege now,
     // before a single frame is read.
     let feed = hooks
@@ -687,11 +721,13 @@ pub fn run_with(
                 false,
             )
         });
+        let woken = cap.woken();
         if let Err(e) = r {
             // libpcap reports an interface that disappeared (its check of
-            // the name after ENETDOWN) as an error; the handle still works
-            // once one of that name is back. The interface gone or
-            // re-created: an event (followed, or a problem, by the look).
+            // the name after ENETDOWN) as an error; the handle works again
+            // once bound to one of that name. Tolerated while the
+            // interface is gone, and for 2 s after the capture followed a
+            // re-created one; any other read error ends the watch.
             look_at_iface(
                 &mut watched,
                 &mut cap,
@@ -701,15 +737,35 @@ pub fn run_with(
                 &mut link_events,
                 &mut next_canary,
             );
+            // Lost: already a problem (INCONCLUSIVE); the watch runs on to
+            // its end (its --run-at commands are not cut short).
             let followed = watched.monitor.is_gone()
-                || (watched.monitor.ifindex() != first_ifindex && !watched.unbound_reported);
+                || watched.monitor.is_lost()
+                || watched
+                    .rebound_at
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(2));
             if !followed {
                 problems.push(start, format_args!("the capture failed: {e}"));
                 capture_broken = true;
                 break;
             }
-            // Not a busy loop while it is gone: libpcap fails at once.
-            std::thread::sleep(Duration::from_millis(20));
+            // Not a busy loop while it is gone or lost: wait for a link change.
+            watched.monitor.wait_link_event(Duration::from_millis(20));
+        } else if woken || watched.monitor.is_gone() {
+            // A link change: look at once (a re-created interface must be
+            // followed before it comes up).
+            if watched.monitor.is_gone() && !woken {
+                watched.monitor.wait_link_event(Duration::from_millis(20));
+            }
+            look_at_iface(
+                &mut watched,
+                &mut cap,
+                &iface,
+                start,
+                &mut problems,
+                &mut link_events,
+                &mut next_canary,
+            );
         }
         judge_released!(false);
         if canaries_seen(&classifier) > 0 {
@@ -741,7 +797,13 @@ pub fn run_with(
                 &mut next_canary,
             );
             feed_events(&feed, &mut feed_lost, &mut link_events);
-            classifier.set_own_nets(iface_networks(&iface), link_routes_of(&iface));
+            // While the uplink is gone or has no address yet (re-created),
+            // its last addresses stay its own: an ARP of the re-created
+            // interface is not judged against an empty list.
+            let nets = iface_networks(&iface);
+            if !nets.is_empty() {
+                classifier.set_own_nets(nets, link_routes_of(&iface));
+            }
         }
     }
 
@@ -823,6 +885,7 @@ pub fn run_with(
         }
     }
     judge_released!(true);
+    watched.ended = true;
     look_at_iface(
         &mut watched,
         &mut cap,

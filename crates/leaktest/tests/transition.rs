@@ -284,6 +284,11 @@ fn an_uplink_left_down_is_inconclusive() {
 /// with `mac` set to the old hardware address (a re-plugged NIC, a
 /// re-created veth that keeps its address) or a new one.
 fn recreate_uplink(lab: &Lab, same_mac: bool) -> String {
+    recreate_uplink_with(lab, same_mac, "")
+}
+
+/// The same, with `flags` in the `ip link add` of gw1 (`up`: created up).
+fn recreate_uplink_with(lab: &Lab, same_mac: bool, flags: &str) -> String {
     let inet = lab.ns("in").name().to_string();
     let mac = if same_mac {
         "$(ip -o link show gw1 | sed 's|.*link/ether \\([0-9a-f:]*\\).*|\\1|')"
@@ -292,7 +297,7 @@ fn recreate_uplink(lab: &Lab, same_mac: bool) -> String {
     };
     format!(
         "mac={mac} && ip link del gw1 && sleep 0.3 && \
-         ip link add gw1 address $mac type veth peer name in0 netns {inet} && \
+         ip link add gw1 address $mac {flags} type veth peer name in0 netns {inet} && \
          ip -n {inet} link set in0 up && ip -n {inet} addr add 198.51.100.1/24 dev in0 && \
          ip -n {inet} -6 addr add 2001:db8:1::1/64 dev in0 nodad && \
          ip addr add 198.51.100.2/24 dev gw1 && ip -6 addr add 2001:db8:1::2/64 dev gw1 nodad && \
@@ -329,11 +334,12 @@ fn a_recreated_uplink_is_followed_and_proven_again() {
     assert_eq!(w["verdict"], "pass", "{w:#}\n{out}");
     assert_eq!(code, 0, "{out}");
     let links = link_events(&w);
-    assert!(links[0].contains("disappeared"), "{links:?}");
-    assert!(
-        links[1].contains("was re-created") && links[1].contains("follows it"),
-        "{links:?}"
-    );
+    let at = |what: &str| links.iter().position(|l| l.contains(what));
+    let (gone, back) = (at("disappeared"), at("was re-created"));
+    assert!(gone.is_some() && gone < back, "{links:?}");
+    assert!(links[back.unwrap()].contains("follows it"), "{links:?}");
+    // Bound before it came up, then up: a canary proves it.
+    assert!(at("is up again") > back, "{links:?}");
     let c = &w["capture"];
     assert_eq!(c["canaries_seen"], c["canaries_sent"], "{c}");
     assert!(u(&c["canaries_seen"]) >= 2, "{c}");
@@ -390,4 +396,26 @@ fn an_uplink_moved_out_and_back_is_inconclusive() {
         "{problems}"
     );
     eprintln!("{problems}");
+}
+
+/// The uplink created again already up (`ip link add … up`): frames could
+/// leave it before the capture was bound to it, so the watch does not
+/// follow it: INCONCLUSIVE, never PASS.
+#[test]
+fn an_uplink_recreated_up_is_inconclusive() {
+    if !is_root() {
+        return;
+    }
+    let lab = build("tru", false);
+    forwarding(&lab);
+    let cmd = recreate_uplink_with(&lab, true, "up");
+    let (code, out, w, _p) = pulse_through_at(&lab, "1.5", &cmd);
+    assert_eq!(w["events"][0]["exit_code"], 0, "{:#}", w["events"]);
+    assert_eq!(w["verdict"], "inconclusive", "{w:#}\n{out}");
+    assert_eq!(code, 3, "{out}");
+    let problems = w["capture"]["problems"].to_string();
+    assert!(
+        problems.contains("came up before the capture"),
+        "{problems}"
+    );
 }
