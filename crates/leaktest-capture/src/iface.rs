@@ -400,6 +400,18 @@ impl LinkEvents {
                     std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
                 )
             };
+            // Room for bursts of link messages (a busy host).
+            let rcvbuf: libc::c_int = 1 << 20;
+            // SAFETY: an int option of its size on a socket this owns.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    (&rcvbuf as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
             (r == 0).then_some(fd)
         })();
         let unproven = match (&fd, kernel_marks_moves()) {
@@ -421,8 +433,16 @@ impl LinkEvents {
             return;
         };
         let mut buf = vec![0u8; 1 << 16];
-        // Bounded: what arrives while this reads waits for the next call.
-        for _ in 0..1024 {
+        let lost = |u: &mut Option<String>, why: &str| {
+            u.get_or_insert_with(|| format!("link notifications were lost ({why})"));
+        };
+        // Until the socket is empty (bounded: past the bound, what was not
+        // read proves nothing).
+        for i in 0.. {
+            if i == MAX_LINK_DATAGRAMS {
+                lost(&mut self.unproven, "more than a bound's worth waiting");
+                return;
+            }
             // SAFETY: sockaddr_nl is plain data.
             let mut from: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
             let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
@@ -432,7 +452,7 @@ impl LinkEvents {
                     fd,
                     buf.as_mut_ptr().cast(),
                     buf.len(),
-                    libc::MSG_DONTWAIT,
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
                     (&mut from as *mut libc::sockaddr_nl).cast(),
                     &mut len,
                 )
@@ -440,22 +460,35 @@ impl LinkEvents {
             if n < 0 {
                 match io::Error::last_os_error().raw_os_error() {
                     Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => return,
                     Some(libc::ENOBUFS) => {
-                        self.unproven.get_or_insert_with(|| {
-                            "link notifications were lost (the socket's buffer overflowed)".into()
-                        });
+                        lost(&mut self.unproven, "the socket's buffer overflowed");
                         continue;
                     }
-                    _ => return,
+                    e => {
+                        lost(
+                            &mut self.unproven,
+                            &format!("reading them failed: errno {e:?}"),
+                        );
+                        return;
+                    }
                 }
             }
             if n == 0 {
                 return;
             }
+            if n as usize > buf.len() {
+                lost(&mut self.unproven, "a datagram longer than the buffer");
+                continue;
+            }
             if from.nl_pid != 0 {
                 continue;
             }
-            for m in parse_links(&buf[..n as usize]) {
+            let (msgs, whole) = parse_links_whole(&buf[..n as usize]);
+            if !whole {
+                lost(&mut self.unproven, "a message that does not parse");
+            }
+            for m in msgs {
                 self.note(&m, watched);
             }
         }
@@ -495,7 +528,12 @@ impl LinkEvents {
 /// (16 bytes: family, pad, type, ifindex at offset 4, flags at 8), then
 /// 4-byte aligned `rtattr`s (length, type). A malformed message ends the
 /// parse; malformed attributes make it `moved` (not a proven deletion).
-pub fn parse_links(mut b: &[u8]) -> Vec<LinkMessage> {
+pub fn parse_links(b: &[u8]) -> Vec<LinkMessage> {
+    parse_links_whole(b).0
+}
+
+/// [`parse_links`], and whether the datagram parsed to its end.
+pub fn parse_links_whole(mut b: &[u8]) -> (Vec<LinkMessage>, bool) {
     let u16_at = |b: &[u8], o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
     let u32_at = |b: &[u8], o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
     let mut out = Vec::new();
@@ -541,8 +579,36 @@ pub fn parse_links(mut b: &[u8]) -> Vec<LinkMessage> {
         }
         b = &b[((len + 3) & !3).min(b.len())..];
     }
-    out
+    (out, b.is_empty())
 }
+
+/// The interface's transmit counters (bytes, packets) from
+/// `/proc/self/net/dev` (the calling process's network namespace);
+/// `None` if it is not listed or the file cannot be read.
+pub fn tx_counters(iface: &str) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/self/net/dev").ok()?;
+    parse_tx_counters(&text, iface)
+}
+
+/// [`tx_counters`] from the text of `/proc/net/dev`: `NAME:` then 8
+/// receive and 8 transmit counters (bytes, packets first).
+pub fn parse_tx_counters(text: &str, iface: &str) -> Option<(u64, u64)> {
+    text.lines().find_map(|l| {
+        let (name, rest) = l.split_once(':')?;
+        if name.trim() != iface {
+            return None;
+        }
+        let v: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        Some((*v.get(8)?, *v.get(9)?))
+    })
+}
+
+/// Most datagrams [`LinkEvents::poll`] reads in one call (a socket buffer
+/// of the default size holds far fewer).
+const MAX_LINK_DATAGRAMS: usize = 1 << 16;
 
 /// Watches one interface for going down, going away, coming back, or
 /// being replaced.
@@ -614,6 +680,20 @@ impl IfaceMonitor {
         };
         // SAFETY: one valid pollfd; EINTR ends the wait.
         unsafe { libc::poll(&mut pfd, 1, timeout.as_millis().min(60_000) as i32) };
+    }
+
+    /// Whether a link notification waits to be read (no waiting).
+    pub fn link_event_pending(&self) -> bool {
+        let Some(fd) = self.wake_fd() else {
+            return false;
+        };
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        unsafe { libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents != 0 }
     }
 
     /// The link notifications' descriptor: readable when the kernel
@@ -703,17 +783,37 @@ impl IfaceMonitor {
     pub fn confirm_back(&mut self) -> Option<IfaceChange> {
         self.links.poll(&self.iface);
         let info = IfaceInfo::read(&self.iface);
-        let ok = info.as_ref().is_some_and(|i| {
-            i.ifindex == self.ifindex
-                && !i.admin_up
-                && !self.links.seen.get(&i.ifindex).is_some_and(|s| s.up)
-        });
-        if ok {
-            return None;
+        let seen = info
+            .as_ref()
+            .and_then(|i| self.links.seen.get(&i.ifindex))
+            .cloned()
+            .unwrap_or_default();
+        // A device that ever sent (its counters survive a move between
+        // namespaces) is no fresh one: it may have sent elsewhere.
+        let sent = tx_counters(&self.iface);
+        let why = match &info {
+            Some(i) if i.ifindex != self.ifindex => Some("again before the capture was bound"),
+            Some(i) if i.admin_up || seen.up => {
+                Some("and it came up before the capture was bound to it")
+            }
+            Some(_) if seen.moved => Some("by an interface moved here from another namespace"),
+            Some(_) if sent != Some((0, 0)) => Some(
+                "by an interface that had sent frames before (moved here from another namespace?)",
+            ),
+            Some(_) => None,
+            None => Some(""),
+        };
+        if let Some(unproven) = &self.links.unproven {
+            if why.is_none() {
+                let i = info.expect("present when why is None");
+                let old = self.ifindex;
+                return Some(self.lose(i, old, &format!("and {unproven}")));
+            }
         }
+        let why = why?;
         let old = self.ifindex;
         match info {
-            Some(i) => Some(self.lose(i, old, "and it came up before the capture was bound to it")),
+            Some(i) => Some(self.lose(i, old, why)),
             None => {
                 self.gone = true;
                 Some(IfaceChange::Gone(format!(
@@ -850,6 +950,20 @@ mod tests {
         assert_eq!(l.not_deleted(7, "eth0"), None);
         l.unproven = Some("lost".into());
         assert_eq!(l.not_deleted(7, "eth0").as_deref(), Some("lost"));
+    }
+
+    #[test]
+    fn transmit_counters_from_proc_net_dev() {
+        let text = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0
+  eth0: 5000 40 0 0 0 0 0 0 7000 55 0 0 0 0 0 0
+  eth01:    0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
+";
+        assert_eq!(parse_tx_counters(text, "eth0"), Some((7000, 55)));
+        assert_eq!(parse_tx_counters(text, "eth01"), Some((0, 0)));
+        assert_eq!(parse_tx_counters(text, "eth1"), None);
+        assert_eq!(parse_tx_counters("  eth0: 1 2 3\n", "eth0"), None);
     }
 
     #[test]

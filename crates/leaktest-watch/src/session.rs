@@ -311,19 +311,18 @@ fn look_at_iface(
     use leaktest_capture::IfaceChange;
     let mut change = w.monitor.check();
     if w.ended {
-        // After the seal nothing is followed: a change is unproven.
-        if let Some(c) = change.take() {
-            let what = match c {
-                IfaceChange::Lost(p) => p,
-                IfaceChange::Down(_) | IfaceChange::Up => return false,
-                IfaceChange::Gone(w) => w,
-                IfaceChange::Back { what, .. } => what,
-            };
-            problems.push(start, format_args!("at the end of the watch: {what}"));
+        // After the seal nothing is followed: a change is unproven (the
+        // binding is still checked below).
+        match change.take() {
+            Some(IfaceChange::Lost(what) | IfaceChange::Gone(what)) => {
+                problems.push(start, format_args!("at the end of the watch: {what}"))
+            }
+            Some(IfaceChange::Back { what, .. }) => {
+                problems.push(start, format_args!("at the end of the watch: {what}"))
+            }
+            _ => {}
         }
-        return false;
-    }
-    if let Some(IfaceChange::Back { ifindex, what }) = change.clone() {
+    } else if let Some(IfaceChange::Back { ifindex, what }) = change.clone() {
         // Bound first, then proven: still down and never up once bound.
         change = match cap.rebind(ifindex) {
             Ok(()) => match w.monitor.confirm_back() {
@@ -521,6 +520,8 @@ pub fn run_with(
         rebound_at: None,
         ended: false,
     };
+    // Whether the followed (re-created) uplink got addresses again.
+    let mut readdressed = false;
     // Connected (the cookie read) now; the refresh thread starts after the
     // hook, with whatever credentials the hook left.
     let pending = match cfg.tor_control.clone() {
@@ -721,7 +722,7 @@ pub fn run_with(
                 false,
             )
         });
-        let woken = cap.woken();
+        let woken = cap.woken() || watched.monitor.link_event_pending();
         if let Err(e) = r {
             // libpcap reports an interface that disappeared (its check of
             // the name after ENETDOWN) as an error; the handle works again
@@ -801,7 +802,10 @@ pub fn run_with(
             // its last addresses stay its own: an ARP of the re-created
             // interface is not judged against an empty list.
             let nets = iface_networks(&iface);
-            if !nets.is_empty() {
+            let keep = nets.is_empty()
+                && (watched.monitor.is_gone() || watched.rebound_at.is_some_and(|_| !readdressed));
+            if !keep {
+                readdressed |= watched.rebound_at.is_some() && !nets.is_empty();
                 classifier.set_own_nets(nets, link_routes_of(&iface));
             }
         }
@@ -872,6 +876,19 @@ pub fn run_with(
             Err(e) => problems.push(start, format_args!("sealing the capture failed: {e}")),
         }
     }
+    // The last look, right after the seal: a change since the last one
+    // (gone, re-created, replaced, the capture unbound) is a problem; one
+    // after it no longer matters.
+    watched.ended = true;
+    look_at_iface(
+        &mut watched,
+        &mut cap,
+        &iface,
+        start,
+        &mut problems,
+        &mut link_events,
+        &mut next_canary,
+    );
     // Held frames: each gets the rest of its wait for a refresh (polled as
     // at every health check; the oldest's deadline, recomputed as frames
     // leave), then every one is judged.
@@ -885,16 +902,6 @@ pub fn run_with(
         }
     }
     judge_released!(true);
-    watched.ended = true;
-    look_at_iface(
-        &mut watched,
-        &mut cap,
-        &iface,
-        start,
-        &mut problems,
-        &mut link_events,
-        &mut next_canary,
-    );
     let elapsed = start.elapsed();
     let stats = match cap.stats() {
         Ok(s) => s,

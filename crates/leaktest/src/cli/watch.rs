@@ -74,8 +74,11 @@ The watch proves that its capture sees: it injects harmless canary frames (Ether
 0x88B5 to a locally administered MAC) at the start, every second and at the end, and \
 requires its own capture to see every one exactly once. At the end it seals the capture \
 and requires the kernel's count of outbound frames to equal the frames it classified. A \
-missed canary, a kernel drop, counts that do not close, the interface going down or away, \
-or the Tor allowlist becoming unavailable makes PASS impossible.
+missed canary, a kernel drop, counts that do not close, the interface lost (moved to another \
+network namespace, replaced by another, re-created already up, or down or gone at the end), or \
+the Tor allowlist becoming unavailable makes PASS impossible. The interface going down and up, \
+or deleted and created again with the same name and MAC (bound before it comes up), are \
+timeline events: the capture follows it and proves itself again with a canary.
 
 The limit of any content check: a process on the gateway that wraps its data in \
 well-formed TLS records to a relay's ORPort looks like Tor; what is ruled out is anything \
