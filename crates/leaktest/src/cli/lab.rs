@@ -58,7 +58,7 @@ when its own output path differs from Whonix's (the others would repeat Whonix's
 for probe). The gateway's sweeps send icmp, ip, tcp, udp, flags, icmp-codes and lan (raw sockets \
 through its own stack, each packet to the destination in its header: forged sources, tunnels, \
 fragment tricks, IP options and extension headers are the workstation's). --list marks each profile default or --all.\n\n\
-Transitions (--transition NAME, every one both ways with --all; 3 to 6 s each): the policy \
+Transitions (--transition NAME, every one both ways with --all; 3 to 8 s each): the policy \
 changes 1 s into a watch (`watch --run-at`) while pulses (`probe --duration`) run from the \
 workstation and from the gateway as root and unprivileged. reload: one `nft -f` transaction, or \
 flush then load 300 ms later; boot: a closed gateway's firewall loaded in one transaction, or the \
