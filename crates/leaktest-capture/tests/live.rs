@@ -219,10 +219,12 @@ fn notices_the_interface_disappearing() {
             .status()
             .unwrap();
         assert!(st.success());
-        let Some(IfaceChange::Lost(problem)) = mon.check() else {
+        // Gone (an event: it may come back and be followed), not yet lost.
+        let Some(IfaceChange::Gone(problem)) = mon.check() else {
             panic!("the monitor did not notice");
         };
         assert!(problem.contains("disappeared"), "{problem}");
+        assert!(mon.is_gone() && mon.is_down() && !mon.is_lost());
         // Reported once per episode.
         assert_eq!(mon.check(), None);
         // libpcap reports an error (and never blocks forever).
